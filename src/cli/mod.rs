@@ -1,0 +1,114 @@
+//! Command line: one file per command; each returns its exit code (DESIGN.md §1):
+//! 0 success, 1 something failed (the rest still ran), 2 bad config or usage.
+
+mod plan;
+mod status;
+mod sync;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::telemetry::LogFormat;
+
+#[derive(Parser)]
+#[command(version, about = "Policy-driven OCI image replication")]
+pub struct Cli {
+    /// Main config file.
+    #[arg(long, global = true, env = "FERRY_CONFIG", default_value = "/etc/ferry/ferry.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeat for less).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check the config and every policy; print FILE:LINE:COL: message per problem.
+    Validate,
+    /// Show what a sync would copy, touching nothing.
+    Plan(PlanArgs),
+    /// Run policies once, now.
+    Sync(SyncArgs),
+    /// Last run of each policy and uploads in flight, from the state store.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Only this policy (repeatable); default all.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Only this policy (repeatable); default all.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+    /// Plan only: print what would be copied.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    pub fn verbosity(&self) -> i8 {
+        (self.verbose.min(3) as i8) - (self.quiet.min(3) as i8)
+    }
+
+    /// The default log level of each command: one-shot commands stay quiet unless asked.
+    pub fn default_level(&self) -> &'static str {
+        match self.command {
+            Command::Sync(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Validate => validate::run(&cli.config),
+        Command::Plan(a) => plan::run(&cli.config, a).await,
+        Command::Sync(a) if a.dry_run => plan::run(&cli.config, &PlanArgs { policies: a.policies.clone(), json: false }).await,
+        Command::Sync(a) => sync::run(&cli.config, a).await,
+        Command::Status(a) => status::run(&cli.config, a),
+    }
+}
+
+/// Load the config, printing every problem as FILE:LINE:COL: message.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    crate::config::load(path).map_err(|diags| {
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        eprintln!("{} problem{} found", diags.len(), if diags.len() == 1 { "" } else { "s" });
+        ExitCode::from(2)
+    })
+}
+
+fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,51 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::App;
+use crate::model::ByteSize;
+use crate::plan::TagAction;
+
+use super::PlanArgs;
+
+pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
+    let cfg = match super::load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let app = match App::new(cfg, false) {
+        Ok(a) => a,
+        Err(e) => return super::fail(e, 1),
+    };
+    let policies = match app.select(&args.policies) {
+        Ok(p) => p,
+        Err(e) => return super::fail(e, 2),
+    };
+    let mut plans = Vec::new();
+    for p in policies {
+        plans.extend(app.plan_policy(p).await);
+    }
+    let failed = plans.iter().filter(|p| p.error.is_some()).count();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plans).expect("plans serialize"));
+    } else {
+        let mut policy = "";
+        for p in &plans {
+            if p.policy != policy {
+                policy = &p.policy;
+                println!("policy {policy}:");
+            }
+            print!("  {p}");
+        }
+        let count = |a| plans.iter().map(|p| p.count(a)).sum::<usize>();
+        let bytes: u64 = plans.iter().map(|p| p.bytes_to_send()).sum();
+        println!(
+            "plan: {} tags to create, {} to move, {} in sync, {} conflicts; {} to send; {failed} repositories could not be read",
+            count(TagAction::Create),
+            count(TagAction::Move),
+            count(TagAction::InSync),
+            count(TagAction::Conflict),
+            ByteSize(bytes)
+        );
+    }
+    if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}

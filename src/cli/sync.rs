@@ -1,0 +1,85 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::app::App;
+use crate::model::ByteSize;
+use crate::state::Counts;
+
+use super::SyncArgs;
+
+/// First SIGINT/SIGTERM: stop starting work, let chunks in flight finish and be
+/// checkpointed. Second: leave at once (the saved checkpoints still hold).
+fn stop_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        warn!("stopping: finishing the chunks in flight (signal again to abort now)");
+        cancel.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(130);
+    });
+}
+
+pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
+    let cfg = match super::load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let app = match App::new(cfg, true) {
+        Ok(a) => a,
+        Err(e) => return super::fail(e, 1),
+    };
+    let policies = match app.select(&args.policies) {
+        Ok(p) => p,
+        Err(e) => return super::fail(e, 2),
+    };
+    let cancel = CancellationToken::new();
+    stop_on_signals(cancel.clone());
+    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel))).await;
+    let mut total = Counts::default();
+    let mut errors = Vec::new();
+    for r in &runs {
+        let c = &r.counts;
+        for (t, v) in [
+            (&mut total.tags_copied, c.tags_copied),
+            (&mut total.tags_in_sync, c.tags_in_sync),
+            (&mut total.conflicts, c.conflicts),
+            (&mut total.manifests_written, c.manifests_written),
+            (&mut total.blobs_uploaded, c.blobs_uploaded),
+            (&mut total.blobs_mounted, c.blobs_mounted),
+            (&mut total.blobs_skipped, c.blobs_skipped),
+            (&mut total.bytes_sent, c.bytes_sent),
+            (&mut total.failures, c.failures),
+        ] {
+            *t += v;
+        }
+        errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.policy)));
+    }
+    let interrupted = runs.iter().any(|r| r.interrupted);
+    for e in &errors {
+        eprintln!("failed: {e}");
+    }
+    println!(
+        "sync {}: {} tags copied, {} in sync, {} conflicts; {} manifests written; blobs: {} uploaded, {} mounted, {} skipped; {} sent; {} failures",
+        if interrupted { "interrupted" } else if errors.is_empty() { "ok" } else { "failed" },
+        total.tags_copied,
+        total.tags_in_sync,
+        total.conflicts,
+        total.manifests_written,
+        total.blobs_uploaded,
+        total.blobs_mounted,
+        total.blobs_skipped,
+        ByteSize(total.bytes_sent),
+        total.failures
+    );
+    if let Some(s) = app.state() {
+        if let Err(e) = s.flush().await {
+            return super::fail(e, 1);
+        }
+    }
+    if interrupted || !errors.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,54 @@
+//! A problem in a config or policy file, located as `FILE:LINE:COL`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl Diagnostic {
+    /// Locate a byte span of `src`; columns count characters, as editors do.
+    pub fn at(file: &Path, src: &str, span: Range<usize>, msg: impl Into<String>) -> Self {
+        let start = span.start.min(src.len());
+        let before = &src[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before[line_start..].chars().count() + 1;
+        Diagnostic { file: file.to_owned(), line, col, msg: msg.into() }
+    }
+
+    /// A problem with the file as a whole (unreadable, missing).
+    pub fn file(file: &Path, msg: impl Into<String>) -> Self {
+        Diagnostic { file: file.to_owned(), line: 1, col: 1, msg: msg.into() }
+    }
+
+    pub fn from_toml(file: &Path, src: &str, err: &toml::de::Error) -> Self {
+        let span = err.span().unwrap_or(0..0);
+        Self::at(file, src, span, err.message().trim().to_owned())
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.msg)
+    }
+}
+
+/// Collects problems for one source file so validation can report all of them at once.
+pub(super) struct Sink<'a> {
+    pub file: &'a Path,
+    pub src: &'a str,
+    pub out: &'a mut Vec<Diagnostic>,
+}
+
+impl Sink<'_> {
+    pub fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.out.push(Diagnostic::at(self.file, self.src, span, msg));
+    }
+}

@@ -1,0 +1,193 @@
+//! One repository's copy: for each tag to copy, its blobs, then its child manifests (each
+//! after its own blobs), then the tag. Work shared by several tags is done once per run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::{join_all, BoxFuture};
+use futures_util::FutureExt;
+use tokio::sync::OnceCell;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::blob::{BlobJob, BlobOutcome};
+use super::{add, CopyError, Copier};
+use crate::model::Digest;
+use crate::plan::{RepoPlan, TagAction};
+use crate::registry::{PulledManifest, Registry};
+
+/// How one repository copy ended.
+#[derive(Debug, Default)]
+pub struct RepoReport {
+    pub errors: Vec<String>,
+    pub interrupted: bool,
+}
+
+type Memo = Mutex<HashMap<Digest, Arc<OnceCell<Result<(), String>>>>>;
+
+/// One repository's copy in progress.
+struct RepoCopy<'a> {
+    copier: &'a Copier,
+    plan: &'a RepoPlan,
+    source: &'a Registry,
+    target: &'a Registry,
+    blobs: Memo,
+    manifests: Memo,
+}
+
+fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), String>>> {
+    memo.lock().expect("lock poisoned").entry(d.clone()).or_default().clone()
+}
+
+impl Copier {
+    /// Copy what `plan` says is missing. A failing tag is reported and the others still copy;
+    /// a tag is written only after everything it references is on the target.
+    pub async fn copy_repo(&self, plan: &RepoPlan, source: &Registry, target: &Registry) -> RepoReport {
+        let mut report = RepoReport::default();
+        if let Some(e) = &plan.error {
+            add(&self.stats.failures, 1);
+            report.errors.push(format!("{} → {}: {e}", plan.source_repository, plan.target));
+            return report;
+        }
+        add(&self.stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
+        let rc = RepoCopy { copier: self, plan, source, target, blobs: Memo::default(), manifests: Memo::default() };
+        for t in &plan.tags {
+            match t.action {
+                TagAction::InSync | TagAction::Create | TagAction::Move if self.cancel.is_cancelled() => {
+                    report.interrupted = true;
+                    break;
+                }
+                TagAction::InSync => {}
+                TagAction::Conflict => {
+                    add(&self.stats.conflicts, 1);
+                    warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, "tag differs on the target and overwrite = false; left as it is");
+                }
+                TagAction::Create | TagAction::Move => {
+                    let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
+                    match rc.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
+                        Ok(()) => {
+                            add(&self.stats.tags_copied, 1);
+                            info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
+                        }
+                        Err(_) if self.cancel.is_cancelled() => {
+                            report.interrupted = true;
+                            break;
+                        }
+                        Err(e) => {
+                            add(&self.stats.failures, 1);
+                            report.errors.push(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository));
+                        }
+                    }
+                }
+            }
+        }
+        report
+    }
+}
+
+impl RepoCopy<'_> {
+    fn manifest(&self, digest: &Digest) -> Result<PulledManifest, String> {
+        let m = self.plan.manifests.get(digest).ok_or_else(|| format!("{digest}: not in the plan"))?;
+        Ok(PulledManifest { digest: m.digest.clone(), media_type: m.media_type.clone(), bytes: m.bytes.clone() })
+    }
+
+    async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), String> {
+        self.ensure_contents(root.clone()).await?;
+        let m = self.manifest(root)?;
+        self.target.put_manifest(&self.plan.target_repository, tag, &m).await.map_err(|e| e.to_string())?;
+        add(&self.copier.stats.manifests_written, 1);
+        Ok(())
+    }
+
+    /// Everything `digest` references is on the target: its blobs and child manifests.
+    fn ensure_contents(&self, digest: Digest) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let m = self.plan.manifests.get(&digest).ok_or_else(|| format!("{digest}: not in the plan"))?;
+            if m.on_target {
+                return Ok(());
+            }
+            let blobs = join_all(m.blobs.iter().map(|b| self.ensure_blob(b)));
+            let children = join_all(m.children.iter().map(|c| self.ensure_child(c)));
+            let (blobs, children) = futures_util::join!(blobs, children);
+            blobs.into_iter().chain(children).collect::<Result<Vec<()>, String>>().map(drop)
+        }
+        .boxed()
+    }
+
+    /// A child manifest (of an index) is written by digest after its own contents.
+    async fn ensure_child(&self, digest: &Digest) -> Result<(), String> {
+        let on_target = self.plan.manifests.get(digest).is_some_and(|m| m.on_target);
+        if on_target {
+            return Ok(());
+        }
+        cell(&self.manifests, digest)
+            .get_or_init(|| async {
+                self.ensure_contents(digest.clone()).await?;
+                let m = self.manifest(digest)?;
+                self.target.put_manifest(&self.plan.target_repository, digest.as_str(), &m).await.map_err(|e| e.to_string())?;
+                add(&self.copier.stats.manifests_written, 1);
+                Ok(())
+            })
+            .await
+            .clone()
+    }
+
+    async fn ensure_blob(&self, digest: &Digest) -> Result<(), String> {
+        cell(&self.blobs, digest).get_or_init(|| self.copy_blob(digest)).await.clone()
+    }
+
+    async fn copy_blob(&self, digest: &Digest) -> Result<(), String> {
+        let c = self.copier;
+        let (plan, target_key, dst) = (self.plan, self.plan.target.as_str(), &self.plan.target_repository);
+        let info = plan.blobs.get(digest).ok_or_else(|| format!("blob {digest}: not in the plan"))?;
+        // One copy of a digest per target at a time: a second repository waits, then mounts.
+        let lock = c.shared.digest_lock(target_key, digest);
+        let _held = lock.lock().await;
+        let present = match info.on_target {
+            Some(p) => p,
+            // The target repository had no tags, so nothing was asked; an earlier, interrupted
+            // run may still have finished this blob there.
+            None => c.state.blob_in(target_key, dst, digest).map_err(|e| e.to_string())?
+                && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some(),
+        };
+        if present {
+            add(&c.stats.blobs_skipped, 1);
+            return c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string());
+        }
+        if c.cancel.is_cancelled() {
+            return Err(CopyError::Interrupted.to_string());
+        }
+        let _slot = c.shared.blob_slots.acquire().await.expect("semaphore never closed");
+        let home = c.state.blob_home(target_key, digest, dst).map_err(|e| e.to_string())?;
+        let job = BlobJob {
+            source: self.source,
+            target: self.target,
+            target_key,
+            src_repo: &plan.source_repository,
+            dst_repo: dst,
+            digest,
+            size: info.size,
+            chunk_size: c.shared.opts.chunk_size,
+            state: &c.state,
+            cancel: &c.cancel,
+        };
+        let span = info_span!("blob", %digest, size = info.size);
+        match job.run(home.as_ref()).instrument(span).await {
+            Ok(outcome) => {
+                match outcome {
+                    BlobOutcome::Uploaded { bytes } => {
+                        add(&c.stats.blobs_uploaded, 1);
+                        add(&c.stats.bytes_sent, bytes);
+                        debug!(repo = %dst, %digest, bytes, "blob uploaded");
+                    }
+                    BlobOutcome::Mounted => {
+                        add(&c.stats.blobs_mounted, 1);
+                        debug!(repo = %dst, %digest, from = ?home, "blob mounted");
+                    }
+                    BlobOutcome::AlreadyThere => add(&c.stats.blobs_skipped, 1),
+                }
+                c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("blob {digest}: {e}")),
+        }
+    }
+}

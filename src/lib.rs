@@ -1,0 +1,14 @@
+//! ferry: policy-driven OCI image replication. See DESIGN.md §5 for the layering:
+//! model ← config, registry, state ← plan ← copy ← app ← cli.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod copy;
+pub mod model;
+pub mod plan;
+pub mod registry;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,365 @@
+//! Leaf value types: valid by construction, so no layer above re-checks them.
+//! Imports nothing from this crate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Largest manifest we accept; the distribution spec asks registries to accept at least 4 MiB.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub const OCI_MANIFEST: &str = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+pub const OCI_INDEX: &str = oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE;
+pub const DOCKER_MANIFEST: &str = oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE;
+pub const DOCKER_LIST: &str = oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE;
+/// Every manifest type ferry copies; sent as `Accept` so registries never down-convert.
+pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+/// A content address. Only sha256 is accepted: it is the only algorithm registries use in practice,
+/// and refusing the rest keeps verification honest (we never "trust" a digest we cannot check).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_sha256(Sha256::digest(bytes).into())
+    }
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        Digest(format!("sha256:{}", hex::encode(hash)))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!("malformed digest `{s}`"));
+        }
+        Ok(Digest(s.to_owned()))
+    }
+}
+impl TryFrom<String> for Digest {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
+    }
+}
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // 19 chars are enough to tell digests apart in logs and keep lines readable.
+        write!(f, "{}", &self.0[..19.min(self.0.len())])
+    }
+}
+
+/// Streaming sha256 with a byte count, so size and digest are checked together.
+#[derive(Default, Clone)]
+pub struct Hasher {
+    hash: Sha256,
+    pub len: u64,
+}
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hash.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+    pub fn finish(self) -> Digest {
+        Digest::from_sha256(self.hash.finalize().into())
+    }
+}
+
+macro_rules! name_type {
+    ($name:ident, $check:expr, $what:literal) => {
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                if $check(s) {
+                    Ok($name(s.to_owned()))
+                } else {
+                    Err(format!("invalid {} `{s}`", $what))
+                }
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+
+name_type!(RepoName, valid_repo, "repository name");
+name_type!(Tag, valid_tag, "tag");
+
+/// The distribution spec's grammar: lowercase path components separated by `/`,
+/// each `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
+fn valid_repo(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.split('/').all(valid_component)
+}
+fn valid_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+fn valid_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+}
+
+impl RepoName {
+    /// Last path part: `{name}` in `target_repository` templates.
+    pub fn last(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+/// What a manifest is, decided from its media type (the `Content-Type`, else the JSON `mediaType`,
+/// else the shape of the JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestKind {
+    Image,
+    Index,
+}
+
+/// What a manifest points at: blobs (config and layers) or child manifests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    pub blobs: Vec<(Digest, u64)>,
+    pub manifests: Vec<(Digest, u64)>,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifests: Option<serde::de::IgnoredAny>,
+}
+
+/// The media type of a manifest body, trusting the body over a header (registries may
+/// answer `application/octet-stream` or `application/json`).
+pub fn manifest_media_type(body: &[u8], header: Option<&str>) -> Result<String, String> {
+    let probe: Probe = serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    if let Some(mt) = probe.media_type {
+        return Ok(mt);
+    }
+    match header {
+        Some(h) if MANIFEST_TYPES.contains(&h) => Ok(h.to_owned()),
+        _ if probe.manifests.is_some() => Ok(OCI_INDEX.to_owned()),
+        _ => Ok(OCI_MANIFEST.to_owned()),
+    }
+}
+
+pub fn manifest_kind(media_type: &str) -> Result<ManifestKind, String> {
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => Ok(ManifestKind::Image),
+        OCI_INDEX | DOCKER_LIST => Ok(ManifestKind::Index),
+        other => Err(format!("unsupported manifest media type `{other}`")),
+    }
+}
+
+/// Parse the descriptors a manifest references. Sizes and digests are checked here,
+/// so nothing downstream deals with a negative size or a foreign algorithm.
+pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, String> {
+    let desc = |d: &str, size: i64| -> Result<(Digest, u64), String> {
+        let size = u64::try_from(size).map_err(|_| format!("negative size for {d}"))?;
+        Ok((d.parse()?, size))
+    };
+    let mut refs = References::default();
+    match manifest_kind(media_type)? {
+        ManifestKind::Image => {
+            let m: oci_client::manifest::OciImageManifest =
+                serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
+            refs.blobs.push(desc(&m.config.digest, m.config.size)?);
+            for l in &m.layers {
+                // Foreign layers live elsewhere (their `urls`); registries refuse to hold them.
+                if l.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+                    continue;
+                }
+                refs.blobs.push(desc(&l.digest, l.size)?);
+            }
+        }
+        ManifestKind::Index => {
+            let m: oci_client::manifest::OciImageIndex =
+                serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
+            for c in &m.manifests {
+                refs.manifests.push(desc(&c.digest, c.size)?);
+            }
+        }
+    }
+    // A blob used twice in one manifest (empty layers) is copied once.
+    let mut seen = std::collections::HashSet::new();
+    refs.blobs.retain(|(d, _)| seen.insert(d.clone()));
+    Ok(refs)
+}
+
+/// A byte count written as `16MiB`, `512KB`, `1GiB` or a plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            u => return Err(format!("unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+        if !n.is_finite() || n < 0.0 {
+            return Err(format!("invalid size `{s}`"));
+        }
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        match self.0 {
+            n if n >= 1 << 30 => write!(f, "{:.1} GiB", b / (1u64 << 30) as f64),
+            n if n >= 1 << 20 => write!(f, "{:.1} MiB", b / (1u64 << 20) as f64),
+            n if n >= 1 << 10 => write!(f, "{:.1} KiB", b / 1024.0),
+            n => write!(f, "{n} B"),
+        }
+    }
+}
+
+/// A password or token. Its `Debug` and `Display` never show it, so a stray `{:?}` cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_names_follow_the_spec() {
+        for ok in ["a", "library/alpine", "a-b/c__d/e.f", "a---b"] {
+            assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "a/", "/a", "a..b", "a_-b", "-a", "a b"] {
+            assert!(bad.parse::<RepoName>().is_err(), "{bad}");
+        }
+        assert_eq!("team/app".parse::<RepoName>().unwrap().last(), "app");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!("16MiB".parse::<ByteSize>().unwrap().0, 16 << 20);
+        assert_eq!("1.5KB".parse::<ByteSize>().unwrap().0, 1500);
+        assert_eq!("42".parse::<ByteSize>().unwrap().0, 42);
+        assert!("3 parsecs".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        let d = Digest::of(b"hello");
+        assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+        assert!("sha512:abcd".parse::<Digest>().is_err());
+        assert!("sha256:XYZ".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn media_type_falls_back_to_shape() {
+        assert_eq!(manifest_media_type(br#"{"manifests":[]}"#, None).unwrap(), OCI_INDEX);
+        assert_eq!(manifest_media_type(br#"{"layers":[]}"#, Some(DOCKER_MANIFEST)).unwrap(), DOCKER_MANIFEST);
+    }
+}

@@ -1,0 +1,161 @@
+//! Read both sides of one repository and build its plan. The only I/O in `plan`.
+//!
+//! Request budget: an unchanged tag costs one HEAD per side. A tag missing on the target
+//! costs one GET on the source (its digest comes from the body) and nothing on the target
+//! when the target repository has no tags at all.
+
+use std::collections::{BTreeSet, HashSet};
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+
+use super::{select_tags, tag_action, BlobPlan, ManifestPlan, RepoPlan, TagPlan};
+use crate::config::Policy;
+use crate::model::{manifest_references, Digest, RepoName, Tag};
+use crate::registry::{PulledManifest, Registry, RegistryError};
+
+/// Requests in flight per repository while planning.
+const PLAN_CONCURRENCY: usize = 8;
+/// Manifests one repository plan may hold; a bound against a hostile index of indexes.
+const MAX_MANIFESTS: usize = 20_000;
+
+/// The source repositories a policy names: exact names, plus catalog entries matching a glob.
+///
+/// # Errors
+/// When the catalog is needed and the source refuses it.
+pub async fn select_repositories(policy: &Policy, source: &Registry) -> Result<Vec<RepoName>, RegistryError> {
+    let sel = &policy.repositories;
+    let mut out: BTreeSet<RepoName> = sel.exact.iter().filter(|r| !sel.excluded(r.as_str())).cloned().collect();
+    if sel.needs_catalog() {
+        out.extend(source.catalog().await?.into_iter().filter(|r| sel.matches_glob(r.as_str())));
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Plan one repository for one target. Never fails: a repository that cannot be read gets a
+/// plan with `error` set, so the other repositories still run.
+pub async fn plan_repo(policy: &Policy, target_key: &str, source: &Registry, target: &Registry, repo: &RepoName) -> RepoPlan {
+    let dest = match policy.target_repo(repo) {
+        Ok(d) => d,
+        Err(e) => {
+            let mut p = RepoPlan::empty(&policy.name, target_key, repo.clone(), repo.clone());
+            p.error = Some(e);
+            return p;
+        }
+    };
+    let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest);
+    if let Err(e) = fill(&mut plan, policy, source, target).await {
+        plan.tags.clear();
+        plan.manifests.clear();
+        plan.blobs.clear();
+        plan.error = Some(e);
+    }
+    plan
+}
+
+struct Resolved {
+    tag: Tag,
+    source: Digest,
+    target: Option<Digest>,
+    pulled: Option<PulledManifest>,
+}
+
+async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &Registry) -> Result<(), String> {
+    let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
+    let src_tags = source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
+    let wanted = select_tags(&src_tags, &policy.tags);
+    let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
+    let repo_absent = dst_tags.is_empty();
+
+    let resolved: Vec<Option<Resolved>> = stream::iter(wanted)
+        .map(|tag| {
+            let (src, dest, dst_tags) = (&src, &dest, &dst_tags);
+            async move {
+                if dst_tags.contains(&tag) {
+                    let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
+                    let target = t?.map(|t| t.digest);
+                    Ok::<_, RegistryError>(s?.map(|s| Resolved { tag, source: s.digest, target, pulled: None }))
+                } else {
+                    let m = source.get_manifest(src, tag.as_str()).await?;
+                    Ok(m.map(|m| Resolved { tag, source: m.digest.clone(), target: None, pulled: Some(m) }))
+                }
+            }
+        })
+        .buffered(PLAN_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+
+    for r in resolved.into_iter().flatten() {
+        let action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
+        if action.copies() {
+            add_tree(plan, source, target, repo_absent, r.source.clone(), r.pulled).await?;
+        }
+        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target });
+    }
+
+    if !repo_absent {
+        let unknown: Vec<Digest> = plan.blobs.iter().filter(|(_, b)| b.on_target.is_none()).map(|(d, _)| d.clone()).collect();
+        let found: Vec<(Digest, bool)> = stream::iter(unknown)
+            .map(|d| {
+                let dest = &dest;
+                async move { target.head_blob(dest, &d).await.map(|s| (d, s.is_some())) }
+            })
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        for (d, present) in found {
+            plan.blobs.get_mut(&d).expect("planned").on_target = Some(present);
+        }
+    }
+    Ok(())
+}
+
+/// Add a manifest and everything below it to the plan. A manifest already on the target
+/// (by digest) is not descended into: the registry checked its references when it took it.
+async fn add_tree(plan: &mut RepoPlan, source: &Registry, target: &Registry, repo_absent: bool, root: Digest, pulled: Option<PulledManifest>) -> Result<(), String> {
+    let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
+    let mut queue = vec![(root, pulled, true)];
+    while let Some((digest, pulled, is_root)) = queue.pop() {
+        if plan.manifests.contains_key(&digest) {
+            continue;
+        }
+        if plan.manifests.len() >= MAX_MANIFESTS {
+            return Err(format!("more than {MAX_MANIFESTS} manifests in one repository"));
+        }
+        let on_target = !repo_absent && target.head_manifest(&dest, digest.as_str()).await.map_err(|e| e.to_string())?.is_some();
+        if on_target && !is_root {
+            plan.manifests.insert(digest.clone(), ManifestPlan { digest, media_type: String::new(), size: 0, children: vec![], blobs: vec![], on_target, bytes: Default::default() });
+            continue;
+        }
+        // The root's bytes are needed even when it is on the target: the tag is written with them.
+        let m = match pulled {
+            Some(m) => m,
+            None => source
+                .get_manifest(&src, digest.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{src}@{digest}: manifest referenced but missing on {}", source.name()))?,
+        };
+        let refs = if on_target { Default::default() } else { manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))? };
+        for (child, _) in &refs.manifests {
+            queue.push((child.clone(), None, false));
+        }
+        for (blob, size) in &refs.blobs {
+            plan.blobs.entry(blob.clone()).or_insert(BlobPlan { size: *size, on_target: None });
+        }
+        plan.manifests.insert(
+            digest.clone(),
+            ManifestPlan {
+                digest,
+                size: m.bytes.len() as u64,
+                media_type: m.media_type,
+                children: refs.manifests.into_iter().map(|(d, _)| d).collect(),
+                blobs: refs.blobs.into_iter().map(|(d, _)| d).collect(),
+                on_target,
+                bytes: m.bytes,
+            },
+        );
+    }
+    Ok(())
+}

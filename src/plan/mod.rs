@@ -1,0 +1,132 @@
+//! What a sync would do, as pure data: per policy, target and repository, each tag's action
+//! and the manifests and blobs missing on the target. Printable as text and JSON.
+
+mod diff;
+mod inventory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+pub use diff::{select_tags, tag_action};
+pub use inventory::{plan_repo, select_repositories};
+use serde::Serialize;
+
+use crate::model::{ByteSize, Digest, RepoName, Tag};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagAction {
+    /// Not on the target yet.
+    Create,
+    /// On the target at another digest; will be moved.
+    Move,
+    /// Same digest on both sides: nothing to do.
+    InSync,
+    /// On the target at another digest, and the policy forbids moving tags.
+    Conflict,
+}
+
+impl TagAction {
+    pub fn copies(self) -> bool {
+        matches!(self, TagAction::Create | TagAction::Move)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TagPlan {
+    pub tag: Tag,
+    pub action: TagAction,
+    pub source_digest: Digest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<Digest>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ManifestPlan {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Child manifests first: a parent is only written after its children.
+    pub children: Vec<Digest>,
+    pub blobs: Vec<Digest>,
+    pub on_target: bool,
+    #[serde(skip)]
+    pub bytes: Bytes,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BlobPlan {
+    pub size: u64,
+    /// `Some(true)` after a HEAD found it; `None` when the target repository has no tags and
+    /// nothing was asked (the copy checks what it knows before sending).
+    pub on_target: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RepoPlan {
+    pub policy: String,
+    pub target: String,
+    pub source_repository: RepoName,
+    pub target_repository: RepoName,
+    pub tags: Vec<TagPlan>,
+    /// Every manifest the tags to copy need, by digest.
+    pub manifests: BTreeMap<Digest, ManifestPlan>,
+    pub blobs: BTreeMap<Digest, BlobPlan>,
+    /// Set when the repository could not be planned; the other fields are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RepoPlan {
+    pub fn empty(policy: &str, target: &str, source: RepoName, dest: RepoName) -> Self {
+        RepoPlan { policy: policy.into(), target: target.into(), source_repository: source, target_repository: dest, tags: vec![], manifests: BTreeMap::new(), blobs: BTreeMap::new(), error: None }
+    }
+
+    pub fn count(&self, action: TagAction) -> usize {
+        self.tags.iter().filter(|t| t.action == action).count()
+    }
+
+    pub fn missing_manifests(&self) -> usize {
+        self.manifests.values().filter(|m| !m.on_target).count()
+    }
+
+    pub fn missing_blobs(&self) -> impl Iterator<Item = (&Digest, &BlobPlan)> {
+        self.blobs.iter().filter(|(_, b)| b.on_target != Some(true))
+    }
+
+    pub fn bytes_to_send(&self) -> u64 {
+        self.missing_blobs().map(|(_, b)| b.size).sum()
+    }
+}
+
+impl fmt::Display for RepoPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} → {}/{}:", self.source_repository, self.target, self.target_repository)?;
+        if let Some(e) = &self.error {
+            return writeln!(f, " error: {e}");
+        }
+        let missing_blobs = self.missing_blobs().count();
+        writeln!(
+            f,
+            " {} to create, {} to move, {} in sync, {} conflicts; {} manifests and {} blobs missing ({})",
+            self.count(TagAction::Create),
+            self.count(TagAction::Move),
+            self.count(TagAction::InSync),
+            self.count(TagAction::Conflict),
+            self.missing_manifests(),
+            missing_blobs,
+            ByteSize(self.bytes_to_send())
+        )?;
+        for t in self.tags.iter().filter(|t| t.action != TagAction::InSync) {
+            let what = match t.action {
+                TagAction::Create => "create",
+                TagAction::Move => "move",
+                TagAction::Conflict => "conflict (overwrite = false)",
+                TagAction::InSync => unreachable!(),
+            };
+            writeln!(f, "    {:<12} {:<30} {}", what, t.tag.as_str(), t.source_digest)?;
+        }
+        Ok(())
+    }
+}

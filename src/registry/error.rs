@@ -1,0 +1,96 @@
+//! Registry errors, each deciding once whether a retry can help.
+
+use std::time::Duration;
+
+use crate::model::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: {op}: HTTP {status}{}", code_text(.code, .message))]
+    Status { registry: String, op: &'static str, status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
+    #[error("{registry}: {op}: {}", chain(source))]
+    Transport { registry: String, op: &'static str, source: reqwest::Error },
+    #[error("{registry}: {op}: authentication failed ({detail}); check the username and password for this registry")]
+    Unauthorized { registry: String, op: &'static str, detail: String },
+    #[error("{registry}: {op}: {detail}")]
+    Protocol { registry: String, op: &'static str, detail: String },
+    #[error("{registry}: {what} {expected}: got content with digest {actual}")]
+    DigestMismatch { registry: String, what: &'static str, expected: Digest, actual: Digest },
+}
+
+fn code_text(code: &Option<String>, message: &str) -> String {
+    match (code, message.is_empty()) {
+        (Some(c), true) => format!(" {c}"),
+        (Some(c), false) => format!(" {c}: {message}"),
+        (None, false) => format!(": {message}"),
+        (None, true) => String::new(),
+    }
+}
+
+/// The error and its causes, `a: b: c`: reqwest's own message ("error sending request")
+/// says nothing of a refused connection or an untrusted certificate.
+fn chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out = format!("{out}: {msg}");
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// A TLS failure (untrusted or invalid certificate) will not heal by retrying. hyper-rustls
+/// hands it up as a `rustls::Error` inside one or more `io::Error`s.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        inner.is_some_and(|i| is_rustls(i))
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if is_rustls(c) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+impl RegistryError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            // Connect failures, resets and timeouts are all worth another try; a request that
+            // could not even be built is not.
+            Self::Transport { source, .. } => !source.is_builder() && !source.is_redirect() && !is_tls_failure(source),
+            Self::Unauthorized { .. } | Self::Protocol { .. } | Self::DigestMismatch { .. } => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}

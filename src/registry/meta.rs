@@ -1,0 +1,231 @@
+//! Reads (tags, catalog, manifests, blobs) and manifest writes.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
+use reqwest::StatusCode;
+
+use super::{read_limited, Registry, RegistryError, Scope};
+use crate::model::{manifest_media_type, Digest, RepoName, Tag, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+
+/// What a HEAD on a manifest tells: enough to diff without downloading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: Option<String>,
+}
+
+/// A manifest with its exact bytes, checked against its digest.
+#[derive(Clone, Debug)]
+pub struct PulledManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A blob body as it arrives. `offset` is where it starts: the requested offset when the
+/// registry honoured the Range, 0 when it sent the whole blob.
+pub struct BlobStream {
+    pub offset: u64,
+    pub stream: BoxStream<'static, Result<Bytes, RegistryError>>,
+}
+
+/// Registries that ignore `n`/`last` answer every page in full (Distribution 2.8 does); a
+/// page with nothing new ends the loop, and this cap ends a registry that never stops.
+const MAX_PAGES: usize = 10_000;
+
+impl Registry {
+    fn accept_manifests(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.header(ACCEPT, MANIFEST_TYPES.join(", "))
+    }
+
+    /// Tags of a repository, following `Link` pagination. `None` when the repository does not exist.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
+        let first = self.url(&format!("/v2/{repo}/tags/list?n=1000"));
+        let pages = self.paginate("list tags", &Scope::pull(repo.as_str()), first, "tags").await?;
+        let Some(names) = pages else { return Ok(None) };
+        let mut tags: Vec<Tag> = names
+            .into_iter()
+            .filter_map(|t| t.parse().map_err(|e| tracing::warn!(repo = %repo, error = %e, "skipping tag")).ok())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        Ok(Some(tags))
+    }
+
+    /// Every repository in the catalog, following `Link` pagination.
+    ///
+    /// # Errors
+    /// A registry that refuses the catalog (most public ones) gets an error that says to list
+    /// repositories by name instead.
+    pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
+        let first = self.url("/v2/_catalog?n=1000");
+        let refused = |detail: String| self.protocol("catalog", format!("{detail}; this registry does not list its repositories, so name them exactly in `repositories` instead of using globs"));
+        let names = match self.paginate("catalog", &Scope::catalog(), first, "repositories").await {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(refused("catalog not found (404)".into())),
+            Err(e @ RegistryError::Unauthorized { .. }) => return Err(refused(e.to_string())),
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404 | 405)) => return Err(refused(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    async fn paginate(&self, op: &'static str, scope: &Scope, first: url::Url, field: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        let mut out: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut next = Some(first);
+        for _ in 0..MAX_PAGES {
+            let Some(url) = next.take() else { break };
+            let rsp = self.send(op, scope, |h| h.get(url.clone())).await?;
+            if rsp.status() == StatusCode::NOT_FOUND && out.is_empty() {
+                return Ok(None);
+            }
+            let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
+            next = link_next(rsp.headers()).and_then(|l| url.join(&l).ok());
+            let body = read_limited(rsp, 64 << 20).await.map_err(self.transport(op))?;
+            let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.protocol(op, format!("bad JSON: {e}")))?;
+            let items: Vec<String> = page.get(field).and_then(|v| v.as_array()).map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+            let before = out.len();
+            out.extend(items.into_iter().filter(|i| seen.insert(i.clone())));
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// HEAD a manifest by tag or digest. `None` when it does not exist.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let rsp = self.send("head manifest", &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.head(url.clone()))).await?;
+        if rsp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let rsp = self.expect("head manifest", rsp, &[StatusCode::OK]).await?;
+        let media_type = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        match rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok()) {
+            Some(digest) => Ok(Some(ManifestHead { digest, media_type })),
+            // Some registries omit the header on HEAD: the body is the only truth then.
+            None => Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead { digest: m.digest, media_type: Some(m.media_type) })),
+        }
+    }
+
+    /// GET a manifest with its exact bytes. The digest is computed from the bytes, and must
+    /// match the reference when that is a digest, and the registry's header when it sends one.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a manifest over 4 MiB; a digest mismatch.
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<PulledManifest>, RegistryError> {
+        let op = "get manifest";
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.get(url.clone()))).await?;
+        if rsp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
+        if rsp.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+            return Err(self.protocol(op, format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        let header_digest: Option<Digest> = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok());
+        let content_type = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = read_limited(rsp, MAX_MANIFEST_BYTES + 1).await.map_err(self.transport(op))?;
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(self.protocol(op, format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        let digest = Digest::of(&body);
+        let expected = reference.parse::<Digest>().ok().or(header_digest);
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "manifest", expected, actual: digest });
+        }
+        let media_type = manifest_media_type(&body, content_type.as_deref()).map_err(|e| self.protocol(op, format!("{repo}:{reference}: {e}")))?;
+        Ok(Some(PulledManifest { digest, media_type, bytes: Bytes::from(body) }))
+    }
+
+    /// PUT a manifest's exact bytes under a tag or its digest; checks the registry kept the digest.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors (e.g. `MANIFEST_BLOB_UNKNOWN`), a changed digest.
+    pub async fn put_manifest(&self, repo: &RepoName, reference: &str, m: &PulledManifest) -> Result<(), RegistryError> {
+        let op = "put manifest";
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let rsp = self
+            .send(op, &Scope::push(repo.as_str()), |h| h.put(url.clone()).header(CONTENT_TYPE, &m.media_type).body(m.bytes.clone()))
+            .await?;
+        let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::OK]).await?;
+        if let Some(got) = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()) {
+            if got != m.digest {
+                return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "stored manifest", expected: m.digest.clone(), actual: got });
+            }
+        }
+        Ok(())
+    }
+
+    /// HEAD a blob: its size when present.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let rsp = self.send("head blob", &Scope::pull(repo.as_str()), |h| h.head(url.clone())).await?;
+        if rsp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let rsp = self.expect("head blob", rsp, &[StatusCode::OK]).await?;
+        Ok(Some(rsp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)))
+    }
+
+    /// Stream a blob from `offset` (a Range request when `offset > 0`).
+    ///
+    /// # Errors
+    /// Transport, auth and status errors, including 404 for a blob the manifest names but the
+    /// registry lacks.
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
+        let op = "get blob";
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let rsp = self
+            .send(op, &Scope::pull(repo.as_str()), |h| {
+                // No whole-request timeout on a blob body: it may take hours; the client's
+                // read timeout catches a stalled peer instead.
+                let r = h.get(url.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
+                if offset > 0 { r.header(RANGE, format!("bytes={offset}-")) } else { r }
+            })
+            .await?;
+        let rsp = self.expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT]).await?;
+        let start = if rsp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+        let name = self.name().to_owned();
+        let stream = rsp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| RegistryError::Transport { registry: name.clone(), op, source: e.without_url() }))
+            .boxed();
+        Ok(BlobStream { offset: start, stream })
+    }
+}
+
+/// `Link: </v2/_catalog?last=x&n=100>; rel="next"` → the URL.
+fn link_next(h: &reqwest::header::HeaderMap) -> Option<String> {
+    h.get_all("link").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("link", r#"</v2/_catalog?last=b&n=2>; rel="next""#.parse().unwrap());
+        assert_eq!(link_next(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
+        assert_eq!(link_next(&reqwest::header::HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,239 @@
+//! One registry endpoint: the HTTP client (TLS, timeouts), authentication, retries and the
+//! distribution API calls ferry makes. Knows nothing of policies or the state store.
+//!
+//! Every request goes through [`Registry::send`] (rebuildable requests: auth challenge and
+//! retries handled) or [`Registry::send_once`] (streaming bodies, which cannot be replayed).
+//! oci-client supplies the manifest types; its own client is not used for requests because
+//! it drops response headers (`Retry-After`, `Link`, `Range`, `Location`), never retries, and
+//! keeps upload sessions private, and ferry wants one auth path for every request.
+
+mod auth;
+mod error;
+mod meta;
+mod retry;
+mod upload;
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+pub use auth::Scope;
+pub use error::RegistryError;
+pub use meta::{BlobStream, ManifestHead, PulledManifest};
+pub use retry::RetryPolicy;
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use tokio::sync::Semaphore;
+pub use upload::{UploadSession, UploadStart};
+
+use crate::model::Secret;
+
+/// Everything needed to talk to one registry; built by the composition root from config.
+pub struct Endpoint {
+    pub name: String,
+    pub url: url::Url,
+    pub credentials: Option<(String, Secret)>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub max_concurrent: usize,
+    pub retry: RetryPolicy,
+    /// Whole-request limit for metadata requests; blob transfers are bounded by `read_timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Endpoint {
+    pub fn anonymous(name: &str, url: url::Url) -> Self {
+        Endpoint {
+            name: name.to_owned(),
+            url,
+            credentials: None,
+            ca_pem: None,
+            max_concurrent: 16,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    base: url::Url,
+    http: reqwest::Client,
+    auth: auth::Auth,
+    limit: Semaphore,
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+/// No progress at all for this long on a connection is a dead peer, whatever the transfer size.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    // ring rather than aws-lc: no C toolchain step, and half the clean build time.
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Registry {
+    /// # Errors
+    /// When the CA bundle cannot be parsed or the HTTP client cannot be built.
+    pub fn new(ep: Endpoint) -> Result<Self, RegistryError> {
+        install_crypto_provider();
+        let protocol = |detail: String| RegistryError::Protocol { registry: ep.name.clone(), op: "setup", detail };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .pool_max_idle_per_host(ep.max_concurrent.max(4))
+            .tcp_nodelay(true);
+        if let Some(pem) = &ep.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| protocol(format!("ca_file: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| protocol(format!("HTTP client: {e}")))?;
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                auth: auth::Auth::new(&ep.name, ep.credentials),
+                name: ep.name,
+                base: ep.url,
+                http,
+                limit: Semaphore::new(ep.max_concurrent.max(1)),
+                retry: ep.retry,
+                timeout: ep.request_timeout,
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Same registry (scheme, host and port): cross-repository mounts are possible.
+    pub fn same_host(&self, other: &Registry) -> bool {
+        self.inner.base.origin() == other.inner.base.origin()
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        self.inner.base.join(path).expect("registry paths are valid relative URLs")
+    }
+
+    fn transport(&self, op: &'static str) -> impl Fn(reqwest::Error) -> RegistryError + '_ {
+        // without_url: upload URLs and redirect targets can carry signed credentials.
+        move |e| RegistryError::Transport { registry: self.inner.name.clone(), op, source: e.without_url() }
+    }
+
+    fn protocol(&self, op: &'static str, detail: impl Into<String>) -> RegistryError {
+        RegistryError::Protocol { registry: self.inner.name.clone(), op, detail: detail.into() }
+    }
+
+    /// Send a request that can be rebuilt: answers a 401 challenge once, then retries
+    /// transient failures. Returns any response that is not a 401 or retryable status.
+    async fn send(&self, op: &'static str, scope: &Scope, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+        retry::with_retry(self.inner.retry, op, || async {
+            let rsp = self.attempt(op, scope, &build).await?;
+            if rsp.status().is_server_error() || rsp.status() == StatusCode::TOO_MANY_REQUESTS {
+                return Err(self.status_error(op, rsp).await);
+            }
+            Ok(rsp)
+        })
+        .await
+    }
+
+    async fn attempt(&self, op: &'static str, scope: &Scope, build: &impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+        let http = &self.inner.http;
+        let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
+        let header = self.inner.auth.header(http, scope).await?;
+        let rsp = with_auth(build(http).timeout(self.inner.timeout), header.clone()).send().await.map_err(self.transport(op))?;
+        if rsp.status() != StatusCode::UNAUTHORIZED {
+            if rsp.status().is_success() {
+                self.inner.auth.anonymous_ok().await;
+            }
+            return Ok(rsp);
+        }
+        let challenge = www_authenticate(rsp.headers());
+        self.inner.auth.challenged(http, scope, header.as_deref(), challenge.as_deref(), op).await?;
+        let header = self.inner.auth.header(http, scope).await?;
+        let rsp = with_auth(build(http).timeout(self.inner.timeout), header).send().await.map_err(self.transport(op))?;
+        if rsp.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() });
+        }
+        Ok(rsp)
+    }
+
+    /// Send a request whose body streams and cannot be replayed: the caller owns recovery.
+    /// Auth must already be known for `scope` (an earlier `send` on it learnt the scheme).
+    async fn send_once(&self, op: &'static str, scope: &Scope, req: impl FnOnce(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+        let http = &self.inner.http;
+        let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
+        let header = self.inner.auth.header(http, scope).await?;
+        with_auth(req(http), header).send().await.map_err(self.transport(op))
+    }
+
+    /// Turn an unexpected response into an error, keeping the OCI error code and `Retry-After`.
+    async fn status_error(&self, op: &'static str, rsp: Response) -> RegistryError {
+        let status = rsp.status().as_u16();
+        let retry_after = rsp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
+        if status == 401 {
+            return RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() };
+        }
+        let body = read_limited(rsp, 16 << 10).await.unwrap_or_default();
+        let (code, message) = oci_error(&body);
+        RegistryError::Status { registry: self.inner.name.clone(), op, status, code, message, retry_after }
+    }
+
+    /// Check the status is one of `ok`, else turn the response into an error.
+    async fn expect(&self, op: &'static str, rsp: Response, ok: &[StatusCode]) -> Result<Response, RegistryError> {
+        if ok.contains(&rsp.status()) {
+            Ok(rsp)
+        } else {
+            Err(self.status_error(op, rsp).await)
+        }
+    }
+}
+
+fn with_auth(req: RequestBuilder, header: Option<String>) -> RequestBuilder {
+    match header {
+        Some(h) => req.header(AUTHORIZATION, h),
+        None => req,
+    }
+}
+
+fn www_authenticate(h: &HeaderMap) -> Option<String> {
+    h.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find(|v| v.to_ascii_lowercase().starts_with("bearer")).or_else(|| h.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok())).map(str::to_owned)
+}
+
+/// Read at most `limit` bytes of a body; a longer body is an error, never a large allocation.
+async fn read_limited(mut rsp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::with_capacity(rsp.content_length().map_or(1024, |n| (n as usize).min(limit)));
+    while let Some(chunk) = rsp.chunk().await? {
+        if out.len() + chunk.len() > limit {
+            out.extend_from_slice(&chunk[..limit - out.len()]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}` → (code, message).
+fn oci_error(body: &[u8]) -> (Option<String>, String) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone().unwrap_or_default()),
+        _ => (None, String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned()),
+    }
+}

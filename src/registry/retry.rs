@@ -1,0 +1,109 @@
+//! Retries of idempotent requests. The only file that names `backoff` (unmaintained:
+//! swapping it for another crate touches this file alone).
+
+use std::future::Future;
+use std::time::Duration;
+
+use backoff::ExponentialBackoffBuilder;
+use tracing::warn;
+
+use super::error::RegistryError;
+
+/// Longest `Retry-After` we honour; a registry asking for an hour is better reported than obeyed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { initial: Duration::from_millis(250), max_interval: Duration::from_secs(10), deadline: Duration::from_secs(60) }
+    }
+}
+
+/// Run `f` until it succeeds, fails permanently, or the deadline passes. `backoff` lets a
+/// `Retry-After` bypass its own elapsed-time limit, so the deadline is enforced here too.
+pub async fn with_retry<T, F, Fut>(policy: RetryPolicy, op: &'static str, mut f: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let start = tokio::time::Instant::now();
+    let backoff = ExponentialBackoffBuilder::new()
+        .with_initial_interval(policy.initial)
+        .with_max_interval(policy.max_interval)
+        .with_max_elapsed_time(Some(policy.deadline))
+        .build();
+    backoff::future::retry_notify(
+        backoff,
+        || {
+            let attempt = f();
+            async move {
+                attempt.await.map_err(|e| match e.retry_after() {
+                    _ if !e.is_retryable() || start.elapsed() >= policy.deadline => backoff::Error::permanent(e),
+                    Some(ra) => backoff::Error::retry_after(e, ra.min(MAX_RETRY_AFTER)),
+                    None => backoff::Error::transient(e),
+                })
+            }
+        },
+        |e: RegistryError, wait: Duration| warn!(op, error = %e, ?wait, "retrying"),
+    )
+    .await
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn status(code: u16, retry_after: Option<Duration>) -> RegistryError {
+        RegistryError::Status { registry: "r".into(), op: "t", status: code, code: None, message: String::new(), retry_after }
+    }
+
+    #[tokio::test]
+    async fn transient_then_success_and_permanent_stops() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_secs(5) };
+        let r = with_retry(policy, "t", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(status(503, None)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = with_retry(policy, "t", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(status(404, None)) }
+        })
+        .await;
+        assert_eq!((r.unwrap_err().status(), calls.load(Ordering::SeqCst)), (Some(404), 1));
+    }
+
+    #[tokio::test]
+    async fn retry_after_cannot_outlive_the_deadline() {
+        let policy = RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_millis(150) };
+        let start = std::time::Instant::now();
+        let r: Result<(), _> = with_retry(policy, "t", || async { Err(status(429, Some(Duration::from_millis(40)))) }).await;
+        assert_eq!(r.unwrap_err().status(), Some(429));
+        assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None); // in the past
+    }
+}

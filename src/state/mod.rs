@@ -1,0 +1,287 @@
+//! The state store: sled behind a typed API. No sled type leaves this module.
+//!
+//! It is a cache of progress, never the source of truth: registries are asked before any
+//! saved offset is trusted, and a lost or corrupt store costs re-sent bytes, never a wrong image.
+//!
+//! Trees and keys (fields joined by `\0`, which no registry name, repository or digest holds):
+//!   uploads : target \0 repo \0 digest     -> UploadRecord  one per blob upload in flight
+//!   blobs   : target \0 digest \0 repo     -> ()            repositories known to hold a blob (mount sources)
+//!   runs    : policy \0 start_ms (u64 BE)  -> RunRecord     one per run; scan in reverse for the latest
+//! Values are JSON with a `v` field; an unknown `v` is an error, never a silent default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::model::{Digest, RepoName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("state store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state store record {key}: {detail}")]
+    Record { key: String, detail: String },
+}
+
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub v: u32,
+    pub location: String,
+    pub offset: u64,
+    pub size: u64,
+    pub started_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub tags_copied: u64,
+    pub tags_in_sync: u64,
+    #[serde(default)]
+    pub conflicts: u64,
+    pub manifests_written: u64,
+    pub blobs_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub blobs_skipped: u64,
+    pub bytes_sent: u64,
+    pub failures: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub v: u32,
+    pub policy: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// `ok`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub counts: Counts,
+    /// First few failure messages, for `ferry status`.
+    pub errors: Vec<String>,
+}
+
+/// An upload in flight, as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InFlight {
+    pub target: String,
+    pub repository: String,
+    pub digest: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Clone)]
+pub struct StateStore {
+    db: sled::Db,
+    uploads: sled::Tree,
+    blobs: sled::Tree,
+    runs: sled::Tree,
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&b'\0')
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl StateStore {
+    /// Open (or create) the store. A lock held by a process that just died is retried for a
+    /// moment; a store sled calls corrupt is moved aside and replaced by an empty one.
+    ///
+    /// # Errors
+    /// When the directory cannot be created, or another ferry holds the store.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join("state.sled");
+        let open = || sled::Config::new().path(&path).flush_every_ms(Some(1000)).open();
+        let mut attempt = 0;
+        let db = loop {
+            match open() {
+                Ok(db) => break db,
+                Err(sled::Error::Corruption { .. }) => {
+                    let aside = dir.join(format!("state.sled.corrupt-{}", now_ms()));
+                    tracing::error!(path = %path.display(), aside = %aside.display(), "state store corrupt; moved aside, starting empty (uploads restart from zero)");
+                    std::fs::rename(&path, &aside).map_err(|e| StateError::Open { path: path.display().to_string(), source: e.into() })?;
+                }
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(StateError::Open { path: path.display().to_string(), source: sled::Error::Unsupported("locked by another ferry process (is the daemon running?)".into()) })
+                }
+                Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
+            }
+        };
+        Ok(StateStore { uploads: db.open_tree("uploads")?, blobs: db.open_tree("blobs")?, runs: db.open_tree("runs")?, db })
+    }
+
+    /// Make everything written so far survive a crash.
+    ///
+    /// # Errors
+    /// When sled cannot write or fsync.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned + Versioned>(k: &[u8], v: &[u8]) -> Result<T, StateError> {
+        let err = |detail: String| StateError::Record { key: String::from_utf8_lossy(k).replace('\0', "/"), detail };
+        let rec: T = serde_json::from_slice(v).map_err(|e| err(e.to_string()))?;
+        if rec.version() != VERSION {
+            return Err(err(format!("unknown record version {}", rec.version())));
+        }
+        Ok(rec)
+    }
+
+    pub fn upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<Option<UploadRecord>, StateError> {
+        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
+        self.uploads.get(&k)?.map(|v| Self::decode(&k, &v)).transpose()
+    }
+
+    /// Record upload progress and flush before returning, so a crash right after the
+    /// registry acknowledged a chunk still resumes after that chunk.
+    pub async fn save_upload(&self, target: &str, repo: &RepoName, digest: &Digest, rec: &UploadRecord) -> Result<(), StateError> {
+        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
+        self.uploads.insert(k, serde_json::to_vec(rec).expect("records serialize"))?;
+        self.flush().await
+    }
+
+    pub fn forget_upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
+        self.uploads.remove(key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]))?;
+        Ok(())
+    }
+
+    pub fn uploads_in_flight(&self) -> Result<Vec<InFlight>, StateError> {
+        self.uploads
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let rec: UploadRecord = Self::decode(&k, &v)?;
+                let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+                let [target, repository, digest] = <[String; 3]>::try_from(parts).map_err(|_| StateError::Record { key: String::from_utf8_lossy(&k).into(), detail: "bad key".into() })?;
+                Ok(InFlight { target, repository, digest, offset: rec.offset, size: rec.size })
+            })
+            .collect()
+    }
+
+    /// Remember that `repo` on `target` holds `digest`, so later copies can mount it.
+    pub fn blob_known(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
+        self.blobs.insert(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]), &[])?;
+        Ok(())
+    }
+
+    /// A repository on `target` other than `except` known to hold `digest`.
+    pub fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Result<Option<RepoName>, StateError> {
+        let prefix = key(&[target.as_bytes(), digest.as_str().as_bytes(), b""]);
+        for kv in self.blobs.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let repo = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if repo != except.as_str() {
+                if let Ok(r) = repo.parse() {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the store believes `repo` on `target` holds `digest`.
+    pub fn blob_in(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<bool, StateError> {
+        Ok(self.blobs.contains_key(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]))?)
+    }
+
+    /// A mount source turned out not to hold the blob (garbage-collected): stop offering it.
+    pub fn blob_gone(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
+        self.blobs.remove(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]))?;
+        Ok(())
+    }
+
+    pub async fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {
+        self.runs.insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
+        self.prune_runs(&run.policy)?;
+        self.flush().await
+    }
+
+    /// Keep the last runs per policy only: sled files never shrink, so the keyspace stays bounded.
+    fn prune_runs(&self, policy: &str) -> Result<(), StateError> {
+        const KEEP: usize = 50;
+        let prefix = key(&[policy.as_bytes(), b""]);
+        let keys: Vec<sled::IVec> = self.runs.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        for k in keys.iter().take(keys.len().saturating_sub(KEEP)) {
+            self.runs.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// The latest run of every policy, by policy name.
+    pub fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let mut out: Vec<RunRecord> = Vec::new();
+        for kv in self.runs.iter().rev() {
+            let (k, v) = kv?;
+            let rec: RunRecord = Self::decode(&k, &v)?;
+            if out.last().is_none_or(|l| l.policy != rec.policy) {
+                out.push(rec);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+trait Versioned {
+    fn version(&self) -> u32;
+}
+impl Versioned for UploadRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+impl Versioned for RunRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl UploadRecord {
+    pub fn new(location: String, offset: u64, size: u64) -> Self {
+        UploadRecord { v: VERSION, location, offset, size, started_ms: now_ms() }
+    }
+}
+
+impl RunRecord {
+    pub fn new(policy: &str, started_ms: u64, outcome: &str, counts: Counts, errors: Vec<String>) -> Self {
+        RunRecord { v: VERSION, policy: policy.to_owned(), started_ms, ended_ms: now_ms(), outcome: outcome.to_owned(), counts, errors }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "app".parse().unwrap();
+        let d = Digest::of(b"x");
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await.unwrap();
+            s.blob_known("t", &"other".parse().unwrap(), &d).unwrap();
+            s.record_run(&RunRecord::new("p", 1, "ok", Counts::default(), vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 2, "failed", Counts::default(), vec![])).await.unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.upload("t", &repo, &d).unwrap().unwrap().offset, 42);
+        assert_eq!(s.blob_home("t", &d, &repo).unwrap().unwrap().as_str(), "other");
+        assert_eq!(s.blob_home("t", &d, &"other".parse().unwrap()).unwrap(), None);
+        let runs = s.last_runs().unwrap();
+        assert_eq!((runs.len(), runs[0].outcome.as_str()), (1, "failed"));
+        assert_eq!(s.uploads_in_flight().unwrap()[0].digest, d.as_str());
+    }
+}

@@ -1,0 +1,116 @@
+//! Registry access: htpasswd Basic, the bearer-token flow, TLS with a private CA, and clear
+//! failures that never print a secret.
+
+use std::sync::atomic::Ordering;
+
+use crate::support::images::{push_corpus, CorpusSpec};
+use crate::support::registry::{RegistryOpts, TestCa, TestRegistry};
+use crate::support::token::TokenServer;
+use crate::support::{assert_same_image, Auth, Ferry, Reader};
+
+const USER: &str = "robot";
+const PASSWORD: &str = "s3cret-Pa55-for-ferry";
+const POLICY: &str = "[[policy]]\nname = \"m\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-*\"]\n";
+
+fn spec() -> CorpusSpec {
+    CorpusSpec { repos: 2, tags: 1, index_every: 2, sign: false, ..CorpusSpec::default() }
+}
+
+fn config(src: &str, dst: &str, extra: &str) -> String {
+    format!("[registries.src]\nurl = \"{src}\"\n\n[registries.dst]\nurl = \"{dst}\"\nusername = \"{USER}\"\npassword_env = \"FERRY_TEST_PASSWORD\"\n{extra}")
+}
+
+fn ferry(cfg: &str, password: &str) -> Ferry {
+    let mut f = Ferry::new(cfg, "64KiB", &[("m.toml", POLICY)]);
+    f.env.push(("FERRY_TEST_PASSWORD".into(), password.into()));
+    f
+}
+
+async fn assert_copied(src: &TestRegistry, dst: &Reader) {
+    let s = Reader::new(&src.url);
+    for repo in ["app-000", "app-001"] {
+        for tag in ["1.0.0", "latest"] {
+            assert_same_image(&s, dst, repo, repo, tag).await;
+        }
+    }
+}
+
+fn assert_no_secret(run: &crate::support::Run, secret: &str) {
+    assert!(!run.all().contains(secret), "secret printed:\n{}", run.all());
+}
+
+#[tokio::test]
+async fn htpasswd_basic_auth() {
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start_with(RegistryOpts { basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+    let f = ferry(&config(&src.url, &dst.url, ""), PASSWORD);
+    let run = f.run(&["sync", "-vv"]);
+    run.assert_code(0);
+    assert_no_secret(&run, PASSWORD);
+    assert_copied(&src, &Reader::with(&dst.url, Auth::Basic(USER.into(), PASSWORD.into()), None)).await;
+}
+
+#[tokio::test]
+async fn wrong_password_fails_clearly_without_printing_it() {
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start_with(RegistryOpts { basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+    let wrong = "Wr0ng-pa55word-zz9";
+    let run = ferry(&config(&src.url, &dst.url, ""), wrong).run(&["sync", "-vvv"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("authentication failed"), "{}", run.all());
+    assert!(run.stderr.contains("dst"), "names the registry: {}", run.all());
+    assert_no_secret(&run, wrong);
+    assert_no_secret(&run, PASSWORD);
+    // The Basic header is base64 of user:password; that must not leak either.
+    use base64::Engine;
+    assert_no_secret(&run, &base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{wrong}")));
+}
+
+#[tokio::test]
+async fn missing_password_env_is_a_config_error() {
+    let f = Ferry::new(&config("http://127.0.0.1:1", "http://127.0.0.1:2", ""), "1MiB", &[("m.toml", POLICY)]);
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("ferry.toml:13:16: registries.dst.password_env: environment variable `FERRY_TEST_PASSWORD` is not set"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn bearer_token_flow() {
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start_with(RegistryOpts { token: Some((tokens.realm(), tokens.cert())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+    let run = ferry(&config(&src.url, &dst.url, ""), PASSWORD).run(&["sync", "-vv"]);
+    run.assert_code(0);
+    assert_no_secret(&run, PASSWORD);
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    // Per repository scope, cached: a handful of tokens, not one per request.
+    assert!((2..=8).contains(&issued), "tokens issued: {issued}");
+    assert_copied(&src, &Reader::with(&dst.url, Auth::Token(tokens.realm(), USER.into(), PASSWORD.into()), None)).await;
+
+    let refused = ferry(&config(&src.url, &dst.url, ""), "not-the-password").run(&["sync"]);
+    refused.assert_code(1);
+    assert!(refused.stderr.contains("authentication failed") && refused.stderr.contains("token server answered 401"), "{}", refused.all());
+    assert_no_secret(&refused, "not-the-password");
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let ca = TestCa::new();
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start_with(RegistryOpts { tls: Some(ca.server()), basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    assert!(dst.url.starts_with("https://"));
+    push_corpus(&src.url, &spec()).await;
+    let with_ca = format!("ca_file = \"{}\"\n", ca.ca().display());
+    ferry(&config(&src.url, &dst.url, &with_ca), PASSWORD).run(&["sync"]).assert_code(0);
+    assert_copied(&src, &Reader::with(&dst.url, Auth::Basic(USER.into(), PASSWORD.into()), Some(&ca.ca()))).await;
+
+    // Without the CA the certificate is not trusted: a clear failure, never a silent downgrade.
+    let started = std::time::Instant::now();
+    let run = ferry(&config(&src.url, &dst.url, ""), PASSWORD).run(&["plan"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("invalid peer certificate"), "{}", run.all());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "a TLS failure is not retried: {:?}", started.elapsed());
+}

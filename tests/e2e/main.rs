@@ -1,0 +1,8 @@
+//! End-to-end tests against real `docker-registry` processes started by the tests.
+
+mod architecture;
+mod auth;
+mod resume;
+mod support;
+mod sync;
+mod validate;

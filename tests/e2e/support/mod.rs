@@ -1,0 +1,239 @@
+//! Test support: real registries, generated images, a fault proxy, a token server, and a
+//! runner for the `ferry` binary. Verification here talks to registries directly, never
+//! through ferry, so a ferry bug cannot hide itself.
+
+#![allow(dead_code)]
+
+pub mod images;
+pub mod proxy;
+pub mod registry;
+pub mod token;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use base64::Engine;
+
+/// reqwest is built without a default crypto provider (ferry picks ring); tests pick it too.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+pub fn ferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// A config folder for one test: `ferry.toml` plus `policies/*.toml`, and the state store.
+pub struct Ferry {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Ferry {
+    /// `registries` is the body of the main config after `[daemon]`; `chunk_size` is set small
+    /// so tests cover multi-chunk uploads with small images.
+    pub fn new(registries: &str, chunk_size: &str, policies: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(
+            dir.path().join("ferry.toml"),
+            format!("[daemon]\nstate_dir = \"state\"\npolicies = \"policies\"\nchunk_size = \"{chunk_size}\"\nmax_concurrent_blobs = 4\n\n{registries}"),
+        )
+        .unwrap();
+        for (name, body) in policies {
+            std::fs::write(dir.path().join("policies").join(name), body).unwrap();
+        }
+        Ferry { dir, env: Vec::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("ferry.toml")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(ferry_bin());
+        c.arg("--config").arg(self.config()).args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("run ferry");
+        Run::from(out)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ferry")
+    }
+}
+
+/// A finished ferry process: exit code and both outputs.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// A number from the `sync` summary line, e.g. `summary("uploaded")`.
+    pub fn summary(&self, word: &str) -> u64 {
+        let line = self.stdout.lines().find(|l| l.starts_with("sync ")).unwrap_or_else(|| panic!("no summary line in:\n{}", self.all()));
+        let words: Vec<&str> = line.split([' ', ',', ';', ':']).filter(|w| !w.is_empty()).collect();
+        let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("`{word}` not in summary: {line}"));
+        // The nearest number before the word: "14 tags copied" → 14.
+        words[..i].iter().rev().find_map(|w| w.parse().ok()).unwrap_or_else(|| panic!("no count before `{word}` in: {line}"))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code; output:\n{}", self.all());
+        self
+    }
+}
+
+/// How a verifying client authenticates.
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    Basic(String, String),
+    /// Token server realm, user, password.
+    Token(String, String, String),
+}
+
+/// A direct registry reader for assertions.
+pub struct Reader {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub auth: Auth,
+}
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+impl Reader {
+    pub fn new(url: &str) -> Self {
+        Self::with(url, Auth::None, None)
+    }
+
+    pub fn with(url: &str, auth: Auth, ca: Option<&Path>) -> Self {
+        let mut b = http_client();
+        if let Some(ca) = ca {
+            b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap());
+        }
+        Reader { url: url.to_owned(), http: b.build().unwrap(), auth }
+    }
+
+    async fn header(&self, repo: &str) -> Option<String> {
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        match &self.auth {
+            Auth::None => None,
+            Auth::Basic(u, p) => Some(format!("Basic {}", b64(format!("{u}:{p}")))),
+            Auth::Token(realm, u, p) => {
+                let rsp = self
+                    .http
+                    .get(format!("{realm}?service={}&scope=repository:{repo}:pull", registry::TOKEN_SERVICE))
+                    .header("authorization", format!("Basic {}", b64(format!("{u}:{p}"))))
+                    .send()
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = rsp.json().await.unwrap();
+                Some(format!("Bearer {}", v["token"].as_str().unwrap()))
+            }
+        }
+    }
+
+    async fn get(&self, repo: &str, path: &str, head: bool) -> reqwest::Response {
+        let url = format!("{}/v2/{repo}/{path}", self.url);
+        let mut req = if head { self.http.head(url) } else { self.http.get(url) }.header("accept", ACCEPT);
+        if let Some(h) = self.header(repo).await {
+            req = req.header("authorization", h);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A manifest's exact bytes, or None.
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Option<Vec<u8>> {
+        let rsp = self.get(repo, &format!("manifests/{reference}"), false).await;
+        rsp.status().is_success().then_some(())?;
+        Some(rsp.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {
+        let rsp = self.get(repo, &format!("blobs/{digest}"), true).await;
+        rsp.status().is_success().then(|| rsp.headers()["content-length"].to_str().unwrap().parse().unwrap())
+    }
+
+    pub async fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let rsp = self.get(repo, &format!("blobs/{digest}"), false).await;
+        assert!(rsp.status().is_success(), "GET blob {repo}@{digest}: {}", rsp.status());
+        rsp.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn tags(&self, repo: &str) -> Vec<String> {
+        let rsp = self.get(repo, "tags/list", false).await;
+        if !rsp.status().is_success() {
+            return vec![];
+        }
+        let v: serde_json::Value = rsp.json().await.unwrap();
+        let mut t: Vec<String> = v["tags"].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+        t.sort();
+        t
+    }
+}
+
+/// The target holds `repo:tag` with the same bytes (so the same digest) as the source, and
+/// every blob and child manifest it references, with the right sizes.
+pub async fn assert_same_image(src: &Reader, dst: &Reader, src_repo: &str, dst_repo: &str, tag: &str) {
+    let a = src.manifest(src_repo, tag).await.unwrap_or_else(|| panic!("source lacks {src_repo}:{tag}"));
+    let b = dst.manifest(dst_repo, tag).await.unwrap_or_else(|| panic!("target lacks {dst_repo}:{tag}"));
+    assert_eq!(images::sha256(&a), images::sha256(&b), "{dst_repo}:{tag}: digests differ");
+    assert_eq!(a, b, "{dst_repo}:{tag}: bytes differ");
+    let mut queue = vec![b];
+    while let Some(m) = queue.pop() {
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        for child in v["manifests"].as_array().into_iter().flatten() {
+            let d = child["digest"].as_str().unwrap();
+            let body = dst.manifest(dst_repo, d).await.unwrap_or_else(|| panic!("target lacks child {dst_repo}@{d}"));
+            assert_eq!(images::sha256(&body), d);
+            queue.push(body);
+        }
+        let blobs = v["layers"].as_array().into_iter().flatten().chain(v.get("config"));
+        for desc in blobs {
+            let d = desc["digest"].as_str().unwrap();
+            let size = desc["size"].as_u64().unwrap();
+            assert_eq!(dst.blob_size(dst_repo, d).await, Some(size), "blob {dst_repo}@{d}");
+        }
+    }
+}
+
+/// Poll `f` every 20 ms until it is true or `secs` pass.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig}");
+}

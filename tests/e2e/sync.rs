@@ -1,0 +1,132 @@
+use crate::support::images::{self, push_corpus, CorpusSpec, Format, Pusher};
+use crate::support::registry::TestRegistry;
+use crate::support::{assert_same_image, Ferry, Reader};
+
+fn two_registries(src: &TestRegistry, dst: &TestRegistry) -> String {
+    format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n", src.url, dst.url)
+}
+
+const MIRROR_ALL: &str = "[[policy]]\nname = \"mirror\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-*\"]\n";
+
+/// Lines of the target's access log for one upload method and digest.
+fn log_count(reg: &TestRegistry, method: &str, needle: &str) -> usize {
+    reg.log().lines().filter(|l| l.contains(&format!("\"{method} /v2/")) && l.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_sends_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    // 4 repositories sharing one base layer; OCI and Docker formats alternate; app-002 is
+    // multi-arch (an OCI index); each repository has a signature tag.
+    let spec = CorpusSpec { repos: 4, tags: 2, index_every: 3, ..CorpusSpec::default() };
+    let corpus = push_corpus(&src.url, &spec).await;
+    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", MIRROR_ALL)]);
+
+    let run = ferry.run(&["sync"]);
+    run.assert_code(0);
+    assert_eq!(run.summary("copied") as usize, corpus.tags.len());
+    assert_eq!(run.summary("failures"), 0);
+
+    let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
+    for (repo, tag, digest) in &corpus.tags {
+        assert_same_image(&s, &d, repo, repo, tag).await;
+        assert_eq!(&images::sha256(&d.manifest(repo, tag).await.unwrap()), digest);
+    }
+    // The amd64 base layer is in all four repositories: uploaded once, mounted three times.
+    let base = images::layer(spec.seed * 1000, spec.base_size).blob.digest;
+    let hex = &base["sha256:".len()..];
+    assert_eq!(log_count(&dst, "PUT", hex), 1, "base layer uploads");
+    assert_eq!(log_count(&dst, "POST", &format!("mount=sha256%3A{hex}")), 3, "base layer mounts");
+    assert!(run.summary("mounted") >= 3);
+    // The base is 512 KiB and chunks are 64 KiB: the upload really was chunked.
+    assert!(log_count(&dst, "PATCH", "") >= 7, "expected chunked PATCH uploads");
+
+    // Nothing changed: no blob, no manifest, one HEAD per tag on each side.
+    let (writes_before, heads_src, heads_dst) = (dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), src.requests("HEAD"), dst.requests("HEAD"));
+    let again = ferry.run(&["sync"]);
+    again.assert_code(0);
+    assert_eq!((again.summary("copied"), again.summary("uploaded"), again.summary("written")), (0, 0, 0));
+    assert_eq!(again.summary("in") as usize, corpus.tags.len(), "all tags in sync");
+    assert_eq!(dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), writes_before, "no writes on a no-op sync");
+    assert_eq!(src.requests("HEAD") - heads_src, corpus.tags.len(), "source HEADs");
+    assert_eq!(dst.requests("HEAD") - heads_dst, corpus.tags.len(), "target HEADs");
+
+    let status = ferry.run(&["status", "--json"]);
+    status.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(v["runs"][0]["policy"], "mirror");
+    assert_eq!(v["runs"][0]["outcome"], "ok");
+    assert_eq!(v["runs"][0]["counts"]["tags_in_sync"].as_u64().unwrap() as usize, corpus.tags.len());
+}
+
+#[tokio::test]
+async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec { repos: 1, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() };
+    push_corpus(&src.url, &spec).await;
+    let strict = "[[policy]]\nname = \"strict\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\"]\ntarget_repository = \"prod/{name}\"\noverwrite = false\n";
+    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", MIRROR_ALL), ("strict.toml", strict)]);
+    ferry.run(&["sync"]).assert_code(0);
+
+    // Move 1.0.0 on the source to a new image.
+    let new = images::image(Format::Oci, &[&images::layer(777, 40_000)], "amd64", None, "moved");
+    Pusher::new(&src.url).image("app-000", "1.0.0", &new).await;
+
+    let plan = ferry.run(&["plan", "--json"]);
+    plan.assert_code(0);
+    let plans: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let actions: Vec<(String, String)> = plans.as_array().unwrap().iter().flat_map(|p| {
+        let policy = p["policy"].as_str().unwrap().to_owned();
+        p["tags"].as_array().unwrap().iter().filter(|t| t["tag"] == "1.0.0").map(move |t| (policy.clone(), t["action"].as_str().unwrap().to_owned())).collect::<Vec<_>>()
+    }).collect();
+    assert!(actions.contains(&("mirror".into(), "move".into())), "{actions:?}");
+    assert!(actions.contains(&("strict".into(), "conflict".into())), "{actions:?}");
+
+    let run = ferry.run(&["sync"]);
+    run.assert_code(0);
+    assert_eq!(run.summary("conflicts"), 1);
+    let d = Reader::new(&dst.url);
+    assert_eq!(images::sha256(&d.manifest("app-000", "1.0.0").await.unwrap()), new.digest, "mirror moved the tag");
+    assert_ne!(images::sha256(&d.manifest("prod/app-000", "1.0.0").await.unwrap()), new.digest, "strict policy left the tag");
+    assert_same_image(&Reader::new(&src.url), &d, "app-000", "app-000", "1.0.0").await;
+}
+
+#[tokio::test]
+async fn a_failing_repository_does_not_stop_the_others() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec { repos: 2, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() };
+    push_corpus(&src.url, &spec).await;
+    let policy = "[[policy]]\nname = \"some\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"no-such-repo\", \"app-001\"]\n";
+    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("p.toml", policy)]);
+    let run = ferry.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("no-such-repo") && run.stderr.contains("not found"), "{}", run.all());
+    assert_eq!(run.summary("failures"), 1);
+    let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
+    for repo in ["app-000", "app-001"] {
+        assert_same_image(&s, &d, repo, repo, "1.0.0").await;
+    }
+}
+
+#[tokio::test]
+async fn plan_reports_what_is_missing_and_writes_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec { repos: 2, tags: 2, index_every: 2, sign: false, ..CorpusSpec::default() };
+    let corpus = push_corpus(&src.url, &spec).await;
+    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", MIRROR_ALL)]);
+    let plan = ferry.run(&["plan", "--json"]);
+    plan.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let creates: usize = v.as_array().unwrap().iter().map(|p| p["tags"].as_array().unwrap().iter().filter(|t| t["action"] == "create").count()).sum();
+    assert_eq!(creates, corpus.tags.len());
+    let blob_bytes: u64 = v.as_array().unwrap().iter().flat_map(|p| p["blobs"].as_object().unwrap().values()).map(|b| b["size"].as_u64().unwrap()).sum();
+    assert!(blob_bytes >= corpus.bytes / 2, "plan counts blob bytes: {blob_bytes}");
+    // The multi-arch repository lists its three children besides the index.
+    let multi = v.as_array().unwrap().iter().find(|p| p["source_repository"] == "app-001").unwrap();
+    assert_eq!(multi["manifests"].as_object().unwrap().len(), 2 * 4);
+    assert_eq!(dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), 0, "plan wrote to the target");
+    let text = ferry.run(&["sync", "--dry-run"]);
+    text.assert_code(0);
+    assert!(text.stdout.contains("app-000 → dst/app-000:") && text.stdout.contains("to create"), "{}", text.stdout);
+    assert!(Reader::new(&dst.url).tags("app-000").await.is_empty());
+}
