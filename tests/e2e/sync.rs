@@ -130,3 +130,34 @@ async fn plan_reports_what_is_missing_and_writes_nothing() {
     assert!(text.stdout.contains("app-000 → dst/app-000:") && text.stdout.contains("to create"), "{}", text.stdout);
     assert!(Reader::new(&dst.url).tags("app-000").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_source_serving_corrupt_bytes_never_reaches_the_target() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let app = images::layer(99, 300_000);
+    let good = images::layer(98, 50_000);
+    let img = images::image(Format::Oci, &[&good, &app], "amd64", None, "corrupt");
+    let mut p = Pusher::new(&src.url);
+    p.image("app-000", "1.0.0", &img).await;
+    // Flip bytes in the stored layer, keeping its size: Distribution serves it as it is.
+    let hex = &app.blob.digest["sha256:".len()..];
+    let path = src.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().skip(1000).take(64) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&path, bytes).unwrap();
+
+    // Small chunks: the bad bytes are detected at the end, after several PATCHes went out.
+    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", MIRROR_ALL)]);
+    let run = ferry.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains(&format!("source sent blob {} with the wrong content", app.blob.digest)), "{}", run.all());
+    let d = Reader::new(&dst.url);
+    assert!(d.manifest("app-000", "1.0.0").await.is_none(), "tag written over a broken image");
+    assert_eq!(d.blob_size("app-000", &app.blob.digest).await, None, "corrupt blob committed");
+    assert_eq!(d.blob_size("app-000", &good.blob.digest).await, Some(good.blob.bytes.len() as u64), "the good layer still copied");
+    let v: serde_json::Value = serde_json::from_str(&ferry.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["uploads_in_flight"].as_array().unwrap().len(), 0, "no upload left to resume");
+    assert_eq!(v["runs"][0]["outcome"], "failed");
+}

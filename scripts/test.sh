@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every test: unit tests, and end-to-end tests against real Distribution registries
+# (`docker-registry`) that the tests start themselves on free loopback ports.
+# Installs what the tests need when it is missing (as root, with apt-get).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need[*]}: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --locked "$@"
