@@ -108,6 +108,13 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Load the config and build the app: exit 2 for a bad config, 1 for a registry client or
+/// state store that cannot be set up.
+fn open(path: &std::path::Path, with_state: bool) -> Result<crate::app::App, ExitCode> {
+    let cfg = load(path)?;
+    crate::app::App::new(cfg, with_state).map_err(|e| fail(e, 1))
+}
+
 fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(code)

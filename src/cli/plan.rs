@@ -1,20 +1,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::app::App;
 use crate::model::ByteSize;
 use crate::plan::TagAction;
 
 use super::PlanArgs;
 
 pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
-    let cfg = match super::load(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let app = match App::new(cfg, false) {
+    let app = match super::open(config, false) {
         Ok(a) => a,
-        Err(e) => return super::fail(e, 1),
+        Err(code) => return code,
     };
     let policies = match app.select(&args.policies) {
         Ok(p) => p,

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::app::App;
 use crate::model::ByteSize;
 use crate::state::Counts;
 
@@ -25,13 +24,9 @@ fn stop_on_signals(cancel: CancellationToken) {
 }
 
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
-    let cfg = match super::load(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let app = match App::new(cfg, true) {
+    let app = match super::open(config, true) {
         Ok(a) => a,
-        Err(e) => return super::fail(e, 1),
+        Err(code) => return code,
     };
     let policies = match app.select(&args.policies) {
         Ok(p) => p,

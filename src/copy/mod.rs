@@ -77,13 +77,16 @@ fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// One lock per (target, digest): a copy of that digest to that target holds it.
+type DigestLocks = Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>;
+
 /// Shared by every policy run of one process: the blob slots (`max_concurrent_blobs`) and the
 /// per-digest locks that make a layer shared by several repositories upload once and mount
 /// everywhere else.
 pub struct CopyShared {
     opts: CopyOptions,
     blob_slots: Semaphore,
-    locks: Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>,
+    locks: DigestLocks,
 }
 
 impl CopyShared {

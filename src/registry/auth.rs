@@ -32,9 +32,6 @@ impl Scope {
     pub fn catalog() -> Self {
         Scope(vec!["registry:catalog:*".into()])
     }
-    pub fn none() -> Self {
-        Scope(Vec::new())
-    }
 }
 
 #[derive(Clone, Debug)]

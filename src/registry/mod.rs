@@ -114,11 +114,6 @@ impl Registry {
         &self.inner.name
     }
 
-    /// Same registry (scheme, host and port): cross-repository mounts are possible.
-    pub fn same_host(&self, other: &Registry) -> bool {
-        self.inner.base.origin() == other.inner.base.origin()
-    }
-
     fn url(&self, path: &str) -> url::Url {
         self.inner.base.join(path).expect("registry paths are valid relative URLs")
     }

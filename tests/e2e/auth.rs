@@ -103,13 +103,20 @@ async fn tls_with_a_private_ca() {
     let dst = TestRegistry::start_with(RegistryOpts { tls: Some(ca.server()), basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
     assert!(dst.url.starts_with("https://"));
     push_corpus(&src.url, &spec()).await;
-    let with_ca = format!("ca_file = \"{}\"\n", ca.ca().display());
-    ferry(&config(&src.url, &dst.url, &with_ca), PASSWORD).run(&["sync"]).assert_code(0);
+    // password_file this time, with the trailing newline `echo pw > file` leaves.
+    let tls_config = |extra: &str| {
+        format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_file = \"secret\"\n{extra}", src.url, dst.url)
+    };
+    let with_ca = Ferry::new(&tls_config(&format!("ca_file = \"{}\"\n", ca.ca().display())), "64KiB", &[("m.toml", POLICY)]);
+    std::fs::write(with_ca.path().join("secret"), format!("{PASSWORD}\n")).unwrap();
+    with_ca.run(&["sync"]).assert_code(0);
     assert_copied(&src, &Reader::with(&dst.url, Auth::Basic(USER.into(), PASSWORD.into()), Some(&ca.ca()))).await;
 
     // Without the CA the certificate is not trusted: a clear failure, never a silent downgrade.
     let started = std::time::Instant::now();
-    let run = ferry(&config(&src.url, &dst.url, ""), PASSWORD).run(&["plan"]);
+    let without = Ferry::new(&tls_config(""), "64KiB", &[("m.toml", POLICY)]);
+    std::fs::write(without.path().join("secret"), PASSWORD).unwrap();
+    let run = without.run(&["plan"]);
     run.assert_code(1);
     assert!(run.stdout.contains("invalid peer certificate"), "{}", run.all());
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "a TLS failure is not retried: {:?}", started.elapsed());

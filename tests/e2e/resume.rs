@@ -54,7 +54,7 @@ async fn sigint_mid_upload_then_rerun_resends_at_most_one_chunk() {
     let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let inflight = &v["uploads_in_flight"][0];
     let offset = inflight["offset"].as_u64().expect("an upload in flight after SIGINT");
-    assert!(offset >= 5 * CHUNK && offset % CHUNK == 0, "checkpoint at a chunk boundary: {offset}");
+    assert!(offset >= 5 * CHUNK && offset.is_multiple_of(CHUNK), "checkpoint at a chunk boundary: {offset}");
     assert_eq!(v["runs"][0]["outcome"], "interrupted");
 
     s.proxy.set_rate(0);

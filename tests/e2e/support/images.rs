@@ -263,7 +263,7 @@ impl Default for CorpusSpec {
     }
 }
 
-/// What was pushed: every (repository, tag, digest).
+/// What was pushed: every (repository, tag, digest), and the bytes of distinct blobs.
 pub struct Corpus {
     pub tags: Vec<(String, String, String)>,
     pub bytes: u64,
@@ -277,6 +277,7 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
     let mut p = Pusher::new(url);
     let mut tags = Vec::new();
     let mut bytes = 0u64;
+    let mut seen = std::collections::HashSet::new();
     let arches: [(&str, Option<&str>); 3] = [("amd64", None), ("arm64", None), ("arm", Some("v7"))];
     let bases: Vec<Layer> = (0..3).map(|i| layer(spec.seed * 1000 + i, spec.base_size)).collect();
     let mut rng = Rng::new(spec.seed);
@@ -298,7 +299,11 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
                     image(format, &[&bases[a], &repo_layers[a], &app], arch, variant, &format!("{repo}:{tag}"))
                 })
                 .collect();
-            bytes += children.iter().flat_map(|c| &c.blobs).map(|b| b.bytes.len() as u64).sum::<u64>();
+            for b in children.iter().flat_map(|c| &c.blobs) {
+                if seen.insert(b.digest.clone()) {
+                    bytes += b.bytes.len() as u64;
+                }
+            }
             let digest = if multi {
                 let (body, mt, _) = index(format, &children);
                 newest_body = (body, mt);
