@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
-use crate::copy::{CopyOptions, CopyShared, Copier};
+use crate::copy::{Copier, CopyOptions, CopyShared};
 use crate::plan::{plan_repo, select_repositories, RepoPlan};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
@@ -74,7 +74,8 @@ impl App {
             registries.insert(key.clone(), Registry::new(ep)?);
         }
         let state = if with_state {
-            std::fs::create_dir_all(&config.daemon.state_dir).map_err(|e| StateError::Open { path: config.daemon.state_dir.display().to_string(), source: e.into() })?;
+            std::fs::create_dir_all(&config.daemon.state_dir)
+                .map_err(|e| StateError::Open { path: config.daemon.state_dir.display().to_string(), source: e.into() })?;
             Some(StateStore::open(&config.daemon.state_dir)?)
         } else {
             None
@@ -100,10 +101,7 @@ impl App {
         if names.is_empty() {
             return Ok(self.config.policies.iter().collect());
         }
-        names
-            .iter()
-            .map(|n| self.config.policies.iter().find(|p| &p.name == n).ok_or_else(|| AppError::UnknownPolicy(n.clone())))
-            .collect()
+        names.iter().map(|n| self.config.policies.iter().find(|p| &p.name == n).ok_or_else(|| AppError::UnknownPolicy(n.clone()))).collect()
     }
 
     /// Plan every (target, repository) of a policy. A source that cannot be listed gives one

@@ -41,9 +41,7 @@ impl Digest {
 impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(format!("malformed digest `{s}`"));
         }
@@ -233,8 +231,7 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
     let mut refs = References::default();
     match manifest_kind(media_type)? {
         ManifestKind::Image => {
-            let m: oci_client::manifest::OciImageManifest =
-                serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
+            let m: oci_client::manifest::OciImageManifest = serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
             refs.blobs.push(desc(&m.config.digest, m.config.size)?);
             for l in &m.layers {
                 // Foreign layers live elsewhere (their `urls`); registries refuse to hold them.
@@ -245,8 +242,7 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
             }
         }
         ManifestKind::Index => {
-            let m: oci_client::manifest::OciImageIndex =
-                serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
+            let m: oci_client::manifest::OciImageIndex = serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
             for c in &m.manifests {
                 refs.manifests.push(desc(&c.digest, c.size)?);
             }

@@ -42,5 +42,9 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
             ByteSize(bytes)
         );
     }
-    if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

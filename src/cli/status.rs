@@ -24,13 +24,24 @@ pub fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&v).expect("status serializes"));
         return ExitCode::SUCCESS;
     }
-    println!("{:<24} {:<12} {:<25} {:>7} {:>7} {:>7} {:>9} {:>8}", "POLICY", "OUTCOME", "LAST RUN (UTC)", "TAGS", "BLOBS", "MOUNTS", "SENT", "FAILURES");
+    println!(
+        "{:<24} {:<12} {:<25} {:>7} {:>7} {:>7} {:>9} {:>8}",
+        "POLICY", "OUTCOME", "LAST RUN (UTC)", "TAGS", "BLOBS", "MOUNTS", "SENT", "FAILURES"
+    );
     for r in &runs {
-        let when = chrono::DateTime::from_timestamp_millis(r.started_ms as i64).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        let when =
+            chrono::DateTime::from_timestamp_millis(r.started_ms as i64).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
         let c = &r.counts;
         println!(
             "{:<24} {:<12} {:<25} {:>7} {:>7} {:>7} {:>9} {:>8}",
-            r.policy, r.outcome, when, c.tags_copied, c.blobs_uploaded, c.blobs_mounted, ByteSize(c.bytes_sent).to_string(), c.failures
+            r.policy,
+            r.outcome,
+            when,
+            c.tags_copied,
+            c.blobs_uploaded,
+            c.blobs_mounted,
+            ByteSize(c.bytes_sent).to_string(),
+            c.failures
         );
         for e in r.errors.iter().take(3) {
             println!("    {e}");

@@ -76,5 +76,9 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
             return super::fail(e, 1);
         }
     }
-    if interrupted || !errors.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if interrupted || !errors.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

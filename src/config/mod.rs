@@ -94,8 +94,7 @@ pub struct TagRules {
 
 impl TagRules {
     pub fn keeps(&self, tag: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(tag)))
-            && !self.exclude.iter().any(|r| r.is_match(tag))
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(tag))) && !self.exclude.iter().any(|r| r.is_match(tag))
     }
 }
 
@@ -353,7 +352,10 @@ fn registry_ref(
         };
     }
     let known: Vec<&str> = named.keys().map(String::as_str).collect();
-    sink.err(r.span(), format!("{field}: unknown registry `{key}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }));
+    sink.err(
+        r.span(),
+        format!("{field}: unknown registry `{key}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+    );
     None
 }
 
@@ -412,7 +414,13 @@ fn policy(
         Some(t) => {
             let bad_var = t.get_ref().split('{').skip(1).find(|p| !(p.starts_with("repository}") || p.starts_with("name}")));
             if let Some(v) = bad_var {
-                sink.err(t.span(), ctx(&format!("target_repository: unknown placeholder `{{{}`; use {{repository}} or {{name}}", v.split('}').next().unwrap_or(v))));
+                sink.err(
+                    t.span(),
+                    ctx(&format!(
+                        "target_repository: unknown placeholder `{{{}`; use {{repository}} or {{name}}",
+                        v.split('}').next().unwrap_or(v)
+                    )),
+                );
             } else if let Err(e) = render_template(t.get_ref(), &"example/app".parse().expect("valid")) {
                 sink.err(t.span(), ctx(&e));
             }

@@ -157,7 +157,10 @@ impl BlobJob<'_> {
             let last = session.offset + len == self.size;
             let (body, back) = chunk_body(src, len, last);
             if last {
-                self.target.finish_upload(self.dst_repo, session, self.digest, Some((body, len))).await.map_err(|e| source_error(e, back))?;
+                self.target
+                    .finish_upload(self.dst_repo, session, self.digest, Some((body, len)))
+                    .await
+                    .map_err(|e| source_error(e, back))?;
                 *sent += len;
                 return Ok(());
             }

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
-use super::{add, CopyError, Copier};
+use super::{add, Copier, CopyError};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction};
 use crate::registry::{PulledManifest, Registry};
@@ -74,7 +74,9 @@ impl Copier {
                         }
                         Err(e) => {
                             add(&self.stats.failures, 1);
-                            report.errors.push(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository));
+                            report
+                                .errors
+                                .push(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository));
                         }
                     }
                 }
@@ -146,8 +148,10 @@ impl RepoCopy<'_> {
             Some(p) => p,
             // The target repository had no tags, so nothing was asked; an earlier, interrupted
             // run may still have finished this blob there.
-            None => c.state.blob_in(target_key, dst, digest).map_err(|e| e.to_string())?
-                && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some(),
+            None => {
+                c.state.blob_in(target_key, dst, digest).map_err(|e| e.to_string())?
+                    && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some()
+            }
         };
         if present {
             add(&c.stats.blobs_skipped, 1);

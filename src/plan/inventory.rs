@@ -61,7 +61,8 @@ struct Resolved {
 
 async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &Registry) -> Result<(), String> {
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
-    let src_tags = source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
+    let src_tags =
+        source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
     let wanted = select_tags(&src_tags, &policy.tags);
     let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
     let repo_absent = dst_tags.is_empty();
@@ -113,7 +114,14 @@ async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &
 
 /// Add a manifest and everything below it to the plan. A manifest already on the target
 /// (by digest) is not descended into: the registry checked its references when it took it.
-async fn add_tree(plan: &mut RepoPlan, source: &Registry, target: &Registry, repo_absent: bool, root: Digest, pulled: Option<PulledManifest>) -> Result<(), String> {
+async fn add_tree(
+    plan: &mut RepoPlan,
+    source: &Registry,
+    target: &Registry,
+    repo_absent: bool,
+    root: Digest,
+    pulled: Option<PulledManifest>,
+) -> Result<(), String> {
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
     let mut queue = vec![(root, pulled, true)];
     while let Some((digest, pulled, is_root)) = queue.pop() {
@@ -125,7 +133,18 @@ async fn add_tree(plan: &mut RepoPlan, source: &Registry, target: &Registry, rep
         }
         let on_target = !repo_absent && target.head_manifest(&dest, digest.as_str()).await.map_err(|e| e.to_string())?.is_some();
         if on_target && !is_root {
-            plan.manifests.insert(digest.clone(), ManifestPlan { digest, media_type: String::new(), size: 0, children: vec![], blobs: vec![], on_target, bytes: Default::default() });
+            plan.manifests.insert(
+                digest.clone(),
+                ManifestPlan {
+                    digest,
+                    media_type: String::new(),
+                    size: 0,
+                    children: vec![],
+                    blobs: vec![],
+                    on_target,
+                    bytes: Default::default(),
+                },
+            );
             continue;
         }
         // The root's bytes are needed even when it is on the target: the tag is written with them.
@@ -137,7 +156,11 @@ async fn add_tree(plan: &mut RepoPlan, source: &Registry, target: &Registry, rep
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("{src}@{digest}: manifest referenced but missing on {}", source.name()))?,
         };
-        let refs = if on_target { Default::default() } else { manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))? };
+        let refs = if on_target {
+            Default::default()
+        } else {
+            manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))?
+        };
         for (child, _) in &refs.manifests {
             queue.push((child.clone(), None, false));
         }

@@ -80,7 +80,16 @@ pub struct RepoPlan {
 
 impl RepoPlan {
     pub fn empty(policy: &str, target: &str, source: RepoName, dest: RepoName) -> Self {
-        RepoPlan { policy: policy.into(), target: target.into(), source_repository: source, target_repository: dest, tags: vec![], manifests: BTreeMap::new(), blobs: BTreeMap::new(), error: None }
+        RepoPlan {
+            policy: policy.into(),
+            target: target.into(),
+            source_repository: source,
+            target_repository: dest,
+            tags: vec![],
+            manifests: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+            error: None,
+        }
     }
 
     pub fn count(&self, action: TagAction) -> usize {

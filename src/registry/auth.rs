@@ -68,18 +68,13 @@ const RENEW_MARGIN: Duration = Duration::from_secs(15);
 
 impl Auth {
     pub fn new(registry: &str, credentials: Option<(String, Secret)>) -> Self {
-        Auth {
-            registry: registry.to_owned(),
-            credentials,
-            scheme: Mutex::new(Scheme::Unknown),
-            tokens: Mutex::new(HashMap::new()),
-        }
+        Auth { registry: registry.to_owned(), credentials, scheme: Mutex::new(Scheme::Unknown), tokens: Mutex::new(HashMap::new()) }
     }
 
     fn basic(&self) -> Option<String> {
-        self.credentials.as_ref().map(|(u, p)| {
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", p.expose())))
-        })
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", p.expose()))))
     }
 
     /// The `Authorization` value to send up front for `scope`, if the scheme is known.
@@ -103,7 +98,14 @@ impl Auth {
 
     /// Learn from a 401 to a request sent with `sent` as its Authorization. Returns true when
     /// a retry with new credentials can succeed.
-    pub async fn challenged(&self, http: &reqwest::Client, scope: &Scope, sent: Option<&str>, www_authenticate: Option<&str>, op: &'static str) -> Result<bool, RegistryError> {
+    pub async fn challenged(
+        &self,
+        http: &reqwest::Client,
+        scope: &Scope,
+        sent: Option<&str>,
+        www_authenticate: Option<&str>,
+        op: &'static str,
+    ) -> Result<bool, RegistryError> {
         let unauthorized = |detail: &str| RegistryError::Unauthorized { registry: self.registry.clone(), op, detail: detail.to_owned() };
         let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
             return Err(unauthorized("the registry sent 401 without a usable WWW-Authenticate challenge"));
@@ -132,9 +134,19 @@ impl Auth {
         }
     }
 
-    async fn fetch_token(&self, http: &reqwest::Client, realm: &str, service: Option<&str>, scope: &Scope) -> Result<Secret, RegistryError> {
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<Secret, RegistryError> {
         let op = "token";
-        let mut url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol { registry: self.registry.clone(), op, detail: format!("bad token realm: {e}") })?;
+        let mut url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            op,
+            detail: format!("bad token realm: {e}"),
+        })?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -148,17 +160,33 @@ impl Auth {
         if let Some(b) = self.basic() {
             req = req.header(reqwest::header::AUTHORIZATION, b);
         }
-        let rsp = req.send().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
+        let rsp =
+            req.send().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
         let status = rsp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(RegistryError::Unauthorized { registry: self.registry.clone(), op, detail: format!("token server answered {}", status.as_u16()) });
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                op,
+                detail: format!("token server answered {}", status.as_u16()),
+            });
         }
         if !status.is_success() {
-            return Err(RegistryError::Status { registry: self.registry.clone(), op, status: status.as_u16(), code: None, message: "token server".into(), retry_after: None });
+            return Err(RegistryError::Status {
+                registry: self.registry.clone(),
+                op,
+                status: status.as_u16(),
+                code: None,
+                message: "token server".into(),
+                retry_after: None,
+            });
         }
-        let body = rsp.bytes().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| RegistryError::Protocol { registry: self.registry.clone(), op, detail: format!("token response is not JSON: {e}") })?;
+        let body =
+            rsp.bytes().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            op,
+            detail: format!("token response is not JSON: {e}"),
+        })?;
         let value = parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| RegistryError::Protocol {
             registry: self.registry.clone(),
             op,

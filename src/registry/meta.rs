@@ -64,7 +64,14 @@ impl Registry {
     /// repositories by name instead.
     pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
         let first = self.url("/v2/_catalog?n=1000");
-        let refused = |detail: String| self.protocol("catalog", format!("{detail}; this registry does not list its repositories, so name them exactly in `repositories` instead of using globs"));
+        let refused = |detail: String| {
+            self.protocol(
+                "catalog",
+                format!(
+                    "{detail}; this registry does not list its repositories, so name them exactly in `repositories` instead of using globs"
+                ),
+            )
+        };
         let names = match self.paginate("catalog", &Scope::catalog(), first, "repositories").await {
             Ok(Some(n)) => n,
             Ok(None) => return Err(refused("catalog not found (404)".into())),
@@ -89,7 +96,10 @@ impl Registry {
             next = link_next(rsp.headers()).and_then(|l| url.join(&l).ok());
             let body = read_limited(rsp, 64 << 20).await.map_err(self.transport(op))?;
             let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.protocol(op, format!("bad JSON: {e}")))?;
-            let items: Vec<String> = page.get(field).and_then(|v| v.as_array()).map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+            let items: Vec<String> = page
+                .get(field)
+                .and_then(|v| v.as_array())
+                .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
             let before = out.len();
             out.extend(items.into_iter().filter(|i| seen.insert(i.clone())));
             if out.len() == before {
@@ -114,7 +124,9 @@ impl Registry {
         match rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok()) {
             Some(digest) => Ok(Some(ManifestHead { digest, media_type })),
             // Some registries omit the header on HEAD: the body is the only truth then.
-            None => Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead { digest: m.digest, media_type: Some(m.media_type) })),
+            None => {
+                Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead { digest: m.digest, media_type: Some(m.media_type) }))
+            }
         }
     }
 
@@ -134,7 +146,8 @@ impl Registry {
         if rsp.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
             return Err(self.protocol(op, format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes")));
         }
-        let header_digest: Option<Digest> = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok());
+        let header_digest: Option<Digest> =
+            rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok());
         let content_type = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = read_limited(rsp, MAX_MANIFEST_BYTES + 1).await.map_err(self.transport(op))?;
         if body.len() > MAX_MANIFEST_BYTES {
@@ -145,7 +158,8 @@ impl Registry {
         if let Some(expected) = expected.filter(|e| *e != digest) {
             return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "manifest", expected, actual: digest });
         }
-        let media_type = manifest_media_type(&body, content_type.as_deref()).map_err(|e| self.protocol(op, format!("{repo}:{reference}: {e}")))?;
+        let media_type =
+            manifest_media_type(&body, content_type.as_deref()).map_err(|e| self.protocol(op, format!("{repo}:{reference}: {e}")))?;
         Ok(Some(PulledManifest { digest, media_type, bytes: Bytes::from(body) }))
     }
 
@@ -162,7 +176,12 @@ impl Registry {
         let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::OK]).await?;
         if let Some(got) = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()) {
             if got != m.digest {
-                return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "stored manifest", expected: m.digest.clone(), actual: got });
+                return Err(RegistryError::DigestMismatch {
+                    registry: self.name().to_owned(),
+                    what: "stored manifest",
+                    expected: m.digest.clone(),
+                    actual: got,
+                });
             }
         }
         Ok(())
@@ -195,7 +214,11 @@ impl Registry {
                 // No whole-request timeout on a blob body: it may take hours; the client's
                 // read timeout catches a stalled peer instead.
                 let r = h.get(url.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
-                if offset > 0 { r.header(RANGE, format!("bytes={offset}-")) } else { r }
+                if offset > 0 {
+                    r.header(RANGE, format!("bytes={offset}-"))
+                } else {
+                    r
+                }
             })
             .await?;
         let rsp = self.expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT]).await?;

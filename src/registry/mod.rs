@@ -19,9 +19,9 @@ use std::time::Duration;
 pub use auth::Scope;
 pub use error::RegistryError;
 pub use meta::{BlobStream, ManifestHead, PulledManifest};
-pub use retry::RetryPolicy;
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
+pub use retry::RetryPolicy;
 use tokio::sync::Semaphore;
 pub use upload::{UploadSession, UploadStart};
 
@@ -129,7 +129,12 @@ impl Registry {
 
     /// Send a request that can be rebuilt: answers a 401 challenge once, then retries
     /// transient failures. Returns any response that is not a 401 or retryable status.
-    async fn send(&self, op: &'static str, scope: &Scope, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+    async fn send(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         retry::with_retry(self.inner.retry, op, || async {
             let rsp = self.attempt(op, scope, &build).await?;
             if rsp.status().is_server_error() || rsp.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -140,7 +145,12 @@ impl Registry {
         .await
     }
 
-    async fn attempt(&self, op: &'static str, scope: &Scope, build: &impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+    async fn attempt(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let http = &self.inner.http;
         let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
         let header = self.inner.auth.header(http, scope).await?;
@@ -163,7 +173,12 @@ impl Registry {
 
     /// Send a request whose body streams and cannot be replayed: the caller owns recovery.
     /// Auth must already be known for `scope` (an earlier `send` on it learnt the scheme).
-    async fn send_once(&self, op: &'static str, scope: &Scope, req: impl FnOnce(&reqwest::Client) -> RequestBuilder) -> Result<Response, RegistryError> {
+    async fn send_once(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        req: impl FnOnce(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let http = &self.inner.http;
         let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
         let header = self.inner.auth.header(http, scope).await?;
@@ -200,7 +215,12 @@ fn with_auth(req: RequestBuilder, header: Option<String>) -> RequestBuilder {
 }
 
 fn www_authenticate(h: &HeaderMap) -> Option<String> {
-    h.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find(|v| v.to_ascii_lowercase().starts_with("bearer")).or_else(|| h.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok())).map(str::to_owned)
+    h.get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.to_ascii_lowercase().starts_with("bearer"))
+        .or_else(|| h.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()))
+        .map(str::to_owned)
 }
 
 /// Read at most `limit` bytes of a body; a longer body is an error, never a large allocation.

@@ -76,10 +76,17 @@ mod tests {
     #[tokio::test]
     async fn transient_then_success_and_permanent_stops() {
         let calls = AtomicU32::new(0);
-        let policy = RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_secs(5) };
+        let policy =
+            RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_secs(5) };
         let r = with_retry(policy, "t", || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err(status(503, None)) } else { Ok(n) } }
+            async move {
+                if n < 2 {
+                    Err(status(503, None))
+                } else {
+                    Ok(n)
+                }
+            }
         })
         .await;
         assert_eq!(r.unwrap(), 2);
@@ -94,7 +101,8 @@ mod tests {
 
     #[tokio::test]
     async fn retry_after_cannot_outlive_the_deadline() {
-        let policy = RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_millis(150) };
+        let policy =
+            RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_millis(150) };
         let start = std::time::Instant::now();
         let r: Result<(), _> = with_retry(policy, "t", || async { Err(status(429, Some(Duration::from_millis(40)))) }).await;
         assert_eq!(r.unwrap_err().status(), Some(429));

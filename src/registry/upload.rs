@@ -32,7 +32,8 @@ fn chunk_timeout(len: u64) -> Duration {
 
 impl Registry {
     fn location(&self, op: &'static str, rsp: &reqwest::Response) -> Result<String, RegistryError> {
-        let loc = rsp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| self.protocol(op, "no Location in upload response"))?;
+        let loc =
+            rsp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| self.protocol(op, "no Location in upload response"))?;
         // Locations may be relative to the registry root.
         let url = self.inner.base.join(loc).map_err(|e| self.protocol(op, format!("bad upload Location: {e}")))?;
         Ok(url.into())
@@ -88,7 +89,13 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a registry whose acknowledged range disagrees.
-    pub async fn patch_chunk(&self, repo: &RepoName, session: &UploadSession, body: Body, len: u64) -> Result<UploadSession, RegistryError> {
+    pub async fn patch_chunk(
+        &self,
+        repo: &RepoName,
+        session: &UploadSession,
+        body: Body,
+        len: u64,
+    ) -> Result<UploadSession, RegistryError> {
         let op = "upload chunk";
         let url = self.upload_url(op, &session.location)?;
         let end = session.offset + len - 1;
@@ -115,7 +122,13 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors (`DIGEST_INVALID` when the bytes were wrong).
-    pub async fn finish_upload(&self, repo: &RepoName, session: &UploadSession, digest: &Digest, last: Option<(Body, u64)>) -> Result<(), RegistryError> {
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        session: &UploadSession,
+        digest: &Digest,
+        last: Option<(Body, u64)>,
+    ) -> Result<(), RegistryError> {
         let op = "finish upload";
         let mut url = self.upload_url(op, &session.location)?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
@@ -136,7 +149,12 @@ impl Registry {
         let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK]).await?;
         if let Some(got) = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()) {
             if got != *digest {
-                return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "uploaded blob", expected: digest.clone(), actual: got });
+                return Err(RegistryError::DigestMismatch {
+                    registry: self.name().to_owned(),
+                    what: "uploaded blob",
+                    expected: digest.clone(),
+                    actual: got,
+                });
             }
         }
         Ok(())

@@ -113,7 +113,10 @@ impl StateStore {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(StateError::Open { path: path.display().to_string(), source: sled::Error::Unsupported("locked by another ferry process (is the daemon running?)".into()) })
+                    return Err(StateError::Open {
+                        path: path.display().to_string(),
+                        source: sled::Error::Unsupported("locked by another ferry process (is the daemon running?)".into()),
+                    })
                 }
                 Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
             }
@@ -164,7 +167,8 @@ impl StateStore {
                 let (k, v) = kv?;
                 let rec: UploadRecord = Self::decode(&k, &v)?;
                 let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-                let [target, repository, digest] = <[String; 3]>::try_from(parts).map_err(|_| StateError::Record { key: String::from_utf8_lossy(&k).into(), detail: "bad key".into() })?;
+                let [target, repository, digest] = <[String; 3]>::try_from(parts)
+                    .map_err(|_| StateError::Record { key: String::from_utf8_lossy(&k).into(), detail: "bad key".into() })?;
                 Ok(InFlight { target, repository, digest, offset: rec.offset, size: rec.size })
             })
             .collect()
@@ -203,7 +207,8 @@ impl StateStore {
     }
 
     pub async fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {
-        self.runs.insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
+        self.runs
+            .insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
         self.prune_runs(&run.policy)?;
         self.flush().await
     }

@@ -73,7 +73,11 @@ async fn missing_password_env_is_a_config_error() {
     let f = Ferry::new(&config("http://127.0.0.1:1", "http://127.0.0.1:2", ""), "1MiB", &[("m.toml", POLICY)]);
     let run = f.run(&["validate"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("ferry.toml:13:16: registries.dst.password_env: environment variable `FERRY_TEST_PASSWORD` is not set"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ferry.toml:13:16: registries.dst.password_env: environment variable `FERRY_TEST_PASSWORD` is not set"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -100,12 +104,19 @@ async fn bearer_token_flow() {
 async fn tls_with_a_private_ca() {
     let ca = TestCa::new();
     let src = TestRegistry::start();
-    let dst = TestRegistry::start_with(RegistryOpts { tls: Some(ca.server()), basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    let dst = TestRegistry::start_with(RegistryOpts {
+        tls: Some(ca.server()),
+        basic: Some((USER.into(), PASSWORD.into())),
+        ..Default::default()
+    });
     assert!(dst.url.starts_with("https://"));
     push_corpus(&src.url, &spec()).await;
     // password_file this time, with the trailing newline `echo pw > file` leaves.
     let tls_config = |extra: &str| {
-        format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_file = \"secret\"\n{extra}", src.url, dst.url)
+        format!(
+            "[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_file = \"secret\"\n{extra}",
+            src.url, dst.url
+        )
     };
     let with_ca = Ferry::new(&tls_config(&format!("ca_file = \"{}\"\n", ca.ca().display())), "64KiB", &[("m.toml", POLICY)]);
     std::fs::write(with_ca.path().join("secret"), format!("{PASSWORD}\n")).unwrap();

@@ -42,7 +42,8 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
     assert!(log_count(&dst, "PATCH", "") >= 7, "expected chunked PATCH uploads");
 
     // Nothing changed: no blob, no manifest, one HEAD per tag on each side.
-    let (writes_before, heads_src, heads_dst) = (dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), src.requests("HEAD"), dst.requests("HEAD"));
+    let (writes_before, heads_src, heads_dst) =
+        (dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), src.requests("HEAD"), dst.requests("HEAD"));
     let again = ferry.run(&["sync"]);
     again.assert_code(0);
     assert_eq!((again.summary("copied"), again.summary("uploaded"), again.summary("written")), (0, 0, 0));
@@ -75,10 +76,21 @@ async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
     let plan = ferry.run(&["plan", "--json"]);
     plan.assert_code(0);
     let plans: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    let actions: Vec<(String, String)> = plans.as_array().unwrap().iter().flat_map(|p| {
-        let policy = p["policy"].as_str().unwrap().to_owned();
-        p["tags"].as_array().unwrap().iter().filter(|t| t["tag"] == "1.0.0").map(move |t| (policy.clone(), t["action"].as_str().unwrap().to_owned())).collect::<Vec<_>>()
-    }).collect();
+    let actions: Vec<(String, String)> = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            let policy = p["policy"].as_str().unwrap().to_owned();
+            p["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["tag"] == "1.0.0")
+                .map(move |t| (policy.clone(), t["action"].as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert!(actions.contains(&("mirror".into(), "move".into())), "{actions:?}");
     assert!(actions.contains(&("strict".into(), "conflict".into())), "{actions:?}");
 
@@ -96,7 +108,8 @@ async fn a_failing_repository_does_not_stop_the_others() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let spec = CorpusSpec { repos: 2, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() };
     push_corpus(&src.url, &spec).await;
-    let policy = "[[policy]]\nname = \"some\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"no-such-repo\", \"app-001\"]\n";
+    let policy =
+        "[[policy]]\nname = \"some\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"no-such-repo\", \"app-001\"]\n";
     let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("p.toml", policy)]);
     let run = ferry.run(&["sync"]);
     run.assert_code(1);
@@ -117,9 +130,11 @@ async fn plan_reports_what_is_missing_and_writes_nothing() {
     let plan = ferry.run(&["plan", "--json"]);
     plan.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    let creates: usize = v.as_array().unwrap().iter().map(|p| p["tags"].as_array().unwrap().iter().filter(|t| t["action"] == "create").count()).sum();
+    let creates: usize =
+        v.as_array().unwrap().iter().map(|p| p["tags"].as_array().unwrap().iter().filter(|t| t["action"] == "create").count()).sum();
     assert_eq!(creates, corpus.tags.len());
-    let blob_bytes: u64 = v.as_array().unwrap().iter().flat_map(|p| p["blobs"].as_object().unwrap().values()).map(|b| b["size"].as_u64().unwrap()).sum();
+    let blob_bytes: u64 =
+        v.as_array().unwrap().iter().flat_map(|p| p["blobs"].as_object().unwrap().values()).map(|b| b["size"].as_u64().unwrap()).sum();
     assert!(blob_bytes >= corpus.bytes / 2, "plan counts blob bytes: {blob_bytes}");
     // The multi-arch repository lists its three children besides the index.
     let multi = v.as_array().unwrap().iter().find(|p| p["source_repository"] == "app-001").unwrap();

@@ -69,7 +69,10 @@ fn bad_schedule_and_bad_repository_name() {
     let (code, err) = check(&p);
     assert_eq!(code, 2);
     assert!(err.contains("p.toml:5:17: policy `ok`: repositories: invalid repository name `Base/App`"), "{err}");
-    assert!(err.contains("p.toml:6:12: policy `ok`: schedule: expected 5 fields (crontab, minute first) or 6 (seconds first), got 3"), "{err}");
+    assert!(
+        err.contains("p.toml:6:12: policy `ok`: schedule: expected 5 fields (crontab, minute first) or 6 (seconds first), got 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -78,14 +81,19 @@ fn bad_main_config_field() {
     let run = f.run(&["validate"]);
     run.assert_code(2);
     assert!(run.stderr.contains("ferry.toml:4:14: daemon.chunk_size: unknown size unit `parsec`"), "{}", run.stderr);
-    assert!(run.stderr.contains("ferry.toml:14:7: registries.x.url: `ftp://nope` must be an http:// or https:// URL with a host"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ferry.toml:14:7: registries.x.url: `ftp://nope` must be an http:// or https:// URL with a host"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn shipped_policies_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let names = ["dockerhub", "private", "central", "edge-paris", "edge-lyon", "dev", "test", "prod"];
-    let regs: String = names.iter().enumerate().map(|(i, n)| format!("[registries.{n}]\nurl = \"http://127.0.0.1:{}\"\n", 5000 + i)).collect();
+    let regs: String =
+        names.iter().enumerate().map(|(i, n)| format!("[registries.{n}]\nurl = \"http://127.0.0.1:{}\"\n", 5000 + i)).collect();
     let f = Ferry::new(&regs, "16MiB", &[]);
     let mut count = 0;
     for entry in std::fs::read_dir(root.join("policies")).unwrap() {

@@ -147,7 +147,13 @@ pub fn image(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str
     let manifest = serde_json::to_vec_pretty(&manifest).unwrap();
     let mut blobs = vec![config];
     blobs.extend(layers.iter().map(|l| l.blob.clone()));
-    Image { media_type: format.manifest(), digest: sha256(&manifest), manifest, blobs, platform: ("linux".into(), arch.into(), variant.map(Into::into)) }
+    Image {
+        media_type: format.manifest(),
+        digest: sha256(&manifest),
+        manifest,
+        blobs,
+        platform: ("linux".into(), arch.into(), variant.map(Into::into)),
+    }
 }
 
 /// An OCI index or Docker manifest list over `children`.
@@ -176,7 +182,13 @@ pub fn signature(subject: &str) -> Image {
     layer["annotations"] = json!({ "dev.cosignproject.cosign/signature": "MEUCIQDferrytestsignature" });
     let manifest = json!({ "schemaVersion": 2, "mediaType": Format::Oci.manifest(), "config": descriptor(Format::Oci.config(), &config), "layers": [layer] });
     let manifest = serde_json::to_vec_pretty(&manifest).unwrap();
-    Image { media_type: Format::Oci.manifest(), digest: sha256(&manifest), manifest, blobs: vec![config, payload], platform: Default::default() }
+    Image {
+        media_type: Format::Oci.manifest(),
+        digest: sha256(&manifest),
+        manifest,
+        blobs: vec![config, payload],
+        platform: Default::default(),
+    }
 }
 
 pub fn signature_tag(subject: &str) -> String {
@@ -259,7 +271,17 @@ pub struct CorpusSpec {
 
 impl Default for CorpusSpec {
     fn default() -> Self {
-        CorpusSpec { prefix: "app".into(), repos: 3, tags: 2, base_size: 512 << 10, repo_layer: 128 << 10, app_layer: (16 << 10, 96 << 10), index_every: 3, sign: true, seed: 1 }
+        CorpusSpec {
+            prefix: "app".into(),
+            repos: 3,
+            tags: 2,
+            base_size: 512 << 10,
+            repo_layer: 128 << 10,
+            app_layer: (16 << 10, 96 << 10),
+            index_every: 3,
+            sign: true,
+            seed: 1,
+        }
     }
 }
 
@@ -286,7 +308,8 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
         let format = if r % 2 == 0 { Format::Oci } else { Format::Docker };
         let multi = spec.index_every > 0 && r % spec.index_every == spec.index_every - 1;
         let n_arch = if multi { 3 } else { 1 };
-        let repo_layers: Vec<Layer> = (0..n_arch).map(|a| layer(spec.seed * 1_000_000 + r as u64 * 100 + a as u64, spec.repo_layer)).collect();
+        let repo_layers: Vec<Layer> =
+            (0..n_arch).map(|a| layer(spec.seed * 1_000_000 + r as u64 * 100 + a as u64, spec.repo_layer)).collect();
         let mut newest = String::new();
         let mut newest_body: (Vec<u8>, &str) = (Vec::new(), "");
         for t in 0..spec.tags {

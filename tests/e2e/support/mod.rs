@@ -83,7 +83,11 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Self {
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     }
 }
 
@@ -190,7 +194,8 @@ impl Reader {
             return vec![];
         }
         let v: serde_json::Value = rsp.json().await.unwrap();
-        let mut t: Vec<String> = v["tags"].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+        let mut t: Vec<String> =
+            v["tags"].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
         t.sort();
         t
     }

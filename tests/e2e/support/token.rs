@@ -87,7 +87,8 @@ fn answer(head: &str, (user, pass): &(String, String), key: &ring::signature::Rs
     let target = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/");
     let url = url::Url::parse(&format!("http://x{target}")).unwrap();
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
-    let authorized = head.lines().any(|l| l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected));
+    let authorized =
+        head.lines().any(|l| l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected));
     if !authorized {
         return (401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.into());
     }
