@@ -143,9 +143,9 @@ impl BlobJob<'_> {
             stream: body.stream,
             pending: Bytes::new(),
             skip: session.offset - body.offset,
-            // Only a stream from byte 0 can be hashed here; a resumed upload is verified by the
-            // registry when the PUT names the digest.
-            hasher: (session.offset == 0).then(Hasher::default),
+            // Only a stream from byte 0 can be hashed here (a source that ignored our Range sends
+            // one); a resumed upload is verified by the registry when the PUT names the digest.
+            hasher: (body.offset == 0).then(Hasher::default),
             digest: self.digest.clone(),
             size: self.size,
         };
@@ -212,7 +212,10 @@ impl SourceReader {
                 Some(Ok(mut b)) => {
                     if self.skip > 0 {
                         let drop = (b.len() as u64).min(self.skip) as usize;
-                        let _ = b.split_to(drop);
+                        let skipped = b.split_to(drop);
+                        if let Some(h) = &mut self.hasher {
+                            h.update(&skipped);
+                        }
                         self.skip -= drop as u64;
                     }
                     self.pending = b;
