@@ -11,6 +11,7 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
 use crate::copy::{Copier, CopyOptions, CopyShared};
+use crate::model::RepoName;
 use crate::plan::{plan_repo, select_repositories, RepoPlan};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
@@ -39,12 +40,20 @@ pub struct App {
 /// How one policy run ended.
 pub struct PolicyRun {
     pub policy: String,
-    pub counts: Counts,
+    pub started_ms: u64,
+    pub duration: Duration,
+    pub targets: BTreeMap<String, Counts>,
     pub errors: Vec<String>,
     pub interrupted: bool,
 }
 
 impl PolicyRun {
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        self.targets.values().for_each(|c| total.add(c));
+        total
+    }
+
     pub fn outcome(&self) -> &'static str {
         match (self.interrupted, self.errors.is_empty()) {
             (true, _) => "interrupted",
@@ -55,11 +64,21 @@ impl PolicyRun {
 }
 
 impl App {
-    /// Build registries; open the state store only when `with_state` (plan never writes).
+    /// Open the state store named by the config, creating its folder.
     ///
     /// # Errors
-    /// A registry client that cannot be built (bad CA), or a state store that cannot be opened.
-    pub fn new(config: Config, with_state: bool) -> Result<Self, AppError> {
+    /// When the folder cannot be created or another ferry process holds the store.
+    pub fn open_state(config: &Config) -> Result<StateStore, AppError> {
+        let dir = &config.daemon.state_dir;
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Open { path: dir.display().to_string(), source: e.into() })?;
+        Ok(StateStore::open(dir)?)
+    }
+
+    /// Build one registry client per endpoint. `state` is needed to run policies, not to plan.
+    ///
+    /// # Errors
+    /// A registry client that cannot be built (bad CA).
+    pub fn new(config: Config, state: Option<StateStore>) -> Result<Self, AppError> {
         let mut registries = BTreeMap::new();
         for (key, spec) in &config.registries {
             let ep = Endpoint {
@@ -68,21 +87,24 @@ impl App {
                 credentials: spec.credentials.clone(),
                 ca_pem: spec.ca_pem.clone(),
                 max_concurrent: spec.max_concurrent,
+                bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
                 retry: RetryPolicy::default(),
                 request_timeout: Duration::from_secs(60),
             };
             registries.insert(key.clone(), Registry::new(ep)?);
         }
-        let state = if with_state {
-            std::fs::create_dir_all(&config.daemon.state_dir)
-                .map_err(|e| StateError::Open { path: config.daemon.state_dir.display().to_string(), source: e.into() })?;
-            Some(StateStore::open(&config.daemon.state_dir)?)
-        } else {
-            None
-        };
         let d = &config.daemon;
-        let shared = CopyShared::new(CopyOptions { chunk_size: d.chunk_size.0, max_concurrent_blobs: d.max_concurrent_blobs });
+        let shared = CopyShared::new(CopyOptions {
+            chunk_size: d.chunk_size.0,
+            max_concurrent_blobs: d.max_concurrent_blobs,
+            bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
+        });
         Ok(App { config, registries, state, shared })
+    }
+
+    /// Requests each registry has retried so far, by registry name.
+    pub fn registry_retries(&self) -> Vec<(String, u64)> {
+        self.registries.values().map(|r| (r.name().to_owned(), r.retries())).collect()
     }
 
     pub fn state(&self) -> Option<&StateStore> {
@@ -133,29 +155,34 @@ impl App {
     pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken) -> PolicyRun {
         let state = self.state.clone().expect("run_policy needs the state store");
         let started = now_ms();
+        let clock = std::time::Instant::now();
         let copier = Copier::new(self.shared.clone(), state.clone(), cancel.clone());
         let source = self.registry(&policy.source);
         let mut errors = Vec::new();
         let mut interrupted = false;
         match select_repositories(policy, source).await {
             Err(e) => {
-                copier.count_failure();
+                policy.targets.iter().for_each(|t| copier.count_failure(t));
                 errors.push(e.to_string());
             }
             Ok(repos) => {
-                let jobs = policy.targets.iter().flat_map(|t| repos.iter().map(move |r| (t, r)));
+                // Owned jobs: a borrowing closure here would not be `Send` for every lifetime,
+                // which a spawned daemon task needs.
+                let jobs: Vec<(String, RepoName)> =
+                    policy.targets.iter().flat_map(|t| repos.iter().map(move |r| (t.clone(), r.clone()))).collect();
+                let copier = &copier;
                 let reports: Vec<_> = stream::iter(jobs)
                     .map(|(t, r)| {
-                        let copier = &copier;
+                        let span = info_span!("repo", target = %t, repo = %r);
                         async move {
                             if copier.cancel_token().is_cancelled() {
                                 return Default::default();
                             }
-                            let target = self.registry(t);
-                            let plan = plan_repo(policy, t, source, target, r).await;
+                            let target = self.registry(&t);
+                            let plan = plan_repo(policy, &t, source, target, &r).await;
                             copier.copy_repo(&plan, source, target).await
                         }
-                        .instrument(info_span!("repo", target = %t, repo = %r))
+                        .instrument(span)
                     })
                     .buffer_unordered(REPO_CONCURRENCY)
                     .collect()
@@ -167,11 +194,18 @@ impl App {
                 interrupted |= cancel.is_cancelled();
             }
         }
-        let run = PolicyRun { policy: policy.name.clone(), counts: copier.counts(), errors, interrupted };
+        let run = PolicyRun {
+            policy: policy.name.clone(),
+            started_ms: started,
+            duration: clock.elapsed(),
+            targets: copier.counts_by_target(),
+            errors,
+            interrupted,
+        };
         for e in &run.errors {
             error!(policy = %policy.name, error = %e, "copy failed");
         }
-        let rec = RunRecord::new(&policy.name, started, run.outcome(), run.counts.clone(), run.errors.iter().take(20).cloned().collect());
+        let rec = RunRecord::new(&policy.name, started, run.outcome(), run.targets.clone(), run.errors.iter().take(20).cloned().collect());
         if let Err(e) = state.record_run(&rec).await {
             error!(policy = %policy.name, error = %e, "could not record the run");
         }
@@ -180,6 +214,6 @@ impl App {
     }
 }
 
-fn unreachable_repo() -> crate::model::RepoName {
+fn unreachable_repo() -> RepoName {
     "unknown".parse().expect("valid repository name")
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod daemon;
 pub mod model;
 pub mod plan;
 pub mod registry;

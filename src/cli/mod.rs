@@ -1,6 +1,7 @@
 //! Command line: one file per command; each returns its exit code (DESIGN.md §1):
 //! 0 success, 1 something failed (the rest still ran), 2 bad config or usage.
 
+mod daemon;
 mod plan;
 mod status;
 mod sync;
@@ -41,6 +42,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run policies once, now.
     Sync(SyncArgs),
+    /// Run every policy on its trigger until stopped; serve /metrics, /healthz, /readyz, /status.
+    Daemon,
     /// Last run of each policy and uploads in flight, from the state store.
     Status(StatusArgs),
 }
@@ -80,7 +83,7 @@ impl Cli {
     /// The default log level of each command: one-shot commands stay quiet unless asked.
     pub fn default_level(&self) -> &'static str {
         match self.command {
-            Command::Sync(_) => "info",
+            Command::Sync(_) | Command::Daemon => "info",
             _ => "warn",
         }
     }
@@ -93,7 +96,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan::run(&cli.config, a).await,
         Command::Sync(a) if a.dry_run => plan::run(&cli.config, &PlanArgs { policies: a.policies.clone(), json: false }).await,
         Command::Sync(a) => sync::run(&cli.config, a).await,
-        Command::Status(a) => status::run(&cli.config, a),
+        Command::Daemon => daemon::run(&cli.config).await,
+        Command::Status(a) => status::run(&cli.config, a).await,
     }
 }
 
@@ -112,7 +116,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 /// state store that cannot be set up.
 fn open(path: &std::path::Path, with_state: bool) -> Result<crate::app::App, ExitCode> {
     let cfg = load(path)?;
-    crate::app::App::new(cfg, with_state).map_err(|e| fail(e, 1))
+    let state = if with_state { Some(crate::app::App::open_state(&cfg).map_err(|e| fail(e, 1))?) } else { None };
+    crate::app::App::new(cfg, state).map_err(|e| fail(e, 1))
 }
 
 fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {

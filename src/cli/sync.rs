@@ -38,20 +38,7 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     let mut total = Counts::default();
     let mut errors = Vec::new();
     for r in &runs {
-        let c = &r.counts;
-        for (t, v) in [
-            (&mut total.tags_copied, c.tags_copied),
-            (&mut total.tags_in_sync, c.tags_in_sync),
-            (&mut total.conflicts, c.conflicts),
-            (&mut total.manifests_written, c.manifests_written),
-            (&mut total.blobs_uploaded, c.blobs_uploaded),
-            (&mut total.blobs_mounted, c.blobs_mounted),
-            (&mut total.blobs_skipped, c.blobs_skipped),
-            (&mut total.bytes_sent, c.bytes_sent),
-            (&mut total.failures, c.failures),
-        ] {
-            *t += v;
-        }
+        total.add(&r.counts());
         errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.policy)));
     }
     let interrupted = runs.iter().any(|r| r.interrupted);

@@ -36,6 +36,8 @@ pub struct DaemonSettings {
     pub chunk_size: ByteSize,
     pub max_concurrent_blobs: usize,
     pub bandwidth_limit: Option<ByteSize>,
+    /// How long a stopping daemon waits for chunks in flight before it exits anyway.
+    pub stop_timeout: Duration,
 }
 
 pub struct RegistrySpec {
@@ -53,6 +55,8 @@ pub struct Policy {
     pub source: String,
     pub targets: Vec<String>,
     pub trigger: Trigger,
+    /// Each run starts after a random delay up to this, so many policies on one schedule spread out.
+    pub jitter: Duration,
     pub repositories: RepoSelector,
     pub target_repository: String,
     pub tags: TagRules,
@@ -144,7 +148,14 @@ fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> DaemonSetti
         chunk_size: ByteSize(16 << 20),
         max_concurrent_blobs: 8,
         bandwidth_limit: None,
+        stop_timeout: Duration::from_secs(10),
     };
+    if let Some(t) = &d.stop_timeout {
+        match schedule::parse_interval(t.get_ref()) {
+            Ok(v) => out.stop_timeout = v,
+            Err(e) => sink.err(t.span(), format!("daemon.stop_timeout: {e}")),
+        }
+    }
     if let Some(l) = &d.listen {
         match l.get_ref().parse() {
             Ok(a) => out.listen = a,
@@ -409,6 +420,13 @@ fn policy(
         },
         (None, None) => Trigger::Manual,
     };
+    let jitter = match &raw.jitter {
+        Some(j) => schedule::parse_interval(j.get_ref()).unwrap_or_else(|e| {
+            sink.err(j.span(), ctx(&format!("jitter: {e}")));
+            Duration::ZERO
+        }),
+        None => Duration::ZERO,
+    };
     let repositories = repo_selector(raw, &ctx, sink);
     let target_repository = match &raw.target_repository {
         Some(t) => {
@@ -462,6 +480,7 @@ fn policy(
         source: source?,
         targets,
         trigger,
+        jitter,
         repositories: repositories?,
         target_repository,
         tags,

@@ -26,6 +26,7 @@ pub(super) struct RawDaemon {
     pub chunk_size: Option<S<String>>,
     pub max_concurrent_blobs: Option<S<i64>>,
     pub bandwidth_limit: Option<S<String>>,
+    pub stop_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +57,7 @@ pub(super) struct RawPolicy {
     pub targets: S<Vec<S<String>>>,
     pub schedule: Option<S<String>>,
     pub interval: Option<S<String>>,
+    pub jitter: Option<S<String>>,
     pub repositories: S<Vec<S<String>>>,
     #[serde(default)]
     pub exclude_repositories: Vec<S<String>>,

@@ -5,6 +5,8 @@
 //! Each chunk's request body pulls exactly its bytes from the source response as the
 //! registry reads them, so memory holds a few network frames, never a chunk or a layer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::CopyError;
 use crate::model::{Digest, Hasher, RepoName};
-use crate::registry::{Registry, RegistryError, UploadSession, UploadStart};
+use crate::registry::{RateLimiter, Registry, RegistryError, UploadSession, UploadStart};
 use crate::state::{StateStore, UploadRecord};
 
 /// Attempts at one blob within a run; each resumes from what the registry acknowledged.
@@ -40,6 +42,8 @@ pub(super) struct BlobJob<'a> {
     pub chunk_size: u64,
     pub state: &'a StateStore,
     pub cancel: &'a CancellationToken,
+    pub retries: &'a AtomicU64,
+    pub global_limit: Option<Arc<RateLimiter>>,
 }
 
 impl BlobJob<'_> {
@@ -101,6 +105,7 @@ impl BlobJob<'_> {
                 }
                 Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && !self.cancel.is_cancelled() => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = e.retry_after().unwrap_or(Duration::from_millis(500 << attempt.min(6)));
                     warn!(error = %e, attempt, offset = session.offset, ?wait, "blob transfer failed; asking the target where it stands");
                     tokio::select! { () = self.cancel.cancelled() => return Err(CopyError::Interrupted), () = tokio::time::sleep(wait) => {} }
@@ -155,7 +160,8 @@ impl BlobJob<'_> {
             }
             let len = self.chunk_size.min(self.size - session.offset);
             let last = session.offset + len == self.size;
-            let (body, back) = chunk_body(src, len, last);
+            let limits = Limits { target: self.target.clone(), global: self.global_limit.clone() };
+            let (body, back) = chunk_body(src, len, last, limits);
             if last {
                 self.target
                     .finish_upload(self.dst_repo, session, self.digest, Some((body, len)))
@@ -267,31 +273,51 @@ impl Returned {
 /// last byte is produced (hyper may never poll an exhausted body again); on the last chunk
 /// the end of the blob is verified first, and a mismatch fails the body before its final
 /// bytes go out, so the registry never commits a wrong blob.
-fn chunk_body(src: SourceReader, len: u64, last: bool) -> (reqwest::Body, Returned) {
+fn chunk_body(src: SourceReader, len: u64, last: bool, limits: Limits) -> (reqwest::Body, Returned) {
     let (tx, rx) = oneshot::channel();
-    let stream = futures_util::stream::unfold((Some(src), len, Some(tx)), move |(src, left, tx)| async move {
-        let mut src = src?;
-        let tx = tx?;
-        let fail = |e: CopyError, tx: oneshot::Sender<_>| {
-            let msg = e.to_string();
-            let _ = tx.send(Err(e));
-            Some((Err(std::io::Error::other(msg)), (None, 0, None)))
-        };
-        let b = match src.next_bytes(left).await {
-            Ok(b) => b,
-            Err(e) => return fail(e, tx),
-        };
-        let left = left - b.len() as u64;
-        if left > 0 {
-            return Some((Ok(b), (Some(src), left, Some(tx))));
-        }
-        if last {
-            if let Err(e) = src.verify_end().await {
-                return fail(e, tx);
+    let limits = Arc::new(limits);
+    let stream = futures_util::stream::unfold((Some(src), len, Some(tx)), move |(src, left, tx)| {
+        let limits = limits.clone();
+        async move {
+            let mut src = src?;
+            let tx = tx?;
+            let fail = |e: CopyError, tx: oneshot::Sender<_>| {
+                let msg = e.to_string();
+                let _ = tx.send(Err(e));
+                Some((Err(std::io::Error::other(msg)), (None, 0, None)))
+            };
+            let b = match src.next_bytes(left).await {
+                Ok(b) => b,
+                Err(e) => return fail(e, tx),
+            };
+            limits.wait(b.len()).await;
+            let left = left - b.len() as u64;
+            if left > 0 {
+                return Some((Ok(b), (Some(src), left, Some(tx))));
             }
+            if last {
+                if let Err(e) = src.verify_end().await {
+                    return fail(e, tx);
+                }
+            }
+            let _ = tx.send(Ok(src));
+            Some((Ok(b), (None, 0, None)))
         }
-        let _ = tx.send(Ok(src));
-        Some((Ok(b), (None, 0, None)))
     });
     (reqwest::Body::wrap_stream(stream), Returned(rx))
+}
+
+/// The bandwidth limits an upload body honours: its target registry's and the daemon's.
+struct Limits {
+    target: Registry,
+    global: Option<Arc<RateLimiter>>,
+}
+
+impl Limits {
+    async fn wait(&self, n: usize) {
+        self.target.throttle(n).await;
+        if let Some(g) = &self.global {
+            g.acquire(n).await;
+        }
+    }
 }

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
-use super::{add, Copier, CopyError};
+use super::{add, Copier, CopyError, Stats};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction};
 use crate::registry::{PulledManifest, Registry};
@@ -27,6 +27,7 @@ type Memo = Mutex<HashMap<Digest, Arc<OnceCell<Result<(), String>>>>>;
 /// One repository's copy in progress.
 struct RepoCopy<'a> {
     copier: &'a Copier,
+    stats: Arc<Stats>,
     plan: &'a RepoPlan,
     source: &'a Registry,
     target: &'a Registry,
@@ -43,13 +44,14 @@ impl Copier {
     /// a tag is written only after everything it references is on the target.
     pub async fn copy_repo(&self, plan: &RepoPlan, source: &Registry, target: &Registry) -> RepoReport {
         let mut report = RepoReport::default();
+        let stats = self.stats(&plan.target);
         if let Some(e) = &plan.error {
-            add(&self.stats.failures, 1);
+            add(&stats.failures, 1);
             report.errors.push(format!("{} → {}: {e}", plan.source_repository, plan.target));
             return report;
         }
-        add(&self.stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
-        let rc = RepoCopy { copier: self, plan, source, target, blobs: Memo::default(), manifests: Memo::default() };
+        add(&stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
+        let rc = RepoCopy { copier: self, stats: stats.clone(), plan, source, target, blobs: Memo::default(), manifests: Memo::default() };
         for t in &plan.tags {
             match t.action {
                 TagAction::InSync | TagAction::Create | TagAction::Move if self.cancel.is_cancelled() => {
@@ -58,14 +60,14 @@ impl Copier {
                 }
                 TagAction::InSync => {}
                 TagAction::Conflict => {
-                    add(&self.stats.conflicts, 1);
+                    add(&stats.conflicts, 1);
                     warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, "tag differs on the target and overwrite = false; left as it is");
                 }
                 TagAction::Create | TagAction::Move => {
                     let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
                     match rc.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
                         Ok(()) => {
-                            add(&self.stats.tags_copied, 1);
+                            add(&stats.tags_copied, 1);
                             info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                         }
                         Err(_) if self.cancel.is_cancelled() => {
@@ -73,7 +75,7 @@ impl Copier {
                             break;
                         }
                         Err(e) => {
-                            add(&self.stats.failures, 1);
+                            add(&stats.failures, 1);
                             report
                                 .errors
                                 .push(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository));
@@ -96,7 +98,7 @@ impl RepoCopy<'_> {
         self.ensure_contents(root.clone()).await?;
         let m = self.manifest(root)?;
         self.target.put_manifest(&self.plan.target_repository, tag, &m).await.map_err(|e| e.to_string())?;
-        add(&self.copier.stats.manifests_written, 1);
+        add(&self.stats.manifests_written, 1);
         Ok(())
     }
 
@@ -126,7 +128,7 @@ impl RepoCopy<'_> {
                 self.ensure_contents(digest.clone()).await?;
                 let m = self.manifest(digest)?;
                 self.target.put_manifest(&self.plan.target_repository, digest.as_str(), &m).await.map_err(|e| e.to_string())?;
-                add(&self.copier.stats.manifests_written, 1);
+                add(&self.stats.manifests_written, 1);
                 Ok(())
             })
             .await
@@ -154,7 +156,7 @@ impl RepoCopy<'_> {
             }
         };
         if present {
-            add(&c.stats.blobs_skipped, 1);
+            add(&self.stats.blobs_skipped, 1);
             return c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string());
         }
         if c.cancel.is_cancelled() {
@@ -173,21 +175,23 @@ impl RepoCopy<'_> {
             chunk_size: c.shared.opts.chunk_size,
             state: &c.state,
             cancel: &c.cancel,
+            retries: &self.stats.retries,
+            global_limit: c.shared.bandwidth.clone(),
         };
         let span = info_span!("blob", %digest, size = info.size);
         match job.run(home.as_ref()).instrument(span).await {
             Ok(outcome) => {
                 match outcome {
                     BlobOutcome::Uploaded { bytes } => {
-                        add(&c.stats.blobs_uploaded, 1);
-                        add(&c.stats.bytes_sent, bytes);
+                        add(&self.stats.blobs_uploaded, 1);
+                        add(&self.stats.bytes_sent, bytes);
                         debug!(repo = %dst, %digest, bytes, "blob uploaded");
                     }
                     BlobOutcome::Mounted => {
-                        add(&c.stats.blobs_mounted, 1);
+                        add(&self.stats.blobs_mounted, 1);
                         debug!(repo = %dst, %digest, from = ?home, "blob mounted");
                     }
-                    BlobOutcome::AlreadyThere => add(&c.stats.blobs_skipped, 1),
+                    BlobOutcome::AlreadyThere => add(&self.stats.blobs_skipped, 1),
                 }
                 c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string())
             }

@@ -4,7 +4,7 @@
 mod blob;
 mod manifest;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Digest;
-use crate::registry::RegistryError;
+use crate::registry::{RateLimiter, RegistryError};
 use crate::state::{Counts, StateError, StateStore};
 
 pub use manifest::RepoReport;
@@ -58,6 +58,8 @@ impl CopyError {
 pub struct CopyOptions {
     pub chunk_size: u64,
     pub max_concurrent_blobs: usize,
+    /// Bytes per second this process sends in blob uploads, all targets together.
+    pub bandwidth_limit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ struct Stats {
     blobs_skipped: AtomicU64,
     bytes_sent: AtomicU64,
     failures: AtomicU64,
+    retries: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -87,11 +90,17 @@ pub struct CopyShared {
     opts: CopyOptions,
     blob_slots: Semaphore,
     locks: DigestLocks,
+    bandwidth: Option<Arc<RateLimiter>>,
 }
 
 impl CopyShared {
     pub fn new(opts: CopyOptions) -> Arc<Self> {
-        Arc::new(CopyShared { blob_slots: Semaphore::new(opts.max_concurrent_blobs.max(1)), opts, locks: Mutex::default() })
+        Arc::new(CopyShared {
+            blob_slots: Semaphore::new(opts.max_concurrent_blobs.max(1)),
+            bandwidth: opts.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b))),
+            opts,
+            locks: Mutex::default(),
+        })
     }
 
     fn digest_lock(&self, target: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
@@ -100,41 +109,52 @@ impl CopyShared {
     }
 }
 
-/// One policy run's copier: its counters, and the shared limits and state.
+/// One policy run's copier: its counters (per target), and the shared limits and state.
 pub struct Copier {
     shared: Arc<CopyShared>,
     state: StateStore,
-    stats: Stats,
+    stats: Mutex<BTreeMap<String, Arc<Stats>>>,
     cancel: CancellationToken,
+}
+
+impl Stats {
+    fn snapshot(&self) -> Counts {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            tags_copied: g(&self.tags_copied),
+            tags_in_sync: g(&self.tags_in_sync),
+            conflicts: g(&self.conflicts),
+            manifests_written: g(&self.manifests_written),
+            blobs_uploaded: g(&self.blobs_uploaded),
+            blobs_mounted: g(&self.blobs_mounted),
+            blobs_skipped: g(&self.blobs_skipped),
+            bytes_sent: g(&self.bytes_sent),
+            failures: g(&self.failures),
+            retries: g(&self.retries),
+        }
+    }
 }
 
 impl Copier {
     pub fn new(shared: Arc<CopyShared>, state: StateStore, cancel: CancellationToken) -> Self {
-        Copier { shared, state, stats: Stats::default(), cancel }
+        Copier { shared, state, stats: Mutex::default(), cancel }
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }
 
-    pub fn counts(&self) -> Counts {
-        let s = &self.stats;
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counts {
-            tags_copied: g(&s.tags_copied),
-            tags_in_sync: g(&s.tags_in_sync),
-            conflicts: g(&s.conflicts),
-            manifests_written: g(&s.manifests_written),
-            blobs_uploaded: g(&s.blobs_uploaded),
-            blobs_mounted: g(&s.blobs_mounted),
-            blobs_skipped: g(&s.blobs_skipped),
-            bytes_sent: g(&s.bytes_sent),
-            failures: g(&s.failures),
-        }
+    fn stats(&self, target: &str) -> Arc<Stats> {
+        self.stats.lock().expect("lock poisoned").entry(target.to_owned()).or_default().clone()
+    }
+
+    /// Counters of this run, per target.
+    pub fn counts_by_target(&self) -> BTreeMap<String, Counts> {
+        self.stats.lock().expect("lock poisoned").iter().map(|(t, s)| (t.clone(), s.snapshot())).collect()
     }
 
     /// Count a failure that happened outside a repository copy (e.g. a source that cannot be listed).
-    pub fn count_failure(&self) {
-        add(&self.stats.failures, 1);
+    pub fn count_failure(&self, target: &str) {
+        add(&self.stats(target).failures, 1);
     }
 }

@@ -9,15 +9,18 @@
 
 mod auth;
 mod error;
+mod limit;
 mod meta;
 mod retry;
 mod upload;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub use auth::Scope;
 pub use error::RegistryError;
+pub use limit::RateLimiter;
 pub use meta::{BlobStream, ManifestHead, PulledManifest};
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -34,6 +37,8 @@ pub struct Endpoint {
     pub credentials: Option<(String, Secret)>,
     pub ca_pem: Option<Vec<u8>>,
     pub max_concurrent: usize,
+    /// Bytes per second sent to this registry (blob uploads); `None` = unlimited.
+    pub bandwidth_limit: Option<u64>,
     pub retry: RetryPolicy,
     /// Whole-request limit for metadata requests; blob transfers are bounded by `read_timeout`.
     pub request_timeout: Duration,
@@ -47,6 +52,7 @@ impl Endpoint {
             credentials: None,
             ca_pem: None,
             max_concurrent: 16,
+            bandwidth_limit: None,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
         }
@@ -64,7 +70,9 @@ struct Inner {
     http: reqwest::Client,
     auth: auth::Auth,
     limit: Semaphore,
+    bandwidth: Option<RateLimiter>,
     retry: RetryPolicy,
+    retries: AtomicU64,
     timeout: Duration,
 }
 
@@ -104,7 +112,9 @@ impl Registry {
                 base: ep.url,
                 http,
                 limit: Semaphore::new(ep.max_concurrent.max(1)),
+                bandwidth: ep.bandwidth_limit.map(RateLimiter::new),
                 retry: ep.retry,
+                retries: AtomicU64::new(0),
                 timeout: ep.request_timeout,
             }),
         })
@@ -112,6 +122,18 @@ impl Registry {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Requests retried so far (transient failures), for metrics.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `n` more bytes may be sent to this registry (`bandwidth_limit`).
+    pub async fn throttle(&self, n: usize) {
+        if let Some(l) = &self.inner.bandwidth {
+            l.acquire(n).await;
+        }
     }
 
     fn url(&self, path: &str) -> url::Url {
@@ -135,7 +157,7 @@ impl Registry {
         scope: &Scope,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        retry::with_retry(self.inner.retry, op, || async {
+        retry::with_retry(self.inner.retry, op, &self.inner.retries, || async {
             let rsp = self.attempt(op, scope, &build).await?;
             if rsp.status().is_server_error() || rsp.status() == StatusCode::TOO_MANY_REQUESTS {
                 return Err(self.status_error(op, rsp).await);

@@ -2,6 +2,7 @@
 //! swapping it for another crate touches this file alone).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backoff::ExponentialBackoffBuilder;
@@ -27,7 +28,7 @@ impl Default for RetryPolicy {
 
 /// Run `f` until it succeeds, fails permanently, or the deadline passes. `backoff` lets a
 /// `Retry-After` bypass its own elapsed-time limit, so the deadline is enforced here too.
-pub async fn with_retry<T, F, Fut>(policy: RetryPolicy, op: &'static str, mut f: F) -> Result<T, RegistryError>
+pub async fn with_retry<T, F, Fut>(policy: RetryPolicy, op: &'static str, retries: &AtomicU64, mut f: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, RegistryError>>,
@@ -50,7 +51,10 @@ where
                 })
             }
         },
-        |e: RegistryError, wait: Duration| warn!(op, error = %e, ?wait, "retrying"),
+        |e: RegistryError, wait: Duration| {
+            retries.fetch_add(1, Ordering::Relaxed);
+            warn!(op, error = %e, ?wait, "retrying");
+        },
     )
     .await
 }
@@ -67,7 +71,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     fn status(code: u16, retry_after: Option<Duration>) -> RegistryError {
         RegistryError::Status { registry: "r".into(), op: "t", status: code, code: None, message: String::new(), retry_after }
@@ -78,7 +82,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let policy =
             RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_secs(5) };
-        let r = with_retry(policy, "t", || {
+        let r = with_retry(policy, "t", &AtomicU64::new(0), || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 2 {
@@ -91,7 +95,7 @@ mod tests {
         .await;
         assert_eq!(r.unwrap(), 2);
         calls.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = with_retry(policy, "t", || {
+        let r: Result<(), _> = with_retry(policy, "t", &AtomicU64::new(0), || {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err(status(404, None)) }
         })
@@ -104,7 +108,8 @@ mod tests {
         let policy =
             RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_millis(150) };
         let start = std::time::Instant::now();
-        let r: Result<(), _> = with_retry(policy, "t", || async { Err(status(429, Some(Duration::from_millis(40)))) }).await;
+        let r: Result<(), _> =
+            with_retry(policy, "t", &AtomicU64::new(0), || async { Err(status(429, Some(Duration::from_millis(40)))) }).await;
         assert_eq!(r.unwrap_err().status(), Some(429));
         assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
     }

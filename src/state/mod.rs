@@ -49,6 +49,24 @@ pub struct Counts {
     pub blobs_skipped: u64,
     pub bytes_sent: u64,
     pub failures: u64,
+    /// Blob transfers resumed after a transient failure.
+    #[serde(default)]
+    pub retries: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.tags_copied += o.tags_copied;
+        self.tags_in_sync += o.tags_in_sync;
+        self.conflicts += o.conflicts;
+        self.manifests_written += o.manifests_written;
+        self.blobs_uploaded += o.blobs_uploaded;
+        self.blobs_mounted += o.blobs_mounted;
+        self.blobs_skipped += o.blobs_skipped;
+        self.bytes_sent += o.bytes_sent;
+        self.failures += o.failures;
+        self.retries += o.retries;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +78,9 @@ pub struct RunRecord {
     /// `ok`, `failed` or `interrupted`.
     pub outcome: String,
     pub counts: Counts,
+    /// The same counts per target.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, Counts>,
     /// First few failure messages, for `ferry status`.
     pub errors: Vec<String>,
 }
@@ -260,8 +281,25 @@ impl UploadRecord {
 }
 
 impl RunRecord {
-    pub fn new(policy: &str, started_ms: u64, outcome: &str, counts: Counts, errors: Vec<String>) -> Self {
-        RunRecord { v: VERSION, policy: policy.to_owned(), started_ms, ended_ms: now_ms(), outcome: outcome.to_owned(), counts, errors }
+    pub fn new(
+        policy: &str,
+        started_ms: u64,
+        outcome: &str,
+        targets: std::collections::BTreeMap<String, Counts>,
+        errors: Vec<String>,
+    ) -> Self {
+        let mut counts = Counts::default();
+        targets.values().for_each(|c| counts.add(c));
+        RunRecord {
+            v: VERSION,
+            policy: policy.to_owned(),
+            started_ms,
+            ended_ms: now_ms(),
+            outcome: outcome.to_owned(),
+            counts,
+            targets,
+            errors,
+        }
     }
 }
 
@@ -278,8 +316,8 @@ mod tests {
             let s = StateStore::open(dir.path()).unwrap();
             s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await.unwrap();
             s.blob_known("t", &"other".parse().unwrap(), &d).unwrap();
-            s.record_run(&RunRecord::new("p", 1, "ok", Counts::default(), vec![])).await.unwrap();
-            s.record_run(&RunRecord::new("p", 2, "failed", Counts::default(), vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![])).await.unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.upload("t", &repo, &d).unwrap().unwrap().offset, 42);

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod auth;
+mod daemon;
 mod resume;
 mod support;
 mod sync;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod images;
 pub mod proxy;
 pub mod registry;
@@ -236,6 +237,72 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     false
+}
+
+/// Poll an async condition every 50 ms until it holds or `secs` pass.
+pub async fn wait_for<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET on the daemon's endpoints: (status, body), or None when nothing answers.
+pub async fn daemon_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let rsp = http_client().build().unwrap().get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
+    Some((rsp.status().as_u16(), rsp.text().await.ok()?))
+}
+
+/// A running `ferry daemon`, its log in a file (a pipe nobody reads could fill and block it).
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(ferry: &Ferry, port: u16, log_name: &str) -> Self {
+        let log = ferry.path().join(log_name);
+        let file = std::fs::File::create(&log).unwrap();
+        let child = ferry.command(&["daemon"]).stdout(Stdio::null()).stderr(Stdio::from(file)).spawn().expect("spawn ferry daemon");
+        Daemon { child, port, log }
+    }
+
+    pub async fn ready(&self) -> bool {
+        wait_for(20, || async { daemon_get(self.port, "/readyz").await.is_some_and(|(s, _)| s == 200) }).await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code and how long the stop took.
+    pub fn stop(mut self) -> (i32, std::time::Duration) {
+        let start = std::time::Instant::now();
+        signal(&self.child, "TERM");
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), start.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub fn signal(child: &Child, sig: &str) {

@@ -1,0 +1,185 @@
+//! What the daemon has done, for `/metrics` (Prometheus text format) and `/status`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::app::PolicyRun;
+use crate::state::Counts;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PolicyState {
+    pub trigger: String,
+    pub running: bool,
+    pub next_run_ms: Option<u64>,
+    pub runs_ok: u64,
+    pub runs_failed: u64,
+    pub runs_interrupted: u64,
+    pub last_duration_secs: f64,
+    pub last_success_ms: Option<u64>,
+    /// Ticks that came while the previous run was still going, and so waited for it.
+    pub ticks_delayed: u64,
+    /// Ticks folded into a delayed one (more than one came during a long run).
+    pub ticks_skipped: u64,
+    /// Counts summed over every run since the daemon started, per target.
+    pub targets: BTreeMap<String, Counts>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub ready: AtomicBool,
+    policies: Mutex<BTreeMap<String, PolicyState>>,
+}
+
+impl Metrics {
+    fn with<R>(&self, policy: &str, f: impl FnOnce(&mut PolicyState) -> R) -> R {
+        f(self.policies.lock().expect("lock poisoned").entry(policy.to_owned()).or_default())
+    }
+
+    /// Keep only these policies (after a reload), each with its trigger description.
+    pub fn set_policies(&self, policies: &[(String, String)]) {
+        let mut all = self.policies.lock().expect("lock poisoned");
+        all.retain(|name, _| policies.iter().any(|(n, _)| n == name));
+        for (name, trigger) in policies {
+            all.entry(name.clone()).or_default().trigger = trigger.clone();
+        }
+    }
+
+    pub fn scheduled(&self, policy: &str, next_run_ms: Option<u64>) {
+        self.with(policy, |p| p.next_run_ms = next_run_ms);
+    }
+
+    pub fn started(&self, policy: &str) {
+        self.with(policy, |p| p.running = true);
+    }
+
+    pub fn delayed(&self, policy: &str, skipped: u64) {
+        self.with(policy, |p| {
+            p.ticks_delayed += 1;
+            p.ticks_skipped += skipped;
+        });
+    }
+
+    pub fn finished(&self, run: &PolicyRun) {
+        self.with(&run.policy, |p| {
+            p.running = false;
+            p.last_duration_secs = run.duration.as_secs_f64();
+            match run.outcome() {
+                "ok" => {
+                    p.runs_ok += 1;
+                    p.last_success_ms = Some(run.started_ms + run.duration.as_millis() as u64);
+                }
+                "interrupted" => p.runs_interrupted += 1,
+                _ => p.runs_failed += 1,
+            }
+            for (t, c) in &run.targets {
+                p.targets.entry(t.clone()).or_default().add(c);
+            }
+        });
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, PolicyState> {
+        self.policies.lock().expect("lock poisoned").clone()
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self, uploads_in_flight: usize, registry_retries: &[(String, u64)]) -> String {
+        let policies = self.snapshot();
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let per_policy =
+            |f: &dyn Fn(&PolicyState) -> f64| policies.iter().map(|(n, p)| (labels(&[("policy", n)]), f(p))).collect::<Vec<_>>();
+        let per_target = |f: &dyn Fn(&Counts) -> u64| {
+            policies
+                .iter()
+                .flat_map(|(n, p)| p.targets.iter().map(move |(t, c)| (labels(&[("policy", n), ("target", t)]), f(c) as f64)))
+                .collect::<Vec<_>>()
+        };
+        family("ferry_up", "gauge", "1 while the daemon runs.", vec![(String::new(), 1.0)]);
+        family(
+            "ferry_ready",
+            "gauge",
+            "1 once the config is loaded and the state store open.",
+            vec![(String::new(), if self.ready.load(Ordering::Relaxed) { 1.0 } else { 0.0 })],
+        );
+        let runs: Vec<_> = policies
+            .iter()
+            .flat_map(|(n, p)| {
+                [("ok", p.runs_ok), ("failed", p.runs_failed), ("interrupted", p.runs_interrupted)]
+                    .map(|(o, v)| (labels(&[("policy", n), ("outcome", o)]), v as f64))
+            })
+            .collect();
+        family("ferry_policy_runs_total", "counter", "Policy runs by outcome.", runs);
+        family("ferry_policy_running", "gauge", "1 while a run of the policy is in progress.", per_policy(&|p| p.running as u8 as f64));
+        family("ferry_policy_last_run_duration_seconds", "gauge", "Duration of the last run.", per_policy(&|p| p.last_duration_secs));
+        family(
+            "ferry_policy_last_success_timestamp_seconds",
+            "gauge",
+            "End of the last successful run (Unix time; 0: none yet).",
+            per_policy(&|p| p.last_success_ms.unwrap_or(0) as f64 / 1000.0),
+        );
+        family(
+            "ferry_policy_next_run_timestamp_seconds",
+            "gauge",
+            "When the next run is due (Unix time; 0: manual only).",
+            per_policy(&|p| p.next_run_ms.unwrap_or(0) as f64 / 1000.0),
+        );
+        family(
+            "ferry_policy_ticks_delayed_total",
+            "counter",
+            "Ticks that waited for an overrunning run.",
+            per_policy(&|p| p.ticks_delayed as f64),
+        );
+        family("ferry_policy_ticks_skipped_total", "counter", "Ticks folded into a delayed one.", per_policy(&|p| p.ticks_skipped as f64));
+        family("ferry_tags_copied_total", "counter", "Tags written on the target.", per_target(&|c| c.tags_copied));
+        family("ferry_tags_in_sync_total", "counter", "Tags found already in sync.", per_target(&|c| c.tags_in_sync));
+        family("ferry_manifests_written_total", "counter", "Manifests written on the target.", per_target(&|c| c.manifests_written));
+        family("ferry_blobs_uploaded_total", "counter", "Blobs uploaded.", per_target(&|c| c.blobs_uploaded));
+        family("ferry_blobs_mounted_total", "counter", "Blobs cross-repository mounted.", per_target(&|c| c.blobs_mounted));
+        family("ferry_blobs_skipped_total", "counter", "Blobs already on the target.", per_target(&|c| c.blobs_skipped));
+        family("ferry_bytes_sent_total", "counter", "Blob bytes sent to the target.", per_target(&|c| c.bytes_sent));
+        family("ferry_failures_total", "counter", "Tags or repositories that failed.", per_target(&|c| c.failures));
+        family("ferry_retries_total", "counter", "Blob transfers resumed after a transient failure.", per_target(&|c| c.retries));
+        family(
+            "ferry_registry_retries_total",
+            "counter",
+            "Requests retried after a transient failure (5xx, 429, reset, timeout).",
+            registry_retries.iter().map(|(r, v)| (labels(&[("registry", r)]), *v as f64)).collect(),
+        );
+        family(
+            "ferry_uploads_in_flight",
+            "gauge",
+            "Blob uploads checkpointed and not finished.",
+            vec![(String::new(), uploads_in_flight as f64)],
+        );
+        out
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(labels(&[("policy", "a\"b\\c\nd")]), r#"{policy="a\"b\\c\nd"}"#);
+    }
+}

@@ -1,0 +1,158 @@
+//! `ferry daemon`: every policy on its trigger, until SIGINT/SIGTERM. SIGHUP re-reads the
+//! config and policies; an invalid new config is logged (FILE:LINE:COL) and the running one
+//! kept. A stop lets each blob in flight finish its current chunk (checkpointed), flushes the
+//! state store and exits within `daemon.stop_timeout`.
+
+mod http;
+pub mod metrics;
+pub mod scheduler;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::app::{App, AppError};
+use crate::config::{Config, Trigger};
+use crate::state::StateStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+fn describe(t: &Trigger) -> String {
+    match t {
+        Trigger::Cron(s) => format!("schedule {}", s.source()),
+        Trigger::Every(d) => format!("every {}s", d.as_secs()),
+        Trigger::Manual => "manual".into(),
+    }
+}
+
+/// Tell systemd (Type=notify) how we are doing; a no-op outside systemd.
+fn notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let bytes = path.as_encoded_bytes();
+    let _ = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), &path)
+    };
+}
+
+/// Start every policy loop of `app`; policies with uploads left in flight start with a run.
+fn start(app: &Arc<App>, state: &StateStore, metrics: &Arc<metrics::Metrics>, stop: &CancellationToken, tasks: &TaskTracker) {
+    let pending: HashSet<String> = state.uploads_in_flight().unwrap_or_default().into_iter().map(|u| u.target).collect();
+    metrics.set_policies(&app.config.policies.iter().map(|p| (p.name.clone(), describe(&p.trigger))).collect::<Vec<_>>());
+    for (i, p) in app.config.policies.iter().enumerate() {
+        let resume = !matches!(p.trigger, Trigger::Manual) && p.targets.iter().any(|t| pending.contains(t));
+        if resume {
+            info!(policy = %p.name, "uploads left in flight: running now to resume them");
+        }
+        tasks.spawn(scheduler::policy_loop(app.clone(), i, stop.child_token(), metrics.clone(), resume));
+    }
+}
+
+/// Wait for the policy loops to stop, at most `limit`; then the process may exit: the state
+/// store holds every acknowledged chunk.
+async fn drain(tasks: &TaskTracker, limit: Duration) {
+    tasks.close();
+    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+        warn!(?limit, "runs still busy at the stop deadline; their last acknowledged chunks are checkpointed");
+    }
+}
+
+/// Run until stopped. Returns after a clean stop.
+///
+/// # Errors
+/// When the state store, a registry client or the listen socket cannot be set up.
+pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
+    let state = App::open_state(&config)?;
+    let listen = config.daemon.listen;
+    let mut stop_timeout = config.daemon.stop_timeout;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let (mut int, mut term, mut hup) = (
+        signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+        signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
+    );
+    let metrics = Arc::new(metrics::Metrics::default());
+    let app = Arc::new(App::new(config, Some(state.clone()))?);
+    let endpoints = Arc::new(http::Endpoints { metrics: metrics.clone(), state: state.clone(), app: RwLock::new(app.clone()) });
+    let root = CancellationToken::new();
+    let http_tasks = TaskTracker::new();
+    http_tasks.spawn(http::serve(listener, endpoints.clone(), root.clone(), http_tasks.clone()));
+    info!(%listen, policies = app.config.policies.len(), "daemon started");
+
+    let mut app = app;
+    loop {
+        let generation = root.child_token();
+        let tasks = TaskTracker::new();
+        start(&app, &state, &metrics, &generation, &tasks);
+        metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        notify("READY=1");
+        let reloaded = loop {
+            tokio::select! {
+                _ = int.recv() => break None,
+                _ = term.recv() => break None,
+                _ = hup.recv() => {
+                    notify("RELOADING=1");
+                    match crate::config::load(config_path).map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>()) {
+                        Err(problems) => {
+                            for p in &problems {
+                                error!(problem = %p, "config reload failed; still running the previous config");
+                            }
+                            notify("READY=1");
+                        }
+                        Ok(new) => match App::new(new, Some(state.clone())) {
+                            Ok(a) => break Some(a),
+                            Err(e) => {
+                                error!(error = %e, "config reload failed; still running the previous config");
+                                notify("READY=1");
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        // Runs stop at a chunk boundary (the chunk in flight completes and is checkpointed).
+        generation.cancel();
+        match reloaded {
+            Some(new) => {
+                info!(policies = new.config.policies.len(), "config reloaded; restarting policy loops");
+                drain(&tasks, stop_timeout).await;
+                if new.config.daemon.listen != listen {
+                    warn!(old = %listen, new = %new.config.daemon.listen, "daemon.listen changes only on restart");
+                }
+                stop_timeout = new.config.daemon.stop_timeout;
+                app = Arc::new(new);
+                *endpoints.app.write().expect("lock poisoned") = app.clone();
+            }
+            None => {
+                notify("STOPPING=1");
+                info!("stopping: letting the chunks in flight finish");
+                metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                drain(&tasks, stop_timeout).await;
+                root.cancel();
+                drain(&http_tasks, Duration::from_secs(1)).await;
+                if let Err(e) = state.flush().await {
+                    error!(error = %e, "state store flush failed");
+                }
+                info!("stopped");
+                return Ok(());
+            }
+        }
+    }
+}
