@@ -4,6 +4,7 @@
 //! cost no extra round trip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -42,16 +43,21 @@ enum Scheme {
     Bearer { realm: String, service: Option<String> },
 }
 
+#[derive(Clone)]
 struct Token {
     value: Secret,
     renew_at: Instant,
 }
 
+/// One scope's token. Its own lock makes fetching single-flight: concurrent requests for a
+/// scope wait for one token instead of each asking the token server.
+type TokenSlot = Arc<Mutex<Option<Token>>>;
+
 pub struct Auth {
     registry: String,
     credentials: Option<(String, Secret)>,
     scheme: Mutex<Scheme>,
-    tokens: Mutex<HashMap<Scope, Token>>,
+    tokens: Mutex<HashMap<Scope, TokenSlot>>,
 }
 
 #[derive(Deserialize)]
@@ -85,12 +91,7 @@ impl Auth {
             Scheme::Unknown | Scheme::Anonymous => Ok(None),
             Scheme::Basic => Ok(self.basic()),
             Scheme::Bearer { realm, service } => {
-                if let Some(t) = self.tokens.lock().await.get(scope) {
-                    if Instant::now() < t.renew_at {
-                        return Ok(Some(format!("Bearer {}", t.value.expose())));
-                    }
-                }
-                let token = self.fetch_token(http, &realm, service.as_deref(), scope).await?;
+                let token = self.token(http, &realm, service.as_deref(), scope, None).await?;
                 Ok(Some(format!("Bearer {}", token.expose())))
             }
         }
@@ -128,19 +129,36 @@ impl Auth {
                 // The caller retries once after a challenge, so re-fetching here cannot loop.
                 *scheme = Scheme::Bearer { realm: realm.clone(), service: service.clone() };
                 drop(scheme);
-                self.fetch_token(http, &realm, service.as_deref(), scope).await?;
+                // Only the token this request carried is known bad; one fetched meanwhile by a
+                // concurrent request is used as it is.
+                let refused = sent.and_then(|h| h.strip_prefix("Bearer "));
+                self.token(http, &realm, service.as_deref(), scope, refused).await?;
                 Ok(true)
             }
         }
     }
 
-    async fn fetch_token(
+    /// The token for `scope`: the cached one unless it is about to expire or is `refused`,
+    /// else a new one (one fetch at a time per scope).
+    async fn token(
         &self,
         http: &reqwest::Client,
         realm: &str,
         service: Option<&str>,
         scope: &Scope,
+        refused: Option<&str>,
     ) -> Result<Secret, RegistryError> {
+        let slot = self.tokens.lock().await.entry(scope.clone()).or_default().clone();
+        let mut cached = slot.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at && refused != Some(t.value.expose())) {
+            return Ok(t.value.clone());
+        }
+        let token = self.fetch_token(http, realm, service, scope).await?;
+        *cached = Some(token.clone());
+        Ok(token.value)
+    }
+
+    async fn fetch_token(&self, http: &reqwest::Client, realm: &str, service: Option<&str>, scope: &Scope) -> Result<Token, RegistryError> {
         let op = "token";
         let mut url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
@@ -194,9 +212,7 @@ impl Auth {
         })?;
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1));
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_MARGIN).max(lifetime / 2);
-        let value = Secret::new(value);
-        self.tokens.lock().await.insert(scope.clone(), Token { value: value.clone(), renew_at });
-        Ok(value)
+        Ok(Token { value: Secret::new(value), renew_at })
     }
 
     /// Remember that the registry accepted a request without credentials.
