@@ -2,13 +2,14 @@
 //! Convention that makes this text check exact: one `use crate::x::…` per line.
 
 const BANNED: &[(&str, &[&str])] = &[
-    ("model", &["config", "registry", "state", "plan", "copy", "app", "cli"]),
-    ("config", &["registry", "state", "plan", "copy", "app", "cli"]),
-    ("registry", &["config", "state", "plan", "copy", "app", "cli"]),
-    ("state", &["config", "registry", "plan", "copy", "app", "cli"]),
-    ("plan", &["state", "copy", "app", "cli"]),
-    ("copy", &["config", "app", "cli"]),
-    ("app", &["cli"]),
+    ("model", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli"]),
+    ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli"]),
+    ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli"]),
+    ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli"]),
+    ("plan", &["state", "copy", "app", "daemon", "cli"]),
+    ("copy", &["config", "app", "daemon", "cli"]),
+    ("app", &["daemon", "cli"]),
+    ("daemon", &["registry", "cli"]),
 ];
 
 fn sources(module: &str) -> Vec<(String, String)> {

@@ -176,3 +176,24 @@ async fn a_source_serving_corrupt_bytes_never_reaches_the_target() {
     assert_eq!(v["uploads_in_flight"].as_array().unwrap().len(), 0, "no upload left to resume");
     assert_eq!(v["runs"][0]["outcome"], "failed");
 }
+
+#[tokio::test]
+async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
+    let src = TestRegistry::start();
+    let img = images::image(Format::Oci, &[&images::layer(31337, 3 << 20)], "amd64", None, "limited");
+    Pusher::new(&src.url).image("app-000", "1.0.0", &img).await;
+    for (name, registry_limit, daemon_limit) in
+        [("registry", "bandwidth_limit = \"1MiB/s\"\n", ""), ("daemon", "", "bandwidth_limit = \"1MiB/s\"\n")]
+    {
+        let dst = TestRegistry::start();
+        let regs = format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n{registry_limit}", src.url, dst.url);
+        let ferry = Ferry::new(&regs, "256KiB", &[("mirror.toml", MIRROR_ALL)]);
+        let cfg = std::fs::read_to_string(ferry.config()).unwrap().replacen("[daemon]\n", &format!("[daemon]\n{daemon_limit}"), 1);
+        std::fs::write(ferry.config(), cfg).unwrap();
+        let started = std::time::Instant::now();
+        ferry.run(&["sync"]).assert_code(0);
+        // 3 MiB at 1 MiB/s with a one-second burst: at least two seconds.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(1900), "{name} limit not applied: {:?}", started.elapsed());
+        assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "app-000", "app-000", "1.0.0").await;
+    }
+}
