@@ -43,19 +43,29 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let n = |v: &Value| v.as_u64().unwrap_or(0);
-    println!(
-        "{:<24} {:<12} {:<20} {:<20} {:>6} {:>6} {:>6} {:>10} {:>8}",
-        "POLICY", "OUTCOME", "LAST RUN (UTC)", "NEXT RUN (UTC)", "TAGS", "BLOBS", "MOUNTS", "SENT", "FAILURES"
-    );
     let time =
         |ms: u64| chrono::DateTime::from_timestamp_millis(ms as i64).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
-    for r in doc["runs"].as_array().into_iter().flatten() {
+    println!(
+        "{:<22} {:<20} {:<12} {:<20} {:<20} {:>6} {:>6} {:>6} {:>10} {:>8}",
+        "POLICY", "TRIGGER", "OUTCOME", "LAST RUN (UTC)", "NEXT RUN (UTC)", "TAGS", "BLOBS", "MOUNTS", "SENT", "FAILURES"
+    );
+    let runs: Vec<&Value> = doc["runs"].as_array().into_iter().flatten().collect();
+    // Every configured policy, run or not, then runs of policies no longer configured.
+    let mut names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
+    names
+        .extend(runs.iter().filter_map(|r| r["policy"].as_str()).filter(|p| !cfg.policies.iter().any(|c| c.name == *p)).map(str::to_owned));
+    for name in &names {
+        let trigger = cfg.policies.iter().find(|p| &p.name == name).map_or("(removed)".to_owned(), |p| crate::daemon::describe(&p.trigger));
+        let next = doc["policies"][name]["next_run_ms"].as_u64().map_or("-".into(), time);
+        let Some(r) = runs.iter().find(|r| r["policy"] == name.as_str()) else {
+            println!("{name:<22} {trigger:<20} {:<12} {:<20} {next:<20}", "never run", "-");
+            continue;
+        };
         let c = &r["counts"];
-        let policy = r["policy"].as_str().unwrap_or("");
-        let next = doc["policies"][policy]["next_run_ms"].as_u64().map_or("-".into(), time);
         println!(
-            "{:<24} {:<12} {:<20} {:<20} {:>6} {:>6} {:>6} {:>10} {:>8}",
-            policy,
+            "{:<22} {:<20} {:<12} {:<20} {:<20} {:>6} {:>6} {:>6} {:>10} {:>8}",
+            name,
+            trigger,
             r["outcome"].as_str().unwrap_or(""),
             time(n(&r["started_ms"])),
             next,

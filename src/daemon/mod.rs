@@ -31,7 +31,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
 }
 
-fn describe(t: &Trigger) -> String {
+/// A trigger as people write it: `schedule 0 */5 * * * *`, `every 30s`, `manual`.
+pub fn describe(t: &Trigger) -> String {
     match t {
         Trigger::Cron(s) => format!("schedule {}", s.source()),
         Trigger::Every(d) => format!("every {}s", d.as_secs()),
