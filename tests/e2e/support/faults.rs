@@ -22,6 +22,7 @@ pub struct Faults {
     pub every_patch_reset: AtomicU64,
     pub max_resets: AtomicU64,
     pub requests: AtomicU64,
+    pub bodiless: AtomicU64,
     pub patches: AtomicU64,
     pub injected_429: AtomicU64,
     pub injected_503: AtomicU64,
@@ -142,7 +143,10 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
         let text = String::from_utf8_lossy(&head).into_owned();
         let method = text.split_whitespace().next().unwrap_or("").to_owned();
         let body_len: u64 = header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let n = f.requests.fetch_add(1, Ordering::SeqCst);
+        f.requests.fetch_add(1, Ordering::SeqCst);
+        // Status faults go to bodiless requests only, counted among themselves, so "every
+        // n-th" is deterministic whatever mix of uploads the client sends.
+        let n = if body_len == 0 { f.bodiless.fetch_add(1, Ordering::SeqCst) } else { u64::MAX };
         if body_len == 0 && hit(&f.every_429, n) {
             f.injected_429.fetch_add(1, Ordering::SeqCst);
             client.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 69\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down, please\"}]}").await?;
