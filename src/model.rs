@@ -254,6 +254,22 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
     Ok(refs)
 }
 
+/// The version a tag names: `v1.2.3`, `1.2.3`, `1.2.3-rc.1`, and the short forms `1.2` and
+/// `v1` (padded with zeros) that image repositories commonly use.
+pub fn tag_version(tag: &str) -> Option<semver::Version> {
+    let t = tag.strip_prefix(['v', 'V']).unwrap_or(tag);
+    if let Ok(v) = semver::Version::parse(t) {
+        return Some(v);
+    }
+    let (core, rest) = t.find(['-', '+']).map_or((t, ""), |i| t.split_at(i));
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let padded = format!("{}{}{rest}", core, ".0".repeat(3 - parts.len()));
+    semver::Version::parse(&padded).ok()
+}
+
 /// A byte count written as `16MiB`, `512KB`, `1GiB` or a plain number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct ByteSize(pub u64);
@@ -345,6 +361,18 @@ mod tests {
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert!("sha512:abcd".parse::<Digest>().is_err());
         assert!("sha256:XYZ".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn tag_versions() {
+        let v = |t: &str| tag_version(t).map(|v| v.to_string());
+        assert_eq!(v("v1.2.3").as_deref(), Some("1.2.3"));
+        assert_eq!(v("1.2.3-rc.1").as_deref(), Some("1.2.3-rc.1"));
+        assert_eq!(v("3.20").as_deref(), Some("3.20.0"));
+        assert_eq!(v("v2").as_deref(), Some("2.0.0"));
+        assert_eq!(v("latest"), None);
+        assert_eq!(v("1.2.3.4"), None);
+        assert_eq!(v("sha256-abc.sig"), None);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Policy {
     pub target_repository: String,
     pub tags: TagRules,
     pub overwrite: bool,
+    /// Also copy signatures, SBOMs and attestations of every image copied.
+    pub referrers: bool,
 }
 
 pub enum Trigger {
@@ -94,11 +96,31 @@ impl RepoSelector {
 pub struct TagRules {
     pub include: Vec<Regex>,
     pub exclude: Vec<Regex>,
+    /// Only tags that parse as semver (`v1.2.3` or `1.2.3`) and match this range. As in
+    /// Cargo, a prerelease matches only a range that names a prerelease of the same version.
+    pub semver: Option<semver::VersionReq>,
+    /// After the other rules: only the newest N (by semver, or by image creation time when
+    /// some kept tags are not semver).
+    pub latest: Option<usize>,
 }
 
 impl TagRules {
-    pub fn keeps(&self, tag: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(tag))) && !self.exclude.iter().any(|r| r.is_match(tag))
+    /// Whether the include/exclude/semver rules keep `tag`; the reason when they do not.
+    pub fn decide(&self, tag: &str) -> Result<(), String> {
+        if let Some(r) = self.exclude.iter().find(|r| r.is_match(tag)) {
+            return Err(format!("excluded by tags.exclude `{}`", r.as_str()));
+        }
+        if !self.include.is_empty() && !self.include.iter().any(|r| r.is_match(tag)) {
+            return Err("matches no tags.include".into());
+        }
+        if let Some(req) = &self.semver {
+            match crate::model::tag_version(tag) {
+                None => return Err("not a semver tag (tags.semver is set)".into()),
+                Some(v) if !req.matches(&v) => return Err(format!("{v} is outside tags.semver `{req}`")),
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -456,16 +478,22 @@ fn policy(
                 }
             }
         }
-        for (v, f) in [(&t.semver, "tags.semver"), (&t.latest, "tags.latest")] {
-            if let Some(v) = v {
-                sink.err(v.span(), ctx(&format!("{f}: not supported yet by this ferry version")));
+        if let Some(v) = &t.semver {
+            match semver::VersionReq::parse(v.get_ref()) {
+                Ok(req) => tags.semver = Some(req),
+                Err(e) => sink.err(v.span(), ctx(&format!("tags.semver: invalid range `{}`: {e}", v.get_ref()))),
+            }
+        }
+        if let Some(n) = &t.latest {
+            match usize::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => tags.latest = Some(n),
+                _ => sink.err(n.span(), ctx("tags.latest: must be a positive number")),
             }
         }
     }
     let unsupported = [
         raw.platforms.as_ref().map(|v| (v.span(), "platforms")),
         raw.require.as_ref().map(|v| (v.span(), "require")),
-        raw.referrers.as_ref().filter(|v| *v.get_ref()).map(|v| (v.span(), "referrers")),
         raw.delete.as_ref().filter(|v| *v.get_ref()).map(|v| (v.span(), "delete")),
     ];
     for (span, f) in unsupported.into_iter().flatten() {
@@ -485,6 +513,7 @@ fn policy(
         target_repository,
         tags,
         overwrite: raw.overwrite.unwrap_or(true),
+        referrers: raw.referrers.as_ref().is_some_and(|r| *r.get_ref()),
     })
 }
 

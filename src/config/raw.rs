@@ -79,6 +79,6 @@ pub(super) struct RawTags {
     pub include: Vec<S<String>>,
     #[serde(default)]
     pub exclude: Vec<S<String>>,
-    pub semver: Option<S<toml::Value>>,
-    pub latest: Option<S<toml::Value>>,
+    pub semver: Option<S<String>>,
+    pub latest: Option<S<i64>>,
 }

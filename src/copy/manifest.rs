@@ -84,6 +84,18 @@ impl Copier {
                 }
             }
         }
+        // Untagged referrers (signatures and the like found through the referrers API), by
+        // digest, once the images they refer to are there.
+        for d in &plan.referrers {
+            if self.cancel.is_cancelled() {
+                report.interrupted = true;
+                break;
+            }
+            if let Err(e) = rc.ensure_child(d).await {
+                add(&stats.failures, 1);
+                report.errors.push(format!("{}@{d} → {}/{}: referrer: {e}", plan.source_repository, plan.target, plan.target_repository));
+            }
+        }
         report
     }
 }

@@ -1,15 +1,52 @@
-//! Pure decisions: which tags a policy keeps, and what to do with each. No I/O.
+//! Pure decisions: which tags a policy keeps (and why the others are dropped), and what to
+//! do with each kept tag. No I/O.
 
-use crate::config::TagRules;
-use crate::model::{Digest, Tag};
+use std::collections::HashMap;
+
+use serde::Serialize;
 
 use super::TagAction;
+use crate::config::TagRules;
+use crate::model::{tag_version, Digest, Tag};
 
-/// The source tags the policy's tag rules keep, in a stable order.
-pub fn select_tags(all: &[Tag], rules: &TagRules) -> Vec<Tag> {
-    let mut kept: Vec<Tag> = all.iter().filter(|t| rules.keeps(t.as_str())).cloned().collect();
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DroppedTag {
+    pub tag: Tag,
+    pub reason: String,
+}
+
+/// Apply include, exclude and semver; `latest` comes after, in [`keep_latest`].
+pub fn filter_tags(all: &[Tag], rules: &TagRules) -> (Vec<Tag>, Vec<DroppedTag>) {
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for t in all {
+        match rules.decide(t.as_str()) {
+            Ok(()) => kept.push(t.clone()),
+            Err(reason) => dropped.push(DroppedTag { tag: t.clone(), reason }),
+        }
+    }
     kept.sort();
-    kept
+    (kept, dropped)
+}
+
+/// Whether `latest` needs the images' creation times: some kept tag is not semver.
+pub fn needs_created(kept: &[Tag], rules: &TagRules) -> bool {
+    rules.latest.is_some_and(|n| kept.len() > n) && kept.iter().any(|t| tag_version(t.as_str()).is_none())
+}
+
+/// Keep the newest `rules.latest` tags: by semver when every kept tag is one, else by image
+/// creation time (`created`, Unix seconds; unknown counts as oldest), newest first.
+pub fn keep_latest(kept: Vec<Tag>, rules: &TagRules, created: &HashMap<Tag, i64>) -> (Vec<Tag>, Vec<DroppedTag>) {
+    let Some(n) = rules.latest.filter(|n| kept.len() > *n) else { return (kept, Vec::new()) };
+    let mut order = kept;
+    if order.iter().all(|t| tag_version(t.as_str()).is_some()) {
+        order.sort_by(|a, b| tag_version(b.as_str()).cmp(&tag_version(a.as_str())).then_with(|| a.cmp(b)));
+    } else {
+        order.sort_by(|a, b| created.get(b).unwrap_or(&i64::MIN).cmp(created.get(a).unwrap_or(&i64::MIN)).then_with(|| a.cmp(b)));
+    }
+    let dropped =
+        order.split_off(n).into_iter().map(|tag| DroppedTag { tag, reason: format!("not among the newest {n} (tags.latest)") }).collect();
+    order.sort();
+    (order, dropped)
 }
 
 /// What to do with one tag, given its digest on each side.
@@ -27,6 +64,14 @@ mod tests {
     use super::*;
     use regex::Regex;
 
+    fn tags(list: &[&str]) -> Vec<Tag> {
+        list.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn names(list: &[Tag]) -> Vec<&str> {
+        list.iter().map(Tag::as_str).collect()
+    }
+
     #[test]
     fn actions() {
         let a = Digest::of(b"a");
@@ -38,11 +83,40 @@ mod tests {
     }
 
     #[test]
-    fn tag_rules_include_then_exclude() {
-        let rules = TagRules { include: vec![Regex::new(r"^v\d+\.\d+\.\d+").unwrap()], exclude: vec![Regex::new(r"-rc\d*$").unwrap()] };
-        let all: Vec<Tag> = ["v1.2.3", "v1.3.0-rc1", "latest", "v2.0.0"].iter().map(|t| t.parse().unwrap()).collect();
-        let kept: Vec<String> = select_tags(&all, &rules).iter().map(|t| t.to_string()).collect();
-        assert_eq!(kept, ["v1.2.3", "v2.0.0"]);
-        assert_eq!(select_tags(&all, &TagRules::default()).len(), 4);
+    fn include_exclude_with_reasons() {
+        let rules = TagRules {
+            include: vec![Regex::new(r"^v\d+\.\d+\.\d+").unwrap()],
+            exclude: vec![Regex::new(r"-rc\d*$").unwrap()],
+            ..Default::default()
+        };
+        let (kept, dropped) = filter_tags(&tags(&["v1.2.3", "v1.3.0-rc1", "latest", "v2.0.0"]), &rules);
+        assert_eq!(names(&kept), ["v1.2.3", "v2.0.0"]);
+        assert_eq!(dropped[0].reason, "excluded by tags.exclude `-rc\\d*$`");
+        assert_eq!(dropped[1].reason, "matches no tags.include");
+    }
+
+    #[test]
+    fn semver_ranges_and_prereleases() {
+        let rules = TagRules { semver: Some(">=1.2.0".parse().unwrap()), ..Default::default() };
+        let (kept, dropped) = filter_tags(&tags(&["1.1.9", "v1.2.0", "1.3.0-rc.1", "2.0.0", "latest"]), &rules);
+        assert_eq!(names(&kept), ["2.0.0", "v1.2.0"]);
+        assert_eq!(dropped.len(), 3);
+        assert!(dropped.iter().any(|d| d.tag.as_str() == "latest" && d.reason.contains("not a semver tag")));
+        let pre = TagRules { semver: Some(">=1.3.0-rc.0".parse().unwrap()), ..Default::default() };
+        assert_eq!(names(&filter_tags(&tags(&["1.3.0-rc.1", "1.3.0"]), &pre).0), ["1.3.0", "1.3.0-rc.1"]);
+    }
+
+    #[test]
+    fn latest_by_semver_then_by_creation_time() {
+        let rules = TagRules { latest: Some(2), ..Default::default() };
+        let (kept, dropped) = keep_latest(tags(&["1.10.0", "1.2.0", "1.9.1", "v2.0.0"]), &rules, &HashMap::new());
+        assert_eq!(names(&kept), ["1.10.0", "v2.0.0"]);
+        assert_eq!(dropped.len(), 2);
+        assert!(!needs_created(&tags(&["1.0.0", "2.0.0", "3.0.0"]), &rules));
+        let mixed = tags(&["nightly", "stable", "1.0.0"]);
+        assert!(needs_created(&mixed, &rules));
+        let created: HashMap<Tag, i64> =
+            [("nightly", 300), ("stable", 100), ("1.0.0", 200)].iter().map(|(t, c)| (t.parse().unwrap(), *c)).collect();
+        assert_eq!(names(&keep_latest(mixed, &rules, &created).0), ["1.0.0", "nightly"]);
     }
 }

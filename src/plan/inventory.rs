@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::{select_tags, tag_action, BlobPlan, ManifestPlan, RepoPlan, TagPlan};
+use super::{filter_tags, keep_latest, needs_created, tag_action, BlobPlan, ManifestPlan, RepoPlan, TagPlan};
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry, RegistryError};
@@ -63,35 +63,42 @@ async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
     let src_tags =
         source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
-    let wanted = select_tags(&src_tags, &policy.tags);
+    let (kept, mut dropped) = filter_tags(&src_tags, &policy.tags);
+    let created = if needs_created(&kept, &policy.tags) { creation_times(source, &src, &kept).await } else { Default::default() };
+    let (wanted, older) = keep_latest(kept, &policy.tags, &created);
+    dropped.extend(older);
+    plan.dropped = dropped;
     let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
     let repo_absent = dst_tags.is_empty();
 
-    let resolved: Vec<Option<Resolved>> = stream::iter(wanted)
-        .map(|tag| {
-            let (src, dest, dst_tags) = (&src, &dest, &dst_tags);
-            async move {
-                if dst_tags.contains(&tag) {
-                    let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
-                    let target = t?.map(|t| t.digest);
-                    Ok::<_, RegistryError>(s?.map(|s| Resolved { tag, source: s.digest, target, pulled: None }))
-                } else {
-                    let m = source.get_manifest(src, tag.as_str()).await?;
-                    Ok(m.map(|m| Resolved { tag, source: m.digest.clone(), target: None, pulled: Some(m) }))
+    let mut resolved = resolve(source, target, &src, &dest, &dst_tags, wanted).await?;
+    if policy.referrers {
+        // Signatures, SBOMs and attestations of every kept image come along, whatever the
+        // tag rules say: tag schemes first (all registries), then the OCI 1.1 API.
+        let subjects: Vec<Digest> = resolved.iter().map(|r| r.source.clone()).collect();
+        let have: HashSet<Tag> = resolved.iter().map(|r| r.tag.clone()).collect();
+        let extra: Vec<Tag> =
+            src_tags.iter().filter(|t| !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))).cloned().collect();
+        plan.dropped.retain(|d| !extra.contains(&d.tag));
+        resolved.extend(resolve(source, target, &src, &dest, &dst_tags, extra).await?);
+        for d in &subjects {
+            for r in source.referrers(&src, d).await.map_err(|e| e.to_string())? {
+                if !plan.referrers.contains(&r) {
+                    plan.referrers.push(r);
                 }
             }
-        })
-        .buffered(PLAN_CONCURRENCY)
-        .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
-
-    for r in resolved.into_iter().flatten() {
+        }
+    }
+    resolved.sort_by(|a, b| a.tag.cmp(&b.tag));
+    for r in resolved {
         let action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
         if action.copies() {
             add_tree(plan, source, target, repo_absent, r.source.clone(), r.pulled).await?;
         }
         plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target });
+    }
+    for d in plan.referrers.clone() {
+        add_tree(plan, source, target, repo_absent, d, None).await?;
     }
 
     if !repo_absent {
@@ -110,6 +117,69 @@ async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &
         }
     }
     Ok(())
+}
+
+/// Resolve tags to digests on both sides: one HEAD per side for a tag on both, one GET on
+/// the source for a tag the target lacks (its digest comes from the body). A tag gone from
+/// the source since the listing is left out.
+async fn resolve(
+    source: &Registry,
+    target: &Registry,
+    src: &RepoName,
+    dest: &RepoName,
+    dst_tags: &HashSet<Tag>,
+    tags: Vec<Tag>,
+) -> Result<Vec<Resolved>, String> {
+    let resolved: Vec<Option<Resolved>> = stream::iter(tags)
+        .map(|tag| async move {
+            if dst_tags.contains(&tag) {
+                let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
+                let target = t?.map(|t| t.digest);
+                Ok::<_, RegistryError>(s?.map(|s| Resolved { tag, source: s.digest, target, pulled: None }))
+            } else {
+                let m = source.get_manifest(src, tag.as_str()).await?;
+                Ok(m.map(|m| Resolved { tag, source: m.digest.clone(), target: None, pulled: Some(m) }))
+            }
+        })
+        .buffered(PLAN_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(resolved.into_iter().flatten().collect())
+}
+
+/// `sha256-<hex>` (the OCI referrers tag schema) and cosign's `sha256-<hex>.sig`, `.att`
+/// and `.sbom` name artifacts about the image with digest `d`.
+pub fn is_referrer_tag(tag: &str, d: &Digest) -> bool {
+    let base = format!("sha256-{}", d.hex());
+    tag == base || [".sig", ".att", ".sbom"].iter().any(|s| tag.strip_prefix(base.as_str()) == Some(s))
+}
+
+/// When each tag's image was built (its config's `created`), for `tags.latest` over
+/// non-semver tags. A tag whose time cannot be read counts as oldest.
+async fn creation_times(source: &Registry, repo: &RepoName, tags: &[Tag]) -> std::collections::HashMap<Tag, i64> {
+    stream::iter(tags.iter().cloned())
+        .map(|tag| async move {
+            let created = image_created(source, repo, tag.as_str()).await;
+            created.map(|c| (tag, c))
+        })
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await
+}
+
+async fn image_created(source: &Registry, repo: &RepoName, reference: &str) -> Option<i64> {
+    let mut m = source.get_manifest(repo, reference).await.ok()??;
+    if let Ok(refs) = manifest_references(&m.media_type, &m.bytes) {
+        if let Some((child, _)) = refs.manifests.first() {
+            m = source.get_manifest(repo, child.as_str()).await.ok()??; // an index: its first image
+        }
+    }
+    let config = manifest_references(&m.media_type, &m.bytes).ok()?.blobs.into_iter().next()?.0;
+    let body = source.get_small_blob(repo, &config, 1 << 20).await.ok()?;
+    let created = serde_json::from_slice::<serde_json::Value>(&body).ok()?.get("created")?.as_str()?.to_owned();
+    chrono::DateTime::parse_from_rfc3339(&created).ok().map(|t| t.timestamp())
 }
 
 /// Add a manifest and everything below it to the plan. A manifest already on the target

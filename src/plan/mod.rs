@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-pub use diff::{select_tags, tag_action};
-pub use inventory::{plan_repo, select_repositories};
+pub use diff::{filter_tags, keep_latest, needs_created, tag_action, DroppedTag};
+pub use inventory::{is_referrer_tag, plan_repo, select_repositories};
 use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};
@@ -70,6 +70,12 @@ pub struct RepoPlan {
     pub source_repository: RepoName,
     pub target_repository: RepoName,
     pub tags: Vec<TagPlan>,
+    /// Source tags the policy's rules leave out, each with the rule that did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedTag>,
+    /// Untagged referrers (OCI 1.1 referrers API) of the images copied, written by digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Digest>,
     /// Every manifest the tags to copy need, by digest.
     pub manifests: BTreeMap<Digest, ManifestPlan>,
     pub blobs: BTreeMap<Digest, BlobPlan>,
@@ -86,6 +92,8 @@ impl RepoPlan {
             source_repository: source,
             target_repository: dest,
             tags: vec![],
+            dropped: vec![],
+            referrers: vec![],
             manifests: BTreeMap::new(),
             blobs: BTreeMap::new(),
             error: None,
@@ -135,6 +143,13 @@ impl fmt::Display for RepoPlan {
                 TagAction::InSync => unreachable!(),
             };
             writeln!(f, "    {:<12} {:<30} {}", what, t.tag.as_str(), t.source_digest)?;
+        }
+        const SHOWN: usize = 20;
+        for d in self.dropped.iter().take(SHOWN) {
+            writeln!(f, "    {:<12} {:<30} {}", "skip", d.tag.as_str(), d.reason)?;
+        }
+        if self.dropped.len() > SHOWN {
+            writeln!(f, "    ... and {} more skipped (plan --json lists them all)", self.dropped.len() - SHOWN)?;
         }
         Ok(())
     }

@@ -201,6 +201,44 @@ impl Registry {
         Ok(Some(rsp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)))
     }
 
+    /// Referrers of `digest` from the OCI 1.1 referrers API; empty when the registry does not
+    /// offer the API (Distribution 2.x answers 404).
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, RegistryError> {
+        let op = "referrers";
+        let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
+        let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| h.get(url.clone()).header(ACCEPT, crate::model::OCI_INDEX)).await?;
+        if matches!(rsp.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST) {
+            return Ok(Vec::new());
+        }
+        let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
+        let body = read_limited(rsp, MAX_MANIFEST_BYTES).await.map_err(self.transport(op))?;
+        let refs = crate::model::manifest_references(crate::model::OCI_INDEX, &body).map_err(|e| self.protocol(op, e))?;
+        Ok(refs.manifests.into_iter().map(|(d, _)| d).collect())
+    }
+
+    /// A small blob (an image config) in memory, at most `limit` bytes, digest checked.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a blob over `limit`; a digest mismatch.
+    pub async fn get_small_blob(&self, repo: &RepoName, digest: &Digest, limit: usize) -> Result<Bytes, RegistryError> {
+        let mut body = self.get_blob(repo, digest, 0).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.stream.next().await {
+            out.extend_from_slice(&chunk?);
+            if out.len() > limit {
+                return Err(self.protocol("get blob", format!("{repo}@{digest}: larger than {limit} bytes")));
+            }
+        }
+        let actual = Digest::of(&out);
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "blob", expected: digest.clone(), actual });
+        }
+        Ok(Bytes::from(out))
+    }
+
     /// Stream a blob from `offset` (a Range request when `offset > 0`).
     ///
     /// # Errors
