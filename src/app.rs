@@ -11,8 +11,9 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
 use crate::copy::{Copier, CopyOptions, CopyShared};
+use crate::model::Digest;
 use crate::model::RepoName;
-use crate::plan::{plan_repo, select_repositories, RepoPlan};
+use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
@@ -37,6 +38,24 @@ pub struct App {
     shared: Arc<CopyShared>,
 }
 
+/// What planning remembers between runs, kept in the state store.
+struct StateMemory<'a>(&'a StateStore);
+
+impl Memory for StateMemory<'_> {
+    fn first_seen(&self, key: &str) -> u64 {
+        let now = now_ms();
+        self.0.first_seen(key, now).unwrap_or(now)
+    }
+    fn filtered(&self, key: &str) -> Option<Digest> {
+        self.0.filtered_index(key).ok().flatten()
+    }
+    fn remember_filtered(&self, key: &str, digest: &Digest) {
+        if let Err(e) = self.0.remember_filtered_index(key, digest) {
+            tracing::warn!(error = %e, "could not remember a filtered index");
+        }
+    }
+}
+
 /// How one policy run ended.
 pub struct PolicyRun {
     pub policy: String,
@@ -44,6 +63,8 @@ pub struct PolicyRun {
     pub duration: Duration,
     pub targets: BTreeMap<String, Counts>,
     pub errors: Vec<String>,
+    /// Tags held back by promotion gates, with the reason.
+    pub held: Vec<String>,
     pub interrupted: bool,
 }
 
@@ -145,21 +166,33 @@ impl App {
             }
         };
         let jobs = policy.targets.iter().flat_map(|t| repos.iter().map(move |r| (t, r)));
-        stream::iter(jobs).map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r)).buffered(REPO_CONCURRENCY).collect().await
+        let memory: Box<dyn Memory> = match &self.state {
+            Some(s) => Box::new(StateMemory(s)),
+            None => Box::new(NoMemory),
+        };
+        let memory = memory.as_ref();
+        stream::iter(jobs)
+            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, false))
+            .buffered(REPO_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Run one policy now: plan and copy each repository for each target, record the run.
     ///
     /// # Panics
     /// When the app was built without a state store.
-    pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken) -> PolicyRun {
+    pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken, force_delete: bool) -> PolicyRun {
         let state = self.state.clone().expect("run_policy needs the state store");
         let started = now_ms();
         let clock = std::time::Instant::now();
         let copier = Copier::new(self.shared.clone(), state.clone(), cancel.clone());
         let source = self.registry(&policy.source);
         let mut errors = Vec::new();
+        let mut held = Vec::new();
         let mut interrupted = false;
+        let memory = StateMemory(&state);
+        let memory = &memory;
         match select_repositories(policy, source).await {
             Err(e) => {
                 policy.targets.iter().for_each(|t| copier.count_failure(t));
@@ -179,7 +212,7 @@ impl App {
                                 return Default::default();
                             }
                             let target = self.registry(&t);
-                            let plan = plan_repo(policy, &t, source, target, &r).await;
+                            let plan = plan_repo(policy, &t, source, target, &r, memory, force_delete).await;
                             copier.copy_repo(&plan, source, target).await
                         }
                         .instrument(span)
@@ -190,6 +223,7 @@ impl App {
                 for r in reports {
                     interrupted |= r.interrupted;
                     errors.extend(r.errors);
+                    held.extend(r.held);
                 }
                 interrupted |= cancel.is_cancelled();
             }
@@ -200,12 +234,20 @@ impl App {
             duration: clock.elapsed(),
             targets: copier.counts_by_target(),
             errors,
+            held,
             interrupted,
         };
         for e in &run.errors {
             error!(policy = %policy.name, error = %e, "copy failed");
         }
-        let rec = RunRecord::new(&policy.name, started, run.outcome(), run.targets.clone(), run.errors.iter().take(20).cloned().collect());
+        let rec = RunRecord::new(
+            &policy.name,
+            started,
+            run.outcome(),
+            run.targets.clone(),
+            run.errors.iter().take(20).cloned().collect(),
+            run.held.iter().take(20).cloned().collect(),
+        );
         if let Err(e) = state.record_run(&rec).await {
             error!(policy = %policy.name, error = %e, "could not record the run");
         }

@@ -71,6 +71,10 @@ impl fmt::Debug for Digest {
     }
 }
 
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Streaming sha256 with a byte count, so size and digest are checked together.
 #[derive(Default, Clone)]
 pub struct Hasher {

@@ -66,6 +66,9 @@ pub struct SyncArgs {
     /// Plan only: print what would be copied.
     #[arg(long)]
     pub dry_run: bool,
+    /// Delete target tags gone from the source even beyond a policy's max_delete.
+    #[arg(long)]
+    pub force_delete: bool,
 }
 
 #[derive(Args)]
@@ -113,10 +116,15 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// Load the config and build the app: exit 2 for a bad config, 1 for a registry client or
-/// state store that cannot be set up.
-fn open(path: &std::path::Path, with_state: bool) -> Result<crate::app::App, ExitCode> {
+/// a required state store (`Some(true)`) that cannot be set up. `None`: the state store if
+/// it can be opened, else none.
+fn open(path: &std::path::Path, state: Option<bool>) -> Result<crate::app::App, ExitCode> {
     let cfg = load(path)?;
-    let state = if with_state { Some(crate::app::App::open_state(&cfg).map_err(|e| fail(e, 1))?) } else { None };
+    let state = match state {
+        Some(true) => Some(crate::app::App::open_state(&cfg).map_err(|e| fail(e, 1))?),
+        Some(false) => None,
+        None => crate::app::App::open_state(&cfg).ok(),
+    };
     crate::app::App::new(cfg, state).map_err(|e| fail(e, 1))
 }
 

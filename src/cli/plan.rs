@@ -7,7 +7,9 @@ use crate::plan::TagAction;
 use super::PlanArgs;
 
 pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
-    let app = match super::open(config, false) {
+    // The state store, when free (not held by a running daemon), lets plan see what it
+    // remembers: first-seen times for require.min_age, filtered indexes.
+    let app = match super::open(config, None) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -34,11 +36,13 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
         let count = |a| plans.iter().map(|p| p.count(a)).sum::<usize>();
         let bytes: u64 = plans.iter().map(|p| p.bytes_to_send()).sum();
         println!(
-            "plan: {} tags to create, {} to move, {} in sync, {} conflicts; {} to send; {failed} repositories could not be read",
+            "plan: {} tags to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} to send; {failed} repositories could not be read",
             count(TagAction::Create),
             count(TagAction::Move),
             count(TagAction::InSync),
             count(TagAction::Conflict),
+            count(TagAction::Held),
+            count(TagAction::Delete),
             ByteSize(bytes)
         );
     }

@@ -76,7 +76,10 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             n(&c["failures"])
         );
         for e in r["errors"].as_array().into_iter().flatten().take(3) {
-            println!("    {}", e.as_str().unwrap_or(""));
+            println!("    failed: {}", e.as_str().unwrap_or(""));
+        }
+        for h in r["held"].as_array().into_iter().flatten().take(5) {
+            println!("    held: {}", h.as_str().unwrap_or(""));
         }
     }
     let uploads = doc["uploads_in_flight"].as_array().cloned().unwrap_or_default();

@@ -24,7 +24,7 @@ fn stop_on_signals(cancel: CancellationToken) {
 }
 
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
-    let app = match super::open(config, true) {
+    let app = match super::open(config, Some(true)) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -34,7 +34,7 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     stop_on_signals(cancel.clone());
-    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel))).await;
+    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel, args.force_delete))).await;
     let mut total = Counts::default();
     let mut errors = Vec::new();
     for r in &runs {
@@ -45,12 +45,19 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     for e in &errors {
         eprintln!("failed: {e}");
     }
+    for r in &runs {
+        for h in &r.held {
+            eprintln!("held: {}: {h}", r.policy);
+        }
+    }
     println!(
-        "sync {}: {} tags copied, {} in sync, {} conflicts; {} manifests written; blobs: {} uploaded, {} mounted, {} skipped; {} sent; {} failures",
+        "sync {}: {} tags copied, {} in sync, {} conflicts, {} held, {} deleted; {} manifests written; blobs: {} uploaded, {} mounted, {} skipped; {} sent; {} failures",
         if interrupted { "interrupted" } else if errors.is_empty() { "ok" } else { "failed" },
         total.tags_copied,
         total.tags_in_sync,
         total.conflicts,
+        total.held,
+        total.deleted,
         total.manifests_written,
         total.blobs_uploaded,
         total.blobs_mounted,

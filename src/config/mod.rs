@@ -63,6 +63,57 @@ pub struct Policy {
     pub overwrite: bool,
     /// Also copy signatures, SBOMs and attestations of every image copied.
     pub referrers: bool,
+    /// Only these platforms from multi-arch indexes; empty: all, index copied byte-exact.
+    pub platforms: Vec<Platform>,
+    pub require: Require,
+    /// Delete target tags that are gone from the source, within `max_delete`.
+    pub delete: bool,
+    pub max_delete: MaxDelete,
+}
+
+/// `os/arch` or `os/arch/variant`, as in `linux/arm/v7`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        self.variant.as_ref().map_or(Ok(()), |v| write!(f, "/{v}"))
+    }
+}
+
+/// Promotion gates: an image that fails one is held back, with the reason in plan and status.
+#[derive(Clone, Debug, Default)]
+pub struct Require {
+    pub signature: bool,
+    pub min_age: Option<Duration>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Require {
+    pub fn any(&self) -> bool {
+        self.signature || self.min_age.is_some() || !self.annotations.is_empty()
+    }
+}
+
+/// How many target tags one run may delete before it refuses (unless forced).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxDelete {
+    Count(usize),
+    Percent(f64),
+}
+
+impl MaxDelete {
+    pub fn allows(&self, deletes: usize, target_tags: usize) -> bool {
+        match *self {
+            MaxDelete::Count(n) => deletes <= n,
+            MaxDelete::Percent(p) => deletes as f64 <= (target_tags as f64 * p / 100.0).floor().max(1.0),
+        }
+    }
 }
 
 pub enum Trigger {
@@ -491,14 +542,44 @@ fn policy(
             }
         }
     }
-    let unsupported = [
-        raw.platforms.as_ref().map(|v| (v.span(), "platforms")),
-        raw.require.as_ref().map(|v| (v.span(), "require")),
-        raw.delete.as_ref().filter(|v| *v.get_ref()).map(|v| (v.span(), "delete")),
-    ];
-    for (span, f) in unsupported.into_iter().flatten() {
-        sink.err(span, ctx(&format!("{f}: not supported yet by this ferry version")));
+    let mut platforms = Vec::new();
+    for p in raw.platforms.iter().flatten() {
+        let parts: Vec<&str> = p.get_ref().split('/').collect();
+        match parts[..] {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => platforms.push(Platform {
+                os: os.to_owned(),
+                architecture: arch.to_owned(),
+                variant: parts.get(2).map(|v| (*v).to_owned()),
+            }),
+            _ => sink.err(p.span(), ctx(&format!("platforms: `{}` is not os/arch or os/arch/variant (e.g. linux/arm/v7)", p.get_ref()))),
+        }
     }
+    let mut require = Require::default();
+    if let Some(r) = &raw.require {
+        require.signature = r.signature.unwrap_or(false);
+        require.annotations = r.annotations.clone();
+        if let Some(a) = &r.min_age {
+            match schedule::parse_interval(a.get_ref()) {
+                Ok(d) => require.min_age = Some(d),
+                Err(e) => sink.err(a.span(), ctx(&format!("require.min_age: {e}"))),
+            }
+        }
+    }
+    let max_delete = match raw.max_delete.as_ref().map(|m| (m.span(), m.get_ref())) {
+        None => MaxDelete::Percent(10.0),
+        Some((_, toml::Value::Integer(n))) if *n >= 0 => MaxDelete::Count(*n as usize),
+        Some((span, toml::Value::String(s))) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()) {
+            Some(p) if (0.0..=100.0).contains(&p) => MaxDelete::Percent(p),
+            _ => {
+                sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+                MaxDelete::Percent(10.0)
+            }
+        },
+        Some((span, _)) => {
+            sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+            MaxDelete::Percent(10.0)
+        }
+    };
     if sink.out.len() > before {
         return None;
     }
@@ -514,6 +595,10 @@ fn policy(
         tags,
         overwrite: raw.overwrite.unwrap_or(true),
         referrers: raw.referrers.as_ref().is_some_and(|r| *r.get_ref()),
+        platforms,
+        require,
+        delete: raw.delete.as_ref().is_some_and(|d| *d.get_ref()),
+        max_delete,
     })
 }
 

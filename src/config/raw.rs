@@ -66,10 +66,20 @@ pub(super) struct RawPolicy {
     pub tags: Option<RawTags>,
     // Accepted by the format (DESIGN.md §3) but not yet carried out; validation says so
     // instead of silently ignoring a safety-relevant setting.
-    pub platforms: Option<S<toml::Value>>,
+    pub platforms: Option<Vec<S<String>>>,
     pub referrers: Option<S<bool>>,
     pub delete: Option<S<bool>>,
-    pub require: Option<S<toml::Value>>,
+    pub max_delete: Option<S<toml::Value>>,
+    pub require: Option<RawRequire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequire {
+    pub signature: Option<bool>,
+    pub min_age: Option<S<String>>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

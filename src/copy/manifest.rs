@@ -19,6 +19,8 @@ use crate::registry::{PulledManifest, Registry};
 #[derive(Debug, Default)]
 pub struct RepoReport {
     pub errors: Vec<String>,
+    /// Tags held back by promotion gates, with the reason.
+    pub held: Vec<String>,
     pub interrupted: bool,
 }
 
@@ -59,6 +61,14 @@ impl Copier {
                     break;
                 }
                 TagAction::InSync => {}
+                TagAction::Held => {
+                    add(&stats.held, 1);
+                    let why = t.reason.as_deref().unwrap_or("held");
+                    info!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, reason = why, "tag held back");
+                    report.held.push(format!("{}:{} → {}: {why}", plan.source_repository, t.tag, plan.target));
+                }
+                // Deletes go last, after every copy of this repository.
+                TagAction::Delete => {}
                 TagAction::Conflict => {
                     add(&stats.conflicts, 1);
                     warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, "tag differs on the target and overwrite = false; left as it is");
@@ -83,6 +93,29 @@ impl Copier {
                     }
                 }
             }
+        }
+        for t in plan.tags.iter().filter(|t| t.action == TagAction::Delete) {
+            if self.cancel.is_cancelled() {
+                report.interrupted = true;
+                break;
+            }
+            match target.delete_manifest(&plan.target_repository, &t.source_digest).await {
+                Ok(()) => {
+                    add(&stats.deleted, 1);
+                    info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag deleted (gone from the source)");
+                }
+                Err(e) => {
+                    add(&stats.failures, 1);
+                    report.errors.push(format!("{}:{} → {}: delete: {e}", plan.target_repository, t.tag, plan.target));
+                }
+            }
+        }
+        if let Some(r) = &plan.refused_deletes {
+            add(&stats.failures, 1);
+            report.errors.push(format!("{} → {}/{}: {r}", plan.source_repository, plan.target, plan.target_repository));
+        }
+        for n in &plan.delete_notes {
+            warn!(repo = %plan.target_repository, target = %plan.target, "{n}");
         }
         // Untagged referrers (signatures and the like found through the referrers API), by
         // digest, once the images they refer to are there.

@@ -74,6 +74,8 @@ struct Stats {
     bytes_sent: AtomicU64,
     failures: AtomicU64,
     retries: AtomicU64,
+    held: AtomicU64,
+    deleted: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -131,6 +133,8 @@ impl Stats {
             bytes_sent: g(&self.bytes_sent),
             failures: g(&self.failures),
             retries: g(&self.retries),
+            held: g(&self.held),
+            deleted: g(&self.deleted),
         }
     }
 }

@@ -148,6 +148,8 @@ impl Metrics {
         family("ferry_bytes_sent_total", "counter", "Blob bytes sent to the target.", per_target(&|c| c.bytes_sent));
         family("ferry_failures_total", "counter", "Tags or repositories that failed.", per_target(&|c| c.failures));
         family("ferry_retries_total", "counter", "Blob transfers resumed after a transient failure.", per_target(&|c| c.retries));
+        family("ferry_tags_held_total", "counter", "Tags held back by a promotion gate.", per_target(&|c| c.held));
+        family("ferry_tags_deleted_total", "counter", "Target tags deleted because they left the source.", per_target(&|c| c.deleted));
         family(
             "ferry_registry_retries_total",
             "counter",

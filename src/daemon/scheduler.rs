@@ -79,7 +79,7 @@ pub async fn policy_loop(app: Arc<App>, index: usize, stop: CancellationToken, m
         }
         let started = Utc::now();
         metrics.started(name);
-        let run = app.run_policy(policy, &stop).instrument(info_span!("run", policy = name)).await;
+        let run = app.run_policy(policy, &stop, false).instrument(info_span!("run", policy = name)).await;
         metrics.finished(&run);
         if stop.is_cancelled() {
             return;

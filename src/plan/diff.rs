@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::TagAction;
-use crate::config::TagRules;
+use crate::config::{Platform, TagRules};
 use crate::model::{tag_version, Digest, Tag};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -49,6 +49,34 @@ pub fn keep_latest(kept: Vec<Tag>, rules: &TagRules, created: &HashMap<Tag, i64>
     (order, dropped)
 }
 
+/// Keep only the wanted platforms of an index (OCI index or Docker manifest list). `None`
+/// when every child is wanted: the index is then copied byte-exact. Otherwise a new index
+/// with the same media type, annotations and other fields, serialised deterministically
+/// (sorted keys), so the same source index always filters to the same digest. Children
+/// without a platform are kept. An index left with no child is an error.
+pub fn filter_index(body: &[u8], wanted: &[Platform]) -> Result<Option<Vec<u8>>, String> {
+    let mut index: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("index is not JSON: {e}"))?;
+    let Some(children) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else { return Ok(None) };
+    let before = children.len();
+    children.retain(|c| {
+        let Some(p) = c.get("platform") else { return true };
+        let field = |k: &str| p.get(k).and_then(|v| v.as_str());
+        wanted.iter().any(|w| {
+            field("os") == Some(w.os.as_str())
+                && field("architecture") == Some(w.architecture.as_str())
+                && w.variant.as_ref().is_none_or(|v| field("variant") == Some(v.as_str()))
+        })
+    });
+    if children.is_empty() {
+        let list: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        return Err(format!("no child for the wanted platforms ({})", list.join(", ")));
+    }
+    if children.len() == before {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_vec_pretty(&index).expect("JSON value serialises")))
+}
+
 /// What to do with one tag, given its digest on each side.
 pub fn tag_action(source: &Digest, target: Option<&Digest>, overwrite: bool) -> TagAction {
     match target {
@@ -70,6 +98,25 @@ mod tests {
 
     fn names(list: &[Tag]) -> Vec<&str> {
         list.iter().map(Tag::as_str).collect()
+    }
+
+    #[test]
+    fn index_filtering_is_exact_or_deterministic() {
+        let idx = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","annotations":{"a":"b"},"manifests":[
+            {"digest":"sha256:1","platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:2","platform":{"os":"linux","architecture":"arm","variant":"v7"}},
+            {"digest":"sha256:3"}]}"#;
+        let p = |s: &str| {
+            let v: Vec<&str> = s.split('/').collect();
+            Platform { os: v[0].into(), architecture: v[1].into(), variant: v.get(2).map(|x| (*x).into()) }
+        };
+        assert_eq!(filter_index(idx, &[p("linux/amd64"), p("linux/arm")]).unwrap(), None, "all wanted: byte-exact");
+        let f = filter_index(idx, &[p("linux/arm/v7")]).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(v["annotations"]["a"], "b");
+        assert_eq!(f, filter_index(idx, &[p("linux/arm/v7")]).unwrap().unwrap(), "deterministic");
+        assert!(filter_index(idx, &[p("windows/amd64")]).unwrap().is_some(), "unplatformed child kept");
     }
 
     #[test]

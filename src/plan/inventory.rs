@@ -4,11 +4,14 @@
 //! costs one GET on the source (its digest comes from the body) and nothing on the target
 //! when the target repository has no tags at all.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::{filter_tags, keep_latest, needs_created, tag_action, BlobPlan, ManifestPlan, RepoPlan, TagPlan};
+use super::rules::{self, Ctx, Resolved};
+use super::{
+    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, TagAction, TagPlan,
+};
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry, RegistryError};
@@ -33,7 +36,15 @@ pub async fn select_repositories(policy: &Policy, source: &Registry) -> Result<V
 
 /// Plan one repository for one target. Never fails: a repository that cannot be read gets a
 /// plan with `error` set, so the other repositories still run.
-pub async fn plan_repo(policy: &Policy, target_key: &str, source: &Registry, target: &Registry, repo: &RepoName) -> RepoPlan {
+pub async fn plan_repo(
+    policy: &Policy,
+    target_key: &str,
+    source: &Registry,
+    target: &Registry,
+    repo: &RepoName,
+    memory: &dyn Memory,
+    force_delete: bool,
+) -> RepoPlan {
     let dest = match policy.target_repo(repo) {
         Ok(d) => d,
         Err(e) => {
@@ -42,8 +53,9 @@ pub async fn plan_repo(policy: &Policy, target_key: &str, source: &Registry, tar
             return p;
         }
     };
-    let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest);
-    if let Err(e) = fill(&mut plan, policy, source, target).await {
+    let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest.clone());
+    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, force_delete };
+    if let Err(e) = fill(&mut plan, &ctx).await {
         plan.tags.clear();
         plan.manifests.clear();
         plan.blobs.clear();
@@ -52,14 +64,8 @@ pub async fn plan_repo(policy: &Policy, target_key: &str, source: &Registry, tar
     plan
 }
 
-struct Resolved {
-    tag: Tag,
-    source: Digest,
-    target: Option<Digest>,
-    pulled: Option<PulledManifest>,
-}
-
-async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &Registry) -> Result<(), String> {
+async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
+    let (policy, source, target) = (ctx.policy, ctx.source, ctx.target);
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
     let src_tags =
         source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
@@ -72,10 +78,30 @@ async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &
     let repo_absent = dst_tags.is_empty();
 
     let mut resolved = resolve(source, target, &src, &dest, &dst_tags, wanted).await?;
+    if !policy.platforms.is_empty() {
+        let mut kept = Vec::new();
+        for mut r in resolved {
+            match rules::filter_platforms(ctx, &mut r).await? {
+                None => kept.push(r),
+                Some(reason) => plan.dropped.push(DroppedTag { tag: r.tag, reason }),
+            }
+        }
+        resolved = kept;
+    }
+    let mut held: HashMap<Tag, String> = HashMap::new();
+    if policy.require.any() {
+        for r in &resolved {
+            if tag_action(&r.source, r.target.as_ref(), policy.overwrite).copies() {
+                if let Some(reason) = rules::gate(ctx, &src_tags, r).await? {
+                    held.insert(r.tag.clone(), reason);
+                }
+            }
+        }
+    }
     if policy.referrers {
-        // Signatures, SBOMs and attestations of every kept image come along, whatever the
+        // Signatures, SBOMs and attestations of every image copied come along, whatever the
         // tag rules say: tag schemes first (all registries), then the OCI 1.1 API.
-        let subjects: Vec<Digest> = resolved.iter().map(|r| r.source.clone()).collect();
+        let subjects: Vec<Digest> = resolved.iter().filter(|r| !held.contains_key(&r.tag)).map(|r| r.original.clone()).collect();
         let have: HashSet<Tag> = resolved.iter().map(|r| r.tag.clone()).collect();
         let extra: Vec<Tag> =
             src_tags.iter().filter(|t| !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))).cloned().collect();
@@ -90,12 +116,21 @@ async fn fill(plan: &mut RepoPlan, policy: &Policy, source: &Registry, target: &
         }
     }
     resolved.sort_by(|a, b| a.tag.cmp(&b.tag));
+    let known: HashMap<Tag, Digest> = resolved.iter().filter_map(|r| r.target.clone().map(|d| (r.tag.clone(), d))).collect();
     for r in resolved {
-        let action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
+        let mut action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
+        let mut reason = r.note;
+        if let Some(why) = held.remove(&r.tag) {
+            action = TagAction::Held;
+            reason = Some(why);
+        }
         if action.copies() {
             add_tree(plan, source, target, repo_absent, r.source.clone(), r.pulled).await?;
         }
-        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target });
+        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target, reason });
+    }
+    if policy.delete {
+        rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known).await?;
     }
     for d in plan.referrers.clone() {
         add_tree(plan, source, target, repo_absent, d, None).await?;
@@ -135,10 +170,24 @@ async fn resolve(
             if dst_tags.contains(&tag) {
                 let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
                 let target = t?.map(|t| t.digest);
-                Ok::<_, RegistryError>(s?.map(|s| Resolved { tag, source: s.digest, target, pulled: None }))
+                Ok::<_, RegistryError>(s?.map(|s| Resolved {
+                    tag,
+                    original: s.digest.clone(),
+                    source: s.digest,
+                    target,
+                    pulled: None,
+                    note: None,
+                }))
             } else {
                 let m = source.get_manifest(src, tag.as_str()).await?;
-                Ok(m.map(|m| Resolved { tag, source: m.digest.clone(), target: None, pulled: Some(m) }))
+                Ok(m.map(|m| Resolved {
+                    tag,
+                    original: m.digest.clone(),
+                    source: m.digest.clone(),
+                    target: None,
+                    pulled: Some(m),
+                    note: None,
+                }))
             }
         })
         .buffered(PLAN_CONCURRENCY)

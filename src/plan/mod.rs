@@ -3,12 +3,13 @@
 
 mod diff;
 mod inventory;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-pub use diff::{filter_tags, keep_latest, needs_created, tag_action, DroppedTag};
+pub use diff::{filter_index, filter_tags, keep_latest, needs_created, tag_action, DroppedTag};
 pub use inventory::{is_referrer_tag, plan_repo, select_repositories};
 use serde::Serialize;
 
@@ -25,6 +26,10 @@ pub enum TagAction {
     InSync,
     /// On the target at another digest, and the policy forbids moving tags.
     Conflict,
+    /// Held back by a promotion gate (`[policy.require]`); the reason says which.
+    Held,
+    /// On the target but gone from the source, and the policy deletes such tags.
+    Delete,
 }
 
 impl TagAction {
@@ -40,6 +45,32 @@ pub struct TagPlan {
     pub source_digest: Digest,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_digest: Option<Digest>,
+    /// Why a tag is held, or what platform filtering made of an index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What planning remembers between runs; the state store provides it (see `app`).
+pub trait Memory: Sync {
+    /// When ferry first saw `key` (Unix ms), recording now if never before.
+    fn first_seen(&self, key: &str) -> u64;
+    /// The filtered index made from a source index before (key: digest and platforms).
+    fn filtered(&self, key: &str) -> Option<Digest>;
+    fn remember_filtered(&self, key: &str, digest: &Digest);
+}
+
+/// No memory (the state store is held by a running daemon): every tag counts as first seen
+/// now, and filtered indexes are recomputed.
+pub struct NoMemory;
+
+impl Memory for NoMemory {
+    fn first_seen(&self, _: &str) -> u64 {
+        crate::model::now_ms()
+    }
+    fn filtered(&self, _: &str) -> Option<Digest> {
+        None
+    }
+    fn remember_filtered(&self, _: &str, _: &Digest) {}
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +110,12 @@ pub struct RepoPlan {
     /// Every manifest the tags to copy need, by digest.
     pub manifests: BTreeMap<Digest, ManifestPlan>,
     pub blobs: BTreeMap<Digest, BlobPlan>,
+    /// Deletes the policy wanted but its safety limits refused, with the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_deletes: Option<String>,
+    /// Tags left on the target on purpose (e.g. their manifest is shared with a kept tag).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_notes: Vec<String>,
     /// Set when the repository could not be planned; the other fields are then empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -96,6 +133,8 @@ impl RepoPlan {
             referrers: vec![],
             manifests: BTreeMap::new(),
             blobs: BTreeMap::new(),
+            refused_deletes: None,
+            delete_notes: vec![],
             error: None,
         }
     }
@@ -126,11 +165,13 @@ impl fmt::Display for RepoPlan {
         let missing_blobs = self.missing_blobs().count();
         writeln!(
             f,
-            " {} to create, {} to move, {} in sync, {} conflicts; {} manifests and {} blobs missing ({})",
+            " {} to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} manifests and {} blobs missing ({})",
             self.count(TagAction::Create),
             self.count(TagAction::Move),
             self.count(TagAction::InSync),
             self.count(TagAction::Conflict),
+            self.count(TagAction::Held),
+            self.count(TagAction::Delete),
             self.missing_manifests(),
             missing_blobs,
             ByteSize(self.bytes_to_send())
@@ -140,9 +181,16 @@ impl fmt::Display for RepoPlan {
                 TagAction::Create => "create",
                 TagAction::Move => "move",
                 TagAction::Conflict => "conflict (overwrite = false)",
+                TagAction::Held => "held",
+                TagAction::Delete => "delete",
                 TagAction::InSync => unreachable!(),
             };
-            writeln!(f, "    {:<12} {:<30} {}", what, t.tag.as_str(), t.source_digest)?;
+            let digest =
+                if t.action == TagAction::Delete { t.target_digest.as_ref().unwrap_or(&t.source_digest) } else { &t.source_digest };
+            writeln!(f, "    {:<12} {:<30} {} {}", what, t.tag.as_str(), digest, t.reason.as_deref().unwrap_or(""))?;
+        }
+        if let Some(r) = &self.refused_deletes {
+            writeln!(f, "    deletes refused: {r}")?;
         }
         const SHOWN: usize = 20;
         for d in self.dropped.iter().take(SHOWN) {

@@ -187,6 +187,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Delete a manifest by digest (every tag pointing at it goes with it).
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; 405 when the registry does not allow deletes.
+    pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        let op = "delete manifest";
+        let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
+        let rsp = self.send(op, &Scope::push(repo.as_str()), |h| h.delete(url.clone())).await?;
+        if rsp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            return Err(self.protocol(op, "the registry does not allow deletes (Distribution: storage.delete.enabled = true)"));
+        }
+        self.expect(op, rsp, &[StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::NOT_FOUND]).await.map(drop)
+    }
+
     /// HEAD a blob: its size when present.
     ///
     /// # Errors

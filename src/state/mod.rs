@@ -7,6 +7,8 @@
 //!   uploads : target \0 repo \0 digest     -> UploadRecord  one per blob upload in flight
 //!   blobs   : target \0 digest \0 repo     -> ()            repositories known to hold a blob (mount sources)
 //!   runs    : policy \0 start_ms (u64 BE)  -> RunRecord     one per run; scan in reverse for the latest
+//!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
+//!             require.min_age, and the filtered index digest made from a source index
 //! Values are JSON with a `v` field; an unknown `v` is an error, never a silent default.
 
 use std::path::Path;
@@ -52,6 +54,12 @@ pub struct Counts {
     /// Blob transfers resumed after a transient failure.
     #[serde(default)]
     pub retries: u64,
+    /// Tags held back by a promotion gate.
+    #[serde(default)]
+    pub held: u64,
+    /// Target tags deleted (delete = true).
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 impl Counts {
@@ -66,6 +74,8 @@ impl Counts {
         self.bytes_sent += o.bytes_sent;
         self.failures += o.failures;
         self.retries += o.retries;
+        self.held += o.held;
+        self.deleted += o.deleted;
     }
 }
 
@@ -83,6 +93,9 @@ pub struct RunRecord {
     pub targets: std::collections::BTreeMap<String, Counts>,
     /// First few failure messages, for `ferry status`.
     pub errors: Vec<String>,
+    /// Tags held back by promotion gates, with the reason.
+    #[serde(default)]
+    pub held: Vec<String>,
 }
 
 /// An upload in flight, as `status` shows it.
@@ -101,15 +114,14 @@ pub struct StateStore {
     uploads: sled::Tree,
     blobs: sled::Tree,
     runs: sled::Tree,
+    memo: sled::Tree,
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.join(&b'\0')
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::model::now_ms;
 
 impl StateStore {
     /// Open (or create) the store. A lock held by a process that just died is retried for a
@@ -142,7 +154,13 @@ impl StateStore {
                 Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
             }
         };
-        Ok(StateStore { uploads: db.open_tree("uploads")?, blobs: db.open_tree("blobs")?, runs: db.open_tree("runs")?, db })
+        Ok(StateStore {
+            uploads: db.open_tree("uploads")?,
+            blobs: db.open_tree("blobs")?,
+            runs: db.open_tree("runs")?,
+            memo: db.open_tree("memo")?,
+            db,
+        })
     }
 
     /// Make everything written so far survive a crash.
@@ -227,6 +245,24 @@ impl StateStore {
         Ok(())
     }
 
+    /// When `key` was first seen (Unix ms), recording `now` if it never was.
+    pub fn first_seen(&self, key: &str, now: u64) -> Result<u64, StateError> {
+        let k = format!("seen:{key}");
+        match self.memo.compare_and_swap(&k, None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))? {
+            Ok(()) => Ok(now),
+            Err(current) => Ok(current.current.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(now, u64::from_be_bytes)),
+        }
+    }
+
+    pub fn filtered_index(&self, key: &str) -> Result<Option<Digest>, StateError> {
+        Ok(self.memo.get(format!("filtered:{key}"))?.and_then(|v| String::from_utf8(v.to_vec()).ok()).and_then(|s| s.parse().ok()))
+    }
+
+    pub fn remember_filtered_index(&self, key: &str, digest: &Digest) -> Result<(), StateError> {
+        self.memo.insert(format!("filtered:{key}"), digest.as_str().as_bytes())?;
+        Ok(())
+    }
+
     pub async fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {
         self.runs
             .insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
@@ -287,6 +323,7 @@ impl RunRecord {
         outcome: &str,
         targets: std::collections::BTreeMap<String, Counts>,
         errors: Vec<String>,
+        held: Vec<String>,
     ) -> Self {
         let mut counts = Counts::default();
         targets.values().for_each(|c| counts.add(c));
@@ -299,6 +336,7 @@ impl RunRecord {
             counts,
             targets,
             errors,
+            held,
         }
     }
 }
@@ -316,8 +354,8 @@ mod tests {
             let s = StateStore::open(dir.path()).unwrap();
             s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await.unwrap();
             s.blob_known("t", &"other".parse().unwrap(), &d).unwrap();
-            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![])).await.unwrap();
-            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![])).await.unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.upload("t", &repo, &d).unwrap().unwrap().offset, 42);

@@ -1,0 +1,184 @@
+//! Policy rules that need to read registries: platform filtering of indexes, promotion
+//! gates, and which target tags to delete (within the safety limits).
+
+use std::collections::{HashMap, HashSet};
+
+use super::{filter_index, is_referrer_tag, Memory, RepoPlan, TagAction, TagPlan};
+use crate::config::Policy;
+use crate::model::{manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag};
+use crate::registry::{PulledManifest, Registry};
+
+/// What planning one repository works with.
+pub(super) struct Ctx<'a> {
+    pub policy: &'a Policy,
+    pub source: &'a Registry,
+    pub target: &'a Registry,
+    pub src: RepoName,
+    pub dest: RepoName,
+    pub memory: &'a dyn Memory,
+    pub force_delete: bool,
+}
+
+/// A source tag resolved to its digest on both sides.
+pub(super) struct Resolved {
+    pub tag: Tag,
+    /// What the target should hold: the source digest, or the filtered index's.
+    pub source: Digest,
+    /// The digest the source tag points at (signatures and gates refer to it).
+    pub original: Digest,
+    pub target: Option<Digest>,
+    pub pulled: Option<PulledManifest>,
+    pub note: Option<String>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Replace a multi-arch index by one holding only the wanted platforms. The filtered digest
+/// is remembered, so a tag already in sync costs no GET on later runs.
+pub(super) async fn filter_platforms(ctx: &Ctx<'_>, r: &mut Resolved) -> Result<Option<String>, String> {
+    let wanted = &ctx.policy.platforms;
+    let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+    let key = format!("{}|{}", r.original, names.join(","));
+    if r.pulled.is_none() {
+        if r.target.as_ref() == Some(&r.source) {
+            return Ok(None); // the target holds exactly the source's index
+        }
+        if let Some(f) = ctx.memory.filtered(&key) {
+            if r.target.as_ref() == Some(&f) {
+                r.note = Some(format!("index filtered to {} from {}", names.join(", "), r.original));
+                r.source = f;
+                return Ok(None);
+            }
+        }
+        r.pulled = ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)?;
+    }
+    let Some(m) = r.pulled.as_ref() else { return Ok(None) };
+    if manifest_kind(&m.media_type).map_err(err)? != ManifestKind::Index {
+        return Ok(None);
+    }
+    match filter_index(&m.bytes, wanted) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => {
+            let digest = Digest::of(&bytes);
+            ctx.memory.remember_filtered(&key, &digest);
+            r.note = Some(format!("index filtered to {} from {}", names.join(", "), r.original));
+            r.pulled = Some(PulledManifest { digest: digest.clone(), media_type: m.media_type.clone(), bytes: bytes.into() });
+            r.source = digest;
+            Ok(None)
+        }
+        Err(e) => Ok(Some(e)),
+    }
+}
+
+/// The first promotion gate `r` fails, as a reason; `None` when it passes them all.
+/// `min_age` is checked first, so the time a tag is first seen is recorded on every run.
+pub(super) async fn gate(ctx: &Ctx<'_>, src_tags: &[Tag], r: &Resolved) -> Result<Option<String>, String> {
+    let req = &ctx.policy.require;
+    if let Some(min) = req.min_age {
+        let seen = ctx.memory.first_seen(&format!("{}/{}:{}@{}", ctx.source.name(), ctx.src, r.tag, r.original));
+        let age = now_ms().saturating_sub(seen) / 1000;
+        if age < min.as_secs() {
+            return Ok(Some(format!("first seen {age}s ago at this digest; require.min_age is {}s", min.as_secs())));
+        }
+    }
+    if req.signature {
+        let by_tag = src_tags
+            .iter()
+            .any(|t| is_referrer_tag(t.as_str(), &r.original) && !t.as_str().ends_with(".att") && !t.as_str().ends_with(".sbom"));
+        if !by_tag && ctx.source.referrers(&ctx.src, &r.original).await.map_err(err)?.is_empty() {
+            return Ok(Some("no signature (require.signature)".into()));
+        }
+    }
+    if !req.annotations.is_empty() {
+        let found = annotations(ctx, r).await?;
+        for (k, want) in &req.annotations {
+            match found.get(k) {
+                Some(v) if v == want => {}
+                Some(v) => return Ok(Some(format!("annotation {k} is {v:?}, require.annotations wants {want:?}"))),
+                None => return Ok(Some(format!("no annotation {k} (require.annotations)"))),
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The manifest's annotations; for an image, its config's labels fill in the rest (builders
+/// put `org.opencontainers.image.*` in either place).
+async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, String>, String> {
+    let m = match ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)? {
+        Some(m) => m,
+        None => return Ok(HashMap::new()),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(err)?;
+    let strings = |v: Option<&serde_json::Value>| -> HashMap<String, String> {
+        v.and_then(|v| v.as_object())
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+            .unwrap_or_default()
+    };
+    let mut out = strings(json.get("annotations"));
+    if manifest_kind(&m.media_type).map_err(err)? == ManifestKind::Image {
+        if let Some((config, _)) = manifest_references(&m.media_type, &m.bytes).map_err(err)?.blobs.first() {
+            let body = ctx.source.get_small_blob(&ctx.src, config, 1 << 20).await.map_err(err)?;
+            let cfg: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+            for (k, v) in strings(cfg.pointer("/config/Labels")) {
+                out.entry(k).or_insert(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Plan deleting target tags gone from the source: never when the source listed nothing,
+/// never more than `max_delete` unless forced, and never a manifest another kept target tag
+/// still points at (Distribution deletes manifests, not tags).
+pub(super) async fn plan_deletes(
+    ctx: &Ctx<'_>,
+    plan: &mut RepoPlan,
+    src_tags: &[Tag],
+    dst_tags: &HashSet<Tag>,
+    known: &HashMap<Tag, Digest>,
+) -> Result<(), String> {
+    let src: HashSet<&Tag> = src_tags.iter().collect();
+    let mut gone: Vec<Tag> = dst_tags.iter().filter(|t| !src.contains(t)).cloned().collect();
+    gone.sort();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    if src_tags.is_empty() {
+        plan.refused_deletes = Some(format!("the source listed no tags; not deleting the target's {}", gone.len()));
+        return Ok(());
+    }
+    if !ctx.force_delete && !ctx.policy.max_delete.allows(gone.len(), dst_tags.len()) {
+        plan.refused_deletes = Some(format!(
+            "{} of the target's {} tags are gone from the source, more than max_delete allows in one run; check the source, then run `ferry sync --force-delete`",
+            gone.len(),
+            dst_tags.len()
+        ));
+        return Ok(());
+    }
+    let mut digests = known.clone();
+    for t in dst_tags.iter().filter(|t| !digests.contains_key(*t)).cloned().collect::<Vec<_>>() {
+        if let Some(h) = ctx.target.head_manifest(&ctx.dest, t.as_str()).await.map_err(err)? {
+            digests.insert(t, h.digest);
+        }
+    }
+    let mut refused = Vec::new();
+    for t in gone {
+        let Some(d) = digests.get(&t).cloned() else { continue };
+        let shared = digests.iter().find(|(other, od)| **od == d && src.contains(other)).map(|(o, _)| o.clone());
+        match shared {
+            Some(o) => refused.push(format!("{t} shares its manifest with kept tag {o}")),
+            None => plan.tags.push(TagPlan {
+                tag: t,
+                action: TagAction::Delete,
+                source_digest: d.clone(),
+                target_digest: Some(d),
+                reason: None,
+            }),
+        }
+    }
+    plan.delete_notes.extend(refused.into_iter().map(|r| format!("not deleted: {r} (Distribution deletes manifests, not tags)")));
+    Ok(())
+}
