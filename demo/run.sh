@@ -5,7 +5,8 @@
 #   2. pushes generated images into central: base images, apps (some multi-arch, signed),
 #      and an experimental app the policy excludes;
 #   3. runs `ferry validate`, `ferry plan` and `ferry sync` with policies/edge-sync.toml;
-#   4. shows that every tag has the same digest on both sides, then syncs again (nothing to do).
+#   4. shows that every tag has the same digest on both edges (multi-arch images filtered to
+#      the edge's platforms, as the policy asks), then syncs again (nothing to do).
 # Needs: the Rust toolchain, and `docker-registry` (installed with apt-get when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +87,8 @@ echo; echo "== ferry sync"; "$FERRY" sync -q
 echo; echo "== result: tags and digests, central vs edge-paris vs edge-lyon"
 accept='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
 digest() { { curl -sfI -H "Accept: $accept" "$1/v2/$2/manifests/$3" || true; } | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
+# Children of an index (0 for a single-platform image).
+children() { curl -sf -H "Accept: $accept" "$1/v2/$2/manifests/$3" | grep -o '"platform"' | wc -l; }
 mismatch=0
 for repo in $(curl -sf "$CENTRAL/v2/_catalog" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' ' '); do
   for tag in $(curl -sf "$CENTRAL/v2/$repo/tags/list" | sed 's/.*"tags":\[//; s/\].*//' | tr -d '"' | tr ',' ' '); do
@@ -95,6 +98,8 @@ for repo in $(curl -sf "$CENTRAL/v2/_catalog" | tr -d '{}[]"' | sed 's/repositor
       if [ -z "$p$l" ]; then state="excluded by the policy: not copied"; else state="COPIED BUT EXCLUDED"; mismatch=1; fi
     elif [ -n "$c" ] && [ "$c" = "$p" ] && [ "$c" = "$l" ]; then
       state="same digest on both edges"
+    elif [ -n "$p" ] && [ "$p" = "$l" ] && [ "$(children "$CENTRAL" "$repo" "$tag")" = 3 ] && [ "$(children "$PARIS" "$repo" "$tag")" = 2 ]; then
+      state="multi-arch: filtered to linux/amd64 + linux/arm/v7 (${p:0:19})"
     else
       state="MISMATCH (paris ${p:-none}, lyon ${l:-none})"; mismatch=1
     fi

@@ -101,7 +101,12 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     if policy.referrers {
         // Signatures, SBOMs and attestations of every image copied come along, whatever the
         // tag rules say: tag schemes first (all registries), then the OCI 1.1 API.
-        let subjects: Vec<Digest> = resolved.iter().filter(|r| !held.contains_key(&r.tag)).map(|r| r.original.clone()).collect();
+        // Only images the target gets (or has): never those held back or in conflict.
+        let subjects: Vec<Digest> = resolved
+            .iter()
+            .filter(|r| !held.contains_key(&r.tag) && tag_action(&r.source, r.target.as_ref(), policy.overwrite) != TagAction::Conflict)
+            .map(|r| r.original.clone())
+            .collect();
         let have: HashSet<Tag> = resolved.iter().map(|r| r.tag.clone()).collect();
         let extra: Vec<Tag> =
             src_tags.iter().filter(|t| !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))).cloned().collect();

@@ -3,6 +3,7 @@
 mod architecture;
 mod auth;
 mod daemon;
+mod policies;
 mod resume;
 mod support;
 mod sync;

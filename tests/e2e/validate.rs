@@ -91,20 +91,21 @@ fn bad_main_config_field() {
 #[test]
 fn shipped_policies_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let names = ["dockerhub", "private", "central", "edge-paris", "edge-lyon", "dev", "test", "prod"];
+    let names = ["dockerhub", "private", "central", "edge-paris", "edge-lyon", "dev", "test", "prod", "dr-prod"];
     let regs: String =
         names.iter().enumerate().map(|(i, n)| format!("[registries.{n}]\nurl = \"http://127.0.0.1:{}\"\n", 5000 + i)).collect();
     let f = Ferry::new(&regs, "16MiB", &[]);
-    let mut count = 0;
+    let (mut files, mut policies) = (0, 0);
     for entry in std::fs::read_dir(root.join("policies")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
+            policies += std::fs::read_to_string(&path).unwrap().matches("[[policy]]").count();
             std::fs::copy(&path, f.path().join("policies").join(path.file_name().unwrap())).unwrap();
-            count += 1;
+            files += 1;
         }
     }
-    assert!(count >= 3, "expected example policies in policies/");
+    assert!(files >= 4, "expected the example policies in policies/");
     let run = f.run(&["validate"]);
     run.assert_code(0);
-    assert!(run.stdout.contains(&format!("{count} policies")) || count > 0, "{}", run.stdout);
+    assert!(run.stdout.contains(&format!(", {policies} policies")), "every shipped policy validated: {}", run.stdout);
 }

@@ -21,6 +21,8 @@ pub struct Faults {
     /// would let no blob larger than a few chunks through, with any tool.
     pub every_patch_reset: AtomicU64,
     pub max_resets: AtomicU64,
+    /// Answer 401 to the catalog, as most public registries do.
+    pub deny_catalog: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
     pub bodiless: AtomicU64,
     pub patches: AtomicU64,
@@ -147,6 +149,10 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
         // Status faults go to bodiless requests only, counted among themselves, so "every
         // n-th" is deterministic whatever mix of uploads the client sends.
         let n = if body_len == 0 { f.bodiless.fetch_add(1, Ordering::SeqCst) } else { u64::MAX };
+        if text.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/v2/_catalog")) && f.deny_catalog.load(Ordering::SeqCst) {
+            client.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 64\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"no catalog here\"}]}").await?;
+            return client.shutdown().await;
+        }
         if body_len == 0 && hit(&f.every_429, n) {
             f.injected_429.fetch_add(1, Ordering::SeqCst);
             client.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 69\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down, please\"}]}").await?;

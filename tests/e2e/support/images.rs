@@ -129,7 +129,16 @@ fn descriptor(media_type: &str, b: &Blob) -> serde_json::Value {
 /// An image manifest over `layers`. Pretty-printed on purpose: any re-serialisation by a copy
 /// tool would change the bytes and the digest, and the tests would see it.
 pub fn image(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str>, note: &str) -> Image {
+    image_at(format, layers, arch, variant, note, "2026-01-01T00:00:00Z")
+}
+
+/// The annotation OCI test images carry (Docker v2 manifests have no annotations).
+pub const SOURCE_ANNOTATION: (&str, &str) = ("org.opencontainers.image.source", "https://git.example/ferry-test");
+
+/// An image whose config says it was built at `created` (RFC 3339).
+pub fn image_at(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str>, note: &str, created: &str) -> Image {
     let config = json!({
+        "created": created,
         "architecture": arch,
         "os": "linux",
         "variant": variant,
@@ -138,12 +147,15 @@ pub fn image(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str
         "history": layers.iter().map(|_| json!({ "created_by": "ferry test generator" })).collect::<Vec<_>>(),
     });
     let config = Blob::new(serde_json::to_vec(&config).unwrap());
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": format.manifest(),
         "config": descriptor(format.config(), &config),
         "layers": layers.iter().map(|l| descriptor(format.layer(), &l.blob)).collect::<Vec<_>>(),
     });
+    if format == Format::Oci {
+        manifest["annotations"] = json!({ SOURCE_ANNOTATION.0: SOURCE_ANNOTATION.1 });
+    }
     let manifest = serde_json::to_vec_pretty(&manifest).unwrap();
     let mut blobs = vec![config];
     blobs.extend(layers.iter().map(|l| l.blob.clone()));
