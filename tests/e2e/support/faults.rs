@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Default)]
 pub struct Faults {
@@ -39,23 +39,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     pub fn start(upstream: String) -> Self {
         let faults = Arc::new(Faults::default());
-        let (tx, rx) = std::sync::mpsc::channel();
         let f = faults.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let Ok((client, _)) = listener.accept().await else { continue };
-                    let (f, up) = (f.clone(), upstream.clone());
-                    tokio::spawn(async move {
-                        let _ = connection(client, up, f).await;
-                    });
-                }
-            });
+        let port = super::serve_tcp(move |client| {
+            let (f, up) = (f.clone(), upstream.clone());
+            async move {
+                let _ = connection(client, up, f).await;
+            }
         });
-        FaultProxy { port: rx.recv().unwrap(), faults }
+        FaultProxy { port, faults }
     }
 
     pub fn url(&self) -> String {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Default)]
 pub struct ProxyStats {
@@ -21,7 +21,6 @@ pub struct ProxyStats {
 pub struct Proxy {
     pub port: u16,
     pub stats: Arc<ProxyStats>,
-    _runtime: std::thread::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -29,27 +28,18 @@ impl Proxy {
     /// thread and runtime, so tests can drive it from blocking code.
     pub fn start(upstream: String) -> Self {
         let stats = Arc::new(ProxyStats::default());
-        let (tx, rx) = std::sync::mpsc::channel();
         let st = stats.clone();
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let Ok((client, _)) = listener.accept().await else { continue };
-                    let (st, upstream) = (st.clone(), upstream.clone());
-                    tokio::spawn(async move {
-                        if let Ok(server) = TcpStream::connect(&upstream).await {
-                            let _ = client.set_nodelay(true);
-                            let _ = server.set_nodelay(true);
-                            pipe(client, server, st).await;
-                        }
-                    });
+        let port = super::serve_tcp(move |client| {
+            let (st, upstream) = (st.clone(), upstream.clone());
+            async move {
+                if let Ok(server) = TcpStream::connect(&upstream).await {
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    pipe(client, server, st).await;
                 }
-            });
+            }
         });
-        Proxy { port: rx.recv().unwrap(), stats, _runtime: handle }
+        Proxy { port, stats }
     }
 
     pub fn url(&self) -> String {

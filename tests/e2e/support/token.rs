@@ -14,7 +14,6 @@ use base64::Engine;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::registry::{TOKEN_ISSUER, TOKEN_SERVICE};
 
@@ -40,38 +39,36 @@ impl TokenServer {
         let key = ring::signature::RsaKeyPair::from_pkcs8(&std::fs::read(d.join("key.der")).unwrap()).expect("RSA key");
         let kid = libtrust_key_id(&std::fs::read(d.join("pub.der")).unwrap());
         let (issued, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (tx, rx) = std::sync::mpsc::channel();
         let creds = (user.to_owned(), pass.to_owned());
         let (iss, rf) = (issued.clone(), refused.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                let key = Arc::new(key);
-                loop {
-                    let Ok((mut sock, _)) = listener.accept().await else { continue };
-                    let (key, kid, creds, iss, rf) = (key.clone(), kid.clone(), creds.clone(), iss.clone(), rf.clone());
-                    tokio::spawn(async move {
-                        let mut buf = Vec::new();
-                        let mut tmp = [0u8; 4096];
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match sock.read(&mut tmp).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                            }
-                        }
-                        let head = String::from_utf8_lossy(&buf).into_owned();
-                        let (status, body) = answer(&head, &creds, &key, &kid);
-                        if status == 200 { iss.fetch_add(1, Ordering::SeqCst) } else { rf.fetch_add(1, Ordering::SeqCst) };
-                        let rsp = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                        let _ = sock.write_all(rsp.as_bytes()).await;
-                        let _ = sock.shutdown().await;
-                    });
+        let key = Arc::new(key);
+        let port = super::serve_tcp(move |mut sock| {
+            let (key, kid, creds, iss, rf) = (key.clone(), kid.clone(), creds.clone(), iss.clone(), rf.clone());
+            async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
                 }
-            });
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let (status, body) = answer(&head, &creds, &key, &kid);
+                if status == 200 {
+                    iss.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    rf.fetch_add(1, Ordering::SeqCst)
+                };
+                let rsp = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(rsp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
         });
-        TokenServer { port: rx.recv().unwrap(), issued, refused, dir }
+        TokenServer { port, issued, refused, dir }
     }
 
     pub fn realm(&self) -> String {
