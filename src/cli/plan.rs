@@ -46,6 +46,12 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
             ByteSize(bytes)
         );
     }
+    // Planning records first-seen times and filtered indexes; keep them.
+    if let Some(s) = app.state() {
+        if let Err(e) = s.flush().await {
+            return super::fail(e, 1);
+        }
+    }
     if failed > 0 {
         ExitCode::from(1)
     } else {
