@@ -73,6 +73,8 @@ struct Inner {
     bandwidth: Option<RateLimiter>,
     retry: RetryPolicy,
     retries: AtomicU64,
+    /// Set once the registry answered that it has no OCI 1.1 referrers API.
+    no_referrers_api: std::sync::atomic::AtomicBool,
     timeout: Duration,
 }
 
@@ -115,6 +117,7 @@ impl Registry {
                 bandwidth: ep.bandwidth_limit.map(RateLimiter::new),
                 retry: ep.retry,
                 retries: AtomicU64::new(0),
+                no_referrers_api: Default::default(),
                 timeout: ep.request_timeout,
             }),
         })

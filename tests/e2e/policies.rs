@@ -141,6 +141,18 @@ async fn referrers_follow_their_images_whatever_the_tag_filters_say() {
     let d = Reader::new(&dst.url);
     assert_eq!(d.tags("app").await, vec!["1.1.0".to_owned(), signature_tag(&imgs[1].digest)]);
     assert_same_image(&Reader::new(&src.url), &d, "app", "app", &signature_tag(&imgs[1].digest)).await;
+    // Distribution has no referrers API: a no-op re-sync of two signed images asks it once
+    // per process, not once per image.
+    let dst3 = TestRegistry::start();
+    let both = Ferry::new(&regs(&[("src", &src.url), ("dst", &dst3.url)]), "1MiB", &[("p.toml", &policy("\"app\"", "referrers = true\n"))]);
+    both.run(&["sync"]).assert_code(0);
+    assert_eq!(Reader::new(&dst3.url).tags("app").await.len(), 4, "two images and two signatures");
+    let asked = || src.log().matches("\"GET /v2/app/referrers/").count();
+    let before = asked();
+    let again = both.run(&["sync"]);
+    again.assert_code(0);
+    assert_eq!(again.summary("copied"), 0);
+    assert!(asked() - before <= 1, "referrers API asked {} times", asked() - before);
 
     let dst2 = TestRegistry::start();
     let without = Ferry::new(&regs(&[("src", &src.url), ("dst", &dst2.url)]), "1MiB", &[("p.toml", &policy("\"app\"", only_110))]);
