@@ -128,6 +128,11 @@ impl App {
         self.registries.values().map(|r| (r.name().to_owned(), r.retries())).collect()
     }
 
+    /// Live totals of every run of this process so far.
+    pub fn progress(&self) -> &crate::copy::Progress {
+        &self.shared.progress
+    }
+
     pub fn state(&self) -> Option<&StateStore> {
         self.state.as_ref()
     }

@@ -7,6 +7,7 @@ mod status;
 mod sync;
 mod validate;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,6 +87,8 @@ impl Cli {
     /// The default log level of each command: one-shot commands stay quiet unless asked.
     pub fn default_level(&self) -> &'static str {
         match self.command {
+            // On a terminal, sync shows a progress line instead of a log line per tag.
+            Command::Sync(_) if std::io::stderr().is_terminal() => "warn",
             Command::Sync(_) | Command::Daemon => "info",
             _ => "warn",
         }

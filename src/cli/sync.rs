@@ -1,5 +1,7 @@
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -8,6 +10,7 @@ use crate::model::ByteSize;
 use crate::state::Counts;
 
 use super::SyncArgs;
+use crate::app::App;
 
 /// First SIGINT/SIGTERM: stop starting work, let chunks in flight finish and be
 /// checkpointed. Second: leave at once (the saved checkpoints still hold).
@@ -23,6 +26,34 @@ fn stop_on_signals(cancel: CancellationToken) {
     });
 }
 
+/// On a terminal: one status line, redrawn twice a second, while `work` runs.
+async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let line = || {
+        let p = app.progress();
+        let bytes = p.bytes.load(Ordering::Relaxed);
+        let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "\r\x1b[Kferry: {} tags copied, {} blobs, {} sent ({}/s)",
+            p.tags.load(Ordering::Relaxed),
+            p.blobs.load(Ordering::Relaxed),
+            ByteSize(bytes),
+            ByteSize(rate as u64)
+        )
+    };
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                eprint!("\r\x1b[K");
+                return out;
+            }
+            _ = tick.tick() => eprint!("{}", line()),
+        }
+    }
+}
+
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     let app = match super::open(config, Some(true)) {
         Ok(a) => a,
@@ -34,7 +65,8 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     stop_on_signals(cancel.clone());
-    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel, args.force_delete))).await;
+    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel, args.force_delete)));
+    let runs = if std::io::stderr().is_terminal() { with_progress(&app, runs).await } else { runs.await };
     let mut total = Counts::default();
     let mut errors = Vec::new();
     for r in &runs {

@@ -44,6 +44,8 @@ pub(super) struct BlobJob<'a> {
     pub cancel: &'a CancellationToken,
     pub retries: &'a AtomicU64,
     pub global_limit: Option<Arc<RateLimiter>>,
+    /// Bytes acknowledged so far, across the process (the progress line).
+    pub progress: &'a AtomicU64,
 }
 
 impl BlobJob<'_> {
@@ -168,6 +170,7 @@ impl BlobJob<'_> {
                     .await
                     .map_err(|e| source_error(e, back))?;
                 *sent += len;
+                self.progress.fetch_add(len, Ordering::Relaxed);
                 return Ok(());
             }
             let next = match self.target.patch_chunk(self.dst_repo, session, body, len).await {
@@ -175,6 +178,7 @@ impl BlobJob<'_> {
                 Err(e) => return Err(source_error(e, back)),
             };
             *sent += len;
+            self.progress.fetch_add(len, Ordering::Relaxed);
             *session = next;
             self.checkpoint(session).await?;
             debug!(offset = session.offset, size = self.size, "chunk acknowledged");

@@ -78,6 +78,7 @@ impl Copier {
                     match rc.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
                         Ok(()) => {
                             add(&stats.tags_copied, 1);
+                            add(&self.shared.progress.tags, 1);
                             info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                         }
                         Err(_) if self.cancel.is_cancelled() => {
@@ -222,6 +223,7 @@ impl RepoCopy<'_> {
             cancel: &c.cancel,
             retries: &self.stats.retries,
             global_limit: c.shared.bandwidth.clone(),
+            progress: &c.shared.progress.bytes,
         };
         let span = info_span!("blob", %digest, size = info.size);
         match job.run(home.as_ref()).instrument(span).await {
@@ -229,11 +231,13 @@ impl RepoCopy<'_> {
                 match outcome {
                     BlobOutcome::Uploaded { bytes } => {
                         add(&self.stats.blobs_uploaded, 1);
+                        add(&c.shared.progress.blobs, 1);
                         add(&self.stats.bytes_sent, bytes);
                         debug!(repo = %dst, %digest, bytes, "blob uploaded");
                     }
                     BlobOutcome::Mounted => {
                         add(&self.stats.blobs_mounted, 1);
+                        add(&c.shared.progress.blobs, 1);
                         debug!(repo = %dst, %digest, from = ?home, "blob mounted");
                     }
                     BlobOutcome::AlreadyThere => add(&self.stats.blobs_skipped, 1),

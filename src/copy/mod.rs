@@ -93,6 +93,16 @@ pub struct CopyShared {
     blob_slots: Semaphore,
     locks: DigestLocks,
     bandwidth: Option<Arc<RateLimiter>>,
+    /// Live totals across every run of this process, for a progress line.
+    pub progress: Progress,
+}
+
+/// What has been done so far, updated as it happens (bytes per acknowledged chunk).
+#[derive(Default)]
+pub struct Progress {
+    pub tags: AtomicU64,
+    pub blobs: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
 impl CopyShared {
@@ -102,6 +112,7 @@ impl CopyShared {
             bandwidth: opts.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b))),
             opts,
             locks: Mutex::default(),
+            progress: Progress::default(),
         })
     }
 
