@@ -197,3 +197,40 @@ async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
         assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "app-000", "app-000", "1.0.0").await;
     }
 }
+
+#[tokio::test]
+async fn catalog_pagination_is_followed_to_the_last_page() {
+    use futures_util::StreamExt;
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    // Distribution pages its catalog at 1000 repositories: make 1001 cheaply (two mounts and a
+    // manifest each), with the only wanted one sorting last, on page two.
+    let img = images::image(Format::Oci, &[&images::layer(5, 4096)], "amd64", None, "paging");
+    Pusher::new(&src.url).image("aaa-seed", "1.0.0", &img).await;
+    let http = crate::support::http_client().build().unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("pad-{i:04}")).collect();
+    futures_util::stream::iter(names)
+        .for_each_concurrent(8, |repo| {
+            let (http, url, img) = (&http, &src.url, &img);
+            async move {
+                for b in &img.blobs {
+                    let rsp = http.post(format!("{url}/v2/{repo}/blobs/uploads/?mount={}&from=aaa-seed", b.digest)).send().await.unwrap();
+                    assert_eq!(rsp.status(), 201, "mount into {repo}");
+                }
+                let rsp = http
+                    .put(format!("{url}/v2/{repo}/manifests/1"))
+                    .header("content-type", img.media_type)
+                    .body(img.manifest.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(rsp.status(), 201);
+            }
+        })
+        .await;
+    Pusher::new(&src.url).image("zz-last", "1.0.0", &img).await;
+    let policy = "[[policy]]\nname = \"last\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"zz-*\"]\n";
+    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("p.toml", policy)]);
+    ferry.run(&["sync"]).assert_code(0);
+    assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "zz-last", "zz-last", "1.0.0").await;
+    assert!(src.log().lines().any(|l| l.contains("\"GET /v2/_catalog?") && l.contains("last=")), "second catalog page requested");
+}
