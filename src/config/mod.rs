@@ -290,9 +290,20 @@ fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut
     let r = reg.get_ref();
     let field = |f: &str| format!("registries.{name}.{f}");
     let url = parse_url(r.url.get_ref()).map_err(|e| sink.err(r.url.span(), format!("{}: {e}", field("url")))).ok();
-    if let Some(d) = r.docker_config.as_ref().filter(|d| *d.get_ref()) {
-        sink.err(d.span(), format!("{}: not supported yet; use username with password_env or password_file", field("docker_config")));
-    }
+    let from_docker = match (r.docker_config.as_ref().filter(|d| *d.get_ref()), &url) {
+        (Some(d), Some(_)) if r.username.is_some() || r.password_env.is_some() || r.password_file.is_some() => {
+            sink.err(d.span(), format!("{}: give docker_config or username/password, not both", field("docker_config")));
+            None
+        }
+        (Some(d), Some(u)) => match docker_credentials(u) {
+            Ok(c) => c,
+            Err(e) => {
+                sink.err(d.span(), format!("{}: {e}", field("docker_config")));
+                None
+            }
+        },
+        _ => None,
+    };
     let password = match (&r.password_env, &r.password_file) {
         (Some(_), Some(f)) => {
             sink.err(f.span(), format!("{}: give password_env or password_file, not both", field("password_file")));
@@ -325,7 +336,7 @@ fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut
             sink.err(reg.span(), format!("registries.{name}: a password is given but no username"));
             None
         }
-        _ => None,
+        _ => from_docker,
     };
     let ca_pem = r.ca_file.as_ref().and_then(|f| match std::fs::read(base.join(f.get_ref())) {
         Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
@@ -341,6 +352,48 @@ fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut
     let max_concurrent = r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(16);
     let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));
     Some(RegistrySpec { name: name.to_owned(), url: url?, credentials, ca_pem, max_concurrent, bandwidth_limit })
+}
+
+/// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`): the `auths` entry for its host (and port). `None` when there is
+/// none (anonymous access). Credential helpers run programs and are not supported.
+fn docker_credentials(url: &url::Url) -> Result<Option<(String, Secret)>, String> {
+    use base64::Engine;
+    let dir =
+        std::env::var_os("DOCKER_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+    let Some(path) = dir.map(|d| d.join("config.json")) else { return Err("no DOCKER_CONFIG or HOME to find config.json".into()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_owned(),
+    };
+    // Keys are written as `host`, `host:port` or a full URL (`https://index.docker.io/v1/`).
+    let matches = |k: &str| {
+        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k.split('/').next().unwrap_or(k);
+        k == host || (host == "registry-1.docker.io" && k == "index.docker.io")
+    };
+    if json.get("credHelpers").and_then(|h| h.as_object()).is_some_and(|h| h.keys().any(|k| matches(k))) || json.get("credsStore").is_some()
+    {
+        let entry = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k)));
+        if entry.and_then(|(_, v)| v.get("auth")).is_none() {
+            return Err(format!(
+                "{}: credentials for {host} live in a credential helper, which ferry does not run; use password_file",
+                path.display()
+            ));
+        }
+    }
+    let Some((_, entry)) = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k))) else {
+        return Ok(None);
+    };
+    let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else { return Ok(None) };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| format!("{}: the auth for {host} is not base64", path.display()))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
+    let (user, pass) = decoded.split_once(':').ok_or_else(|| format!("{}: the auth for {host} is not user:password", path.display()))?;
+    Ok(Some((user.to_owned(), Secret::new(pass))))
 }
 
 /// Policy files in name order, so diagnostics and runs come out in a stable order.

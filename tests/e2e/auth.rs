@@ -132,3 +132,32 @@ async fn tls_with_a_private_ca() {
     assert!(run.stdout.contains("invalid peer certificate"), "{}", run.all());
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "a TLS failure is not retried: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn credentials_from_docker_config_json() {
+    use base64::Engine;
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start_with(RegistryOpts { basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+    let regs = format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\ndocker_config = true\n", src.url, dst.url);
+    let mut f = Ferry::new(&regs, "64KiB", &[("m.toml", POLICY)]);
+    let docker = f.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(docker.join("config.json"), format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", dst.host())).unwrap();
+    f.env.push(("DOCKER_CONFIG".into(), docker.display().to_string()));
+    let run = f.run(&["sync", "-vv"]);
+    run.assert_code(0);
+    assert_no_secret(&run, PASSWORD);
+    assert_copied(&src, &Reader::with(&dst.url, Auth::Basic(USER.into(), PASSWORD.into()), None)).await;
+
+    // Credentials kept by a credential helper: a clear error, not a silent anonymous pull.
+    std::fs::write(docker.join("config.json"), format!("{{\"auths\":{{\"{}\":{{}}}},\"credsStore\":\"desktop\"}}", dst.host())).unwrap();
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("registries.dst.docker_config") && run.stderr.contains("credential helper, which ferry does not run"),
+        "{}",
+        run.stderr
+    );
+}
