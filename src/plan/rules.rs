@@ -107,9 +107,14 @@ pub(super) async fn gate(ctx: &Ctx<'_>, src_tags: &[Tag], r: &Resolved) -> Resul
 /// The manifest's annotations; for an image, its config's labels fill in the rest (builders
 /// put `org.opencontainers.image.*` in either place).
 async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, String>, String> {
-    let m = match ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)? {
-        Some(m) => m,
-        None => return Ok(HashMap::new()),
+    // The bytes resolved for a tag missing on the target are the source's own (unless a
+    // platform filter replaced them): no second GET for those.
+    let m = match r.pulled.as_ref().filter(|m| m.digest == r.original) {
+        Some(m) => m.clone(),
+        None => match ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)? {
+            Some(m) => m,
+            None => return Ok(HashMap::new()),
+        },
     };
     let json: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(err)?;
     let strings = |v: Option<&serde_json::Value>| -> HashMap<String, String> {
