@@ -12,11 +12,7 @@ use super::StatusArgs;
 /// daemon's `/status` endpoint (the same document, plus its schedule).
 async fn document(cfg: &crate::config::Config) -> Result<Value, String> {
     match StateStore::open(&cfg.daemon.state_dir) {
-        Ok(store) => {
-            let runs = store.last_runs().map_err(|e| e.to_string())?;
-            let uploads = store.uploads_in_flight().map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({ "runs": runs, "uploads_in_flight": uploads }))
-        }
+        Ok(store) => Ok(serde_json::to_value(store.status().map_err(|e| e.to_string())?).expect("status serializes")),
         Err(open_error) => {
             let url = format!("http://{}/status", cfg.daemon.listen);
             let from_daemon = async {

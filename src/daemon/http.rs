@@ -23,9 +23,12 @@ pub struct Endpoints {
 impl Endpoints {
     /// The document `/status` serves and `ferry status --json` prints.
     pub fn status(&self) -> serde_json::Value {
-        let runs = self.state.last_runs().unwrap_or_default();
-        let uploads = self.state.uploads_in_flight().unwrap_or_default();
-        serde_json::json!({ "runs": runs, "uploads_in_flight": uploads, "policies": self.metrics.snapshot() })
+        let mut doc = match self.state.status() {
+            Ok(s) => serde_json::to_value(s).expect("status serializes"),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        doc["policies"] = serde_json::to_value(self.metrics.snapshot()).expect("metrics serialize");
+        doc
     }
 
     fn metrics_text(&self) -> String {

@@ -1,5 +1,7 @@
 //! Reads (tags, catalog, manifests, blobs) and manifest writes.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -222,7 +224,7 @@ impl Registry {
     /// Transport, auth and unexpected status errors.
     pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, RegistryError> {
         let op = "referrers";
-        if self.inner.no_referrers_api.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.inner.no_referrers_api.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
         let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
@@ -230,7 +232,7 @@ impl Registry {
         if matches!(rsp.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST) {
             // A registry with the API answers 200 even when there are no referrers, so this
             // one has none: stop asking (one request per registry and process, not per tag).
-            self.inner.no_referrers_api.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.inner.no_referrers_api.store(true, Ordering::Relaxed);
             return Ok(Vec::new());
         }
         let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;

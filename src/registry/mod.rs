@@ -14,7 +14,7 @@ mod meta;
 mod retry;
 mod upload;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ struct Inner {
     retry: RetryPolicy,
     retries: AtomicU64,
     /// Set once the registry answered that it has no OCI 1.1 referrers API.
-    no_referrers_api: std::sync::atomic::AtomicBool,
+    no_referrers_api: AtomicBool,
     timeout: Duration,
 }
 

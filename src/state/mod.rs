@@ -98,6 +98,14 @@ pub struct RunRecord {
     pub held: Vec<String>,
 }
 
+/// What `ferry status --json` prints and the daemon's `/status` serves (the daemon adds its
+/// schedule).
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub runs: Vec<RunRecord>,
+    pub uploads_in_flight: Vec<InFlight>,
+}
+
 /// An upload in flight, as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct InFlight {
@@ -279,6 +287,11 @@ impl StateStore {
             self.runs.remove(k)?;
         }
         Ok(())
+    }
+
+    /// The last run of each policy and the uploads in flight.
+    pub fn status(&self) -> Result<Status, StateError> {
+        Ok(Status { runs: self.last_runs()?, uploads_in_flight: self.uploads_in_flight()? })
     }
 
     /// The latest run of every policy, by policy name.
