@@ -27,6 +27,9 @@ pub(super) struct RawDaemon {
     pub max_concurrent_blobs: Option<S<i64>>,
     pub bandwidth_limit: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
+    pub api_token_env: Option<S<String>>,
+    pub api_token_file: Option<S<String>>,
+    pub max_pending_events: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -64,13 +67,12 @@ pub(super) struct RawPolicy {
     pub target_repository: Option<S<String>>,
     pub overwrite: Option<bool>,
     pub tags: Option<RawTags>,
-    // Accepted by the format (DESIGN.md §3) but not yet carried out; validation says so
-    // instead of silently ignoring a safety-relevant setting.
     pub platforms: Option<Vec<S<String>>>,
     pub referrers: Option<S<bool>>,
     pub delete: Option<S<bool>>,
     pub max_delete: Option<S<toml::Value>>,
     pub require: Option<RawRequire>,
+    pub events: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,48 @@
+//! Validation helpers shared by every part of the config.
+
+use toml::Spanned;
+
+use super::diag::Sink;
+use crate::model::ByteSize;
+
+pub(super) fn positive(n: &Spanned<i64>, field: &str, sink: &mut Sink) -> Option<usize> {
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if (1..=1024).contains(&v) => Some(v),
+        _ => {
+            sink.err(n.span(), format!("{field}: must be between 1 and 1024"));
+            None
+        }
+    }
+}
+
+pub(super) fn rate(b: &Spanned<String>, field: &str, sink: &mut Sink) -> Option<ByteSize> {
+    let s = b.get_ref().trim();
+    match s.strip_suffix("/s").unwrap_or(s).parse::<ByteSize>() {
+        Ok(v) if v.0 > 0 => Some(v),
+        Ok(_) => {
+            sink.err(b.span(), format!("{field}: must be more than 0"));
+            None
+        }
+        Err(e) => {
+            sink.err(b.span(), format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{s}` must be an http:// or https:// URL with a host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!("`{s}` must be the registry's root (no path or query)"));
+    }
+    Ok(url)
+}
+
+
+pub(super) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+

@@ -1,0 +1,113 @@
+//! `[daemon]`: where state lives, the listener and its API token, and the shared copy limits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::check::{positive, rate};
+use super::diag::Sink;
+use super::raw::RawConfig;
+use super::schedule;
+use crate::model::ByteSize;
+use crate::model::Secret;
+
+pub struct DaemonSettings {
+    pub state_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub chunk_size: ByteSize,
+    pub max_concurrent_blobs: usize,
+    pub bandwidth_limit: Option<ByteSize>,
+    /// How long a stopping daemon waits for chunks in flight before it exits anyway.
+    pub stop_timeout: Duration,
+    /// Bearer token every POST to the daemon's API must carry; none: the POST endpoints answer 403.
+    pub api_token: Option<Secret>,
+    /// Accepted events not yet carried out, at most; past it new events are refused (503)
+    /// rather than acknowledged and dropped.
+    pub max_pending_events: usize,
+}
+
+const DEFAULT_CONFIG_DIR_POLICIES: &str = "policies";
+
+pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> DaemonSettings {
+    let d = &raw.daemon;
+    let path_of = |v: &Option<Spanned<String>>, default: &str| base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()));
+    let mut out = DaemonSettings {
+        state_dir: path_of(&d.state_dir, "/var/lib/ferry"),
+        policies_dir: path_of(&d.policies, DEFAULT_CONFIG_DIR_POLICIES),
+        listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        chunk_size: ByteSize(16 << 20),
+        max_concurrent_blobs: 8,
+        bandwidth_limit: None,
+        stop_timeout: Duration::from_secs(10),
+        api_token: None,
+        max_pending_events: 10_000,
+    };
+    out.api_token = api_token(d, base, sink);
+    if let Some(n) = &d.max_pending_events {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=1_000_000).contains(&v) => out.max_pending_events = v,
+            _ => sink.err(n.span(), "daemon.max_pending_events: must be between 1 and 1000000"),
+        }
+    }
+    if let Some(t) = &d.stop_timeout {
+        match schedule::parse_interval(t.get_ref()) {
+            Ok(v) => out.stop_timeout = v,
+            Err(e) => sink.err(t.span(), format!("daemon.stop_timeout: {e}")),
+        }
+    }
+    if let Some(l) = &d.listen {
+        match l.get_ref().parse() {
+            Ok(a) => out.listen = a,
+            Err(_) => sink.err(l.span(), format!("daemon.listen: `{}` is not an address like 127.0.0.1:9464", l.get_ref())),
+        }
+    }
+    if let Some(c) = &d.chunk_size {
+        match c.get_ref().parse::<ByteSize>() {
+            // Below 64 KiB the per-request overhead dominates; above 1 GiB a lost chunk costs too much.
+            Ok(b) if (64 << 10..=1 << 30).contains(&b.0) => out.chunk_size = b,
+            Ok(_) => sink.err(c.span(), "daemon.chunk_size: must be between 64KiB and 1GiB"),
+            Err(e) => sink.err(c.span(), format!("daemon.chunk_size: {e}")),
+        }
+    }
+    if let Some(n) = &d.max_concurrent_blobs {
+        out.max_concurrent_blobs = positive(n, "daemon.max_concurrent_blobs", sink).unwrap_or(8);
+    }
+    out.bandwidth_limit = d.bandwidth_limit.as_ref().and_then(|b| rate(b, "daemon.bandwidth_limit", sink));
+    out
+}
+
+
+/// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).
+fn api_token(d: &super::raw::RawDaemon, base: &Path, sink: &mut Sink) -> Option<Secret> {
+    let token = match (&d.api_token_env, &d.api_token_file) {
+        (Some(_), Some(f)) => {
+            sink.err(f.span(), "daemon.api_token_file: give api_token_env or api_token_file, not both");
+            return None;
+        }
+        (Some(env), None) => match std::env::var(env.get_ref()) {
+            Ok(v) => (v, env.span(), "daemon.api_token_env"),
+            Err(_) => {
+                sink.err(env.span(), format!("daemon.api_token_env: environment variable `{}` is not set", env.get_ref()));
+                return None;
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
+            Ok(v) => (v.trim_end_matches(['\n', '\r']).to_owned(), f.span(), "daemon.api_token_file"),
+            Err(e) => {
+                sink.err(f.span(), format!("daemon.api_token_file: cannot read `{}`: {e}", f.get_ref()));
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    let (value, span, field) = token;
+    // Short tokens can be guessed over the network; 16 characters is what `openssl rand -hex 8` gives.
+    if value.len() < 16 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        sink.err(span, format!("{field}: the token must be at least 16 characters, without spaces (e.g. `openssl rand -hex 32`)"));
+        return None;
+    }
+    Some(Secret::new(value))
+}

@@ -1,0 +1,280 @@
+//! Policy files: every `[[policy]]` table of every `*.toml` in the policy folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobSetBuilder};
+use regex::Regex;
+use toml::Spanned;
+
+use super::check::one_line;
+use super::diag::{Diagnostic, Sink};
+use super::raw::{RawPolicy, RawPolicyFile, RawRegistry};
+use super::registries::{registry_ref, RegistrySpec};
+use super::schedule;
+use super::types::{render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
+use crate::model::RepoName;
+
+/// Policy files in name order, so diagnostics and runs come out in a stable order.
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read policy folder: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub(super) fn load_policies(
+    dir: &Path,
+    named: &BTreeMap<String, Spanned<RawRegistry>>,
+    registries: &mut BTreeMap<String, RegistrySpec>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Policy> {
+    let files = match policy_files(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.push(Diagnostic::file(dir, e));
+            return Vec::new();
+        }
+    };
+    let mut policies = Vec::new();
+    let mut seen: BTreeMap<String, Diagnostic> = BTreeMap::new();
+    for file in files {
+        let src = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                diags.push(Diagnostic::file(&file, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let parsed: RawPolicyFile = match toml::from_str(&src) {
+            Ok(p) => p,
+            Err(e) => {
+                diags.push(Diagnostic::from_toml(&file, &src, &e));
+                continue;
+            }
+        };
+        let mut sink = Sink { file: &file, src: &src, out: diags };
+        for raw in &parsed.policy {
+            let name = raw.get_ref().name.get_ref().clone();
+            let here = Diagnostic::at(&file, &src, raw.get_ref().name.span(), "");
+            if let Some(first) = seen.get(&name) {
+                sink.err(
+                    raw.get_ref().name.span(),
+                    format!("duplicate policy name `{name}` (first defined at {}:{}:{})", first.file.display(), first.line, first.col),
+                );
+                continue;
+            }
+            seen.insert(name, here);
+            if let Some(p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
+                policies.push(p);
+            }
+        }
+    }
+    policies
+}
+
+pub(super) fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    // `*` stays within one path part; `**` crosses parts, as in .gitignore.
+    GlobBuilder::new(pattern).literal_separator(true).build()
+}
+
+fn policy(
+    raw: &RawPolicy,
+    file: &Path,
+    named: &BTreeMap<String, Spanned<RawRegistry>>,
+    registries: &mut BTreeMap<String, RegistrySpec>,
+    sink: &mut Sink,
+) -> Option<Policy> {
+    let name = raw.name.get_ref().clone();
+    let ctx = |f: &str| format!("policy `{name}`: {f}");
+    let before = sink.out.len();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        sink.err(raw.name.span(), ctx("name: use letters, digits, `-`, `_` and `.` only"));
+    }
+    let source = registry_ref(&raw.source, &ctx("source"), named, registries, sink);
+    let targets: Vec<String> =
+        raw.targets.get_ref().iter().filter_map(|t| registry_ref(t, &ctx("targets"), named, registries, sink)).collect();
+    if raw.targets.get_ref().is_empty() {
+        sink.err(raw.targets.span(), ctx("targets: name at least one target"));
+    }
+    for t in raw.targets.get_ref() {
+        if Some(t.get_ref()) == source.as_ref() {
+            sink.err(t.span(), ctx("targets: a target cannot be the source"));
+        }
+    }
+    let trigger = match (&raw.schedule, &raw.interval) {
+        (Some(_), Some(i)) => {
+            sink.err(i.span(), ctx("interval: give schedule or interval, not both"));
+            Trigger::Manual
+        }
+        (Some(s), None) => match schedule::parse_schedule(s.get_ref()) {
+            Ok(c) => Trigger::Cron(Box::new(c)),
+            Err(e) => {
+                sink.err(s.span(), ctx(&format!("schedule: {e}")));
+                Trigger::Manual
+            }
+        },
+        (None, Some(i)) => match schedule::parse_interval(i.get_ref()) {
+            Ok(d) => Trigger::Every(d),
+            Err(e) => {
+                sink.err(i.span(), ctx(&format!("interval: {e}")));
+                Trigger::Manual
+            }
+        },
+        (None, None) => Trigger::Manual,
+    };
+    let jitter = match &raw.jitter {
+        Some(j) => schedule::parse_interval(j.get_ref()).unwrap_or_else(|e| {
+            sink.err(j.span(), ctx(&format!("jitter: {e}")));
+            Duration::ZERO
+        }),
+        None => Duration::ZERO,
+    };
+    let repositories = repo_selector(raw, &ctx, sink);
+    let target_repository = match &raw.target_repository {
+        Some(t) => {
+            let bad_var = t.get_ref().split('{').skip(1).find(|p| !(p.starts_with("repository}") || p.starts_with("name}")));
+            if let Some(v) = bad_var {
+                sink.err(
+                    t.span(),
+                    ctx(&format!(
+                        "target_repository: unknown placeholder `{{{}`; use {{repository}} or {{name}}",
+                        v.split('}').next().unwrap_or(v)
+                    )),
+                );
+            } else if let Err(e) = render_template(t.get_ref(), &"example/app".parse().expect("valid")) {
+                sink.err(t.span(), ctx(&e));
+            }
+            t.get_ref().clone()
+        }
+        None => "{repository}".to_owned(),
+    };
+    let mut tags = TagRules::default();
+    if let Some(t) = &raw.tags {
+        for (list, out, f) in [(&t.include, &mut tags.include, "tags.include"), (&t.exclude, &mut tags.exclude, "tags.exclude")] {
+            for r in list {
+                match Regex::new(r.get_ref()) {
+                    Ok(re) => out.push(re),
+                    Err(e) => sink.err(r.span(), ctx(&format!("{f}: invalid regex: {}", one_line(&e.to_string())))),
+                }
+            }
+        }
+        if let Some(v) = &t.semver {
+            match semver::VersionReq::parse(v.get_ref()) {
+                Ok(req) => tags.semver = Some(req),
+                Err(e) => sink.err(v.span(), ctx(&format!("tags.semver: invalid range `{}`: {e}", v.get_ref()))),
+            }
+        }
+        if let Some(n) = &t.latest {
+            match usize::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => tags.latest = Some(n),
+                _ => sink.err(n.span(), ctx("tags.latest: must be a positive number")),
+            }
+        }
+    }
+    let mut platforms = Vec::new();
+    for p in raw.platforms.iter().flatten() {
+        let parts: Vec<&str> = p.get_ref().split('/').collect();
+        match parts[..] {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => platforms.push(Platform {
+                os: os.to_owned(),
+                architecture: arch.to_owned(),
+                variant: parts.get(2).map(|v| (*v).to_owned()),
+            }),
+            _ => sink.err(p.span(), ctx(&format!("platforms: `{}` is not os/arch or os/arch/variant (e.g. linux/arm/v7)", p.get_ref()))),
+        }
+    }
+    let mut require = Require::default();
+    if let Some(r) = &raw.require {
+        require.signature = r.signature.unwrap_or(false);
+        require.annotations = r.annotations.clone();
+        if let Some(a) = &r.min_age {
+            match schedule::parse_interval(a.get_ref()) {
+                Ok(d) => require.min_age = Some(d),
+                Err(e) => sink.err(a.span(), ctx(&format!("require.min_age: {e}"))),
+            }
+        }
+    }
+    let max_delete = match raw.max_delete.as_ref().map(|m| (m.span(), m.get_ref())) {
+        None => MaxDelete::Percent(10.0),
+        Some((_, toml::Value::Integer(n))) if *n >= 0 => MaxDelete::Count(*n as usize),
+        Some((span, toml::Value::String(s))) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()) {
+            Some(p) if (0.0..=100.0).contains(&p) => MaxDelete::Percent(p),
+            _ => {
+                sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+                MaxDelete::Percent(10.0)
+            }
+        },
+        Some((span, _)) => {
+            sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+            MaxDelete::Percent(10.0)
+        }
+    };
+    let events = raw.events.as_ref().is_some_and(|e| *e.get_ref());
+    if let (Some(e), Some(s)) = (raw.events.as_ref().filter(|_| events), source.as_ref()) {
+        if !named.contains_key(s) {
+            sink.err(e.span(), ctx("events: webhooks name their registry, so the source must be a [registries] entry, not a bare URL"));
+        }
+    }
+    if sink.out.len() > before {
+        return None;
+    }
+    Some(Policy {
+        name,
+        file: file.to_owned(),
+        source: source?,
+        targets,
+        trigger,
+        jitter,
+        repositories: repositories?,
+        target_repository,
+        tags,
+        overwrite: raw.overwrite.unwrap_or(true),
+        referrers: raw.referrers.as_ref().is_some_and(|r| *r.get_ref()),
+        platforms,
+        require,
+        delete: raw.delete.as_ref().is_some_and(|d| *d.get_ref()),
+        max_delete,
+        events,
+    })
+}
+
+fn repo_selector(raw: &RawPolicy, ctx: &dyn Fn(&str) -> String, sink: &mut Sink) -> Option<RepoSelector> {
+    let mut exact = Vec::new();
+    let mut globs = Vec::new();
+    let mut set = GlobSetBuilder::new();
+    if raw.repositories.get_ref().is_empty() {
+        sink.err(raw.repositories.span(), ctx("repositories: name at least one repository or glob"));
+    }
+    for r in raw.repositories.get_ref() {
+        let s = r.get_ref();
+        if s.contains(['*', '?', '[', '{']) {
+            match glob(s) {
+                Ok(g) => {
+                    set.add(g);
+                    globs.push(s.clone());
+                }
+                Err(e) => sink.err(r.span(), ctx(&format!("repositories: invalid glob: {}", e.kind()))),
+            }
+        } else {
+            match s.parse::<RepoName>() {
+                Ok(n) => exact.push(n),
+                Err(e) => sink.err(r.span(), ctx(&format!("repositories: {e}"))),
+            }
+        }
+    }
+    let mut ex = GlobSetBuilder::new();
+    for r in &raw.exclude_repositories {
+        match glob(r.get_ref()) {
+            Ok(g) => {
+                ex.add(g);
+            }
+            Err(e) => sink.err(r.span(), ctx(&format!("exclude_repositories: invalid glob: {}", e.kind()))),
+        }
+    }
+    Some(RepoSelector { exact, globs, glob_set: set.build().ok()?, exclude: ex.build().ok()? })
+}

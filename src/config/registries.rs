@@ -1,0 +1,174 @@
+//! `[registries.NAME]` entries and bare registry URLs in policies: endpoints and credentials.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::check::{parse_url, positive, rate};
+use super::diag::Sink;
+use super::raw::RawRegistry;
+use crate::model::ByteSize;
+use crate::model::Secret;
+
+pub struct RegistrySpec {
+    pub name: String,
+    pub url: url::Url,
+    pub credentials: Option<(String, Secret)>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub max_concurrent: usize,
+    pub bandwidth_limit: Option<ByteSize>,
+}
+
+
+pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut Sink) -> Option<RegistrySpec> {
+    let r = reg.get_ref();
+    let field = |f: &str| format!("registries.{name}.{f}");
+    let url = parse_url(r.url.get_ref()).map_err(|e| sink.err(r.url.span(), format!("{}: {e}", field("url")))).ok();
+    let from_docker = match (r.docker_config.as_ref().filter(|d| *d.get_ref()), &url) {
+        (Some(d), Some(_)) if r.username.is_some() || r.password_env.is_some() || r.password_file.is_some() => {
+            sink.err(d.span(), format!("{}: give docker_config or username/password, not both", field("docker_config")));
+            None
+        }
+        (Some(d), Some(u)) => match docker_credentials(u) {
+            Ok(c) => c,
+            Err(e) => {
+                sink.err(d.span(), format!("{}: {e}", field("docker_config")));
+                None
+            }
+        },
+        _ => None,
+    };
+    let password = match (&r.password_env, &r.password_file) {
+        (Some(_), Some(f)) => {
+            sink.err(f.span(), format!("{}: give password_env or password_file, not both", field("password_file")));
+            None
+        }
+        (Some(env), None) => match std::env::var(env.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+            _ => {
+                sink.err(env.span(), format!("{}: environment variable `{}` is not set", field("password_env"), env.get_ref()));
+                None
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
+            // A trailing newline is an artefact of `echo pw > file`, never part of a password.
+            Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
+            Err(e) => {
+                sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("password_file"), f.get_ref()));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let credentials = match (&r.username, password) {
+        (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
+        (Some(u), None) if r.password_env.is_none() && r.password_file.is_none() => {
+            sink.err(u.span(), format!("{}: needs password_env or password_file", field("username")));
+            None
+        }
+        (None, Some(_)) => {
+            sink.err(reg.span(), format!("registries.{name}: a password is given but no username"));
+            None
+        }
+        _ => from_docker,
+    };
+    let ca_pem = r.ca_file.as_ref().and_then(|f| match std::fs::read(base.join(f.get_ref())) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            sink.err(f.span(), format!("{}: `{}` holds no PEM certificate", field("ca_file"), f.get_ref()));
+            None
+        }
+        Err(e) => {
+            sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("ca_file"), f.get_ref()));
+            None
+        }
+    });
+    let max_concurrent = r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(16);
+    let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));
+    Some(RegistrySpec { name: name.to_owned(), url: url?, credentials, ca_pem, max_concurrent, bandwidth_limit })
+}
+
+/// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`): the `auths` entry for its host (and port). `None` when there is
+/// none (anonymous access). Credential helpers run programs and are not supported.
+fn docker_credentials(url: &url::Url) -> Result<Option<(String, Secret)>, String> {
+    use base64::Engine;
+    let dir =
+        std::env::var_os("DOCKER_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+    let Some(path) = dir.map(|d| d.join("config.json")) else { return Err("no DOCKER_CONFIG or HOME to find config.json".into()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_owned(),
+    };
+    // Keys are written as `host`, `host:port` or a full URL (`https://index.docker.io/v1/`).
+    let matches = |k: &str| {
+        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k.split('/').next().unwrap_or(k);
+        k == host || (host == "registry-1.docker.io" && k == "index.docker.io")
+    };
+    if json.get("credHelpers").and_then(|h| h.as_object()).is_some_and(|h| h.keys().any(|k| matches(k))) || json.get("credsStore").is_some()
+    {
+        let entry = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k)));
+        if entry.and_then(|(_, v)| v.get("auth")).is_none() {
+            return Err(format!(
+                "{}: credentials for {host} live in a credential helper, which ferry does not run; use password_file",
+                path.display()
+            ));
+        }
+    }
+    let Some((_, entry)) = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k))) else {
+        return Ok(None);
+    };
+    let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else { return Ok(None) };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| format!("{}: the auth for {host} is not base64", path.display()))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
+    let (user, pass) = decoded.split_once(':').ok_or_else(|| format!("{}: the auth for {host} is not user:password", path.display()))?;
+    Ok(Some((user.to_owned(), Secret::new(pass))))
+}
+
+/// Policy files in name order, so diagnostics and runs come out in a stable order.
+
+/// A registry reference in a policy: a name from `[registries]`, or a bare URL (anonymous).
+pub(super) fn registry_ref(
+    r: &Spanned<String>,
+    field: &str,
+    named: &BTreeMap<String, Spanned<RawRegistry>>,
+    registries: &mut BTreeMap<String, RegistrySpec>,
+    sink: &mut Sink,
+) -> Option<String> {
+    let key = r.get_ref();
+    if named.contains_key(key) {
+        return registries.contains_key(key).then(|| key.clone()); // else its own error was reported
+    }
+    if key.contains("://") {
+        return match parse_url(key) {
+            Ok(url) => {
+                registries.entry(key.clone()).or_insert_with(|| RegistrySpec {
+                    name: url.host_str().unwrap_or(key).to_owned() + &url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                    url,
+                    credentials: None,
+                    ca_pem: None,
+                    max_concurrent: 16,
+                    bandwidth_limit: None,
+                });
+                Some(key.clone())
+            }
+            Err(e) => {
+                sink.err(r.span(), format!("{field}: {e}"));
+                None
+            }
+        };
+    }
+    let known: Vec<&str> = named.keys().map(String::as_str).collect();
+    sink.err(
+        r.span(),
+        format!("{field}: unknown registry `{key}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+    );
+    None
+}
+

@@ -1,0 +1,155 @@
+//! What a validated policy is: the types the rest of ferry reads. Parsing lives in `policies`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::GlobSet;
+use regex::Regex;
+
+use crate::model::RepoName;
+
+pub struct Policy {
+    pub name: String,
+    pub file: PathBuf,
+    pub source: String,
+    pub targets: Vec<String>,
+    pub trigger: Trigger,
+    /// Each run starts after a random delay up to this, so many policies on one schedule spread out.
+    pub jitter: Duration,
+    pub repositories: RepoSelector,
+    pub target_repository: String,
+    pub tags: TagRules,
+    pub overwrite: bool,
+    /// Also copy signatures, SBOMs and attestations of every image copied.
+    pub referrers: bool,
+    /// Only these platforms from multi-arch indexes; empty: all, index copied byte-exact.
+    pub platforms: Vec<Platform>,
+    pub require: Require,
+    /// Delete target tags that are gone from the source, within `max_delete`.
+    pub delete: bool,
+    pub max_delete: MaxDelete,
+    /// React to webhook events from the source registry with targeted runs.
+    pub events: bool,
+}
+
+/// `os/arch` or `os/arch/variant`, as in `linux/arm/v7`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        self.variant.as_ref().map_or(Ok(()), |v| write!(f, "/{v}"))
+    }
+}
+
+/// Promotion gates: an image that fails one is held back, with the reason in plan and status.
+#[derive(Clone, Debug, Default)]
+pub struct Require {
+    pub signature: bool,
+    pub min_age: Option<Duration>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Require {
+    pub fn any(&self) -> bool {
+        self.signature || self.min_age.is_some() || !self.annotations.is_empty()
+    }
+}
+
+/// How many target tags one run may delete before it refuses (unless forced).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxDelete {
+    Count(usize),
+    Percent(f64),
+}
+
+impl MaxDelete {
+    pub fn allows(&self, deletes: usize, target_tags: usize) -> bool {
+        match *self {
+            MaxDelete::Count(n) => deletes <= n,
+            MaxDelete::Percent(p) => deletes as f64 <= (target_tags as f64 * p / 100.0).floor().max(1.0),
+        }
+    }
+}
+
+pub enum Trigger {
+    Cron(Box<cron::Schedule>),
+    Every(Duration),
+    Manual,
+}
+
+pub struct RepoSelector {
+    /// Names listed literally: used without asking the catalog.
+    pub exact: Vec<RepoName>,
+    /// Glob patterns (as written, for messages) and their compiled set; need the catalog.
+    pub globs: Vec<String>,
+    pub glob_set: GlobSet,
+    pub exclude: GlobSet,
+}
+
+impl RepoSelector {
+    pub fn needs_catalog(&self) -> bool {
+        !self.globs.is_empty()
+    }
+    pub fn matches_glob(&self, repo: &str) -> bool {
+        self.glob_set.is_match(repo) && !self.exclude.is_match(repo)
+    }
+    pub fn excluded(&self, repo: &str) -> bool {
+        self.exclude.is_match(repo)
+    }
+    /// Whether the policy replicates `repo`, decided without the catalog (for events).
+    pub fn covers(&self, repo: &RepoName) -> bool {
+        (self.exact.contains(repo) && !self.excluded(repo.as_str())) || self.matches_glob(repo.as_str())
+    }
+}
+
+#[derive(Default)]
+pub struct TagRules {
+    pub include: Vec<Regex>,
+    pub exclude: Vec<Regex>,
+    /// Only tags that parse as semver (`v1.2.3` or `1.2.3`) and match this range. As in
+    /// Cargo, a prerelease matches only a range that names a prerelease of the same version.
+    pub semver: Option<semver::VersionReq>,
+    /// After the other rules: only the newest N (by semver, or by image creation time when
+    /// some kept tags are not semver).
+    pub latest: Option<usize>,
+}
+
+impl TagRules {
+    /// Whether the include/exclude/semver rules keep `tag`; the reason when they do not.
+    pub fn decide(&self, tag: &str) -> Result<(), String> {
+        if let Some(r) = self.exclude.iter().find(|r| r.is_match(tag)) {
+            return Err(format!("excluded by tags.exclude `{}`", r.as_str()));
+        }
+        if !self.include.is_empty() && !self.include.iter().any(|r| r.is_match(tag)) {
+            return Err("matches no tags.include".into());
+        }
+        if let Some(req) = &self.semver {
+            match crate::model::tag_version(tag) {
+                None => return Err("not a semver tag (tags.semver is set)".into()),
+                Some(v) if !req.matches(&v) => return Err(format!("{v} is outside tags.semver `{req}`")),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// The target repository for a source repository, from the `target_repository` template.
+    pub fn target_repo(&self, source: &RepoName) -> Result<RepoName, String> {
+        render_template(&self.target_repository, source)
+    }
+}
+
+pub(super) fn render_template(template: &str, source: &RepoName) -> Result<RepoName, String> {
+    let out = template.replace("{repository}", source.as_str()).replace("{name}", source.last());
+    out.parse().map_err(|e| format!("target_repository `{template}` gives {e} for `{source}`"))
+}
+
