@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
-use crate::copy::{Copier, CopyOptions, CopyShared};
+use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks};
 use crate::model::Digest;
 use crate::model::RepoName;
-use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan};
+use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, Scope};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
@@ -36,6 +36,9 @@ pub struct App {
     registries: BTreeMap<String, Registry>,
     state: Option<StateStore>,
     shared: Arc<CopyShared>,
+    /// One per (policy, target, source repository), held while it is planned and copied: a
+    /// targeted run and a full run never write the same tags at once.
+    repo_locks: KeyedLocks<(String, String, RepoName)>,
 }
 
 /// What planning remembers between runs, kept in the state store.
@@ -66,6 +69,8 @@ pub struct PolicyRun {
     /// Tags held back by promotion gates, with the reason.
     pub held: Vec<String>,
     pub interrupted: bool,
+    /// What a targeted run looked at (`push team/app:v1`); none for a full run.
+    pub scope: Option<String>,
 }
 
 impl PolicyRun {
@@ -120,7 +125,7 @@ impl App {
             max_concurrent_blobs: d.max_concurrent_blobs,
             bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
         });
-        Ok(App { config, registries, state, shared })
+        Ok(App { config, registries, state, shared, repo_locks: KeyedLocks::default() })
     }
 
     /// Requests each registry has retried so far, by registry name.
@@ -177,7 +182,7 @@ impl App {
         };
         let memory = memory.as_ref();
         stream::iter(jobs)
-            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, false))
+            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, false, &Scope::All))
             .buffered(REPO_CONCURRENCY)
             .collect()
             .await
@@ -188,6 +193,26 @@ impl App {
     /// # Panics
     /// When the app was built without a state store.
     pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken, force_delete: bool) -> PolicyRun {
+        self.run(policy, None, &Scope::All, cancel, force_delete).await
+    }
+
+    /// A targeted run: one repository of `policy`, within `scope`, for each target, through
+    /// every rule of the policy. Recorded in the run history when it wrote, deleted or failed.
+    ///
+    /// # Panics
+    /// When the app was built without a state store.
+    pub async fn run_targeted(&self, policy: &Policy, repo: &RepoName, scope: &Scope, cancel: &CancellationToken) -> PolicyRun {
+        self.run(policy, Some(repo), scope, cancel, false).await
+    }
+
+    async fn run(
+        &self,
+        policy: &Policy,
+        only: Option<&RepoName>,
+        scope: &Scope,
+        cancel: &CancellationToken,
+        force_delete: bool,
+    ) -> PolicyRun {
         let state = self.state.clone().expect("run_policy needs the state store");
         let started = now_ms();
         let clock = std::time::Instant::now();
@@ -198,7 +223,11 @@ impl App {
         let mut interrupted = false;
         let memory = StateMemory(&state);
         let memory = &memory;
-        match select_repositories(policy, source).await {
+        let repos = match only {
+            Some(r) => Ok(vec![r.clone()]),
+            None => select_repositories(policy, source).await,
+        };
+        match repos {
             Err(e) => {
                 policy.targets.iter().for_each(|t| copier.count_failure(t));
                 errors.push(e.to_string());
@@ -216,8 +245,9 @@ impl App {
                             if copier.cancel_token().is_cancelled() {
                                 return Default::default();
                             }
+                            let _one_writer = self.repo_locks.lock((policy.name.clone(), t.clone(), r.clone())).await;
                             let target = self.registry(&t);
-                            let plan = plan_repo(policy, &t, source, target, &r, memory, force_delete).await;
+                            let plan = plan_repo(policy, &t, source, target, &r, memory, force_delete, scope).await;
                             copier.copy_repo(&plan, source, target).await
                         }
                         .instrument(span)
@@ -233,6 +263,7 @@ impl App {
                 interrupted |= cancel.is_cancelled();
             }
         }
+        let scope = only.map(|r| describe_scope(r, scope));
         let run = PolicyRun {
             policy: policy.name.clone(),
             started_ms: started,
@@ -241,23 +272,45 @@ impl App {
             errors,
             held,
             interrupted,
+            scope,
         };
         for e in &run.errors {
             error!(policy = %policy.name, error = %e, "copy failed");
         }
-        let rec = RunRecord::new(
-            &policy.name,
-            started,
-            run.outcome(),
-            run.targets.clone(),
-            run.errors.iter().take(20).cloned().collect(),
-            run.held.iter().take(20).cloned().collect(),
-        );
-        if let Err(e) = state.record_run(&rec).await {
-            error!(policy = %policy.name, error = %e, "could not record the run");
+        let c = run.counts();
+        // A targeted run that found its tag in sync (a coalesced or repeated event) is not
+        // worth a place in the history; one that did something or failed is.
+        if run.scope.is_none() || c.tags_copied + c.deleted + c.held + c.conflicts > 0 || !run.errors.is_empty() {
+            let mut rec = RunRecord::new(
+                &policy.name,
+                started,
+                run.outcome(),
+                run.targets.clone(),
+                run.errors.iter().take(20).cloned().collect(),
+                run.held.iter().take(20).cloned().collect(),
+            );
+            rec.scope = run.scope.clone();
+            if let Err(e) = state.record_run(&rec).await {
+                error!(policy = %policy.name, error = %e, "could not record the run");
+            }
         }
-        info!(policy = %policy.name, outcome = run.outcome(), "run finished");
+        match &run.scope {
+            None => info!(policy = %policy.name, outcome = run.outcome(), "run finished"),
+            Some(s) => {
+                info!(policy = %policy.name, scope = %s, outcome = run.outcome(), copied = c.tags_copied, deleted = c.deleted, "targeted run finished")
+            }
+        }
         run
+    }
+}
+
+/// `push team/app:v1`, `delete team/app:v1`, `delete team/app`, `repository team/app`.
+fn describe_scope(repo: &RepoName, scope: &Scope) -> String {
+    match scope {
+        Scope::All => format!("repository {repo}"),
+        Scope::Tag(t) => format!("push {repo}:{t}"),
+        Scope::Deleted(Some(t)) => format!("delete {repo}:{t}"),
+        Scope::Deleted(None) => format!("delete {repo}"),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod daemon;
+pub mod events;
 pub mod model;
 pub mod plan;
 pub mod registry;

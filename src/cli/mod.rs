@@ -3,6 +3,7 @@
 
 mod daemon;
 mod plan;
+mod remote;
 mod status;
 mod sync;
 mod validate;
@@ -41,7 +42,7 @@ pub enum Command {
     Validate,
     /// Show what a sync would copy, touching nothing.
     Plan(PlanArgs),
-    /// Run policies once, now.
+    /// Run policies once, now (through the daemon's API when a daemon holds the state store).
     Sync(SyncArgs),
     /// Run every policy on its trigger until stopped; serve /metrics, /healthz, /readyz, /status.
     Daemon,

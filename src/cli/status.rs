@@ -14,13 +14,8 @@ async fn document(cfg: &crate::config::Config) -> Result<Value, String> {
     match StateStore::open(&cfg.daemon.state_dir) {
         Ok(store) => Ok(serde_json::to_value(store.status().map_err(|e| e.to_string())?).expect("status serializes")),
         Err(open_error) => {
-            let url = format!("http://{}/status", cfg.daemon.listen);
-            let from_daemon = async {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let rsp = reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(5)).send().await.ok()?;
-                rsp.json::<Value>().await.ok()
-            };
-            from_daemon.await.ok_or_else(|| format!("{open_error}; and no daemon answered on {url}"))
+            let client = super::remote::DaemonClient::new(cfg)?;
+            client.status().await.map_err(|e| format!("{open_error}; and {e}"))
         }
     }
 }
@@ -76,6 +71,23 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         }
         for h in r["held"].as_array().into_iter().flatten().take(5) {
             println!("    held: {}", h.as_str().unwrap_or(""));
+        }
+    }
+    let pending = doc["pending_events"].as_array().cloned().unwrap_or_default();
+    if !pending.is_empty() {
+        println!("\nevents pending ({} in all):", n(&doc["pending_events_total"]));
+        for e in &pending {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            let tag = if s("tag").is_empty() { String::new() } else { format!(":{}", s("tag")) };
+            println!(
+                "  {} {} {}{tag} from {} (accepted {}, {} attempts)",
+                s("policy"),
+                s("action"),
+                s("repository"),
+                s("registry"),
+                time(n(&e["accepted_ms"])),
+                n(&e["attempts"])
+            );
         }
     }
     let uploads = doc["uploads_in_flight"].as_array().cloned().unwrap_or_default();

@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::model::ByteSize;
-use crate::state::Counts;
-
+use super::remote::DaemonClient;
 use super::SyncArgs;
 use crate::app::App;
+use crate::model::ByteSize;
+use crate::state::{Counts, StateError};
 
 /// First SIGINT/SIGTERM: stop starting work, let chunks in flight finish and be
 /// checkpointed. Second: leave at once (the saved checkpoints still hold).
@@ -54,10 +54,28 @@ async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>)
     }
 }
 
+/// How one policy's run ended, whether ferry ran it here or a daemon did.
+struct Outcome {
+    policy: String,
+    counts: Counts,
+    errors: Vec<String>,
+    held: Vec<String>,
+    interrupted: bool,
+}
+
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
-    let app = match super::open(config, Some(true)) {
-        Ok(a) => a,
+    let cfg = match super::load(config) {
+        Ok(c) => c,
         Err(code) => return code,
+    };
+    let state = match App::open_state(&cfg) {
+        Ok(s) => s,
+        Err(crate::app::AppError::State(StateError::Locked { path })) => return through_daemon(&cfg, args, &path).await,
+        Err(e) => return super::fail(e, 1),
+    };
+    let app = match App::new(cfg, Some(state)) {
+        Ok(a) => a,
+        Err(e) => return super::fail(e, 1),
     };
     let policies = match app.select(&args.policies) {
         Ok(p) => p,
@@ -67,17 +85,75 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     stop_on_signals(cancel.clone());
     let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel, args.force_delete)));
     let runs = if std::io::stderr().is_terminal() { with_progress(&app, runs).await } else { runs.await };
+    let outcomes: Vec<Outcome> = runs
+        .into_iter()
+        .map(|r| Outcome { counts: r.counts(), policy: r.policy, errors: r.errors, held: r.held, interrupted: r.interrupted })
+        .collect();
+    if let Some(s) = app.state() {
+        if let Err(e) = s.flush().await {
+            report(&outcomes);
+            return super::fail(e, 1);
+        }
+    }
+    report(&outcomes)
+}
+
+/// A daemon holds the state store: ask it to run each policy, wait, and report as if the
+/// runs were ours.
+async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &str) -> ExitCode {
+    let names: Vec<String> =
+        if args.policies.is_empty() { cfg.policies.iter().map(|p| p.name.clone()).collect() } else { args.policies.clone() };
+    if let Some(n) = names.iter().find(|n| !cfg.policies.iter().any(|p| &p.name == *n)) {
+        return super::fail(crate::app::AppError::UnknownPolicy(n.clone()), 2);
+    }
+    let client = match DaemonClient::new(cfg) {
+        Ok(c) => c,
+        Err(e) => return super::fail(e, 1),
+    };
+    eprintln!("ferry: the daemon holds {store}; asking it to run {} at {}", names.join(", "), client.base());
+    let mut ids = Vec::new();
+    for n in &names {
+        match client.start_run(&serde_json::json!({ "policy": n, "force_delete": args.force_delete })).await {
+            Ok(id) => ids.push((n.clone(), id)),
+            Err(e) => return super::fail(e, 1),
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (policy, id) in ids {
+        let v = tokio::select! {
+            v = client.wait_run(id) => v,
+            _ = tokio::signal::ctrl_c() => return super::fail("interrupted; the daemon goes on with the runs", 1),
+        };
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => return super::fail(e, 1),
+        };
+        let strings =
+            |k: &str| -> Vec<String> { v[k].as_array().into_iter().flatten().filter_map(|e| e.as_str().map(str::to_owned)).collect() };
+        outcomes.push(Outcome {
+            policy,
+            counts: serde_json::from_value(v["counts"].clone()).unwrap_or_default(),
+            errors: strings("errors"),
+            held: strings("held"),
+            interrupted: v["outcome"] == "interrupted",
+        });
+    }
+    report(&outcomes)
+}
+
+/// The summary line and the failures and holds, on stdout and stderr; the exit code.
+fn report(runs: &[Outcome]) -> ExitCode {
     let mut total = Counts::default();
     let mut errors = Vec::new();
-    for r in &runs {
-        total.add(&r.counts());
+    for r in runs {
+        total.add(&r.counts);
         errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.policy)));
     }
     let interrupted = runs.iter().any(|r| r.interrupted);
     for e in &errors {
         eprintln!("failed: {e}");
     }
-    for r in &runs {
+    for r in runs {
         for h in &r.held {
             eprintln!("held: {}: {h}", r.policy);
         }
@@ -97,11 +173,6 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         ByteSize(total.bytes_sent),
         total.failures
     );
-    if let Some(s) = app.state() {
-        if let Err(e) = s.flush().await {
-            return super::fail(e, 1);
-        }
-    }
     if interrupted || !errors.is_empty() {
         ExitCode::from(1)
     } else {

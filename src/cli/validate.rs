@@ -1,20 +1,23 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Trigger;
-
 pub fn run(config: &Path) -> ExitCode {
     let cfg = match super::load(config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     for p in &cfg.policies {
-        let trigger = match &p.trigger {
-            Trigger::Cron(s) => format!("schedule `{}`", s.source()),
-            Trigger::Every(d) => format!("every {}s", d.as_secs()),
-            Trigger::Manual => "manual".to_owned(),
-        };
-        println!("policy {}: {} → {} ({trigger}) [{}]", p.name, p.source, p.targets.join(", "), p.file.display());
+        let events = if p.events { ", events" } else { "" };
+        let trigger = crate::daemon::describe(&p.trigger);
+        println!("policy {}: {} → {} ({trigger}{events}) [{}]", p.name, p.source, p.targets.join(", "), p.file.display());
+    }
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    if cfg.daemon.api_token.is_none() {
+        println!(
+            "daemon API: POST endpoints (webhooks, runs on request) are off; set daemon.api_token_env or daemon.api_token_file to enable them"
+        );
     }
     println!("{}: ok, {} registries, {} policies", config.display(), cfg.registries.len(), cfg.policies.len());
     ExitCode::SUCCESS

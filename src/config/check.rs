@@ -41,8 +41,6 @@ pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-
 pub(super) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
-

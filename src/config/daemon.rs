@@ -79,7 +79,6 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
     out
 }
 
-
 /// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).
 fn api_token(d: &super::raw::RawDaemon, base: &Path, sink: &mut Sink) -> Option<Secret> {
     let token = match (&d.api_token_env, &d.api_token_file) {

@@ -20,7 +20,6 @@ pub struct RegistrySpec {
     pub bandwidth_limit: Option<ByteSize>,
 }
 
-
 pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut Sink) -> Option<RegistrySpec> {
     let r = reg.get_ref();
     let field = |f: &str| format!("registries.{name}.{f}");
@@ -171,4 +170,3 @@ pub(super) fn registry_ref(
     );
     None
 }
-

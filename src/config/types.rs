@@ -152,4 +152,3 @@ pub(super) fn render_template(template: &str, source: &RepoName) -> Result<RepoN
     let out = template.replace("{repository}", source.as_str()).replace("{name}", source.last());
     out.parse().map_err(|e| format!("target_repository `{template}` gives {e} for `{source}`"))
 }
-

@@ -190,8 +190,7 @@ impl RepoCopy<'_> {
         let (plan, target_key, dst) = (self.plan, self.plan.target.as_str(), &self.plan.target_repository);
         let info = plan.blobs.get(digest).ok_or_else(|| format!("blob {digest}: not in the plan"))?;
         // One copy of a digest per target at a time: a second repository waits, then mounts.
-        let lock = c.shared.digest_lock(target_key, digest);
-        let _held = lock.lock().await;
+        let _held = c.shared.locks.lock((target_key.to_owned(), digest.clone())).await;
         let present = match info.on_target {
             Some(p) => p,
             // The target repository had no tags, so nothing was asked; an earlier, interrupted

@@ -82,8 +82,27 @@ fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// One lock per (target, digest): a copy of that digest to that target holds it.
-type DigestLocks = Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>;
+/// One async lock per key, made on first use and dropped once nobody holds or waits for it.
+pub struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
+
+impl<K: Eq + std::hash::Hash> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks(Mutex::default())
+    }
+}
+
+impl<K: Eq + std::hash::Hash> KeyedLocks<K> {
+    /// Wait for the lock of `key`; it is held until the guard is dropped.
+    pub async fn lock(&self, key: K) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().expect("lock poisoned");
+            // Held or awaited locks have a clone outside the map; the rest are spent.
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+            map.entry(key).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// Shared by every policy run of one process: the blob slots (`max_concurrent_blobs`) and the
 /// per-digest locks that make a layer shared by several repositories upload once and mount
@@ -91,7 +110,8 @@ type DigestLocks = Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>
 pub struct CopyShared {
     opts: CopyOptions,
     blob_slots: Semaphore,
-    locks: DigestLocks,
+    /// One per (target, digest): a copy of that digest to that target holds it.
+    locks: KeyedLocks<(String, Digest)>,
     bandwidth: Option<Arc<RateLimiter>>,
     /// Live totals across every run of this process, for a progress line.
     pub progress: Progress,
@@ -111,14 +131,9 @@ impl CopyShared {
             blob_slots: Semaphore::new(opts.max_concurrent_blobs.max(1)),
             bandwidth: opts.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b))),
             opts,
-            locks: Mutex::default(),
+            locks: KeyedLocks::default(),
             progress: Progress::default(),
         })
-    }
-
-    fn digest_lock(&self, target: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("lock poisoned");
-        locks.entry((target.to_owned(), digest.clone())).or_default().clone()
     }
 }
 

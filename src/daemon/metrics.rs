@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -28,10 +28,25 @@ pub struct PolicyState {
     pub targets: BTreeMap<String, Counts>,
 }
 
+/// Upper bounds (seconds) of the event → replicated histogram: sub-second is the goal, a
+/// minute or more means retries.
+const LATENCY_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+
+#[derive(Clone, Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub ready: AtomicBool,
     policies: Mutex<BTreeMap<String, PolicyState>>,
+    /// Webhook events by (registry, outcome): accepted, ignored, duplicate, rejected.
+    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    pub events_replayed: AtomicU64,
+    latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
 impl Metrics {
@@ -81,12 +96,32 @@ impl Metrics {
         });
     }
 
+    pub fn events(&self, registry: &str, outcome: &'static str, n: u64) {
+        if n > 0 {
+            *self.events.lock().expect("lock poisoned").entry((registry.to_owned(), outcome)).or_default() += n;
+        }
+    }
+
+    /// An event's tag reached its target `ms` after the event was accepted.
+    pub fn replicated(&self, policy: &str, ms: u64) {
+        let secs = ms as f64 / 1000.0;
+        let mut all = self.latency.lock().expect("lock poisoned");
+        let h = all.entry(policy.to_owned()).or_default();
+        for (b, le) in h.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                *b += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, PolicyState> {
         self.policies.lock().expect("lock poisoned").clone()
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self, uploads_in_flight: usize, registry_retries: &[(String, u64)]) -> String {
+    pub fn render(&self, uploads_in_flight: usize, registry_retries: &[(String, u64)], journal_pending: usize) -> String {
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -162,6 +197,31 @@ impl Metrics {
             "Blob uploads checkpointed and not finished.",
             vec![(String::new(), uploads_in_flight as f64)],
         );
+        let events = self.events.lock().expect("lock poisoned").clone();
+        family(
+            "ferry_events_received_total",
+            "counter",
+            "Webhook events by outcome: accepted, ignored (no policy covers them), duplicate, rejected (bad body).",
+            events.iter().map(|((r, o), v)| (labels(&[("registry", r), ("outcome", o)]), *v as f64)).collect(),
+        );
+        family(
+            "ferry_events_replayed_total",
+            "counter",
+            "Journaled events carried over from an earlier process.",
+            vec![(String::new(), self.events_replayed.load(Ordering::Relaxed) as f64)],
+        );
+        family("ferry_journal_pending", "gauge", "Accepted events not yet carried out.", vec![(String::new(), journal_pending as f64)]);
+        let latency = self.latency.lock().expect("lock poisoned").clone();
+        let name = "ferry_event_to_replicated_seconds";
+        let _ = writeln!(out, "# HELP {name} From accepting an event to its targeted run writing the tag.\n# TYPE {name} histogram");
+        for (policy, h) in &latency {
+            for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(out, "{name}_bucket{} {n}", labels(&[("policy", policy), ("le", &le.to_string())]));
+            }
+            let _ = writeln!(out, "{name}_bucket{} {}", labels(&[("policy", policy), ("le", "+Inf")]), h.count);
+            let _ = writeln!(out, "{name}_sum{} {}", labels(&[("policy", policy)]), h.sum);
+            let _ = writeln!(out, "{name}_count{} {}", labels(&[("policy", policy)]), h.count);
+        }
         out
     }
 }

@@ -1,16 +1,24 @@
-//! `ferry daemon`: every policy on its trigger, until SIGINT/SIGTERM. SIGHUP re-reads the
-//! config and policies; an invalid new config is logged (FILE:LINE:COL) and the running one
-//! kept. A stop lets each blob in flight finish its current chunk (checkpointed), flushes the
-//! state store and exits within `daemon.stop_timeout`.
+//! `ferry daemon`: every policy on its trigger, until SIGINT/SIGTERM; webhook events and
+//! runs on request through the HTTP API. SIGHUP re-reads the config and policies; an invalid
+//! new config is logged (FILE:LINE:COL) and the running one kept. A stop lets each blob in
+//! flight finish its current chunk (checkpointed), flushes the state store and exits within
+//! `daemon.stop_timeout`; accepted events stay in the journal for the next start.
+//!
+//! Owners: `api` the HTTP server, `queue` the events waiting for targeted runs, `runs` the
+//! runs asked for over the API, `scheduler` the policy loops, `metrics` the counters.
 
-mod http;
+mod api;
 pub mod metrics;
+mod queue;
+mod runs;
 pub mod scheduler;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +37,52 @@ pub enum DaemonError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("event journal: {0}")]
+    Journal(#[from] crate::state::StateError),
+}
+
+/// What the HTTP API, the event queue and the policy loops share.
+pub struct Shared {
+    pub metrics: Arc<metrics::Metrics>,
+    pub state: StateStore,
+    app: RwLock<Arc<App>>,
+    queue: Arc<queue::EventQueue>,
+    runs: runs::RunBook,
+    /// Each policy loop of the running config generation, to ask it for a run now.
+    loops: Mutex<HashMap<String, mpsc::UnboundedSender<scheduler::RunAsk>>>,
+}
+
+impl Shared {
+    /// The config generation running now (a reload swaps it).
+    pub fn app(&self) -> Arc<App> {
+        self.app.read().expect("lock poisoned").clone()
+    }
+
+    /// The document `/status` serves and `ferry status --json` prints.
+    pub fn status(&self) -> serde_json::Value {
+        let mut doc = match self.state.status() {
+            Ok(s) => serde_json::to_value(s).expect("status serializes"),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        doc["policies"] = serde_json::to_value(self.metrics.snapshot()).expect("metrics serialize");
+        doc
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
+        let retries = self.app().registry_retries();
+        self.metrics.render(uploads, &retries, self.queue.pending())
+    }
+
+    /// Ask the loop of `policy` for a full run now.
+    ///
+    /// # Errors
+    /// While a reload replaces the loops (the caller answers 503: ask again).
+    pub fn request_full_run(&self, policy: &str, id: u64, force_delete: bool) -> Result<(), String> {
+        let loops = self.loops.lock().expect("lock poisoned");
+        let tx = loops.get(policy).ok_or_else(|| format!("policy `{policy}` is not running (reloading?); ask again"))?;
+        tx.send(scheduler::RunAsk { id, force_delete }).map_err(|_| format!("policy `{policy}` is stopping; ask again"))
+    }
 }
 
 /// A trigger as people write it: `schedule 0 */5 * * * *`, `every 30s`, `manual`.
@@ -54,15 +108,19 @@ fn notify(msg: &str) {
 }
 
 /// Start every policy loop of `app`; policies with uploads left in flight start with a run.
-fn start(app: &Arc<App>, state: &StateStore, metrics: &Arc<metrics::Metrics>, stop: &CancellationToken, tasks: &TaskTracker) {
-    let pending: HashSet<String> = state.uploads_in_flight().unwrap_or_default().into_iter().map(|u| u.target).collect();
-    metrics.set_policies(&app.config.policies.iter().map(|p| (p.name.clone(), describe(&p.trigger))).collect::<Vec<_>>());
+fn start(app: &Arc<App>, shared: &Arc<Shared>, stop: &CancellationToken, tasks: &TaskTracker) {
+    let pending: HashSet<String> = shared.state.uploads_in_flight().unwrap_or_default().into_iter().map(|u| u.target).collect();
+    shared.metrics.set_policies(&app.config.policies.iter().map(|p| (p.name.clone(), describe(&p.trigger))).collect::<Vec<_>>());
+    let mut loops = shared.loops.lock().expect("lock poisoned");
+    loops.clear();
     for (i, p) in app.config.policies.iter().enumerate() {
         let resume = !matches!(p.trigger, Trigger::Manual) && p.targets.iter().any(|t| pending.contains(t));
         if resume {
             info!(policy = %p.name, "uploads left in flight: running now to resume them");
         }
-        tasks.spawn(scheduler::policy_loop(app.clone(), i, stop.child_token(), metrics.clone(), resume));
+        let (tx, rx) = mpsc::unbounded_channel();
+        loops.insert(p.name.clone(), tx);
+        tasks.spawn(scheduler::policy_loop(app.clone(), i, stop.child_token(), shared.clone(), rx, resume));
     }
 }
 
@@ -90,18 +148,33 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
     );
     let metrics = Arc::new(metrics::Metrics::default());
+    let (queue, replayed) = queue::EventQueue::replay(state.clone(), config.daemon.max_pending_events)?;
+    if replayed > 0 {
+        info!(events = replayed, "replaying events accepted before the last stop");
+        metrics.events_replayed.fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     let app = Arc::new(App::new(config, Some(state.clone()))?);
-    let endpoints = Arc::new(http::Endpoints { metrics: metrics.clone(), state: state.clone(), app: RwLock::new(app.clone()) });
+    let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        state: state.clone(),
+        app: RwLock::new(app.clone()),
+        queue: Arc::new(queue),
+        runs: runs::RunBook::default(),
+        loops: Mutex::default(),
+    });
     let root = CancellationToken::new();
     let http_tasks = TaskTracker::new();
-    http_tasks.spawn(http::serve(listener, endpoints.clone(), root.clone(), http_tasks.clone()));
-    info!(%listen, policies = app.config.policies.len(), "daemon started");
+    http_tasks.spawn(api::serve(listener, shared.clone(), root.clone(), http_tasks.clone()));
+    let events_stop = root.child_token();
+    let event_tasks = TaskTracker::new();
+    event_tasks.spawn(shared.queue.clone().dispatch(shared.clone(), events_stop.clone()));
+    info!(%listen, policies = app.config.policies.len(), api = app.config.daemon.api_token.is_some(), "daemon started");
 
     let mut app = app;
     loop {
         let generation = root.child_token();
         let tasks = TaskTracker::new();
-        start(&app, &state, &metrics, &generation, &tasks);
+        start(&app, &shared, &generation, &tasks);
         metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         notify("READY=1");
         let reloaded = loop {
@@ -138,14 +211,16 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                     warn!(old = %listen, new = %new.config.daemon.listen, "daemon.listen changes only on restart");
                 }
                 stop_timeout = new.config.daemon.stop_timeout;
+                shared.queue.set_limit(new.config.daemon.max_pending_events);
                 app = Arc::new(new);
-                *endpoints.app.write().expect("lock poisoned") = app.clone();
+                *shared.app.write().expect("lock poisoned") = app.clone();
             }
             None => {
                 notify("STOPPING=1");
                 info!("stopping: letting the chunks in flight finish");
                 metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-                drain(&tasks, stop_timeout).await;
+                events_stop.cancel();
+                tokio::join!(drain(&tasks, stop_timeout), drain(&event_tasks, stop_timeout));
                 root.cancel();
                 drain(&http_tasks, Duration::from_secs(1)).await;
                 if let Err(e) = state.flush().await {

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::metrics::Metrics;
+use tokio::sync::mpsc;
+
+use super::Shared;
 use crate::app::App;
 use crate::config::Trigger;
 
@@ -59,30 +61,58 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis(r % max.as_millis().max(1) as u64)
 }
 
-/// Run policy `index` of `app` on its trigger until `stop`. `run_now` starts with a run
-/// (uploads of this policy were left in flight by an earlier process).
-pub async fn policy_loop(app: Arc<App>, index: usize, stop: CancellationToken, metrics: Arc<Metrics>, run_now: bool) {
+/// A run asked for over the API.
+pub struct RunAsk {
+    pub id: u64,
+    pub force_delete: bool,
+}
+
+/// Run policy `index` of `app` on its trigger until `stop`, and whenever a run is asked for
+/// on `asks`. `run_now` starts with a run (uploads of this policy were left in flight by an
+/// earlier process). Runs asked for while one is going share the next one.
+pub async fn policy_loop(
+    app: Arc<App>,
+    index: usize,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+    mut asks: mpsc::UnboundedReceiver<RunAsk>,
+    run_now: bool,
+) {
     let policy = &app.config.policies[index];
     let name = policy.name.as_str();
+    let metrics = &shared.metrics;
     let mut next = if run_now { Some(Utc::now()) } else { first_run(&policy.trigger, Utc::now()) };
+    let mut next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
     loop {
-        let Some(at) = next else {
-            metrics.scheduled(name, None);
-            return stop.cancelled().await;
+        metrics.scheduled(name, next_at.map(|at| at.timestamp_millis().max(0) as u64));
+        let wait = async {
+            match next_at {
+                Some(at) => tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await,
+                None => std::future::pending().await,
+            }
         };
-        let at = at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default();
-        metrics.scheduled(name, Some(at.timestamp_millis().max(0) as u64));
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        let mut asked = Vec::new();
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+            () = wait => {}
+            Some(ask) = asks.recv() => asked.push(ask),
         }
+        while let Ok(ask) = asks.try_recv() {
+            asked.push(ask);
+        }
+        let ids: Vec<u64> = asked.iter().map(|a| a.id).collect();
+        let force_delete = asked.iter().any(|a| a.force_delete);
         let started = Utc::now();
         metrics.started(name);
-        let run = app.run_policy(policy, &stop, false).instrument(info_span!("run", policy = name)).await;
+        shared.runs.running(&ids);
+        let run = app.run_policy(policy, &stop, force_delete).instrument(info_span!("run", policy = name)).await;
         metrics.finished(&run);
+        shared.runs.finished(&ids, &run);
         if stop.is_cancelled() {
             return;
+        }
+        if !asked.is_empty() && next_at.is_some_and(|at| at > Utc::now()) {
+            continue; // a run on request leaves the schedule as it was
         }
         let (n, missed) = after_run(&policy.trigger, started, Utc::now());
         if missed > 0 {
@@ -92,6 +122,7 @@ pub async fn policy_loop(app: Arc<App>, index: usize, stop: CancellationToken, m
             debug!(policy = name, next = %n.format("%Y-%m-%dT%H:%M:%SZ"), "next run");
         }
         next = n;
+        next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
     }
 }
 

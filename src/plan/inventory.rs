@@ -10,7 +10,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::rules::{self, Ctx, Resolved};
 use super::{
-    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, TagAction, TagPlan,
+    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, Scope, TagAction, TagPlan,
 };
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
@@ -34,8 +34,9 @@ pub async fn select_repositories(policy: &Policy, source: &Registry) -> Result<V
     Ok(out.into_iter().collect())
 }
 
-/// Plan one repository for one target. Never fails: a repository that cannot be read gets a
-/// plan with `error` set, so the other repositories still run.
+/// Plan one repository for one target, within `scope`. Never fails: a repository that
+/// cannot be read gets a plan with `error` set, so the other repositories still run.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan_repo(
     policy: &Policy,
     target_key: &str,
@@ -44,6 +45,7 @@ pub async fn plan_repo(
     repo: &RepoName,
     memory: &dyn Memory,
     force_delete: bool,
+    scope: &Scope,
 ) -> RepoPlan {
     let dest = match policy.target_repo(repo) {
         Ok(d) => d,
@@ -54,7 +56,7 @@ pub async fn plan_repo(
         }
     };
     let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest.clone());
-    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, force_delete };
+    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, force_delete, scope };
     if let Err(e) = fill(&mut plan, &ctx).await {
         plan.tags.clear();
         plan.manifests.clear();
@@ -71,8 +73,21 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
     let (kept, mut dropped) = filter_tags(&src_tags, &policy.tags);
     let created = if needs_created(&kept, &policy.tags) { creation_times(source, &src, &kept).await } else { Default::default() };
-    let (wanted, older) = keep_latest(kept, &policy.tags, &created);
+    let (mut wanted, older) = keep_latest(kept, &policy.tags, &created);
     dropped.extend(older);
+    // A targeted run: the whole tag list still went through the rules above (latest N needs
+    // it), and only the one tag goes on.
+    match &ctx.scope {
+        Scope::All => {}
+        Scope::Tag(t) => {
+            wanted.retain(|w| w == t);
+            dropped.retain(|d| &d.tag == t);
+        }
+        Scope::Deleted(_) => {
+            wanted.clear();
+            dropped.clear();
+        }
+    }
     plan.dropped = dropped;
     let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
     let repo_absent = dst_tags.is_empty();
@@ -134,7 +149,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         }
         plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target, reason });
     }
-    if policy.delete {
+    if policy.delete && !matches!(ctx.scope, Scope::Tag(_)) {
         rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known).await?;
     }
     for d in plan.referrers.clone() {

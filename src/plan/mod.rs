@@ -15,6 +15,19 @@ use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};
 
+/// How much of a repository a run looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tag: a full run.
+    #[default]
+    All,
+    /// One tag (and its referrers), through every rule of the policy: a push event.
+    Tag(Tag),
+    /// Deletes only: this tag, or every target tag gone from the source; each confirmed gone
+    /// by a HEAD on the source first. A delete event.
+    Deleted(Option<Tag>),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagAction {

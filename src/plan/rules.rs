@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{filter_index, is_referrer_tag, Memory, RepoPlan, TagAction, TagPlan};
+use super::{filter_index, is_referrer_tag, Memory, RepoPlan, Scope, TagAction, TagPlan};
 use crate::config::Policy;
 use crate::model::{manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry};
@@ -17,6 +17,7 @@ pub(super) struct Ctx<'a> {
     pub dest: RepoName,
     pub memory: &'a dyn Memory,
     pub force_delete: bool,
+    pub scope: &'a Scope,
 }
 
 /// A source tag resolved to its digest on both sides.
@@ -148,6 +149,18 @@ pub(super) async fn plan_deletes(
     let src: HashSet<&Tag> = src_tags.iter().collect();
     let mut gone: Vec<Tag> = dst_tags.iter().filter(|t| !src.contains(t)).cloned().collect();
     gone.sort();
+    if let Scope::Deleted(only) = ctx.scope {
+        // A delete event: only tags the source itself says are gone, asked now, one by one.
+        // A forged event for a tag still on the source deletes nothing.
+        gone.retain(|t| only.as_ref().is_none_or(|o| o == t));
+        let mut confirmed = Vec::new();
+        for t in gone {
+            if ctx.source.head_manifest(&ctx.src, t.as_str()).await.map_err(err)?.is_none() {
+                confirmed.push(t);
+            }
+        }
+        gone = confirmed;
+    }
     if gone.is_empty() {
         return Ok(());
     }

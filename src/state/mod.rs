@@ -9,12 +9,19 @@
 //!   runs    : policy \0 start_ms (u64 BE)  -> RunRecord     one per run; scan in reverse for the latest
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
+//!   journal, event_ids: see `journal.rs`
 //! Values are JSON with a `v` field; an unknown `v` is an error, never a silent default.
 
 use std::path::Path;
 use std::time::Duration;
 
+mod journal;
+
+use std::sync::Arc;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub use journal::{JournalEntry, JournalKey};
 
 use crate::model::{Digest, RepoName};
 
@@ -24,6 +31,8 @@ pub enum StateError {
     Open { path: String, source: sled::Error },
     #[error("state store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("state store {path} is locked by another ferry process (is the daemon running?)")]
+    Locked { path: String },
     #[error("state store record {key}: {detail}")]
     Record { key: String, detail: String },
 }
@@ -96,6 +105,9 @@ pub struct RunRecord {
     /// Tags held back by promotion gates, with the reason.
     #[serde(default)]
     pub held: Vec<String>,
+    /// A targeted run's repository (and tag), e.g. `push team/app:v1`; none for a full run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// What `ferry status --json` prints and the daemon's `/status` serves (the daemon adds its
@@ -104,7 +116,23 @@ pub struct RunRecord {
 pub struct Status {
     pub runs: Vec<RunRecord>,
     pub uploads_in_flight: Vec<InFlight>,
+    /// Accepted events not yet carried out (the first `PENDING_SHOWN`), and how many in all.
+    pub pending_events: Vec<PendingEvent>,
+    pub pending_events_total: usize,
 }
+
+/// A journal entry, as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PendingEvent {
+    #[serde(flatten)]
+    pub key: JournalKey,
+    pub registry: String,
+    pub accepted_ms: u64,
+    pub events: u64,
+    pub attempts: u32,
+}
+
+const PENDING_SHOWN: usize = 100;
 
 /// An upload in flight, as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +151,9 @@ pub struct StateStore {
     blobs: sled::Tree,
     runs: sled::Tree,
     memo: sled::Tree,
+    journal: sled::Tree,
+    event_ids: sled::Tree,
+    commit: Arc<journal::Commit>,
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -154,10 +185,7 @@ impl StateStore {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(StateError::Open {
-                        path: path.display().to_string(),
-                        source: sled::Error::Unsupported("locked by another ferry process (is the daemon running?)".into()),
-                    })
+                    return Err(StateError::Locked { path: path.display().to_string() })
                 }
                 Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
             }
@@ -167,6 +195,9 @@ impl StateStore {
             blobs: db.open_tree("blobs")?,
             runs: db.open_tree("runs")?,
             memo: db.open_tree("memo")?,
+            journal: db.open_tree("journal")?,
+            event_ids: db.open_tree("event_ids")?,
+            commit: Arc::default(),
             db,
         })
     }
@@ -291,7 +322,14 @@ impl StateStore {
 
     /// The last run of each policy and the uploads in flight.
     pub fn status(&self) -> Result<Status, StateError> {
-        Ok(Status { runs: self.last_runs()?, uploads_in_flight: self.uploads_in_flight()? })
+        let (pending, _) = self.journal_all()?;
+        let pending_events_total = pending.len();
+        let pending_events = pending
+            .into_iter()
+            .take(PENDING_SHOWN)
+            .map(|(key, e)| PendingEvent { key, registry: e.registry, accepted_ms: e.accepted_ms, events: e.events, attempts: e.attempts })
+            .collect();
+        Ok(Status { runs: self.last_runs()?, uploads_in_flight: self.uploads_in_flight()?, pending_events, pending_events_total })
     }
 
     /// The latest run of every policy, by policy name.
@@ -350,6 +388,7 @@ impl RunRecord {
             targets,
             errors,
             held,
+            scope: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 const BANNED: &[(&str, &[&str])] = &[
     ("model", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli"]),
+    ("events", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli"]),
     ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli"]),
     ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli"]),
     ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli"]),
