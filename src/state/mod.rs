@@ -180,13 +180,11 @@ impl StateStore {
                     tracing::error!(path = %path.display(), aside = %aside.display(), "state store corrupt; moved aside, starting empty (uploads restart from zero)");
                     std::fs::rename(&path, &aside).map_err(|e| StateError::Open { path: path.display().to_string(), source: e.into() })?;
                 }
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && attempt < 20 => {
+                Err(sled::Error::Io(e)) if locked(&e) && attempt < 10 => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(StateError::Locked { path: path.display().to_string() })
-                }
+                Err(sled::Error::Io(e)) if locked(&e) => return Err(StateError::Locked { path: path.display().to_string() }),
                 Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
             }
         };
@@ -345,6 +343,11 @@ impl StateStore {
         out.reverse();
         Ok(out)
     }
+}
+
+/// sled reports a held lock as an `Other` error whose text carries the `WouldBlock` cause.
+fn locked(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 trait Versioned {

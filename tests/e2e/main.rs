@@ -3,6 +3,7 @@
 mod architecture;
 mod auth;
 mod daemon;
+mod events;
 mod policies;
 mod resume;
 mod support;

@@ -332,3 +332,28 @@ pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
     assert!(ok, "kill -{sig}");
 }
+
+/// One sample of the daemon's `/metrics` (first match of name and label), parsed as
+/// Prometheus text; None when absent.
+pub async fn metric(port: u16, name: &str, label: (&str, &str)) -> Option<f64> {
+    let (_, body) = daemon_get(port, "/metrics").await?;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
+    scrape.samples.iter().find(|s| s.metric == name && (label.0.is_empty() || s.labels.get(label.0) == Some(label.1))).map(|s| {
+        match &s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            _ => -1.0,
+        }
+    })
+}
+
+/// POST to the daemon: (status, body). `token`: the bearer token to send, if any.
+pub async fn daemon_post(port: u16, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    let mut req =
+        http_client().build().unwrap().post(format!("http://127.0.0.1:{port}{path}")).header("content-type", content_type).body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let rsp = req.send().await.expect("daemon answers");
+    (rsp.status().as_u16(), rsp.text().await.unwrap_or_default())
+}

@@ -16,6 +16,9 @@ pub struct RegistryOpts {
     pub token: Option<(String, PathBuf)>,
     /// Server certificate and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Webhook notifications: POST push and delete events (pulls ignored) to this URL with
+    /// `Authorization: Bearer <token>`.
+    pub notify: Option<(String, String)>,
 }
 
 pub struct TestRegistry {
@@ -52,6 +55,12 @@ impl TestRegistry {
             cfg += &format!(
                 "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
                 cert.display()
+            );
+        }
+        if let Some((url, token)) = &opts.notify {
+            // Layers are ignored by media type, as in a real deployment: only manifests matter.
+            cfg += &format!(
+                "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: ferry\n      url: {url}\n      headers:\n        Authorization: [Bearer {token}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignoredmediatypes:\n        - application/octet-stream\n      ignore:\n        actions:\n          - pull\n"
             );
         }
         let cfg_path = dir.path().join("config.yml");
