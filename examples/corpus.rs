@@ -3,16 +3,10 @@
 //!
 //!   cargo run --example corpus -- --registry http://127.0.0.1:5000 --prefix apps/web --repos 3
 
-#[path = "../tests/e2e/support/images.rs"]
-mod images;
+mod support;
 
 use clap::Parser;
-
-/// reqwest is built without a default crypto provider; pick ring as ferry does.
-fn http_client() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-}
+use support::images;
 
 #[derive(Parser)]
 struct Args {

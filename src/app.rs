@@ -38,7 +38,7 @@ pub struct App {
     shared: Arc<CopyShared>,
     /// One per (policy, target, source repository), held while it is planned and copied: a
     /// targeted run and a full run never write the same tags at once.
-    repo_locks: KeyedLocks<(String, String, RepoName)>,
+    repo_locks: Arc<KeyedLocks<(String, String, RepoName)>>,
 }
 
 /// What planning remembers between runs, kept in the state store.
@@ -125,7 +125,14 @@ impl App {
             max_concurrent_blobs: d.max_concurrent_blobs,
             bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
         });
-        Ok(App { config, registries, state, shared, repo_locks: KeyedLocks::default() })
+        Ok(App { config, registries, state, shared, repo_locks: Arc::default() })
+    }
+
+    /// Share `older`'s repository locks: targeted runs started under the config before a
+    /// reload may still be going, and must not overlap the new config's runs.
+    pub fn after(mut self, older: &App) -> Self {
+        self.repo_locks = older.repo_locks.clone();
+        self
     }
 
     /// Requests each registry has retried so far, by registry name.

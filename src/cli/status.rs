@@ -66,6 +66,9 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             ByteSize(n(&c["bytes_sent"])).to_string(),
             n(&c["failures"])
         );
+        if let Some(scope) = r["scope"].as_str() {
+            println!("    targeted run: {scope}");
+        }
         for e in r["errors"].as_array().into_iter().flatten().take(3) {
             println!("    failed: {}", e.as_str().unwrap_or(""));
         }

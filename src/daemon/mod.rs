@@ -191,7 +191,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                             notify("READY=1");
                         }
                         Ok(new) => match App::new(new, Some(state.clone())) {
-                            Ok(a) => break Some(a),
+                            Ok(a) => break Some(a.after(&app)),
                             Err(e) => {
                                 error!(error = %e, "config reload failed; still running the previous config");
                                 notify("READY=1");

@@ -69,8 +69,19 @@ pub async fn plan_repo(
 async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     let (policy, source, target) = (ctx.policy, ctx.source, ctx.target);
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
-    let src_tags =
-        source.tags(&src).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?;
+    let listed = source.tags(&src).await.map_err(|e| e.to_string())?;
+    let src_tags = match (listed, ctx.scope) {
+        // The listing may be ahead of the tag (its folder is there, its link not yet) or
+        // behind it: ask for the tag itself.
+        (listed, Scope::Tag(t)) => {
+            let mut tags: Vec<Tag> = listed.unwrap_or_default().into_iter().filter(|l| l != t).collect();
+            if pushed_tag_appears(source, &src, t).await? {
+                tags.push(t.clone());
+            }
+            tags
+        }
+        (listed, _) => listed.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?,
+    };
     let (kept, mut dropped) = filter_tags(&src_tags, &policy.tags);
     let created = if needs_created(&kept, &policy.tags) { creation_times(source, &src, &kept).await } else { Default::default() };
     let (mut wanted, older) = keep_latest(kept, &policy.tags, &created);
@@ -172,6 +183,20 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Distribution sends a push event before it links the tag (manifest stored, event queued,
+/// then the tag's folder and link written), so a targeted run can come a moment too early.
+/// Ask for the tag itself a few times, about a second and a half in all; a tag that never
+/// shows up (a forged event, or deleted at once) is not there to copy.
+async fn pushed_tag_appears(source: &Registry, repo: &RepoName, tag: &Tag) -> Result<bool, String> {
+    for wait_ms in [0, 50, 100, 200, 400, 800] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        if source.head_manifest(repo, tag.as_str()).await.map_err(|e| e.to_string())?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Resolve tags to digests on both sides: one HEAD per side for a tag on both, one GET on

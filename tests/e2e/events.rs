@@ -215,6 +215,23 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     }
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
     assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "rejected")).await, Some(3.0));
+
+    // 500 slow-loris clients (a request head started, never finished) do not starve /healthz,
+    // and the server drops them once their head is overdue.
+    let mut loris = Vec::new();
+    for _ in 0..500 {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, b"POST /v1/events/distribution/src HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        loris.push(c);
+    }
+    let t = Instant::now();
+    assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "/healthz took {:?} beside 500 slow clients", t.elapsed());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut loris[0], &mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "a slow client was never cut off");
+    drop(loris);
     assert!(!daemon.log().contains(TOKEN), "the token reached the log");
     assert_eq!(daemon.stop().0, 0);
 
