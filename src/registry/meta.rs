@@ -284,9 +284,19 @@ impl Registry {
         let rsp = self.expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT]).await?;
         let start = if rsp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
         let name = self.name().to_owned();
+        let limited = self.clone();
         let stream = rsp
             .bytes_stream()
             .map(move |r| r.map_err(|e| RegistryError::Transport { registry: name.clone(), op, source: e.without_url() }))
+            .then(move |r| {
+                let limited = limited.clone();
+                async move {
+                    if let Ok(b) = &r {
+                        limited.throttle_download(b.len()).await;
+                    }
+                    r
+                }
+            })
             .boxed();
         Ok(BlobStream { offset: start, stream })
     }

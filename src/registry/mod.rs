@@ -70,7 +70,9 @@ struct Inner {
     http: reqwest::Client,
     auth: auth::Auth,
     limit: Semaphore,
-    bandwidth: Option<RateLimiter>,
+    /// `bandwidth_limit`, one bucket per direction: links are full duplex, and a source
+    /// shared with production traffic is protected on its sending side.
+    bandwidth: Option<(RateLimiter, RateLimiter)>,
     retry: RetryPolicy,
     retries: AtomicU64,
     /// Set once the registry answered that it has no OCI 1.1 referrers API.
@@ -114,7 +116,7 @@ impl Registry {
                 base: ep.url,
                 http,
                 limit: Semaphore::new(ep.max_concurrent.max(1)),
-                bandwidth: ep.bandwidth_limit.map(RateLimiter::new),
+                bandwidth: ep.bandwidth_limit.map(|b| (RateLimiter::new(b), RateLimiter::new(b))),
                 retry: ep.retry,
                 retries: AtomicU64::new(0),
                 no_referrers_api: Default::default(),
@@ -134,8 +136,15 @@ impl Registry {
 
     /// Wait until `n` more bytes may be sent to this registry (`bandwidth_limit`).
     pub async fn throttle(&self, n: usize) {
-        if let Some(l) = &self.inner.bandwidth {
-            l.acquire(n).await;
+        if let Some((up, _)) = &self.inner.bandwidth {
+            up.acquire(n).await;
+        }
+    }
+
+    /// Wait until `n` more bytes may be read from this registry (`bandwidth_limit`).
+    async fn throttle_download(&self, n: usize) {
+        if let Some((_, down)) = &self.inner.bandwidth {
+            down.acquire(n).await;
         }
     }
 

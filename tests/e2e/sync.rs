@@ -182,11 +182,14 @@ async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
     let src = TestRegistry::start();
     let img = images::image(Format::Oci, &[&images::layer(31337, 3 << 20)], "amd64", None, "limited");
     Pusher::new(&src.url).image("app-000", "1.0.0", &img).await;
-    for (name, registry_limit, daemon_limit) in
-        [("registry", "bandwidth_limit = \"1MiB/s\"\n", ""), ("daemon", "", "bandwidth_limit = \"1MiB/s\"\n")]
-    {
+    // The target's limit caps uploads, the source's caps downloads, the daemon's all uploads.
+    for (name, src_limit, dst_limit, daemon_limit) in [
+        ("target registry", "", "bandwidth_limit = \"1MiB/s\"\n", ""),
+        ("source registry", "bandwidth_limit = \"1MiB/s\"\n", "", ""),
+        ("daemon", "", "", "bandwidth_limit = \"1MiB/s\"\n"),
+    ] {
         let dst = TestRegistry::start();
-        let regs = format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n{registry_limit}", src.url, dst.url);
+        let regs = format!("[registries.src]\nurl = \"{}\"\n{src_limit}\n[registries.dst]\nurl = \"{}\"\n{dst_limit}", src.url, dst.url);
         let ferry = Ferry::new(&regs, "256KiB", &[("mirror.toml", MIRROR_ALL)]);
         let cfg = std::fs::read_to_string(ferry.config()).unwrap().replacen("[daemon]\n", &format!("[daemon]\n{daemon_limit}"), 1);
         std::fs::write(ferry.config(), cfg).unwrap();
