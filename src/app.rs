@@ -13,7 +13,8 @@ use crate::config::{Config, Policy};
 use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks};
 use crate::model::Digest;
 use crate::model::RepoName;
-use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, Scope};
+use crate::model::Tag;
+use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
@@ -55,6 +56,19 @@ impl Memory for StateMemory<'_> {
     fn remember_filtered(&self, key: &str, digest: &Digest) {
         if let Err(e) = self.0.remember_filtered_index(key, digest) {
             tracing::warn!(error = %e, "could not remember a filtered index");
+        }
+    }
+    fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
+        self.0.written(target, repo, tag).map(|r| (r.source, r.target, r.at_ms))
+    }
+    fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
+        if let Err(e) = self.0.remember_written(target, repo, tag, source, target_digest) {
+            tracing::warn!(error = %e, "could not remember a target tag");
+        }
+    }
+    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &std::collections::HashSet<Tag>) {
+        if let Err(e) = self.0.forget_written_except(target, repo, &|t| t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))) {
+            tracing::warn!(error = %e, "could not prune target tag records");
         }
     }
 }
@@ -189,7 +203,7 @@ impl App {
         };
         let memory = memory.as_ref();
         stream::iter(jobs)
-            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, false, &Scope::All))
+            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, RunOptions::default(), &Scope::All))
             .buffered(REPO_CONCURRENCY)
             .collect()
             .await
@@ -199,8 +213,8 @@ impl App {
     ///
     /// # Panics
     /// When the app was built without a state store.
-    pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken, force_delete: bool) -> PolicyRun {
-        self.run(policy, None, &Scope::All, cancel, force_delete).await
+    pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken, opts: RunOptions) -> PolicyRun {
+        self.run(policy, None, &Scope::All, cancel, opts).await
     }
 
     /// A targeted run: one repository of `policy`, within `scope`, for each target, through
@@ -209,7 +223,7 @@ impl App {
     /// # Panics
     /// When the app was built without a state store.
     pub async fn run_targeted(&self, policy: &Policy, repo: &RepoName, scope: &Scope, cancel: &CancellationToken) -> PolicyRun {
-        self.run(policy, Some(repo), scope, cancel, false).await
+        self.run(policy, Some(repo), scope, cancel, RunOptions::default()).await
     }
 
     async fn run(
@@ -218,7 +232,7 @@ impl App {
         only: Option<&RepoName>,
         scope: &Scope,
         cancel: &CancellationToken,
-        force_delete: bool,
+        opts: RunOptions,
     ) -> PolicyRun {
         let state = self.state.clone().expect("run_policy needs the state store");
         let started = now_ms();
@@ -254,7 +268,7 @@ impl App {
                             }
                             let _one_writer = self.repo_locks.lock((policy.name.clone(), t.clone(), r.clone())).await;
                             let target = self.registry(&t);
-                            let plan = plan_repo(policy, &t, source, target, &r, memory, force_delete, scope).await;
+                            let plan = plan_repo(policy, &t, source, target, &r, memory, opts, scope).await;
                             copier.copy_repo(&plan, source, target).await
                         }
                         .instrument(span)

@@ -71,6 +71,10 @@ pub struct SyncArgs {
     /// Delete target tags gone from the source even beyond a policy's max_delete.
     #[arg(long)]
     pub force_delete: bool,
+    /// Ask the target about every tag now, instead of trusting what ferry wrote there
+    /// (as a run after the policy's verify_interval does).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args)]

@@ -10,6 +10,7 @@ use super::remote::DaemonClient;
 use super::SyncArgs;
 use crate::app::App;
 use crate::model::ByteSize;
+use crate::plan::RunOptions;
 use crate::state::{Counts, StateError};
 
 /// First SIGINT/SIGTERM: stop starting work, let chunks in flight finish and be
@@ -83,7 +84,9 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     stop_on_signals(cancel.clone());
-    let runs = futures_util::future::join_all(policies.iter().map(|p| app.run_policy(p, &cancel, args.force_delete)));
+    let runs = futures_util::future::join_all(
+        policies.iter().map(|p| app.run_policy(p, &cancel, RunOptions { force_delete: args.force_delete, verify: args.verify })),
+    );
     let runs = if std::io::stderr().is_terminal() { with_progress(&app, runs).await } else { runs.await };
     let outcomes: Vec<Outcome> = runs
         .into_iter()
@@ -113,7 +116,7 @@ async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &st
     eprintln!("ferry: the daemon holds {store}; asking it to run {} at {}", names.join(", "), client.base());
     let mut ids = Vec::new();
     for n in &names {
-        match client.start_run(&serde_json::json!({ "policy": n, "force_delete": args.force_delete })).await {
+        match client.start_run(&serde_json::json!({ "policy": n, "force_delete": args.force_delete, "verify": args.verify })).await {
             Ok(id) => ids.push((n.clone(), id)),
             Err(e) => return super::fail(e, 1),
         }

@@ -214,6 +214,19 @@ fn policy(
             MaxDelete::Percent(10.0)
         }
     };
+    let verify_interval = match &raw.verify_interval {
+        None => Duration::from_secs(24 * 3600),
+        Some(v)
+            if v.get_ref().trim().starts_with('0')
+                && v.get_ref().trim().trim_end_matches(['s', 'm', 'h', 'd']).trim_start_matches('0').is_empty() =>
+        {
+            Duration::ZERO
+        }
+        Some(v) => schedule::parse_interval(v.get_ref()).unwrap_or_else(|e| {
+            sink.err(v.span(), ctx(&format!("verify_interval: {e} (\"0s\": ask the target every run)")));
+            Duration::ZERO
+        }),
+    };
     let events = raw.events.as_ref().is_some_and(|e| *e.get_ref());
     if let (Some(e), Some(s)) = (raw.events.as_ref().filter(|_| events), source.as_ref()) {
         if !named.contains_key(s) {
@@ -240,6 +253,7 @@ fn policy(
         delete: raw.delete.as_ref().is_some_and(|d| *d.get_ref()),
         max_delete,
         events,
+        verify_interval,
     })
 }
 

@@ -73,6 +73,7 @@ pub(super) struct RawPolicy {
     pub max_delete: Option<S<toml::Value>>,
     pub require: Option<RawRequire>,
     pub events: Option<S<bool>>,
+    pub verify_interval: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

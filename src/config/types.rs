@@ -31,6 +31,9 @@ pub struct Policy {
     pub max_delete: MaxDelete,
     /// React to webhook events from the source registry with targeted runs.
     pub events: bool,
+    /// How long a target tag ferry wrote or checked is trusted without asking the target
+    /// again (while the source digest is unchanged); zero: ask every run.
+    pub verify_interval: Duration,
 }
 
 /// `os/arch` or `os/arch/variant`, as in `linux/arm/v7`.

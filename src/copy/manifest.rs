@@ -79,6 +79,12 @@ impl Copier {
                         Ok(()) => {
                             add(&stats.tags_copied, 1);
                             add(&self.shared.progress.tags, 1);
+                            // The next runs trust this write instead of asking the target.
+                            if let Err(e) =
+                                self.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest)
+                            {
+                                warn!(error = %e, "could not remember a written tag; the next run asks the target");
+                            }
                             info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                         }
                         Err(_) if self.cancel.is_cancelled() => {

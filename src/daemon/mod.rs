@@ -78,10 +78,10 @@ impl Shared {
     ///
     /// # Errors
     /// While a reload replaces the loops (the caller answers 503: ask again).
-    pub fn request_full_run(&self, policy: &str, id: u64, force_delete: bool) -> Result<(), String> {
+    pub fn request_full_run(&self, policy: &str, id: u64, opts: crate::plan::RunOptions) -> Result<(), String> {
         let loops = self.loops.lock().expect("lock poisoned");
         let tx = loops.get(policy).ok_or_else(|| format!("policy `{policy}` is not running (reloading?); ask again"))?;
-        tx.send(scheduler::RunAsk { id, force_delete }).map_err(|_| format!("policy `{policy}` is stopping; ask again"))
+        tx.send(scheduler::RunAsk { id, opts }).map_err(|_| format!("policy `{policy}` is stopping; ask again"))
     }
 }
 

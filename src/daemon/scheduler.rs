@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::Shared;
 use crate::app::App;
 use crate::config::Trigger;
+use crate::plan::RunOptions;
 
 /// The first run after the daemon starts: interval policies run at once, cron policies at
 /// their next tick, manual ones never (they run with `ferry sync --policy NAME`).
@@ -64,7 +65,7 @@ fn jitter(max: Duration) -> Duration {
 /// A run asked for over the API.
 pub struct RunAsk {
     pub id: u64,
-    pub force_delete: bool,
+    pub opts: RunOptions,
 }
 
 /// Run policy `index` of `app` on its trigger until `stop`, and whenever a run is asked for
@@ -101,11 +102,11 @@ pub async fn policy_loop(
             asked.push(ask);
         }
         let ids: Vec<u64> = asked.iter().map(|a| a.id).collect();
-        let force_delete = asked.iter().any(|a| a.force_delete);
+        let opts = RunOptions { force_delete: asked.iter().any(|a| a.opts.force_delete), verify: asked.iter().any(|a| a.opts.verify) };
         let started = Utc::now();
         metrics.started(name);
         shared.runs.running(&ids);
-        let run = app.run_policy(policy, &stop, force_delete).instrument(info_span!("run", policy = name)).await;
+        let run = app.run_policy(policy, &stop, opts).instrument(info_span!("run", policy = name)).await;
         metrics.finished(&run);
         shared.runs.finished(&ids, &run);
         if stop.is_cancelled() {

@@ -10,7 +10,8 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::rules::{self, Ctx, Resolved};
 use super::{
-    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, Scope, TagAction, TagPlan,
+    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, RunOptions, Scope,
+    TagAction, TagPlan,
 };
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
@@ -44,7 +45,7 @@ pub async fn plan_repo(
     target: &Registry,
     repo: &RepoName,
     memory: &dyn Memory,
-    force_delete: bool,
+    opts: RunOptions,
     scope: &Scope,
 ) -> RepoPlan {
     let dest = match policy.target_repo(repo) {
@@ -56,7 +57,7 @@ pub async fn plan_repo(
         }
     };
     let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest.clone());
-    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, force_delete, scope };
+    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, target_key, opts, scope };
     if let Err(e) = fill(&mut plan, &ctx).await {
         plan.tags.clear();
         plan.manifests.clear();
@@ -102,8 +103,12 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     plan.dropped = dropped;
     let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
     let repo_absent = dst_tags.is_empty();
+    if ctx.scope == &Scope::All {
+        // A tag gone from the target (deleted, or the target wiped) is never trusted again.
+        ctx.memory.forget_written_except(ctx.target_key, &dest, &dst_tags);
+    }
 
-    let mut resolved = resolve(source, target, &src, &dest, &dst_tags, wanted).await?;
+    let mut resolved = resolve(ctx, &dst_tags, wanted).await?;
     if !policy.platforms.is_empty() {
         let mut kept = Vec::new();
         for mut r in resolved {
@@ -137,7 +142,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         let extra: Vec<Tag> =
             src_tags.iter().filter(|t| !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))).cloned().collect();
         plan.dropped.retain(|d| !extra.contains(&d.tag));
-        resolved.extend(resolve(source, target, &src, &dest, &dst_tags, extra).await?);
+        resolved.extend(resolve(ctx, &dst_tags, extra).await?);
         for d in &subjects {
             for r in source.referrers(&src, d).await.map_err(|e| e.to_string())? {
                 if !plan.referrers.contains(&r) {
@@ -158,7 +163,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         if action.copies() {
             add_tree(plan, source, target, repo_absent, r.source.clone(), r.pulled).await?;
         }
-        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target, reason });
+        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target, reason, original: r.original });
     }
     if policy.delete && !matches!(ctx.scope, Scope::Tag(_)) {
         rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known).await?;
@@ -199,41 +204,48 @@ async fn pushed_tag_appears(source: &Registry, repo: &RepoName, tag: &Tag) -> Re
     Ok(false)
 }
 
-/// Resolve tags to digests on both sides: one HEAD per side for a tag on both, one GET on
-/// the source for a tag the target lacks (its digest comes from the body). A tag gone from
-/// the source since the listing is left out.
-async fn resolve(
-    source: &Registry,
-    target: &Registry,
-    src: &RepoName,
-    dest: &RepoName,
-    dst_tags: &HashSet<Tag>,
-    tags: Vec<Tag>,
-) -> Result<Vec<Resolved>, String> {
+/// Resolve tags to digests on both sides. A tag on both costs one HEAD on the source, and
+/// one on the target unless ferry wrote or checked that target tag, for the same source
+/// digest, less than `verify_interval` ago. A tag the target lacks costs one GET on the
+/// source (its digest comes from the body). A tag gone from the source since the listing is
+/// left out.
+async fn resolve(ctx: &Ctx<'_>, dst_tags: &HashSet<Tag>, tags: Vec<Tag>) -> Result<Vec<Resolved>, String> {
+    let (source, target, src, dest) = (ctx.source, ctx.target, &ctx.src, &ctx.dest);
+    let fresh_ms = if ctx.opts.verify { 0 } else { ctx.policy.verify_interval.as_millis() as u64 };
+    let now = crate::model::now_ms();
     let resolved: Vec<Option<Resolved>> = stream::iter(tags)
         .map(|tag| async move {
-            if dst_tags.contains(&tag) {
-                let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
-                let target = t?.map(|t| t.digest);
-                Ok::<_, RegistryError>(s?.map(|s| Resolved {
-                    tag,
-                    original: s.digest.clone(),
-                    source: s.digest,
-                    target,
-                    pulled: None,
-                    note: None,
-                }))
-            } else {
+            let found = |source: Digest, target: Option<Digest>, pulled: Option<PulledManifest>| Resolved {
+                tag: tag.clone(),
+                original: source.clone(),
+                source,
+                target,
+                pulled,
+                note: None,
+            };
+            if !dst_tags.contains(&tag) {
                 let m = source.get_manifest(src, tag.as_str()).await?;
-                Ok(m.map(|m| Resolved {
-                    tag,
-                    original: m.digest.clone(),
-                    source: m.digest.clone(),
-                    target: None,
-                    pulled: Some(m),
-                    note: None,
-                }))
+                return Ok::<_, RegistryError>(m.map(|m| found(m.digest.clone(), None, Some(m))));
             }
+            let trusted = ctx.memory.written(ctx.target_key, dest, &tag).filter(|(_, _, at)| now.saturating_sub(*at) < fresh_ms);
+            let (s, t) = match trusted {
+                Some((was, wrote, _)) => {
+                    let Some(s) = source.head_manifest(src, tag.as_str()).await? else { return Ok(None) };
+                    if s.digest == was {
+                        return Ok(Some(found(s.digest, Some(wrote), None)));
+                    }
+                    (Some(s), target.head_manifest(dest, tag.as_str()).await?)
+                }
+                None => {
+                    let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
+                    (s?, t?)
+                }
+            };
+            let Some(s) = s else { return Ok(None) };
+            if let Some(t) = &t {
+                ctx.memory.remember_written(ctx.target_key, dest, &tag, &s.digest, &t.digest);
+            }
+            Ok(Some(found(s.digest, t.map(|t| t.digest), None)))
         })
         .buffered(PLAN_CONCURRENCY)
         .try_collect()

@@ -15,6 +15,14 @@ use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};
 
+/// What a run may do beyond the policy: delete past `max_delete`, ask the target about
+/// every tag instead of trusting what ferry remembers writing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    pub force_delete: bool,
+    pub verify: bool,
+}
+
 /// How much of a repository a run looks at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Scope {
@@ -61,6 +69,9 @@ pub struct TagPlan {
     /// Why a tag is held, or what platform filtering made of an index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The digest the source tag points at (differs from `source_digest` for a filtered index).
+    #[serde(skip)]
+    pub original: Digest,
 }
 
 /// What planning remembers between runs; the state store provides it (see `app`).
@@ -70,6 +81,12 @@ pub trait Memory: Sync {
     /// The filtered index made from a source index before (key: digest and platforms).
     fn filtered(&self, key: &str) -> Option<Digest>;
     fn remember_filtered(&self, key: &str, digest: &Digest);
+    /// What `target`'s `repo:tag` was last written or seen as: (source digest, target digest,
+    /// when in Unix ms).
+    fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)>;
+    fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest);
+    /// Forget the records of `repo`'s tags on `target` that are no longer there.
+    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &std::collections::HashSet<Tag>);
 }
 
 /// No memory (the state store is held by a running daemon): every tag counts as first seen
@@ -84,6 +101,11 @@ impl Memory for NoMemory {
         None
     }
     fn remember_filtered(&self, _: &str, _: &Digest) {}
+    fn written(&self, _: &str, _: &RepoName, _: &Tag) -> Option<(Digest, Digest, u64)> {
+        None
+    }
+    fn remember_written(&self, _: &str, _: &RepoName, _: &Tag, _: &Digest, _: &Digest) {}
+    fn forget_written_except(&self, _: &str, _: &RepoName, _: &std::collections::HashSet<Tag>) {}
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{filter_index, is_referrer_tag, Memory, RepoPlan, Scope, TagAction, TagPlan};
+use super::{filter_index, is_referrer_tag, Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan};
 use crate::config::Policy;
 use crate::model::{manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry};
@@ -16,7 +16,9 @@ pub(super) struct Ctx<'a> {
     pub src: RepoName,
     pub dest: RepoName,
     pub memory: &'a dyn Memory,
-    pub force_delete: bool,
+    /// The target's key in the config (state records are kept per target).
+    pub target_key: &'a str,
+    pub opts: RunOptions,
     pub scope: &'a Scope,
 }
 
@@ -168,7 +170,7 @@ pub(super) async fn plan_deletes(
         plan.refused_deletes = Some(format!("the source listed no tags; not deleting the target's {}", gone.len()));
         return Ok(());
     }
-    if !ctx.force_delete && !ctx.policy.max_delete.allows(gone.len(), dst_tags.len()) {
+    if !ctx.opts.force_delete && !ctx.policy.max_delete.allows(gone.len(), dst_tags.len()) {
         plan.refused_deletes = Some(format!(
             "{} of the target's {} tags are gone from the source, more than max_delete allows in one run; check the source, then run `ferry sync --force-delete`",
             gone.len(),
@@ -192,8 +194,9 @@ pub(super) async fn plan_deletes(
                 tag: t,
                 action: TagAction::Delete,
                 source_digest: d.clone(),
-                target_digest: Some(d),
+                target_digest: Some(d.clone()),
                 reason: None,
+                original: d,
             }),
         }
     }

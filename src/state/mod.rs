@@ -9,19 +9,21 @@
 //!   runs    : policy \0 start_ms (u64 BE)  -> RunRecord     one per run; scan in reverse for the latest
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
-//!   journal, event_ids: see `journal.rs`
+//!   journal, event_ids: see `journal.rs`; written: see `written.rs`
 //! Values are JSON with a `v` field; an unknown `v` is an error, never a silent default.
 
 use std::path::Path;
 use std::time::Duration;
 
 mod journal;
+mod written;
 
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use journal::{JournalEntry, JournalKey};
+pub use written::WrittenRecord;
 
 use crate::model::{Digest, RepoName};
 
@@ -153,6 +155,7 @@ pub struct StateStore {
     memo: sled::Tree,
     journal: sled::Tree,
     event_ids: sled::Tree,
+    written: sled::Tree,
     commit: Arc<journal::Commit>,
 }
 
@@ -195,6 +198,7 @@ impl StateStore {
             memo: db.open_tree("memo")?,
             journal: db.open_tree("journal")?,
             event_ids: db.open_tree("event_ids")?,
+            written: db.open_tree("written")?,
             commit: Arc::default(),
             db,
         })

@@ -41,16 +41,25 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
     // The base is 512 KiB and chunks are 64 KiB: the upload really was chunked.
     assert!(log_count(&dst, "PATCH", "") >= 7, "expected chunked PATCH uploads");
 
-    // Nothing changed: no blob, no manifest, one HEAD per tag on each side.
+    // Nothing changed: no blob, no manifest, one HEAD per tag on the source and none on the
+    // target (ferry wrote those tags and trusts them until verify_interval): the target
+    // gets its tag lists and nothing else.
     let (writes_before, heads_src, heads_dst) =
         (dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), src.requests("HEAD"), dst.requests("HEAD"));
+    let gets_dst = dst.requests("GET");
     let again = ferry.run(&["sync"]);
     again.assert_code(0);
     assert_eq!((again.summary("copied"), again.summary("uploaded"), again.summary("written")), (0, 0, 0));
     assert_eq!(again.summary("in") as usize, corpus.tags.len(), "all tags in sync");
     assert_eq!(dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), writes_before, "no writes on a no-op sync");
     assert_eq!(src.requests("HEAD") - heads_src, corpus.tags.len(), "source HEADs");
-    assert_eq!(dst.requests("HEAD") - heads_dst, corpus.tags.len(), "target HEADs");
+    assert_eq!(dst.requests("HEAD") - heads_dst, 0, "target HEADs");
+    assert_eq!(dst.requests("GET") - gets_dst, spec.repos, "target GETs: one tag list per repository");
+    // --verify asks the target about every tag again.
+    let verified = ferry.run(&["sync", "--verify"]);
+    verified.assert_code(0);
+    assert_eq!(verified.summary("in") as usize, corpus.tags.len());
+    assert_eq!(dst.requests("HEAD") - heads_dst, corpus.tags.len(), "target HEADs with --verify");
 
     let status = ferry.run(&["status", "--json"]);
     status.assert_code(0);
@@ -58,6 +67,56 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
     assert_eq!(v["runs"][0]["policy"], "mirror");
     assert_eq!(v["runs"][0]["outcome"], "ok");
     assert_eq!(v["runs"][0]["counts"]["tags_in_sync"].as_u64().unwrap() as usize, corpus.tags.len());
+}
+
+/// Trust has limits: a target tag moved behind ferry's back stays wrong until a run asks
+/// the target (`--verify`, or a run after `verify_interval`), which then repairs it; a tag
+/// deleted from the target is seen at once (it leaves the tag list) and copied again.
+#[tokio::test]
+async fn target_tags_moved_or_deleted_behind_ferrys_back_are_repaired() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec { repos: 1, tags: 2, index_every: 0, sign: false, ..CorpusSpec::default() };
+    let corpus = push_corpus(&src.url, &spec).await;
+    let policy = |verify: &str| format!("{MIRROR_ALL}verify_interval = \"{verify}\"\n");
+    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", &policy("24h"))]);
+    ferry.run(&["sync"]).assert_code(0);
+    let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
+    let (repo, tag, _) = &corpus.tags[0];
+    let intruder = images::image(Format::Oci, &[&images::layer(4242, 10_000)], "amd64", None, "intruder");
+    let overwrite = |tag: String| {
+        let (url, img) = (dst.url.clone(), intruder.clone());
+        async move { Pusher::new(&url).image(repo, &tag, &img).await }
+    };
+
+    overwrite(tag.clone()).await;
+    ferry.run(&["sync"]).assert_code(0);
+    assert_eq!(images::sha256(&d.manifest(repo, tag).await.unwrap()), intruder.digest, "trusted within verify_interval");
+    let run = ferry.run(&["sync", "--verify"]);
+    run.assert_code(0);
+    assert_eq!(run.summary("copied"), 1, "{}", run.all());
+    assert_same_image(&s, &d, repo, repo, tag).await;
+
+    std::fs::write(ferry.path().join("policies/mirror.toml"), policy("1s")).unwrap();
+    overwrite(tag.clone()).await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let run = ferry.run(&["sync"]);
+    assert_eq!(run.summary("copied"), 1, "a run after verify_interval repairs: {}", run.all());
+    assert_same_image(&s, &d, repo, repo, tag).await;
+
+    // Deleted on the target: gone from its tag list, so copied again whatever ferry remembers.
+    let other = &corpus.tags[1].1;
+    let digest = images::sha256(&d.manifest(repo, other).await.unwrap());
+    let rsp =
+        crate::support::http_client().build().unwrap().delete(format!("{}/v2/{repo}/manifests/{digest}", dst.url)).send().await.unwrap();
+    assert_eq!(rsp.status(), 202);
+    std::fs::write(ferry.path().join("policies/mirror.toml"), policy("24h")).unwrap();
+    let run = ferry.run(&["sync"]);
+    // Distribution deletes manifests: every tag of that manifest (`latest` too) went.
+    let sharing = corpus.tags.iter().filter(|(_, _, dg)| *dg == digest).count();
+    assert_eq!(run.summary("copied") as usize, sharing, "{}", run.all());
+    for (_, t, _) in &corpus.tags {
+        assert_same_image(&s, &d, repo, repo, t).await;
+    }
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use super::{json, reply};
 use crate::daemon::Shared;
 use crate::model::RepoName;
 use crate::model::Tag;
+use crate::plan::RunOptions;
 use crate::state::JournalKey;
 
 #[derive(Deserialize)]
@@ -23,6 +24,8 @@ struct RunRequest {
     tag: Option<String>,
     #[serde(default)]
     force_delete: bool,
+    #[serde(default)]
+    verify: bool,
 }
 
 pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -39,7 +42,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             return reply(StatusCode::BAD_REQUEST, "a tag needs its repository");
         }
         let id = s.runs.create(&policy.name, None, None);
-        return match s.request_full_run(&policy.name, id, req.force_delete) {
+        return match s.request_full_run(&policy.name, id, RunOptions { force_delete: req.force_delete, verify: req.verify }) {
             Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
             Err(why) => {
                 s.runs.abandoned(&[id], &why);
