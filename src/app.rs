@@ -130,6 +130,8 @@ impl App {
                 bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
                 retry: RetryPolicy::default(),
                 request_timeout: Duration::from_secs(60),
+                rate_limit_reserve: spec.rate_limit_reserve,
+                rate_limit_max_wait: spec.rate_limit_max_wait,
             };
             registries.insert(key.clone(), Registry::new(ep)?);
         }
@@ -147,6 +149,17 @@ impl App {
     pub fn after(mut self, older: &App) -> Self {
         self.repo_locks = older.repo_locks.clone();
         self
+    }
+
+    /// Each registry's rationed budget as last reported: (name, remaining, limit, seconds paused).
+    pub fn registry_budgets(&self) -> Vec<(String, Option<u64>, Option<u64>, f64)> {
+        self.registries
+            .values()
+            .map(|r| {
+                let (remaining, limit, paused) = r.rate_limit();
+                (r.name().to_owned(), remaining, limit, paused)
+            })
+            .collect()
     }
 
     /// Requests each registry has retried so far, by registry name.

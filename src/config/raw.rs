@@ -43,6 +43,8 @@ pub(super) struct RawRegistry {
     pub ca_file: Option<S<String>>,
     pub max_concurrent: Option<S<i64>>,
     pub bandwidth_limit: Option<S<String>>,
+    pub rate_limit_reserve: Option<S<i64>>,
+    pub rate_limit_max_wait: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

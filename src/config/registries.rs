@@ -11,6 +11,8 @@ use super::raw::RawRegistry;
 use crate::model::ByteSize;
 use crate::model::Secret;
 
+const DEFAULT_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub struct RegistrySpec {
     pub name: String,
     pub url: url::Url,
@@ -18,6 +20,10 @@ pub struct RegistrySpec {
     pub ca_pem: Option<Vec<u8>>,
     pub max_concurrent: usize,
     pub bandwidth_limit: Option<ByteSize>,
+    /// Counted requests to leave unused in a rationed budget (RateLimit-Remaining).
+    pub rate_limit_reserve: u64,
+    /// How long a counted request may wait for a rationed budget to refill.
+    pub rate_limit_max_wait: std::time::Duration,
 }
 
 pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut Sink) -> Option<RegistrySpec> {
@@ -85,7 +91,30 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
     });
     let max_concurrent = r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(16);
     let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));
-    Some(RegistrySpec { name: name.to_owned(), url: url?, credentials, ca_pem, max_concurrent, bandwidth_limit })
+    let rate_limit_reserve = match &r.rate_limit_reserve {
+        None => 0,
+        Some(n) => u64::try_from(*n.get_ref()).unwrap_or_else(|_| {
+            sink.err(n.span(), format!("{}: must be 0 or more", field("rate_limit_reserve")));
+            0
+        }),
+    };
+    let rate_limit_max_wait = match &r.rate_limit_max_wait {
+        None => DEFAULT_RATE_LIMIT_WAIT,
+        Some(w) => super::schedule::parse_interval(w.get_ref()).unwrap_or_else(|e| {
+            sink.err(w.span(), format!("{}: {e}", field("rate_limit_max_wait")));
+            DEFAULT_RATE_LIMIT_WAIT
+        }),
+    };
+    Some(RegistrySpec {
+        name: name.to_owned(),
+        url: url?,
+        credentials,
+        ca_pem,
+        max_concurrent,
+        bandwidth_limit,
+        rate_limit_reserve,
+        rate_limit_max_wait,
+    })
 }
 
 /// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else
@@ -130,8 +159,6 @@ fn docker_credentials(url: &url::Url) -> Result<Option<(String, Secret)>, String
     Ok(Some((user.to_owned(), Secret::new(pass))))
 }
 
-/// Policy files in name order, so diagnostics and runs come out in a stable order.
-
 /// A registry reference in a policy: a name from `[registries]`, or a bare URL (anonymous).
 pub(super) fn registry_ref(
     r: &Spanned<String>,
@@ -154,6 +181,8 @@ pub(super) fn registry_ref(
                     ca_pem: None,
                     max_concurrent: 16,
                     bandwidth_limit: None,
+                    rate_limit_reserve: 0,
+                    rate_limit_max_wait: DEFAULT_RATE_LIMIT_WAIT,
                 });
                 Some(key.clone())
             }

@@ -121,7 +121,14 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self, uploads_in_flight: usize, registry_retries: &[(String, u64)], journal_pending: usize) -> String {
+    /// `budgets`: each registry's rationed budget (name, remaining, limit, seconds paused).
+    pub fn render(
+        &self,
+        uploads_in_flight: usize,
+        registry_retries: &[(String, u64)],
+        budgets: &[(String, Option<u64>, Option<u64>, f64)],
+        journal_pending: usize,
+    ) -> String {
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -196,6 +203,18 @@ impl Metrics {
             "gauge",
             "Blob uploads checkpointed and not finished.",
             vec![(String::new(), uploads_in_flight as f64)],
+        );
+        family(
+            "ferry_registry_rate_limit_remaining",
+            "gauge",
+            "Counted requests the registry says are left (RateLimit-Remaining); only registries that send it.",
+            budgets.iter().filter_map(|(r, rem, _, _)| rem.map(|v| (labels(&[("registry", r)]), v as f64))).collect(),
+        );
+        family(
+            "ferry_registry_rate_limit_paused_seconds_total",
+            "counter",
+            "Time counted requests waited for a rationed budget to refill.",
+            budgets.iter().map(|(r, _, _, p)| (labels(&[("registry", r)]), *p)).collect(),
         );
         let events = self.events.lock().expect("lock poisoned").clone();
         family(

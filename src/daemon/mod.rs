@@ -65,13 +65,22 @@ impl Shared {
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         doc["policies"] = serde_json::to_value(self.metrics.snapshot()).expect("metrics serialize");
+        doc["rate_limits"] = self
+            .app()
+            .registry_budgets()
+            .into_iter()
+            .filter(|(_, rem, _, paused)| rem.is_some() || *paused > 0.0)
+            .map(|(name, remaining, limit, paused)| {
+                serde_json::json!({ "registry": name, "remaining": remaining, "limit": limit, "paused_seconds": paused })
+            })
+            .collect();
         doc
     }
 
     pub fn metrics_text(&self) -> String {
         let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
-        let retries = self.app().registry_retries();
-        self.metrics.render(uploads, &retries, self.queue.pending())
+        let app = self.app();
+        self.metrics.render(uploads, &app.registry_retries(), &app.registry_budgets(), self.queue.pending())
     }
 
     /// Ask the loop of `policy` for a full run now.

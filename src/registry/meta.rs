@@ -140,7 +140,17 @@ impl Registry {
     pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<PulledManifest>, RegistryError> {
         let op = "get manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.get(url.clone()))).await?;
+        // Rationed registries count manifest GETs (not HEADs): a HEAD probes while waiting.
+        let probe = || async {
+            let _ = self.send("probe rate limit", &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.head(url.clone()))).await;
+        };
+        let rsp = loop {
+            let _counted = self.counted(op, probe).await?;
+            let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.get(url.clone()))).await?;
+            if rsp.status() != StatusCode::TOO_MANY_REQUESTS {
+                break rsp;
+            }
+        };
         if rsp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }

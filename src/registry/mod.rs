@@ -8,6 +8,7 @@
 //! keeps upload sessions private, and ferry wants one auth path for every request.
 
 mod auth;
+mod budget;
 mod error;
 mod limit;
 mod meta;
@@ -42,6 +43,10 @@ pub struct Endpoint {
     pub retry: RetryPolicy,
     /// Whole-request limit for metadata requests; blob transfers are bounded by `read_timeout`.
     pub request_timeout: Duration,
+    /// Counted requests left unused in a rationed budget, for other users of the account.
+    pub rate_limit_reserve: u64,
+    /// Longest a counted request waits for a rationed budget to refill before it fails.
+    pub rate_limit_max_wait: Duration,
 }
 
 impl Endpoint {
@@ -55,6 +60,8 @@ impl Endpoint {
             bandwidth_limit: None,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
+            rate_limit_reserve: 0,
+            rate_limit_max_wait: Duration::from_secs(600),
         }
     }
 }
@@ -78,6 +85,8 @@ struct Inner {
     /// Set once the registry answered that it has no OCI 1.1 referrers API.
     no_referrers_api: AtomicBool,
     timeout: Duration,
+    budget: budget::Budget,
+    budget_max_wait: Duration,
 }
 
 /// No progress at all for this long on a connection is a dead peer, whatever the transfer size.
@@ -111,6 +120,7 @@ impl Registry {
         let http = builder.build().map_err(|e| protocol(format!("HTTP client: {e}")))?;
         Ok(Registry {
             inner: Arc::new(Inner {
+                budget: budget::Budget::new(&ep.name, ep.rate_limit_reserve),
                 auth: auth::Auth::new(&ep.name, ep.credentials),
                 name: ep.name,
                 base: ep.url,
@@ -121,12 +131,62 @@ impl Registry {
                 retries: AtomicU64::new(0),
                 no_referrers_api: Default::default(),
                 timeout: ep.request_timeout,
+                budget_max_wait: ep.rate_limit_max_wait,
             }),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The rationed budget as last reported: (remaining, limit, seconds paused so far).
+    pub fn rate_limit(&self) -> (Option<u64>, Option<u64>, f64) {
+        self.inner.budget.snapshot()
+    }
+
+    /// Wait until a counted request (a manifest GET) fits in the registry's rationed budget;
+    /// `probe` is a free request (a HEAD) that refreshes the budget's headers while waiting.
+    /// The returned guard gives the place back when the request is done.
+    ///
+    /// # Errors
+    /// When the budget would not refill within `rate_limit_max_wait`.
+    async fn counted<F, Fut>(&self, op: &'static str, probe: F) -> Result<BudgetGuard<'_>, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            let wait = match self.inner.budget.decide() {
+                budget::Decision::Go(ticket) => return Ok(BudgetGuard(&self.inner.budget, ticket)),
+                budget::Decision::Queue => {
+                    tokio::time::sleep(budget::QUEUE_WAIT).await;
+                    continue;
+                }
+                budget::Decision::Wait(w) => w,
+            };
+            let (remaining, limit, _) = self.inner.budget.snapshot();
+            let left = format!("{} of {} left", remaining.unwrap_or(0), limit.map_or("?".into(), |l| l.to_string()));
+            if started.elapsed() + wait > self.inner.budget_max_wait {
+                let resumes = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                return Err(RegistryError::RateLimited {
+                    registry: self.inner.name.clone(),
+                    op,
+                    detail: format!(
+                        "budget spent ({left}); resumes at {} UTC at the earliest; the next run continues (rate_limit_max_wait is {}s)",
+                        resumes.format("%Y-%m-%d %H:%M:%S"),
+                        self.inner.budget_max_wait.as_secs()
+                    ),
+                });
+            }
+            if self.inner.budget.announce() {
+                tracing::warn!(registry = %self.inner.name, %left, wait = ?wait, "rate limit: pausing counted requests until the budget refills");
+            }
+            tokio::time::sleep(wait).await;
+            self.inner.budget.paused(wait);
+            probe().await;
+        }
     }
 
     /// Requests retried so far (transient failures), for metrics.
@@ -171,6 +231,9 @@ impl Registry {
     ) -> Result<Response, RegistryError> {
         retry::with_retry(self.inner.retry, op, &self.inner.retries, || async {
             let rsp = self.attempt(op, scope, &build).await?;
+            if rsp.status() == StatusCode::TOO_MANY_REQUESTS && self.inner.budget.spent() {
+                return Ok(rsp); // a rationed budget: the caller waits for it to refill, bounded
+            }
             if rsp.status().is_server_error() || rsp.status() == StatusCode::TOO_MANY_REQUESTS {
                 return Err(self.status_error(op, rsp).await);
             }
@@ -188,7 +251,9 @@ impl Registry {
         let http = &self.inner.http;
         let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
         let header = self.inner.auth.header(http, scope).await?;
+        let ticket = self.inner.budget.ticket();
         let rsp = with_auth(build(http).timeout(self.inner.timeout), header.clone()).send().await.map_err(self.transport(op))?;
+        self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() != StatusCode::UNAUTHORIZED {
             if rsp.status().is_success() {
                 self.inner.auth.anonymous_ok().await;
@@ -198,7 +263,9 @@ impl Registry {
         let challenge = www_authenticate(rsp.headers());
         self.inner.auth.challenged(http, scope, header.as_deref(), challenge.as_deref(), op).await?;
         let header = self.inner.auth.header(http, scope).await?;
+        let ticket = self.inner.budget.ticket();
         let rsp = with_auth(build(http).timeout(self.inner.timeout), header).send().await.map_err(self.transport(op))?;
+        self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() });
         }
@@ -238,6 +305,15 @@ impl Registry {
         } else {
             Err(self.status_error(op, rsp).await)
         }
+    }
+}
+
+/// A place in the rationed budget, given back when the counted request is done.
+struct BudgetGuard<'a>(&'a budget::Budget, u64);
+
+impl Drop for BudgetGuard<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
     }
 }
 

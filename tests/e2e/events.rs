@@ -190,7 +190,9 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     assert!(daemon.ready().await, "{}", daemon.log());
     let path = "/v1/events/distribution/src";
     let ok = push_event("x", "app", "v1");
-    let cases: Vec<(Option<&str>, &str, &str, Vec<u8>, u16, &str)> = vec![
+    // (token, path, content type, body, expected status, expected reason)
+    type Case<'a> = (Option<&'a str>, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (None, path, DIST, ok.clone(), 401, "missing"),
         (Some("wrong-token-0123456789"), path, DIST, ok.clone(), 401, "wrong API token"),
         (Some(TOKEN), "/v1/events/distribution/nosuch", DIST, ok.clone(), 404, "no registry `nosuch`"),

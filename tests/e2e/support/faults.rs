@@ -1,6 +1,9 @@
 //! An HTTP/1.1 fault-injecting proxy in front of a real registry. Per request it forwards,
 //! or answers 429 (with Retry-After) or 503 itself, or cuts a PATCH halfway through its
 //! body (a reset mid-upload). Rules are deterministic ("every n-th"), so tests are too.
+//! It can also ration manifest GETs the way Docker Hub does: `RateLimit-Limit: N;w=W` and
+//! `RateLimit-Remaining: R;w=W` on manifest responses, and 429 without Retry-After past the
+//! budget (HEADs are free).
 
 #![allow(dead_code)]
 
@@ -29,6 +32,42 @@ pub struct Faults {
     pub injected_429: AtomicU64,
     pub injected_503: AtomicU64,
     pub resets: AtomicU64,
+    /// Manifest GETs allowed per window (0: no rationing), and the window in seconds.
+    pub pull_budget: AtomicU64,
+    pub pull_window_secs: AtomicU64,
+    /// Manifest GETs counted against the budget, and those refused with 429.
+    pub pulls_counted: AtomicU64,
+    pub pulls_refused: AtomicU64,
+    window: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Faults {
+    /// For a manifest request: the budget's (limit, remaining, window) after counting it,
+    /// and whether it is refused. None when rationing is off or the request is not a manifest's.
+    fn ration(&self, method: &str, path: &str) -> Option<(u64, u64, u64, bool)> {
+        let limit = self.pull_budget.load(Ordering::SeqCst);
+        if limit == 0 || !path.contains("/manifests/") {
+            return None;
+        }
+        let secs = self.pull_window_secs.load(Ordering::SeqCst).max(1);
+        let mut w = self.window.lock().unwrap();
+        let now = std::time::Instant::now();
+        let (start, spent) = w.get_or_insert((now, 0));
+        if now.duration_since(*start).as_secs() >= secs {
+            *start = now;
+            *spent = 0;
+        }
+        if method != "GET" {
+            return Some((limit, limit - *spent, secs, false));
+        }
+        if *spent >= limit {
+            self.pulls_refused.fetch_add(1, Ordering::SeqCst);
+            return Some((limit, 0, secs, true));
+        }
+        *spent += 1;
+        self.pulls_counted.fetch_add(1, Ordering::SeqCst);
+        Some((limit, limit - *spent, secs, false))
+    }
 }
 
 pub struct FaultProxy {
@@ -154,6 +193,19 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
             client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
             return client.shutdown().await;
         }
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let ration = f.ration(&method, &path);
+        let rate_headers = ration.map(|(l, r, w, _)| format!("RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n"));
+        if let Some((_, _, _, true)) = ration {
+            let body = "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"pull rate limit reached\"}]}";
+            let rsp = format!(
+                "HTTP/1.1 429 Too Many Requests\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                rate_headers.unwrap_or_default(),
+                body.len()
+            );
+            client.write_all(rsp.as_bytes()).await?;
+            return client.shutdown().await;
+        }
         if server.is_none() {
             server = Some(TcpStream::connect(&upstream).await?);
         }
@@ -169,7 +221,11 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
         copy_n(&mut client, &mut cbuf, up, body_len).await?;
         let Some(rhead) = read_head(up, &mut sbuf).await? else { return Ok(()) };
         let rtext = String::from_utf8_lossy(&rhead).into_owned();
-        client.write_all(&rhead).await?;
+        match &rate_headers {
+            // The head ends with an empty line: the rate-limit headers go just before it.
+            Some(h) => client.write_all(format!("{}{h}\r\n", &rtext[..rtext.len() - 2]).as_bytes()).await?,
+            None => client.write_all(&rhead).await?,
+        }
         let status: u16 = rtext.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let bodiless = method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
         if !bodiless {
