@@ -24,13 +24,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-need=()
-for c in docker-registry skopeo curl; do command -v "$c" >/dev/null || need+=("$c"); done
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || { echo "bench: missing ${need[*]}: sudo apt-get install -y ${need[*]}" >&2; exit 1; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+bench_needs docker-registry skopeo curl
 
 echo "== building (release)"
 cargo build --quiet --release --bin ferry --example corpus
@@ -38,41 +33,6 @@ FERRY="$PWD/target/release/ferry"
 CORPUS="$PWD/target/release/examples/corpus"
 
 rm -rf "$OUT"; mkdir -p "$OUT"
-# Registries run in the background; their PIDs live in files because start_registry runs in
-# a $(...) subshell.
-cleanup() { for f in "$OUT"/reg-*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-stop_registry() {
-  local f="$OUT/reg-$1/pid"
-  [ -f "$f" ] || return 0
-  local pid; pid=$(cat "$f")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$f"
-}
-
-# start_registry NAME [PORT]: (re)start with empty storage; prints host:port.
-start_registry() {
-  local name=$1 port=${2:-0} dir="$OUT/reg-$1"
-  stop_registry "$name"
-  rm -rf "$dir"; mkdir -p "$dir/data"
-  cat >"$dir/config.yml" <<YML
-version: 0.1
-log: {level: info, accesslog: {disabled: false}}
-storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}, maintenance: {uploadpurging: {enabled: false}}}
-http: {addr: "127.0.0.1:$port", secret: ferry-bench-$name}
-YML
-  docker-registry serve "$dir/config.yml" >"$dir/access.log" 2>"$dir/app.log" </dev/null &
-  echo $! >"$dir/pid"
-  for _ in $(seq 1 100); do
-    local addr; addr=$(grep -o 'listening on [0-9.:]*' "$dir/app.log" | head -1 | cut -d' ' -f3 || true)
-    if [ -n "$addr" ]; then echo "$addr"; return; fi
-    sleep 0.1
-  done
-  echo "bench: registry $name did not start" >&2; exit 1
-}
-requests() { grep -cE '"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/' "$OUT/reg-$1/access.log" || true; }
 
 SRC=$(start_registry src)
 DST=$(start_registry dst); DST_PORT=${DST##*:}

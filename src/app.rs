@@ -5,16 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::{stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
-use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks};
+use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks, RepoReport};
 use crate::model::Digest;
 use crate::model::RepoName;
 use crate::model::Tag;
-use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope};
+use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope, SourceReads};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
@@ -209,17 +210,26 @@ impl App {
                     .collect();
             }
         };
-        let jobs = policy.targets.iter().flat_map(|t| repos.iter().map(move |r| (t, r)));
         let memory: Box<dyn Memory> = match &self.state {
             Some(s) => Box::new(StateMemory(s)),
             None => Box::new(NoMemory),
         };
         let memory = memory.as_ref();
-        stream::iter(jobs)
-            .map(|(t, r)| plan_repo(policy, t, source, self.registry(t), r, memory, RunOptions::default(), &Scope::All))
+        let by_repo: Vec<Vec<RepoPlan>> = stream::iter(&repos)
+            .map(|r| async move {
+                let reads = SourceReads::new(source);
+                let plans = policy
+                    .targets
+                    .iter()
+                    .map(|t| plan_repo(policy, t, &reads, self.registry(t), r, memory, RunOptions::default(), &Scope::All));
+                join_all(plans).await
+            })
             .buffered(REPO_CONCURRENCY)
             .collect()
-            .await
+            .await;
+        // Target by target, as before plans were made for all targets of a repository at once.
+        let mut by_repo: Vec<_> = by_repo.into_iter().map(Vec::into_iter).collect();
+        policy.targets.iter().flat_map(|_| by_repo.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>()).collect()
     }
 
     /// Run one policy now: plan and copy each repository for each target, record the run.
@@ -267,29 +277,16 @@ impl App {
                 errors.push(e.to_string());
             }
             Ok(repos) => {
-                // Owned jobs: a borrowing closure here would not be `Send` for every lifetime,
-                // which a spawned daemon task needs.
-                let jobs: Vec<(String, RepoName)> =
-                    policy.targets.iter().flat_map(|t| repos.iter().map(move |r| (t.clone(), r.clone()))).collect();
                 let copier = &copier;
-                let reports: Vec<_> = stream::iter(jobs)
-                    .map(|(t, r)| {
-                        let span = info_span!("repo", target = %t, repo = %r);
-                        async move {
-                            if copier.cancel_token().is_cancelled() {
-                                return Default::default();
-                            }
-                            let _one_writer = self.repo_locks.lock((policy.name.clone(), t.clone(), r.clone())).await;
-                            let target = self.registry(&t);
-                            let plan = plan_repo(policy, &t, source, target, &r, memory, opts, scope).await;
-                            copier.copy_repo(&plan, source, target).await
-                        }
-                        .instrument(span)
+                let reports: Vec<Vec<RepoReport>> = stream::iter(repos)
+                    .map(|r| {
+                        let span = info_span!("repo", repo = %r);
+                        async move { self.sync_repo(policy, &r, copier, memory, opts, scope).await }.instrument(span)
                     })
                     .buffer_unordered(REPO_CONCURRENCY)
                     .collect()
                     .await;
-                for r in reports {
+                for r in reports.into_iter().flatten() {
                     interrupted |= r.interrupted;
                     errors.extend(r.errors);
                     held.extend(r.held);
@@ -335,6 +332,47 @@ impl App {
             }
         }
         run
+    }
+}
+
+impl App {
+    /// One repository for every target of the policy: planned with one source read of each
+    /// tag list and manifest, then copied with one source read of each blob several targets
+    /// lack.
+    async fn sync_repo(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+        copier: &Copier,
+        memory: &StateMemory<'_>,
+        opts: RunOptions,
+        scope: &Scope,
+    ) -> Vec<RepoReport> {
+        if copier.cancel_token().is_cancelled() {
+            return Vec::new();
+        }
+        // In name order, so two runs of the policy never hold each other's locks crosswise.
+        let mut held = Vec::new();
+        for t in policy.targets.iter().collect::<std::collections::BTreeSet<_>>() {
+            held.push(self.repo_locks.lock((policy.name.clone(), t.clone(), repo.clone())).await);
+        }
+        let source = self.registry(&policy.source);
+        let reads = SourceReads::new(source);
+        let plans = policy
+            .targets
+            .iter()
+            .map(|t| plan_repo(policy, t, &reads, self.registry(t), repo, memory, opts, scope).instrument(info_span!("plan", target = %t)));
+        let plans = join_all(plans).await;
+        drop(reads);
+        let fan = copier.fanout(source, repo);
+        for p in plans.iter().filter(|p| p.error.is_none()) {
+            p.blobs.iter().filter(|(_, b)| b.on_target != Some(true)).for_each(|(d, _)| fan.expect(&p.target, d));
+        }
+        fan.settle();
+        let copies = plans
+            .iter()
+            .map(|p| copier.copy_repo(p, source, self.registry(&p.target), &fan).instrument(info_span!("copy", target = %p.target)));
+        join_all(copies).await
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::CopyError;
 use crate::model::{Digest, Hasher, RepoName};
-use crate::registry::{RateLimiter, Registry, RegistryError, UploadSession, UploadStart};
+use crate::registry::{BlobStream, RateLimiter, Registry, RegistryError, UploadSession, UploadStart};
 use crate::state::{StateStore, UploadRecord};
 
 /// Attempts at one blob within a run; each resumes from what the registry acknowledged.
@@ -46,6 +46,8 @@ pub(super) struct BlobJob<'a> {
     pub global_limit: Option<Arc<RateLimiter>>,
     /// Bytes acknowledged so far, across the process (the progress line).
     pub progress: &'a AtomicU64,
+    /// The blob from byte 0 through a fan-out group, for the first attempt that starts at 0.
+    pub feed: std::sync::Mutex<Option<BoxStream<'static, Result<Bytes, RegistryError>>>>,
 }
 
 impl BlobJob<'_> {
@@ -145,7 +147,11 @@ impl BlobJob<'_> {
             self.target.finish_upload(self.dst_repo, session, self.digest, None).await?;
             return Ok(());
         }
-        let body = self.source.get_blob(self.src_repo, self.digest, session.offset).await?;
+        let feed = self.feed.lock().expect("lock poisoned").take();
+        let body = match feed {
+            Some(stream) if session.offset == 0 => BlobStream { offset: 0, stream },
+            _ => self.source.get_blob(self.src_repo, self.digest, session.offset).await?,
+        };
         let mut src = SourceReader {
             stream: body.stream,
             pending: Bytes::new(),

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
-use super::{add, Copier, CopyError, Stats};
+use super::{add, Copier, CopyError, Fanout, Stats};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction};
 use crate::registry::{PulledManifest, Registry};
@@ -33,6 +33,7 @@ struct RepoCopy<'a> {
     plan: &'a RepoPlan,
     source: &'a Registry,
     target: &'a Registry,
+    fan: &'a Arc<Fanout>,
     blobs: Memo,
     manifests: Memo,
 }
@@ -43,8 +44,15 @@ fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), String>>> {
 
 impl Copier {
     /// Copy what `plan` says is missing. A failing tag is reported and the others still copy;
-    /// a tag is written only after everything it references is on the target.
-    pub async fn copy_repo(&self, plan: &RepoPlan, source: &Registry, target: &Registry) -> RepoReport {
+    /// a tag is written only after everything it references is on the target. Blobs other
+    /// targets of the run also need are read through `fan`.
+    pub async fn copy_repo(&self, plan: &RepoPlan, source: &Registry, target: &Registry, fan: &Arc<Fanout>) -> RepoReport {
+        let report = self.copy_plan(plan, source, target, fan).await;
+        fan.leave(&plan.target);
+        report
+    }
+
+    async fn copy_plan(&self, plan: &RepoPlan, source: &Registry, target: &Registry, fan: &Arc<Fanout>) -> RepoReport {
         let mut report = RepoReport::default();
         let stats = self.stats(&plan.target);
         if let Some(e) = &plan.error {
@@ -53,7 +61,8 @@ impl Copier {
             return report;
         }
         add(&stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
-        let rc = RepoCopy { copier: self, stats: stats.clone(), plan, source, target, blobs: Memo::default(), manifests: Memo::default() };
+        let rc =
+            RepoCopy { copier: self, stats: stats.clone(), plan, source, target, fan, blobs: Memo::default(), manifests: Memo::default() };
         for t in &plan.tags {
             match t.action {
                 TagAction::InSync | TagAction::Create | TagAction::Move if self.cancel.is_cancelled() => {
@@ -207,14 +216,27 @@ impl RepoCopy<'_> {
             }
         };
         if present {
+            self.fan.withdraw(target_key, digest);
             add(&self.stats.blobs_skipped, 1);
             return c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string());
         }
         if c.cancel.is_cancelled() {
             return Err(CopyError::Interrupted.to_string());
         }
-        let _slot = c.shared.blob_slots.acquire().await.expect("semaphore never closed");
         let home = c.state.blob_home(target_key, digest, dst).map_err(|e| e.to_string())?;
+        // A mount or a saved upload needs no source read from byte 0: no fan-out for those.
+        let resumes = c.state.upload(target_key, dst, digest).map_err(|e| e.to_string())?.is_some();
+        let feed = if home.is_none() && !resumes {
+            self.fan.join(target_key, digest, info.size).await
+        } else {
+            self.fan.withdraw(target_key, digest);
+            None
+        };
+        // A group's read holds one slot for all its members.
+        let _slot = match feed {
+            Some(_) => None,
+            None => Some(c.shared.blob_slots.acquire().await.expect("semaphore never closed")),
+        };
         let job = BlobJob {
             source: self.source,
             target: self.target,
@@ -229,6 +251,7 @@ impl RepoCopy<'_> {
             retries: &self.stats.retries,
             global_limit: c.shared.bandwidth.clone(),
             progress: &c.shared.progress.bytes,
+            feed: std::sync::Mutex::new(feed),
         };
         let span = info_span!("blob", %digest, size = info.size);
         match job.run(home.as_ref()).instrument(span).await {

@@ -2,6 +2,7 @@
 //! Nothing here reads config: the composition root hands in [`CopyOptions`].
 
 mod blob;
+mod fanout;
 mod manifest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use crate::model::Digest;
 use crate::registry::{RateLimiter, RegistryError};
 use crate::state::{Counts, StateError, StateStore};
 
+pub use fanout::Fanout;
 pub use manifest::RepoReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,10 @@ impl CopyError {
         }
     }
 }
+
+/// Most a fan-out member may have buffered, whatever the chunk size: enough to ride out a
+/// chunk's round trip on a slow link without holding the faster targets back.
+const FANOUT_BUFFER: u64 = 8 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub struct CopyOptions {
@@ -109,7 +115,7 @@ impl<K: Eq + std::hash::Hash> KeyedLocks<K> {
 /// everywhere else.
 pub struct CopyShared {
     opts: CopyOptions,
-    blob_slots: Semaphore,
+    blob_slots: Arc<Semaphore>,
     /// One per (target, digest): a copy of that digest to that target holds it.
     locks: KeyedLocks<(String, Digest)>,
     bandwidth: Option<Arc<RateLimiter>>,
@@ -128,7 +134,7 @@ pub struct Progress {
 impl CopyShared {
     pub fn new(opts: CopyOptions) -> Arc<Self> {
         Arc::new(CopyShared {
-            blob_slots: Semaphore::new(opts.max_concurrent_blobs.max(1)),
+            blob_slots: Arc::new(Semaphore::new(opts.max_concurrent_blobs.max(1))),
             bandwidth: opts.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b))),
             opts,
             locks: KeyedLocks::default(),
@@ -168,6 +174,11 @@ impl Stats {
 impl Copier {
     pub fn new(shared: Arc<CopyShared>, state: StateStore, cancel: CancellationToken) -> Self {
         Copier { shared, state, stats: Mutex::default(), cancel }
+    }
+
+    /// The fan-out groups for one repository copied to several targets in this run.
+    pub fn fanout(&self, source: &crate::registry::Registry, repo: &crate::model::RepoName) -> Arc<Fanout> {
+        Fanout::new(self.shared.clone(), source, repo, self.shared.opts.chunk_size.min(FANOUT_BUFFER))
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {

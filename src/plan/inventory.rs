@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 
+use super::reads::SourceReads;
 use super::rules::{self, Ctx, Resolved};
 use super::{
     filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, RunOptions, Scope,
@@ -41,7 +42,7 @@ pub async fn select_repositories(policy: &Policy, source: &Registry) -> Result<V
 pub async fn plan_repo(
     policy: &Policy,
     target_key: &str,
-    source: &Registry,
+    source: &SourceReads<'_>,
     target: &Registry,
     repo: &RepoName,
     memory: &dyn Memory,
@@ -76,7 +77,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         // behind it: ask for the tag itself.
         (listed, Scope::Tag(t)) => {
             let mut tags: Vec<Tag> = listed.unwrap_or_default().into_iter().filter(|l| l != t).collect();
-            if pushed_tag_appears(source, &src, t).await? {
+            if pushed_tag_appears(source.registry(), &src, t).await? {
                 tags.push(t.clone());
             }
             tags
@@ -263,7 +264,7 @@ pub fn is_referrer_tag(tag: &str, d: &Digest) -> bool {
 
 /// When each tag's image was built (its config's `created`), for `tags.latest` over
 /// non-semver tags. A tag whose time cannot be read counts as oldest.
-async fn creation_times(source: &Registry, repo: &RepoName, tags: &[Tag]) -> std::collections::HashMap<Tag, i64> {
+async fn creation_times(source: &SourceReads<'_>, repo: &RepoName, tags: &[Tag]) -> std::collections::HashMap<Tag, i64> {
     stream::iter(tags.iter().cloned())
         .map(|tag| async move {
             let created = image_created(source, repo, tag.as_str()).await;
@@ -275,7 +276,7 @@ async fn creation_times(source: &Registry, repo: &RepoName, tags: &[Tag]) -> std
         .await
 }
 
-async fn image_created(source: &Registry, repo: &RepoName, reference: &str) -> Option<i64> {
+async fn image_created(source: &SourceReads<'_>, repo: &RepoName, reference: &str) -> Option<i64> {
     let mut m = source.get_manifest(repo, reference).await.ok()??;
     if let Ok(refs) = manifest_references(&m.media_type, &m.bytes) {
         if let Some((child, _)) = refs.manifests.first() {
@@ -292,7 +293,7 @@ async fn image_created(source: &Registry, repo: &RepoName, reference: &str) -> O
 /// (by digest) is not descended into: the registry checked its references when it took it.
 async fn add_tree(
     plan: &mut RepoPlan,
-    source: &Registry,
+    source: &SourceReads<'_>,
     target: &Registry,
     repo_absent: bool,
     root: Digest,

@@ -3,6 +3,7 @@
 
 mod diff;
 mod inventory;
+mod reads;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::fmt;
 use bytes::Bytes;
 pub use diff::{filter_index, filter_tags, keep_latest, needs_created, tag_action, DroppedTag};
 pub use inventory::{is_referrer_tag, plan_repo, select_repositories};
+pub use reads::SourceReads;
 use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::reads::SourceReads;
 use super::{filter_index, is_referrer_tag, Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan};
 use crate::config::Policy;
 use crate::model::{manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag};
@@ -11,7 +12,7 @@ use crate::registry::{PulledManifest, Registry};
 /// What planning one repository works with.
 pub(super) struct Ctx<'a> {
     pub policy: &'a Policy,
-    pub source: &'a Registry,
+    pub source: &'a SourceReads<'a>,
     pub target: &'a Registry,
     pub src: RepoName,
     pub dest: RepoName,

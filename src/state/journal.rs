@@ -89,7 +89,7 @@ impl StateStore {
             return Ok(());
         }
         let upto = self.commit.requested.load(Ordering::SeqCst);
-        self.db.flush_async().await?;
+        self.flush().await?;
         *flushed = upto;
         Ok(())
     }

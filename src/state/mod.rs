@@ -209,7 +209,10 @@ impl StateStore {
     /// # Errors
     /// When sled cannot write or fsync.
     pub async fn flush(&self) -> Result<(), StateError> {
-        self.db.flush_async().await?;
+        // Not sled's `flush_async`: futures of several flushes polled at about the same time
+        // are never woken (sled#1241, sled#1308); three targets checkpointing at once hung a run.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 

@@ -4,6 +4,7 @@ mod architecture;
 mod auth;
 mod daemon;
 mod events;
+mod fanout;
 mod limits;
 mod policies;
 mod resume;
