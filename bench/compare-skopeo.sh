@@ -63,7 +63,7 @@ printf '[[policy]]\nname = "big"\nsource = "src"\ntargets = ["dst"]\nrepositorie
 # and as `nobody` when root so the machine-wide cache is never touched.
 skopeo_yaml() {
   { echo "$SRC:"; echo "  tls-verify: false"; echo "  images:"
-    curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | grep "^$1" | sed 's/^/    /; s/$/: []/'
+    curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | { grep "^$1" || true; } | sed 's/^/    /; s/$/: []/'
   } >"$OUT/skopeo-$2.yml"; chmod 644 "$OUT/skopeo-$2.yml"
 }
 skopeo_yaml bench/app corpus; skopeo_yaml bench/big big

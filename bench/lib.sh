@@ -14,7 +14,8 @@ bench_needs() {
 
 # Registries run in the background; their PIDs live in files because start_registry runs in
 # a $(...) subshell.
-cleanup() { for f in "$OUT"/reg-*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done; }
+# Helpers started in the background leave their pid in $OUT/NAME.pid to be stopped here too.
+cleanup() { for f in "$OUT"/reg-*/pid "$OUT"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 stop_registry() {

@@ -62,13 +62,16 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| format!("invalid interval `{s}` (e.g. \"30s\", \"5m\", \"1h\")"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("invalid interval `{s}`: unit must be s, m, h or d")),
     };
+    // Far beyond any schedule, and far below what would overflow a timer.
+    const MAX_SECS: u64 = 3650 * 86400;
+    let secs = n.checked_mul(unit_secs).filter(|s| *s <= MAX_SECS).ok_or_else(|| format!("interval `{s}` is too long (at most 3650d)"))?;
     if secs == 0 {
         return Err("interval must be at least 1s".into());
     }
@@ -79,6 +82,15 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
     use chrono::{Datelike, TimeZone, Timelike, Utc};
+
+    #[test]
+    fn intervals_are_bounded() {
+        assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_interval("3650d"), Ok(Duration::from_secs(3650 * 86400)));
+        assert!(parse_interval("3651d").unwrap_err().contains("too long"));
+        assert!(parse_interval("18446744073709551615m").unwrap_err().contains("too long"), "no overflow");
+        assert!(parse_interval("0s").is_err());
+    }
 
     fn next(expr: &str, n: usize) -> Vec<chrono::DateTime<Utc>> {
         let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // a Thursday
