@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # ferry vs skopeo on the same corpus, between two real Distribution registries on loopback.
 #
-#   bench/compare-skopeo.sh [--repos 20] [--tags 5] [--base-size 30MiB] [--reps 3] [--big 1GiB]
+#   bench/compare-skopeo.sh [--repos 20] [--tags 5] [--base-size 30MiB] [--reps 3] [--big 1GiB] [--small]
+#
+# --small: small layers (a 256 KiB repository layer, 4-200 KiB per tag), the many-requests
+# case; S2 is `--repos 200 --tags 10 --base-size 1MiB --small`.
 #
 # Phases, each tool alternating with the other, `--reps` times:
 #   full  initial copy into an empty target (fresh target, fresh ferry state, fresh skopeo cache)
@@ -15,12 +18,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REPOS=20 TAGS=5 BASE=30MiB REPS=3 BIG=1GiB OUT=/tmp/ferry-bench
+REPOS=20 TAGS=5 BASE=30MiB REPS=3 BIG=1GiB OUT=/tmp/ferry-bench LAYERS=(--repo-layer 4MiB --app-min 512KiB --app-max 4MiB)
 while [ $# -gt 0 ]; do
   case "$1" in
     --repos) REPOS=$2; shift 2 ;; --tags) TAGS=$2; shift 2 ;; --base-size) BASE=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;; --big) BIG=$2; shift 2 ;; --out) OUT=$2; shift 2 ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    --small) LAYERS=(--repo-layer 256KiB --app-min 4KiB --app-max 200KiB); shift ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
 done
 
@@ -38,7 +42,7 @@ SRC=$(start_registry src)
 DST=$(start_registry dst); DST_PORT=${DST##*:}
 echo "== corpus: $REPOS repos x $TAGS tags, base $BASE, into $SRC"
 "$CORPUS" --registry "http://$SRC" --prefix bench/app --repos "$REPOS" --tags "$TAGS" --base-size "$BASE" \
-  --repo-layer 4MiB --app-min 512KiB --app-max 4MiB --index-every 10 --sign --seed 7
+  "${LAYERS[@]}" --index-every 10 --sign --seed 7
 if [ "$BIG" != 0 ]; then
   echo "== big image: one $BIG layer"
   "$CORPUS" --registry "http://$SRC" --prefix bench/big --repos 1 --tags 1 --base-size "$BIG" \
@@ -61,12 +65,9 @@ printf '[[policy]]\nname = "big"\nsource = "src"\ntargets = ["dst"]\nrepositorie
 
 # skopeo: a YAML source listing every repository (all tags); its own blob-info cache per run,
 # and as `nobody` when root so the machine-wide cache is never touched.
-skopeo_yaml() {
-  { echo "$SRC:"; echo "  tls-verify: false"; echo "  images:"
-    curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | { grep "^$1" || true; } | sed 's/^/    /; s/$/: []/'
-  } >"$OUT/skopeo-$2.yml"; chmod 644 "$OUT/skopeo-$2.yml"
-}
-skopeo_yaml bench/app corpus; skopeo_yaml bench/big big
+for pair in bench/app:corpus bench/big:big; do
+  skopeo_yaml "$SRC" "${pair%:*}" >"$OUT/skopeo-${pair#*:}.yml"; chmod 644 "$OUT/skopeo-${pair#*:}.yml"
+done
 # Wrappers that exec the tool, so GNU time measures the tool's own process.
 cat >"$OUT/run-skopeo.sh" <<SH
 #!/usr/bin/env bash
@@ -85,18 +86,7 @@ chmod +x "$OUT/run-skopeo.sh" "$OUT/run-ferry.sh"
 run_skopeo() { echo "$OUT/run-skopeo.sh" "$1" "$DST"; }
 run_ferry() { echo "$OUT/run-ferry.sh" "$1"; }
 
-verify() {  # every source tag has the same digest on the target
-  local accept='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-  local d bad=0
-  for repo in $(curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' ' '); do
-    [[ "$repo" == $1* ]] || continue
-    for tag in $(curl -sf "http://$SRC/v2/$repo/tags/list" | sed 's/.*"tags":\[//; s/\].*//' | tr -d '"' | tr ',' ' '); do
-      d() { curl -sfI -H "Accept: $accept" "http://$1/v2/$repo/manifests/$tag" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
-      [ "$(d "$SRC")" = "$(d "$DST")" ] || { bad=1; echo "bench: MISMATCH $repo:$tag" >&2; }
-    done
-  done
-  return $bad
-}
+verify() { same_digests "$SRC" "$DST" "$1"; }
 
 # timed PHASE TOOL REP CMD...: run under GNU time; append a line to results.tsv.
 timed() {

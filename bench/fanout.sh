@@ -37,15 +37,7 @@ run() {  # run NAME CMD...: wall seconds and source blob GETs
   printf '%-7s %7.2f s wall, %5d source blob GETs (%.2f x distinct)\n' "$1" "$(cat "$OUT/time-$1")" $(( $(blob_gets) - g0 )) \
     "$(echo "scale=2; ($(blob_gets) - $g0) / $distinct" | bc)"
 }
-verify() {  # every source tag has the same digest on each target
-  local accept='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-  d() { curl -sfI -H "Accept: $accept" "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
-  for repo in $(curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' ' '); do
-    for tag in $(curl -sf "http://$SRC/v2/$repo/tags/list" | sed 's/.*"tags":\[//; s/\].*//' | tr -d '"' | tr ',' ' '); do
-      for t in "$@"; do [ "$(d "$SRC" "$repo" "$tag")" = "$(d "$t" "${repo#fan/}" "$tag")" ] || [ "$(d "$SRC" "$repo" "$tag")" = "$(d "$t" "$repo" "$tag")" ] || { echo "bench: MISMATCH $t $repo:$tag" >&2; exit 1; }; done
-    done
-  done
-}
+verify() { for t in "$@"; do same_digests "$SRC" "$t" || exit 1; done; }
 
 # ferry: one policy, three targets.
 mapfile -t T < <(targets)
@@ -58,8 +50,7 @@ verify "${T[@]#* }"
 
 # skopeo: the same three targets, fresh, one sync each.
 mapfile -t T < <(targets)
-{ echo "$SRC:"; echo "  tls-verify: false"; echo "  images:"
-  curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | sed 's/^/    /; s/$/: []/'; } >"$OUT/skopeo.yml"
+skopeo_yaml "$SRC" >"$OUT/skopeo.yml"
 cat >"$OUT/skopeo3.sh" <<SH
 #!/usr/bin/env bash
 set -e

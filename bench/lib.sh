@@ -48,3 +48,24 @@ YML
   echo "bench: registry $name did not start" >&2; exit 1
 }
 requests() { grep -cE '"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/' "$OUT/reg-$1/access.log" || true; }
+
+# repos HOST [PREFIX]: the registry's repositories, one per line (those starting with PREFIX).
+repos() { curl -sf "http://$1/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | { grep "^${2:-}" || true; }; }
+# tags HOST REPO: its tags, one per line.
+tags() { curl -sf "http://$1/v2/$2/tags/list" | sed 's/.*"tags":\[//; s/\].*//' | tr -d '"' | tr ',' '\n'; }
+ACCEPT='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
+# digest HOST REPO TAG: the digest the registry serves for the tag.
+digest() { curl -sfI -H "Accept: $ACCEPT" "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
+# same_digests SRC DST [PREFIX]: every source tag (in repositories starting with PREFIX) has
+# the same digest on DST; each mismatch is named, and the status says whether there was one.
+same_digests() {
+  local bad=0 repo tag
+  for repo in $(repos "$1" "${3:-}"); do
+    for tag in $(tags "$1" "$repo"); do
+      [ "$(digest "$1" "$repo" "$tag")" = "$(digest "$2" "$repo" "$tag")" ] || { bad=1; echo "bench: MISMATCH $2 $repo:$tag" >&2; }
+    done
+  done
+  return $bad
+}
+# skopeo_yaml HOST [PREFIX]: a `skopeo sync --src yaml` file naming those repositories.
+skopeo_yaml() { echo "$1:"; echo "  tls-verify: false"; echo "  images:"; repos "$1" "${2:-}" | sed 's/^/    /; s/$/: []/'; }

@@ -42,15 +42,7 @@ timed() {  # timed NAME CMD...
   read -r wall rss <"$OUT/time-$1"
   printf '%-13s %7.2f s wall %7d KiB rss %6d src req %6d dst req\n' "$1" "$wall" "$rss" $(( $(requests src) - s0 )) $(( $(requests dst) - d0 ))
 }
-check() {
-  local accept='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-  d() { curl -sfI -H "Accept: $accept" "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
-  for repo in $(curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' ' '); do
-    for tag in $(curl -sf "http://$SRC/v2/$repo/tags/list" | sed 's/.*"tags":\[//; s/\].*//' | tr -d '"' | tr ',' ' '); do
-      [ "$(d "$SRC" "$repo" "$tag")" = "$(d "$DST" "$repo" "$tag")" ] || { echo "bench: MISMATCH $repo:$tag" >&2; exit 1; }
-    done
-  done
-}
+check() { same_digests "$SRC" "$DST" || exit 1; }
 
 mkdir -p "$OUT/ferry/policies"
 printf '[daemon]\nstate_dir = "state"\npolicies = "policies"\n[registries.src]\nurl = "http://%s"\n[registries.dst]\nurl = "http://%s"\n' "$WSRC" "$WDST" >"$OUT/ferry/ferry.toml"
@@ -61,8 +53,7 @@ timed "ferry no-op" "$FERRY" --config "$OUT/ferry/ferry.toml" -q sync
 
 if [ "$SKOPEO" = 1 ]; then
   DST=$(start_registry dst "${DST##*:}")
-  { echo "$WSRC:"; echo "  tls-verify: false"; echo "  images:"
-    curl -sf "http://$SRC/v2/_catalog?n=1000" | tr -d '{}[]"' | sed 's/repositories://' | tr ',' '\n' | sed 's/^/    /; s/$/: []/'; } >"$OUT/skopeo.yml"
+  skopeo_yaml "$SRC" | sed "1s/.*/$WSRC:/" >"$OUT/skopeo.yml"
   sk=(env HOME="$OUT/skopeo-home" skopeo sync --src yaml --dest docker --dest-tls-verify=false --all --preserve-digests "$OUT/skopeo.yml" "$WDST/wan")
   timed "skopeo full" "${sk[@]}"
   timed "skopeo no-op" "${sk[@]}"

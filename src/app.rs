@@ -19,9 +19,17 @@ use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, Ru
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
-/// Repositories planned and copied at once per policy and target; blob transfers are bounded
-/// separately by `max_concurrent_blobs`.
-const REPO_CONCURRENCY: usize = 4;
+/// One registry client's counters: retries, its rationed budget as last reported, and the
+/// adaptive request limit in force.
+pub struct RegistryGauges {
+    pub name: String,
+    pub retries: u64,
+    pub remaining: Option<u64>,
+    pub limit: Option<u64>,
+    pub paused_seconds: f64,
+    pub concurrency: usize,
+    pub max_concurrent: usize,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -130,7 +138,10 @@ impl App {
                 max_concurrent: spec.max_concurrent,
                 bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
                 retry: RetryPolicy::default(),
-                request_timeout: Duration::from_secs(60),
+                request_timeout: spec.request_timeout,
+                stall_timeout: spec.stall_timeout,
+                list_limit: spec.list_limit,
+                list_timeout: spec.list_timeout,
                 rate_limit_reserve: spec.rate_limit_reserve,
                 rate_limit_max_wait: spec.rate_limit_max_wait,
             };
@@ -152,20 +163,24 @@ impl App {
         self
     }
 
-    /// Each registry's rationed budget as last reported: (name, remaining, limit, seconds paused).
-    pub fn registry_budgets(&self) -> Vec<(String, Option<u64>, Option<u64>, f64)> {
+    /// What each registry's client has seen so far, for metrics and `/status`.
+    pub fn registry_gauges(&self) -> Vec<RegistryGauges> {
         self.registries
             .values()
             .map(|r| {
-                let (remaining, limit, paused) = r.rate_limit();
-                (r.name().to_owned(), remaining, limit, paused)
+                let (remaining, limit, paused_seconds) = r.rate_limit();
+                let (concurrency, max_concurrent) = r.concurrency();
+                RegistryGauges {
+                    name: r.name().to_owned(),
+                    retries: r.retries(),
+                    remaining,
+                    limit,
+                    paused_seconds,
+                    concurrency,
+                    max_concurrent,
+                }
             })
             .collect()
-    }
-
-    /// Requests each registry has retried so far, by registry name.
-    pub fn registry_retries(&self) -> Vec<(String, u64)> {
-        self.registries.values().map(|r| (r.name().to_owned(), r.retries())).collect()
     }
 
     /// Live totals of every run of this process so far.
@@ -179,6 +194,15 @@ impl App {
 
     fn registry(&self, key: &str) -> &Registry {
         &self.registries[key] // config validation guarantees every policy's registries exist
+    }
+
+    /// Repositories of `policy` planned and copied at once: enough that their requests can
+    /// fill the widest of its registries' `max_concurrent` (a repository has a few round
+    /// trips in sequence: tag lists, then its tags' HEADs in parallel). What each registry
+    /// really gets at once is its adaptive limit; blobs are bounded by `max_concurrent_blobs`.
+    fn repo_width(&self, policy: &Policy) -> usize {
+        let widest = std::iter::once(&policy.source).chain(&policy.targets).map(|r| self.registry(r).concurrency().1).max();
+        (widest.unwrap_or(1) / 2).max(2)
     }
 
     /// The named policies, or all of them when `names` is empty.
@@ -224,7 +248,7 @@ impl App {
                     .map(|t| plan_repo(policy, t, &reads, self.registry(t), r, memory, RunOptions::default(), &Scope::All));
                 join_all(plans).await
             })
-            .buffered(REPO_CONCURRENCY)
+            .buffered(self.repo_width(policy))
             .collect()
             .await;
         // Target by target, as before plans were made for all targets of a repository at once.
@@ -283,7 +307,7 @@ impl App {
                         let span = info_span!("repo", repo = %r);
                         async move { self.sync_repo(policy, &r, copier, memory, opts, scope).await }.instrument(span)
                     })
-                    .buffer_unordered(REPO_CONCURRENCY)
+                    .buffer_unordered(self.repo_width(policy))
                     .collect()
                     .await;
                 for r in reports.into_iter().flatten() {

@@ -39,7 +39,7 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         policies_dir: path_of(&d.policies, DEFAULT_CONFIG_DIR_POLICIES),
         listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         chunk_size: ByteSize(16 << 20),
-        max_concurrent_blobs: 8,
+        max_concurrent_blobs: 32,
         bandwidth_limit: None,
         stop_timeout: Duration::from_secs(10),
         api_token: None,
@@ -73,7 +73,7 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         }
     }
     if let Some(n) = &d.max_concurrent_blobs {
-        out.max_concurrent_blobs = positive(n, "daemon.max_concurrent_blobs", sink).unwrap_or(8);
+        out.max_concurrent_blobs = positive(n, "daemon.max_concurrent_blobs", sink).unwrap_or(32);
     }
     out.bandwidth_limit = d.bandwidth_limit.as_ref().and_then(|b| rate(b, "daemon.bandwidth_limit", sink));
     out

@@ -45,6 +45,10 @@ pub(super) struct RawRegistry {
     pub bandwidth_limit: Option<S<String>>,
     pub rate_limit_reserve: Option<S<i64>>,
     pub rate_limit_max_wait: Option<S<String>>,
+    pub request_timeout: Option<S<String>>,
+    pub stall_timeout: Option<S<String>>,
+    pub list_limit: Option<S<i64>>,
+    pub list_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,16 @@ use super::raw::RawRegistry;
 use crate::model::ByteSize;
 use crate::model::Secret;
 
-const DEFAULT_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+use std::time::Duration;
+
+/// Requests in flight at most; the adaptive limit runs below it.
+const DEFAULT_MAX_CONCURRENT: usize = 32;
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(600);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Generous: the largest real repositories hold tens of thousands of tags.
+const DEFAULT_LIST_LIMIT: usize = 100_000;
+const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct RegistrySpec {
     pub name: String,
@@ -23,7 +32,34 @@ pub struct RegistrySpec {
     /// Counted requests to leave unused in a rationed budget (RateLimit-Remaining).
     pub rate_limit_reserve: u64,
     /// How long a counted request may wait for a rationed budget to refill.
-    pub rate_limit_max_wait: std::time::Duration,
+    pub rate_limit_max_wait: Duration,
+    /// Whole-request bound on metadata requests (manifests, tag lists, upload steps).
+    pub request_timeout: Duration,
+    /// A blob transfer that moves almost nothing for this long is dead.
+    pub stall_timeout: Duration,
+    /// Most entries one tag list or catalog may have, and how long listing it may take.
+    pub list_limit: usize,
+    pub list_timeout: Duration,
+}
+
+impl RegistrySpec {
+    /// A registry named by its URL in a policy: anonymous, every bound at its default.
+    fn anonymous(name: String, url: url::Url) -> Self {
+        RegistrySpec {
+            name,
+            url,
+            credentials: None,
+            ca_pem: None,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            bandwidth_limit: None,
+            rate_limit_reserve: 0,
+            rate_limit_max_wait: DEFAULT_RATE_LIMIT_WAIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            list_limit: DEFAULT_LIST_LIMIT,
+            list_timeout: DEFAULT_LIST_TIMEOUT,
+        }
+    }
 }
 
 pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut Sink) -> Option<RegistrySpec> {
@@ -89,7 +125,8 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
             None
         }
     });
-    let max_concurrent = r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(16);
+    let max_concurrent =
+        r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(DEFAULT_MAX_CONCURRENT);
     let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));
     let rate_limit_reserve = match &r.rate_limit_reserve {
         None => 0,
@@ -98,11 +135,22 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
             0
         }),
     };
-    let rate_limit_max_wait = match &r.rate_limit_max_wait {
-        None => DEFAULT_RATE_LIMIT_WAIT,
+    let mut duration = |v: &Option<Spanned<String>>, name: &str, default: Duration| match v {
+        None => default,
         Some(w) => super::schedule::parse_interval(w.get_ref()).unwrap_or_else(|e| {
-            sink.err(w.span(), format!("{}: {e}", field("rate_limit_max_wait")));
-            DEFAULT_RATE_LIMIT_WAIT
+            sink.err(w.span(), format!("{}: {e}", field(name)));
+            default
+        }),
+    };
+    let rate_limit_max_wait = duration(&r.rate_limit_max_wait, "rate_limit_max_wait", DEFAULT_RATE_LIMIT_WAIT);
+    let request_timeout = duration(&r.request_timeout, "request_timeout", DEFAULT_REQUEST_TIMEOUT);
+    let stall_timeout = duration(&r.stall_timeout, "stall_timeout", DEFAULT_STALL_TIMEOUT);
+    let list_timeout = duration(&r.list_timeout, "list_timeout", DEFAULT_LIST_TIMEOUT);
+    let list_limit = match &r.list_limit {
+        None => DEFAULT_LIST_LIMIT,
+        Some(n) => usize::try_from(*n.get_ref()).ok().filter(|v| (1..=10_000_000).contains(v)).unwrap_or_else(|| {
+            sink.err(n.span(), format!("{}: must be between 1 and 10000000", field("list_limit")));
+            DEFAULT_LIST_LIMIT
         }),
     };
     Some(RegistrySpec {
@@ -114,6 +162,10 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         bandwidth_limit,
         rate_limit_reserve,
         rate_limit_max_wait,
+        request_timeout,
+        stall_timeout,
+        list_limit,
+        list_timeout,
     })
 }
 
@@ -174,16 +226,8 @@ pub(super) fn registry_ref(
     if key.contains("://") {
         return match parse_url(key) {
             Ok(url) => {
-                registries.entry(key.clone()).or_insert_with(|| RegistrySpec {
-                    name: url.host_str().unwrap_or(key).to_owned() + &url.port().map(|p| format!(":{p}")).unwrap_or_default(),
-                    url,
-                    credentials: None,
-                    ca_pem: None,
-                    max_concurrent: 16,
-                    bandwidth_limit: None,
-                    rate_limit_reserve: 0,
-                    rate_limit_max_wait: DEFAULT_RATE_LIMIT_WAIT,
-                });
+                let name = url.host_str().unwrap_or(key).to_owned() + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                registries.entry(key.clone()).or_insert_with(|| RegistrySpec::anonymous(name, url));
                 Some(key.clone())
             }
             Err(e) => {

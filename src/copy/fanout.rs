@@ -16,6 +16,11 @@
 //! a source read of its own, and the others go on at their pace. A member that fails simply
 //! drops out. Each member's upload is checkpointed and resumable exactly as when alone: the
 //! fan-out only changes where the bytes come from.
+//!
+//! A blob is copied to one target by one repository at a time (the per-target lock; a
+//! second repository then mounts it). A group takes the locks of all its targets at once, in
+//! name order: taken one by one by its members, two repositories sharing a layer could each
+//! hold some targets' locks and wait for the other's, and both groups would read the blob.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OnceCell, OwnedMutexGuard, OwnedSemaphorePermit};
 
 use super::CopyShared;
 use crate::model::{Digest, RepoName};
@@ -38,6 +43,8 @@ const STALL: Duration = Duration::from_secs(2);
 const FRAME: usize = 64 * 1024;
 
 type Frame = Result<Bytes, RegistryError>;
+/// The per-target locks a group took for its members, by target.
+type GroupLocks = Mutex<HashMap<String, OwnedMutexGuard<()>>>;
 
 /// The fan-out groups of one repository copy, for every target of a policy run.
 pub struct Fanout {
@@ -59,6 +66,9 @@ struct Group {
     slotted: bool,
     slot: Option<OwnedSemaphorePermit>,
     started: bool,
+    /// The per-target locks of the blob for every expected target, taken in name order by
+    /// the first member to need its own; each member takes its guard out.
+    locks: Arc<OnceCell<GroupLocks>>,
 }
 
 impl Group {
@@ -84,10 +94,43 @@ impl Fanout {
         self.groups.lock().expect("lock poisoned").retain(|_, g| g.expected.len() > 1);
     }
 
+    /// `target`'s turn to copy `digest`: the per-target lock, which no other repository's
+    /// copy of the blob holds. For a group's member, the group takes every member's lock.
+    pub async fn turn(&self, target: &str, digest: &Digest) -> OwnedMutexGuard<()> {
+        let group = {
+            let groups = self.groups.lock().expect("lock poisoned");
+            groups.get(digest).filter(|g| !g.started && g.expected.contains(target)).map(|g| (g.locks.clone(), g.expected.clone()))
+        };
+        let Some((locks, expected)) = group else { return self.shared.locks.lock((target.to_owned(), digest.clone())).await };
+        let held = locks
+            .get_or_init(|| async {
+                let mut held = HashMap::new();
+                for t in expected.into_iter().collect::<std::collections::BTreeSet<_>>() {
+                    let guard = self.shared.locks.lock((t.clone(), digest.clone())).await;
+                    held.insert(t, guard);
+                }
+                Mutex::new(held)
+            })
+            .await;
+        // A member that withdrew while the locks were being taken never comes for its own.
+        if let Some(g) = self.groups.lock().expect("lock poisoned").get(digest) {
+            held.lock().expect("lock poisoned").retain(|t, _| t == target || g.expected.contains(t));
+        }
+        let mine = held.lock().expect("lock poisoned").remove(target);
+        match mine {
+            Some(guard) => guard,
+            None => self.shared.locks.lock((target.to_owned(), digest.clone())).await,
+        }
+    }
+
     /// `target` will not read `digest` through the group (already there, mounted, resumed).
     pub fn withdraw(self: &Arc<Self>, target: &str, digest: &Digest) {
         let mut groups = self.groups.lock().expect("lock poisoned");
         if let Some(g) = groups.get_mut(digest) {
+            // Its lock, if the group took it and the member never came for it.
+            if let Some(held) = g.locks.get() {
+                held.lock().expect("lock poisoned").remove(target);
+            }
             if g.expected.remove(target) && g.expected.is_empty() && g.ready() {
                 self.start(digest, g);
             }

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{join_all, BoxFuture};
-use futures_util::FutureExt;
+use futures_util::{stream, FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
 use super::{add, Copier, CopyError, Fanout, Stats};
 use crate::model::Digest;
-use crate::plan::{RepoPlan, TagAction};
+use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{PulledManifest, Registry};
 
 /// How one repository copy ended.
@@ -65,50 +65,37 @@ impl Copier {
             RepoCopy { copier: self, stats: stats.clone(), plan, source, target, fan, blobs: Memo::default(), manifests: Memo::default() };
         for t in &plan.tags {
             match t.action {
-                TagAction::InSync | TagAction::Create | TagAction::Move if self.cancel.is_cancelled() => {
-                    report.interrupted = true;
-                    break;
-                }
-                TagAction::InSync => {}
                 TagAction::Held => {
                     add(&stats.held, 1);
                     let why = t.reason.as_deref().unwrap_or("held");
                     info!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, reason = why, "tag held back");
                     report.held.push(format!("{}:{} → {}: {why}", plan.source_repository, t.tag, plan.target));
                 }
-                // Deletes go last, after every copy of this repository.
-                TagAction::Delete => {}
                 TagAction::Conflict => {
                     add(&stats.conflicts, 1);
                     warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, "tag differs on the target and overwrite = false; left as it is");
                 }
-                TagAction::Create | TagAction::Move => {
-                    let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
-                    match rc.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
-                        Ok(()) => {
-                            add(&stats.tags_copied, 1);
-                            add(&self.shared.progress.tags, 1);
-                            // The next runs trust this write instead of asking the target.
-                            if let Err(e) =
-                                self.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest)
-                            {
-                                warn!(error = %e, "could not remember a written tag; the next run asks the target");
-                            }
-                            info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
-                        }
-                        Err(_) if self.cancel.is_cancelled() => {
-                            report.interrupted = true;
-                            break;
-                        }
-                        Err(e) => {
-                            add(&stats.failures, 1);
-                            report
-                                .errors
-                                .push(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository));
-                        }
-                    }
-                }
+                // Deletes go last, after every copy of this repository.
+                TagAction::InSync | TagAction::Create | TagAction::Move | TagAction::Delete => {}
             }
+        }
+        // Tags at once: enough to keep the target's requests busy over a long link; shared
+        // blobs and child manifests are still copied once (the memos).
+        let width = (target.concurrency().1 / 4).max(1);
+        // Futures made up front (they are lazy): a closure in the stream trips the compiler's
+        // `Send` inference for the daemon's spawned tasks.
+        let copies: Vec<_> =
+            plan.tags.iter().filter(|t| matches!(t.action, TagAction::Create | TagAction::Move)).map(|t| rc.copy_counted(t)).collect();
+        let outcomes: Vec<Option<String>> = stream::iter(copies).buffer_unordered(width).collect().await;
+        for o in outcomes {
+            match o {
+                None => report.interrupted = true,
+                Some(e) if e.is_empty() => {}
+                Some(e) => report.errors.push(e),
+            }
+        }
+        if report.interrupted {
+            return report;
         }
         for t in plan.tags.iter().filter(|t| t.action == TagAction::Delete) {
             if self.cancel.is_cancelled() {
@@ -150,6 +137,32 @@ impl Copier {
 }
 
 impl RepoCopy<'_> {
+    /// Copy one tag and count it: `None` when interrupted, `Some("")` when copied, else the
+    /// error line.
+    async fn copy_counted(&self, t: &TagPlan) -> Option<String> {
+        let (c, plan, stats) = (self.copier, self.plan, &self.stats);
+        if c.cancel.is_cancelled() {
+            return None;
+        }
+        let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
+        match self.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
+            Ok(()) => {
+                add(&stats.tags_copied, 1);
+                add(&c.shared.progress.tags, 1);
+                // The next runs trust this write instead of asking the target.
+                if let Err(e) = c.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest) {
+                    warn!(error = %e, "could not remember a written tag; the next run asks the target");
+                }
+                info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
+                Some(String::new())
+            }
+            Err(_) if c.cancel.is_cancelled() => None,
+            Err(e) => {
+                add(&stats.failures, 1);
+                Some(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository))
+            }
+        }
+    }
     fn manifest(&self, digest: &Digest) -> Result<PulledManifest, String> {
         let m = self.plan.manifests.get(digest).ok_or_else(|| format!("{digest}: not in the plan"))?;
         Ok(PulledManifest { digest: m.digest.clone(), media_type: m.media_type.clone(), bytes: m.bytes.clone() })
@@ -205,7 +218,7 @@ impl RepoCopy<'_> {
         let (plan, target_key, dst) = (self.plan, self.plan.target.as_str(), &self.plan.target_repository);
         let info = plan.blobs.get(digest).ok_or_else(|| format!("blob {digest}: not in the plan"))?;
         // One copy of a digest per target at a time: a second repository waits, then mounts.
-        let _held = c.shared.locks.lock((target_key.to_owned(), digest.clone())).await;
+        let _held = self.fan.turn(target_key, digest).await;
         let present = match info.on_target {
             Some(p) => p,
             // The target repository had no tags, so nothing was asked; an earlier, interrupted

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::app::PolicyRun;
+use crate::app::{PolicyRun, RegistryGauges};
 use crate::state::Counts;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -121,14 +121,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format 0.0.4.
-    /// `budgets`: each registry's rationed budget (name, remaining, limit, seconds paused).
-    pub fn render(
-        &self,
-        uploads_in_flight: usize,
-        registry_retries: &[(String, u64)],
-        budgets: &[(String, Option<u64>, Option<u64>, f64)],
-        journal_pending: usize,
-    ) -> String {
+    pub fn render(&self, uploads_in_flight: usize, registries: &[RegistryGauges], journal_pending: usize) -> String {
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -196,7 +189,7 @@ impl Metrics {
             "ferry_registry_retries_total",
             "counter",
             "Requests retried after a transient failure (5xx, 429, reset, timeout).",
-            registry_retries.iter().map(|(r, v)| (labels(&[("registry", r)]), *v as f64)).collect(),
+            registries.iter().map(|g| (labels(&[("registry", &g.name)]), g.retries as f64)).collect(),
         );
         family(
             "ferry_uploads_in_flight",
@@ -208,13 +201,19 @@ impl Metrics {
             "ferry_registry_rate_limit_remaining",
             "gauge",
             "Counted requests the registry says are left (RateLimit-Remaining); only registries that send it.",
-            budgets.iter().filter_map(|(r, rem, _, _)| rem.map(|v| (labels(&[("registry", r)]), v as f64))).collect(),
+            registries.iter().filter_map(|g| g.remaining.map(|v| (labels(&[("registry", &g.name)]), v as f64))).collect(),
         );
         family(
             "ferry_registry_rate_limit_paused_seconds_total",
             "counter",
             "Time counted requests waited for a rationed budget to refill.",
-            budgets.iter().map(|(r, _, _, p)| (labels(&[("registry", r)]), *p)).collect(),
+            registries.iter().map(|g| (labels(&[("registry", &g.name)]), g.paused_seconds)).collect(),
+        );
+        family(
+            "ferry_registry_concurrency_limit",
+            "gauge",
+            "Requests the registry gets at once now: adapted between 1 and max_concurrent to its latency, 429s and 5xx.",
+            registries.iter().map(|g| (labels(&[("registry", &g.name)]), g.concurrency as f64)).collect(),
         );
         let events = self.events.lock().expect("lock poisoned").clone();
         family(

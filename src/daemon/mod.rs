@@ -65,22 +65,21 @@ impl Shared {
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         doc["policies"] = serde_json::to_value(self.metrics.snapshot()).expect("metrics serialize");
-        doc["rate_limits"] = self
-            .app()
-            .registry_budgets()
-            .into_iter()
-            .filter(|(_, rem, _, paused)| rem.is_some() || *paused > 0.0)
-            .map(|(name, remaining, limit, paused)| {
-                serde_json::json!({ "registry": name, "remaining": remaining, "limit": limit, "paused_seconds": paused })
-            })
+        let gauges = self.app().registry_gauges();
+        doc["rate_limits"] = gauges
+            .iter()
+            .filter(|g| g.remaining.is_some() || g.paused_seconds > 0.0)
+            .map(|g| serde_json::json!({ "registry": g.name, "remaining": g.remaining, "limit": g.limit, "paused_seconds": g.paused_seconds }))
             .collect();
+        doc["concurrency"] =
+            gauges.iter().map(|g| serde_json::json!({ "registry": g.name, "limit": g.concurrency, "max": g.max_concurrent })).collect();
         doc
     }
 
     pub fn metrics_text(&self) -> String {
         let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
         let app = self.app();
-        self.metrics.render(uploads, &app.registry_retries(), &app.registry_budgets(), self.queue.pending())
+        self.metrics.render(uploads, &app.registry_gauges(), self.queue.pending())
     }
 
     /// Ask the loop of `policy` for a full run now.

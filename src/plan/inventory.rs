@@ -18,10 +18,16 @@ use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry, RegistryError};
 
-/// Requests in flight per repository while planning.
-const PLAN_CONCURRENCY: usize = 8;
+/// Requests in flight per repository while planning: as many as the registries asked may
+/// take at once (each one's adaptive limit then decides how many really go).
+fn width(registries: &[&Registry]) -> usize {
+    registries.iter().map(|r| r.concurrency().1).max().unwrap_or(1)
+}
 /// Manifests one repository plan may hold; a bound against a hostile index of indexes.
 const MAX_MANIFESTS: usize = 20_000;
+/// Index levels below a tag: real images have one (an index of platform manifests) or two
+/// (attestations); the copy walks them recursively, so depth must be bounded.
+const MAX_DEPTH: usize = 8;
 
 /// The source repositories a policy names: exact names, plus catalog entries matching a glob.
 ///
@@ -180,7 +186,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
                 let dest = &dest;
                 async move { target.head_blob(dest, &d).await.map(|s| (d, s.is_some())) }
             })
-            .buffer_unordered(PLAN_CONCURRENCY)
+            .buffer_unordered(width(&[target]))
             .try_collect()
             .await
             .map_err(|e| e.to_string())?;
@@ -248,7 +254,7 @@ async fn resolve(ctx: &Ctx<'_>, dst_tags: &HashSet<Tag>, tags: Vec<Tag>) -> Resu
             }
             Ok(Some(found(s.digest, t.map(|t| t.digest), None)))
         })
-        .buffered(PLAN_CONCURRENCY)
+        .buffered(width(&[source.registry(), target]))
         .try_collect()
         .await
         .map_err(|e| e.to_string())?;
@@ -270,7 +276,7 @@ async fn creation_times(source: &SourceReads<'_>, repo: &RepoName, tags: &[Tag])
             let created = image_created(source, repo, tag.as_str()).await;
             created.map(|c| (tag, c))
         })
-        .buffer_unordered(PLAN_CONCURRENCY)
+        .buffer_unordered(width(&[source.registry()]))
         .filter_map(|x| async move { x })
         .collect()
         .await
@@ -300,10 +306,14 @@ async fn add_tree(
     pulled: Option<PulledManifest>,
 ) -> Result<(), String> {
     let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
-    let mut queue = vec![(root, pulled, true)];
-    while let Some((digest, pulled, is_root)) = queue.pop() {
+    let mut queue = vec![(root, pulled, 0usize)];
+    while let Some((digest, pulled, depth)) = queue.pop() {
+        let is_root = depth == 0;
         if plan.manifests.contains_key(&digest) {
             continue;
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("{src}@{digest}: indexes nested more than {MAX_DEPTH} deep"));
         }
         if plan.manifests.len() >= MAX_MANIFESTS {
             return Err(format!("more than {MAX_MANIFESTS} manifests in one repository"));
@@ -339,7 +349,7 @@ async fn add_tree(
             manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))?
         };
         for (child, _) in &refs.manifests {
-            queue.push((child.clone(), None, false));
+            queue.push((child.clone(), None, depth + 1));
         }
         for (blob, size) in &refs.blobs {
             plan.blobs.entry(blob.clone()).or_insert(BlobPlan { size: *size, on_target: None });

@@ -18,6 +18,8 @@ pub enum RegistryError {
     DigestMismatch { registry: String, what: &'static str, expected: Digest, actual: Digest },
     #[error("{registry}: {op}: rate limit: {detail}")]
     RateLimited { registry: String, op: &'static str, detail: String },
+    #[error("{registry}: {op}: stalled: {detail}")]
+    Stalled { registry: String, op: &'static str, detail: String },
 }
 
 fn code_text(code: &Option<String>, message: &str) -> String {
@@ -71,6 +73,8 @@ impl RegistryError {
             // Connect failures, resets and timeouts are all worth another try; a request that
             // could not even be built is not.
             Self::Transport { source, .. } => !source.is_builder() && !source.is_redirect() && !is_tls_failure(source),
+            // The blob copy resumes from what the target acknowledged, a bounded number of times.
+            Self::Stalled { .. } => true,
             // Waiting was already bounded by rate_limit_max_wait: the next run goes on.
             Self::Unauthorized { .. } | Self::Protocol { .. } | Self::DigestMismatch { .. } | Self::RateLimited { .. } => false,
         }

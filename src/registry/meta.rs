@@ -33,9 +33,8 @@ pub struct BlobStream {
     pub stream: BoxStream<'static, Result<Bytes, RegistryError>>,
 }
 
-/// Registries that ignore `n`/`last` answer every page in full (Distribution 2.8 does); a
-/// page with nothing new ends the loop, and this cap ends a registry that never stops.
-const MAX_PAGES: usize = 10_000;
+/// One page of a tag list or catalog: 1,000 entries of the longest names fit in well under this.
+const MAX_PAGE_BYTES: usize = 16 << 20;
 
 impl Registry {
     fn accept_manifests(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -84,31 +83,75 @@ impl Registry {
         Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
     }
 
+    /// Every entry of a paginated list, bounded: more than `list_limit` entries, or still
+    /// listing after `list_timeout`, is an error (a registry that pages forever must end a
+    /// repository, never a run); a page with nothing new ends the list.
     async fn paginate(&self, op: &'static str, scope: &Scope, first: url::Url, field: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        let (limit, budget) = (self.inner.list_limit, self.inner.list_timeout);
+        let started = tokio::time::Instant::now();
+        let too_slow = |n: usize| {
+            self.protocol(
+                op,
+                format!(
+                    "still listing after {}s ({n} entries so far); raise list_timeout for this registry if that is real",
+                    budget.as_secs()
+                ),
+            )
+        };
         let mut out: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut next = Some(first);
-        for _ in 0..MAX_PAGES {
-            let Some(url) = next.take() else { break };
-            let rsp = self.send(op, scope, |h| h.get(url.clone())).await?;
-            if rsp.status() == StatusCode::NOT_FOUND && out.is_empty() {
-                return Ok(None);
-            }
-            let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
-            next = link_next(rsp.headers()).and_then(|l| url.join(&l).ok());
-            let body = read_limited(rsp, 64 << 20).await.map_err(self.transport(op))?;
-            let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.protocol(op, format!("bad JSON: {e}")))?;
-            let items: Vec<String> = page
-                .get(field)
-                .and_then(|v| v.as_array())
-                .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+        while let Some(url) = next.take() {
+            let page =
+                tokio::time::timeout_at(started + budget, self.page(op, scope, &url, field)).await.map_err(|_| too_slow(out.len()))?;
+            let Some((items, link)) = page? else {
+                if out.is_empty() {
+                    return Ok(None);
+                }
+                return Err(self.protocol(op, "a later page is gone (404)"));
+            };
             let before = out.len();
             out.extend(items.into_iter().filter(|i| seen.insert(i.clone())));
+            if out.len() > limit {
+                return Err(self.protocol(
+                    op,
+                    format!("more than {limit} entries; raise list_limit for this registry if that is real (a registry that never stops paging?)"),
+                ));
+            }
             if out.len() == before {
                 break;
             }
+            next = link.and_then(|l| url.join(&l).ok());
         }
         Ok(Some(out))
+    }
+
+    /// One page: its entries and the `Link` to the next. `None` on 404.
+    async fn page(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        url: &url::Url,
+        field: &str,
+    ) -> Result<Option<(Vec<String>, Option<String>)>, RegistryError> {
+        let rsp = self.send(op, scope, |h| h.get(url.clone())).await?;
+        if rsp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
+        let link = link_next(rsp.headers());
+        let body = read_limited(rsp, MAX_PAGE_BYTES).await.map_err(self.transport(op))?;
+        if body.len() >= MAX_PAGE_BYTES {
+            return Err(self.protocol(op, format!("a page over {} MiB", MAX_PAGE_BYTES >> 20)));
+        }
+        let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.protocol(op, format!("not a JSON list: {e}")))?;
+        let items = match page.get(field) {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            // Distribution answers `"tags": null` for a repository whose tags were all deleted.
+            Some(serde_json::Value::Null) => Vec::new(),
+            _ => return Err(self.protocol(op, format!("the answer has no `{field}` list"))),
+        };
+        Ok(Some((items, link)))
     }
 
     /// HEAD a manifest by tag or digest. `None` when it does not exist.
@@ -281,8 +324,8 @@ impl Registry {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let rsp = self
             .send(op, &Scope::pull(repo.as_str()), |h| {
-                // No whole-request timeout on a blob body: it may take hours; the client's
-                // read timeout catches a stalled peer instead.
+                // No whole-request timeout on a blob body: it may take hours; the stall guard
+                // below catches a peer that stopped or trickles.
                 let r = h.get(url.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
                 if offset > 0 {
                     r.header(RANGE, format!("bytes={offset}-"))
@@ -308,6 +351,12 @@ impl Registry {
                 }
             })
             .boxed();
+        let (name, window) = (self.name().to_owned(), self.inner.stall_timeout);
+        let stream = super::stall::guard(stream, window, move || RegistryError::Stalled {
+            registry: name.clone(),
+            op,
+            detail: format!("less than {} KiB in {}s (stall_timeout)", super::stall::STALL_BYTES >> 10, window.as_secs()),
+        });
         Ok(BlobStream { offset: start, stream })
     }
 }

@@ -9,10 +9,12 @@
 
 mod auth;
 mod budget;
+mod concurrency;
 mod error;
 mod limit;
 mod meta;
 mod retry;
+mod stall;
 mod upload;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +28,6 @@ pub use meta::{BlobStream, ManifestHead, PulledManifest};
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 pub use retry::RetryPolicy;
-use tokio::sync::Semaphore;
 pub use upload::{UploadSession, UploadStart};
 
 use crate::model::Secret;
@@ -41,8 +42,14 @@ pub struct Endpoint {
     /// Bytes per second sent to this registry (blob uploads); `None` = unlimited.
     pub bandwidth_limit: Option<u64>,
     pub retry: RetryPolicy,
-    /// Whole-request limit for metadata requests; blob transfers are bounded by `read_timeout`.
+    /// Whole-request limit for metadata requests; blob transfers by `stall_timeout`.
     pub request_timeout: Duration,
+    /// A blob transfer that moves less than `STALL_BYTES` in this long is dead.
+    pub stall_timeout: Duration,
+    /// Most entries one tag list or catalog may have, and the longest listing it may take:
+    /// a registry that pages forever ends in an error, never a run that never ends.
+    pub list_limit: usize,
+    pub list_timeout: Duration,
     /// Counted requests left unused in a rationed budget, for other users of the account.
     pub rate_limit_reserve: u64,
     /// Longest a counted request waits for a rationed budget to refill before it fails.
@@ -56,10 +63,13 @@ impl Endpoint {
             url,
             credentials: None,
             ca_pem: None,
-            max_concurrent: 16,
+            max_concurrent: 32,
             bandwidth_limit: None,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
+            list_limit: 100_000,
+            list_timeout: Duration::from_secs(600),
             rate_limit_reserve: 0,
             rate_limit_max_wait: Duration::from_secs(600),
         }
@@ -76,7 +86,7 @@ struct Inner {
     base: url::Url,
     http: reqwest::Client,
     auth: auth::Auth,
-    limit: Semaphore,
+    limit: concurrency::Concurrency,
     /// `bandwidth_limit`, one bucket per direction: links are full duplex, and a source
     /// shared with production traffic is protected on its sending side.
     bandwidth: Option<(RateLimiter, RateLimiter)>,
@@ -85,12 +95,13 @@ struct Inner {
     /// Set once the registry answered that it has no OCI 1.1 referrers API.
     no_referrers_api: AtomicBool,
     timeout: Duration,
+    stall_timeout: Duration,
+    list_limit: usize,
+    list_timeout: Duration,
     budget: budget::Budget,
     budget_max_wait: Duration,
 }
 
-/// No progress at all for this long on a connection is a dead peer, whatever the transfer size.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn install_crypto_provider() {
@@ -110,7 +121,7 @@ impl Registry {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(ep.stall_timeout)
             .pool_max_idle_per_host(ep.max_concurrent.max(4))
             .tcp_nodelay(true);
         if let Some(pem) = &ep.ca_pem {
@@ -125,12 +136,15 @@ impl Registry {
                 name: ep.name,
                 base: ep.url,
                 http,
-                limit: Semaphore::new(ep.max_concurrent.max(1)),
+                limit: concurrency::Concurrency::new(ep.max_concurrent),
                 bandwidth: ep.bandwidth_limit.map(|b| (RateLimiter::new(b), RateLimiter::new(b))),
                 retry: ep.retry,
                 retries: AtomicU64::new(0),
                 no_referrers_api: Default::default(),
                 timeout: ep.request_timeout,
+                stall_timeout: ep.stall_timeout,
+                list_limit: ep.list_limit,
+                list_timeout: ep.list_timeout,
                 budget_max_wait: ep.rate_limit_max_wait,
             }),
         })
@@ -138,6 +152,11 @@ impl Registry {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Requests this registry gets at once now, and the most it may get (`max_concurrent`).
+    pub fn concurrency(&self) -> (usize, usize) {
+        (self.inner.limit.limit(), self.inner.limit.max())
     }
 
     /// The rationed budget as last reported: (remaining, limit, seconds paused so far).
@@ -248,8 +267,30 @@ impl Registry {
         scope: &Scope,
         build: &impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        let permit = self.inner.limit.acquire().await;
+        let rsp = self.attempt_with_auth(op, scope, build).await;
+        permit.done(self.load_sample(&rsp, concurrency::Sample::Light));
+        rsp
+    }
+
+    /// What an answer says about the registry's load, for the concurrency limit.
+    fn load_sample(&self, rsp: &Result<Response, RegistryError>, answered: concurrency::Sample) -> concurrency::Sample {
+        match rsp {
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS && !self.inner.budget.spent() => concurrency::Sample::Overload,
+            Ok(r) if matches!(r.status().as_u16(), 502..=504) => concurrency::Sample::Overload,
+            Ok(_) => answered,
+            Err(RegistryError::Transport { source, .. }) if source.is_timeout() => concurrency::Sample::Overload,
+            Err(_) => concurrency::Sample::Answered,
+        }
+    }
+
+    async fn attempt_with_auth(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let http = &self.inner.http;
-        let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
         let header = self.inner.auth.header(http, scope).await?;
         let ticket = self.inner.budget.ticket();
         let rsp = with_auth(build(http).timeout(self.inner.timeout), header.clone()).send().await.map_err(self.transport(op))?;
@@ -281,9 +322,14 @@ impl Registry {
         req: impl FnOnce(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
         let http = &self.inner.http;
-        let _permit = self.inner.limit.acquire().await.expect("semaphore never closed");
-        let header = self.inner.auth.header(http, scope).await?;
-        with_auth(req(http), header).send().await.map_err(self.transport(op))
+        let permit = self.inner.limit.acquire().await;
+        let rsp = match self.inner.auth.header(http, scope).await {
+            Ok(header) => with_auth(req(http), header).send().await.map_err(self.transport(op)),
+            Err(e) => Err(e),
+        };
+        // The time includes sending the body: no measure of the registry's queue.
+        permit.done(self.load_sample(&rsp, concurrency::Sample::Answered));
+        rsp
     }
 
     /// Turn an unexpected response into an error, keeping the OCI error code and `Retry-After`.

@@ -5,6 +5,7 @@ mod auth;
 mod daemon;
 mod events;
 mod fanout;
+mod hostile;
 mod limits;
 mod policies;
 mod resume;
