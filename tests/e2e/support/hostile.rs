@@ -64,16 +64,8 @@ impl Hostile {
             .route("/v2/{repo}/manifests/{reference}", get(manifest))
             .route("/v2/{repo}/blobs/{digest}", get(blob))
             .with_state(Arc::new(s));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        Hostile { port: rx.recv().unwrap(), pages }
+        let port = super::serve::on_own_thread(|listener| async move { axum::serve(listener, app).await.unwrap() });
+        Hostile { port, pages }
     }
 
     pub fn url(&self) -> String {
