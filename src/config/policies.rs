@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::check::one_line;
 use super::diag::{Diagnostic, Sink};
 use super::raw::{RawPolicy, RawPolicyFile, RawRegistry};
+use super::read_bounded;
 use super::registries::{registry_ref, RegistrySpec};
 use super::schedule;
 use super::types::{render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
@@ -27,26 +28,28 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Every valid policy, each with where its name is written (for problems found across policies).
 pub(super) fn load_policies(
     dir: &Path,
     named: &BTreeMap<String, Spanned<RawRegistry>>,
     registries: &mut BTreeMap<String, RegistrySpec>,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<Policy> {
+) -> (Vec<Policy>, Vec<Diagnostic>) {
     let files = match policy_files(dir) {
         Ok(f) => f,
         Err(e) => {
             diags.push(Diagnostic::file(dir, e));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut policies = Vec::new();
+    let mut places = Vec::new();
     let mut seen: BTreeMap<String, Diagnostic> = BTreeMap::new();
     for file in files {
-        let src = match std::fs::read_to_string(&file) {
+        let src = match read_bounded(&file) {
             Ok(s) => s,
             Err(e) => {
-                diags.push(Diagnostic::file(&file, format!("cannot read: {e}")));
+                diags.push(Diagnostic::file(&file, e));
                 continue;
             }
         };
@@ -68,13 +71,14 @@ pub(super) fn load_policies(
                 );
                 continue;
             }
-            seen.insert(name, here);
+            seen.insert(name, here.clone());
             if let Some(p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
                 policies.push(p);
+                places.push(here);
             }
         }
     }
-    policies
+    (policies, places)
 }
 
 pub(super) fn glob(pattern: &str) -> Result<Glob, globset::Error> {
@@ -146,8 +150,14 @@ fn policy(
                         v.split('}').next().unwrap_or(v)
                     )),
                 );
-            } else if let Err(e) = render_template(t.get_ref(), &"example/app".parse().expect("valid")) {
-                sink.err(t.span(), ctx(&e));
+            } else {
+                // Each name the policy lists, or an example when it lists only globs: a template
+                // that gives an invalid name (uppercase, `..`, empty) for any of them is refused.
+                let example: RepoName = "example/app".parse().expect("valid");
+                let names = raw.repositories.get_ref().iter().filter_map(|r| r.get_ref().parse::<RepoName>().ok());
+                if let Some(e) = names.chain([example]).find_map(|n| render_template(t.get_ref(), &n).err()) {
+                    sink.err(t.span(), ctx(&e));
+                }
             }
             t.get_ref().clone()
         }

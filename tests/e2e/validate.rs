@@ -109,3 +109,105 @@ fn shipped_policies_are_valid() {
     run.assert_code(0);
     assert!(run.stdout.contains(&format!(", {policies} policies")), "every shipped policy validated: {}", run.stdout);
 }
+
+/// A policy on `central` for `repos`, writing `targets` through `template`.
+fn flow(name: &str, source: &str, targets: &str, repos: &str, template: &str) -> String {
+    format!(
+        "[[policy]]\nname = \"{name}\"\nsource = \"{source}\"\ntargets = [{targets}]\nrepositories = [{repos}]\ntarget_repository = \"{template}\"\n"
+    )
+}
+
+#[test]
+fn replication_loops_are_refused_also_through_renames_and_a_second_name_for_a_registry() {
+    // Two policies that send `apps/*` back and forth, the way back through a rename.
+    let there = flow("out", "central", "\"edge\"", "\"apps/*\"", "mirror/{name}");
+    let back = flow("back", "edge", "\"central\"", "\"mirror/*\"", "apps/{name}");
+    let (code, err) = check(&format!("{there}\n{back}"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "p.toml:2:8: policy `out`: replication loop: central/apps/x → edge/mirror/x (policy `out`) → central/apps/x (policy `back`)"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("replication loop").count(), 1, "one loop, reported once: {err}");
+
+    // A registry under a second name is the same registry: copying into it under a rename
+    // that its own repositories match grows mirror/mirror/... for good.
+    let regs = format!("{REGS}\n[registries.alias]\nurl = \"http://127.0.0.1:5000/\"\n");
+    let f = Ferry::new(&regs, "1MiB", &[("p.toml", &flow("self", "central", "\"alias\"", "\"**\"", "mirror/{repository}"))]);
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("policy `self`: replication loop: central/x → alias/mirror/x (policy `self`)"), "{}", run.stderr);
+
+    // The same two registries one way only, or back under a name the first does not read: fine.
+    let (code, err) = check(&format!("{there}\n{}", flow("back", "edge", "\"central\"", "\"mirror/*\"", "from-edge/{name}")));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn two_sources_filling_one_target_repository_are_refused() {
+    let regs = format!("{REGS}\n[registries.other]\nurl = \"http://127.0.0.1:5002\"\n");
+    let a = flow("a", "central", "\"edge\"", "\"team/app\"", "{name}");
+    let b = flow("b", "other", "\"edge\"", "\"app\"", "{repository}");
+    let f = Ferry::new(&regs, "1MiB", &[("a.toml", &a), ("b.toml", &b)]);
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    let err = run.stderr.replace(&f.path().display().to_string(), "DIR");
+    assert!(
+        err.contains("DIR/policies/b.toml:2:8: policy `b`: writes edge/app from other/app, as policy `a` (at DIR/policies/a.toml:2) does from central/team/app"),
+        "{err}"
+    );
+    // Two policies reading the same source repository (different tag rules) may share a target.
+    let same = flow("c", "central", "\"edge\"", "\"team/app\"", "{name}");
+    let f = Ferry::new(&regs, "1MiB", &[("a.toml", &a), ("c.toml", &same)]);
+    f.run(&["validate"]).assert_code(0);
+    // Through globs it may not happen with the real catalogs: a warning, not a refusal.
+    let g1 = flow("g1", "central", "\"edge\"", "\"apps/*\"", "{repository}");
+    let g2 = flow("g2", "other", "\"edge\"", "\"apps/*\"", "{repository}");
+    let f = Ferry::new(&regs, "1MiB", &[("a.toml", &g1), ("b.toml", &g2)]);
+    let run = f.run(&["validate"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("policy `g2`: writes edge/apps/x from other/apps/x") && run.stderr.contains("if both source registries"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn target_templates_giving_invalid_names_are_refused() {
+    for (template, why) in [
+        ("Mirror/{name}", "invalid repository name `Mirror/app`"),
+        ("mirror/../{name}", "invalid repository name `mirror/../app`"),
+        ("", "invalid repository name ``"),
+        ("{name}-", "invalid repository name `app-`"),
+    ] {
+        let (code, err) = check(&flow("t", "central", "\"edge\"", "\"team/app\"", template));
+        assert_eq!(code, 2, "{template}: {err}");
+        assert!(err.contains(&format!("p.toml:6:21: policy `t`: target_repository `{template}` gives {why} for `team/app`")), "{err}");
+    }
+}
+
+#[test]
+fn symlink_loops_huge_files_and_fifos_in_the_policy_folder_are_named_not_followed() {
+    let f = Ferry::new(REGS, "1MiB", &[("ok.toml", GOOD)]);
+    let dir = f.path().join("policies");
+    std::os::unix::fs::symlink(dir.join("loop-b.toml"), dir.join("loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop-a.toml"), dir.join("loop-b.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
+    let big = std::fs::File::create(dir.join("big.toml")).unwrap();
+    big.set_len(64 << 20).unwrap(); // sparse: 64 MiB of nothing
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("fifo.toml")).status().unwrap().success());
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    let err = run.stderr.replace(&f.path().display().to_string(), "DIR");
+    for want in [
+        "DIR/policies/big.toml:1:1: cannot read: larger than 8 MiB",
+        "DIR/policies/fifo.toml:1:1: cannot read: not a regular file",
+        "DIR/policies/loop-a.toml:1:1: cannot read: Too many levels of symbolic links",
+        "DIR/policies/zero.toml:1:1: cannot read: not a regular file",
+    ] {
+        assert!(err.contains(want), "want `{want}` in:\n{err}");
+    }
+}
