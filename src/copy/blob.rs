@@ -51,18 +51,18 @@ pub(super) struct BlobJob<'a> {
 }
 
 impl BlobJob<'_> {
-    async fn checkpoint(&self, s: &UploadSession) -> Result<(), CopyError> {
+    async fn checkpoint(&self, s: &UploadSession) {
         let rec = UploadRecord::new(s.location.clone(), s.offset, self.size);
-        Ok(self.state.save_upload(self.target_key, self.dst_repo, self.digest, &rec).await?)
+        self.state.save_upload(self.target_key, self.dst_repo, self.digest, &rec).await;
     }
 
-    fn forget(&self) -> Result<(), CopyError> {
-        Ok(self.state.forget_upload(self.target_key, self.dst_repo, self.digest)?)
+    fn forget(&self) {
+        self.state.forget_upload(self.target_key, self.dst_repo, self.digest);
     }
 
     /// A session to continue: the saved one if the registry still has it, else a mount or a new one.
     async fn open_session(&self, mount_from: Option<&RepoName>) -> Result<Result<UploadSession, BlobOutcome>, CopyError> {
-        if let Some(rec) = self.state.upload(self.target_key, self.dst_repo, self.digest)? {
+        if let Some(rec) = self.state.upload(self.target_key, self.dst_repo, self.digest) {
             match self.target.upload_status(self.dst_repo, &rec.location).await? {
                 Some(s) => {
                     info!(offset = s.offset, saved = rec.offset, "resuming upload");
@@ -71,7 +71,7 @@ impl BlobJob<'_> {
                 None => {
                     // Distribution invalidates a session whose PATCH was cut (crash, reset).
                     warn!(saved = rec.offset, "target no longer holds the saved upload; starting this blob over");
-                    self.forget()?;
+                    self.forget();
                     if self.target.head_blob(self.dst_repo, self.digest).await?.is_some() {
                         return Ok(Err(BlobOutcome::AlreadyThere)); // the last run finished it, then stopped
                     }
@@ -84,9 +84,9 @@ impl BlobJob<'_> {
             UploadStart::Session(s) => {
                 if let Some(from) = mount_from {
                     debug!(from = %from, "mount refused; uploading");
-                    self.state.blob_gone(self.target_key, from, self.digest)?;
+                    self.state.blob_gone(self.target_key, from, self.digest);
                 }
-                self.checkpoint(&s).await?;
+                self.checkpoint(&s).await;
                 Ok(Ok(s))
             }
         }
@@ -104,7 +104,7 @@ impl BlobJob<'_> {
             let before = session.offset;
             match self.send_from(&mut session, &mut sent).await {
                 Ok(()) => {
-                    self.forget()?;
+                    self.forget();
                     return Ok(BlobOutcome::Uploaded { bytes: sent });
                 }
                 Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
@@ -124,12 +124,12 @@ impl BlobJob<'_> {
                             }
                         }
                     };
-                    self.checkpoint(&session).await?;
+                    self.checkpoint(&session).await;
                 }
                 Err(e) => {
                     // A permanent failure: do not leave a half upload for a later run to resume.
                     self.target.cancel_upload(self.dst_repo, &session.location).await;
-                    self.forget()?;
+                    self.forget();
                     return Err(e);
                 }
             }
@@ -186,7 +186,7 @@ impl BlobJob<'_> {
             *sent += len;
             self.progress.fetch_add(len, Ordering::Relaxed);
             *session = next;
-            self.checkpoint(session).await?;
+            self.checkpoint(session).await;
             debug!(offset = session.offset, size = self.size, "chunk acknowledged");
             src = back.take().await?;
         }

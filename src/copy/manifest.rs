@@ -224,21 +224,21 @@ impl RepoCopy<'_> {
             // The target repository had no tags, so nothing was asked; an earlier, interrupted
             // run may still have finished this blob there.
             None => {
-                c.state.blob_in(target_key, dst, digest).map_err(|e| e.to_string())?
-                    && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some()
+                c.state.blob_in(target_key, dst, digest) && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some()
             }
         };
         if present {
             self.fan.withdraw(target_key, digest);
             add(&self.stats.blobs_skipped, 1);
-            return c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string());
+            c.state.blob_known(target_key, dst, digest);
+            return Ok(());
         }
         if c.cancel.is_cancelled() {
             return Err(CopyError::Interrupted.to_string());
         }
-        let home = c.state.blob_home(target_key, digest, dst).map_err(|e| e.to_string())?;
+        let home = c.state.blob_home(target_key, digest, dst);
         // A mount or a saved upload needs no source read from byte 0: no fan-out for those.
-        let resumes = c.state.upload(target_key, dst, digest).map_err(|e| e.to_string())?.is_some();
+        let resumes = c.state.upload(target_key, dst, digest).is_some();
         let feed = if home.is_none() && !resumes {
             self.fan.join(target_key, digest, info.size).await
         } else {
@@ -283,7 +283,8 @@ impl RepoCopy<'_> {
                     }
                     BlobOutcome::AlreadyThere => add(&self.stats.blobs_skipped, 1),
                 }
-                c.state.blob_known(target_key, dst, digest).map_err(|e| e.to_string())
+                c.state.blob_known(target_key, dst, digest);
+                Ok(())
             }
             Err(e) => Err(format!("blob {digest}: {e}")),
         }

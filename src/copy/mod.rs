@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::Digest;
 use crate::registry::{RateLimiter, RegistryError};
-use crate::state::{Counts, StateError, StateStore};
+use crate::state::{Counts, StateStore};
 
 pub use fanout::Fanout;
 pub use manifest::RepoReport;
@@ -24,8 +24,6 @@ pub use manifest::RepoReport;
 pub enum CopyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error(transparent)]
-    State(#[from] StateError),
     #[error("interrupted")]
     Interrupted,
     #[error("source ended before the end of blob {digest}")]
@@ -44,7 +42,7 @@ impl CopyError {
         match self {
             Self::Registry(e) => e.is_retryable() || matches!(e, RegistryError::Protocol { .. }),
             Self::SourceShort { .. } | Self::Protocol(_) => true,
-            Self::State(_) | Self::Interrupted | Self::SourceLong { .. } | Self::SourceDigest { .. } => false,
+            Self::Interrupted | Self::SourceLong { .. } | Self::SourceDigest { .. } => false,
         }
     }
 

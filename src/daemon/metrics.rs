@@ -39,6 +39,16 @@ struct Histogram {
     sum: f64,
 }
 
+/// What the metrics read from the rest of the daemon at scrape time.
+#[derive(Clone, Copy)]
+pub struct Live<'a> {
+    pub uploads_in_flight: usize,
+    pub registries: &'a [RegistryGauges],
+    pub journal_pending: usize,
+    /// Records dropped and operations failed in the state store.
+    pub state_damage: (u64, u64),
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub ready: AtomicBool,
@@ -121,7 +131,8 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self, uploads_in_flight: usize, registries: &[RegistryGauges], journal_pending: usize) -> String {
+    pub fn render(&self, live: &Live<'_>) -> String {
+        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed) } = *live;
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -229,6 +240,12 @@ impl Metrics {
             vec![(String::new(), self.events_replayed.load(Ordering::Relaxed) as f64)],
         );
         family("ferry_journal_pending", "gauge", "Accepted events not yet carried out.", vec![(String::new(), journal_pending as f64)]);
+        family(
+            "ferry_state_errors_total",
+            "counter",
+            "State store records dropped as unreadable, and reads or writes that failed (full disk, I/O errors).",
+            vec![(labels(&[("kind", "dropped")]), dropped as f64), (labels(&[("kind", "failed")]), failed as f64)],
+        );
         let latency = self.latency.lock().expect("lock poisoned").clone();
         let name = "ferry_event_to_replicated_seconds";
         let _ = writeln!(out, "# HELP {name} From accepting an event to its targeted run writing the tag.\n# TYPE {name} histogram");

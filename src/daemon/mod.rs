@@ -79,7 +79,13 @@ impl Shared {
     pub fn metrics_text(&self) -> String {
         let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
         let app = self.app();
-        self.metrics.render(uploads, &app.registry_gauges(), self.queue.pending())
+        let registries = app.registry_gauges();
+        self.metrics.render(&metrics::Live {
+            uploads_in_flight: uploads,
+            registries: &registries,
+            journal_pending: self.queue.pending(),
+            state_damage: self.state.damage(),
+        })
     }
 
     /// Ask the loop of `policy` for a full run now.

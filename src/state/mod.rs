@@ -10,11 +10,13 @@
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
 //!   journal, event_ids: see `journal.rs`; written: see `written.rs`
-//! Values are JSON with a `v` field; an unknown `v` is an error, never a silent default.
+//! Values are JSON with a `v` field; a record that does not decode is dropped and counted
+//! (`damage.rs`). The format of the whole store is in `state.format`, beside sled's files.
 
 use std::path::Path;
 use std::time::Duration;
 
+mod damage;
 mod journal;
 mod written;
 
@@ -37,9 +39,16 @@ pub enum StateError {
     Locked { path: String },
     #[error("state store record {key}: {detail}")]
     Record { key: String, detail: String },
+    #[error(
+        "state store {path} was written by a newer ferry (format {found}; this one reads {VERSION}): run that version, or move the directory aside to start empty"
+    )]
+    Newer { path: String, found: u32 },
 }
 
 const VERSION: u32 = 1;
+
+const CHECKPOINTS: &str = "upload checkpoints are not saved or read: an interrupted upload restarts from zero";
+const MOUNTS: &str = "mount sources are not remembered: blobs are uploaded where a cross-repository mount would have done";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -157,6 +166,7 @@ pub struct StateStore {
     event_ids: sled::Tree,
     written: sled::Tree,
     commit: Arc<journal::Commit>,
+    damage: Arc<damage::Damage>,
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -172,6 +182,7 @@ impl StateStore {
     /// # Errors
     /// When the directory cannot be created, or another ferry holds the store.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        damage::check_format(dir)?;
         let path = dir.join("state.sled");
         let open = || sled::Config::new().path(&path).flush_every_ms(Some(1000)).open();
         let mut attempt = 0;
@@ -180,7 +191,7 @@ impl StateStore {
                 Ok(db) => break db,
                 Err(sled::Error::Corruption { .. }) => {
                     let aside = dir.join(format!("state.sled.corrupt-{}", now_ms()));
-                    tracing::error!(path = %path.display(), aside = %aside.display(), "state store corrupt; moved aside, starting empty (uploads restart from zero)");
+                    tracing::error!(path = %path.display(), aside = %aside.display(), "state store corrupt; moved aside, starting empty: lost {}", damage::LOST_WHEN_EMPTY);
                     std::fs::rename(&path, &aside).map_err(|e| StateError::Open { path: path.display().to_string(), source: e.into() })?;
                 }
                 Err(sled::Error::Io(e)) if locked(&e) && attempt < 10 => {
@@ -191,6 +202,7 @@ impl StateStore {
                 Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
             }
         };
+        damage::stamp_format(dir);
         Ok(StateStore {
             uploads: db.open_tree("uploads")?,
             blobs: db.open_tree("blobs")?,
@@ -200,6 +212,7 @@ impl StateStore {
             event_ids: db.open_tree("event_ids")?,
             written: db.open_tree("written")?,
             commit: Arc::default(),
+            damage: Arc::default(),
             db,
         })
     }
@@ -225,68 +238,70 @@ impl StateStore {
         Ok(rec)
     }
 
-    pub fn upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<Option<UploadRecord>, StateError> {
+    // Upload checkpoints and mount sources only save work: when the store fails, the copy goes
+    // on without them (`lost` says what that costs, once).
+
+    pub fn upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Option<UploadRecord> {
         let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
-        self.uploads.get(&k)?.map(|v| Self::decode(&k, &v)).transpose()
+        let v = self.lost(self.uploads.get(&k).map_err(StateError::from), CHECKPOINTS)?;
+        self.read(&self.uploads, &k, &v, CHECKPOINTS)
     }
 
     /// Record upload progress and flush before returning, so a crash right after the
     /// registry acknowledged a chunk still resumes after that chunk.
-    pub async fn save_upload(&self, target: &str, repo: &RepoName, digest: &Digest, rec: &UploadRecord) -> Result<(), StateError> {
+    pub async fn save_upload(&self, target: &str, repo: &RepoName, digest: &Digest, rec: &UploadRecord) {
         let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
-        self.uploads.insert(k, serde_json::to_vec(rec).expect("records serialize"))?;
-        self.flush().await
+        let saved = match self.uploads.insert(k, serde_json::to_vec(rec).expect("records serialize")) {
+            Ok(_) => self.flush().await,
+            Err(e) => Err(e.into()),
+        };
+        self.lost(saved, CHECKPOINTS);
     }
 
-    pub fn forget_upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
-        self.uploads.remove(key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]))?;
-        Ok(())
+    pub fn forget_upload(&self, target: &str, repo: &RepoName, digest: &Digest) {
+        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
+        self.lost(self.uploads.remove(k).map(drop).map_err(StateError::from), CHECKPOINTS);
     }
 
     pub fn uploads_in_flight(&self) -> Result<Vec<InFlight>, StateError> {
-        self.uploads
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let rec: UploadRecord = Self::decode(&k, &v)?;
-                let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-                let [target, repository, digest] = <[String; 3]>::try_from(parts)
-                    .map_err(|_| StateError::Record { key: String::from_utf8_lossy(&k).into(), detail: "bad key".into() })?;
-                Ok(InFlight { target, repository, digest, offset: rec.offset, size: rec.size })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.uploads.iter() {
+            let (k, v) = kv?;
+            let Some(rec) = self.read::<UploadRecord>(&self.uploads, &k, &v, CHECKPOINTS) else { continue };
+            let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            if let Ok([target, repository, digest]) = <[String; 3]>::try_from(parts) {
+                out.push(InFlight { target, repository, digest, offset: rec.offset, size: rec.size });
+            }
+        }
+        Ok(out)
     }
 
     /// Remember that `repo` on `target` holds `digest`, so later copies can mount it.
-    pub fn blob_known(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
-        self.blobs.insert(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]), &[])?;
-        Ok(())
+    pub fn blob_known(&self, target: &str, repo: &RepoName, digest: &Digest) {
+        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        self.lost(self.blobs.insert(k, &[]).map(drop).map_err(StateError::from), MOUNTS);
     }
 
     /// A repository on `target` other than `except` known to hold `digest`.
-    pub fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Result<Option<RepoName>, StateError> {
+    pub fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Option<RepoName> {
         let prefix = key(&[target.as_bytes(), digest.as_str().as_bytes(), b""]);
-        for kv in self.blobs.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            let repo = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if repo != except.as_str() {
-                if let Ok(r) = repo.parse() {
-                    return Ok(Some(r));
-                }
-            }
-        }
-        Ok(None)
+        let found = self.blobs.scan_prefix(&prefix).keys().find_map(|k| match k {
+            Ok(k) => std::str::from_utf8(&k[prefix.len()..]).ok().filter(|r| *r != except.as_str()).and_then(|r| r.parse().ok()).map(Ok),
+            Err(e) => Some(Err(StateError::from(e))),
+        });
+        self.lost(found.transpose(), MOUNTS)
     }
 
     /// Whether the store believes `repo` on `target` holds `digest`.
-    pub fn blob_in(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<bool, StateError> {
-        Ok(self.blobs.contains_key(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]))?)
+    pub fn blob_in(&self, target: &str, repo: &RepoName, digest: &Digest) -> bool {
+        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        self.lost(self.blobs.contains_key(k).map_err(StateError::from), MOUNTS)
     }
 
     /// A mount source turned out not to hold the blob (garbage-collected): stop offering it.
-    pub fn blob_gone(&self, target: &str, repo: &RepoName, digest: &Digest) -> Result<(), StateError> {
-        self.blobs.remove(key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]))?;
-        Ok(())
+    pub fn blob_gone(&self, target: &str, repo: &RepoName, digest: &Digest) {
+        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        self.lost(self.blobs.remove(k).map(drop).map_err(StateError::from), MOUNTS);
     }
 
     /// When `key` was first seen (Unix ms), recording `now` if it never was.
@@ -342,7 +357,7 @@ impl StateStore {
         let mut out: Vec<RunRecord> = Vec::new();
         for kv in self.runs.iter().rev() {
             let (k, v) = kv?;
-            let rec: RunRecord = Self::decode(&k, &v)?;
+            let Some(rec) = self.read::<RunRecord>(&self.runs, &k, &v, "that run is missing from the history") else { continue };
             if out.last().is_none_or(|l| l.policy != rec.policy) {
                 out.push(rec);
             }
@@ -414,15 +429,15 @@ mod tests {
         let d = Digest::of(b"x");
         {
             let s = StateStore::open(dir.path()).unwrap();
-            s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await.unwrap();
-            s.blob_known("t", &"other".parse().unwrap(), &d).unwrap();
+            s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await;
+            s.blob_known("t", &"other".parse().unwrap(), &d);
             s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![])).await.unwrap();
             s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![])).await.unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
-        assert_eq!(s.upload("t", &repo, &d).unwrap().unwrap().offset, 42);
-        assert_eq!(s.blob_home("t", &d, &repo).unwrap().unwrap().as_str(), "other");
-        assert_eq!(s.blob_home("t", &d, &"other".parse().unwrap()).unwrap(), None);
+        assert_eq!(s.upload("t", &repo, &d).unwrap().offset, 42);
+        assert_eq!(s.blob_home("t", &d, &repo).unwrap().as_str(), "other");
+        assert_eq!(s.blob_home("t", &d, &"other".parse().unwrap()), None);
         let runs = s.last_runs().unwrap();
         assert_eq!((runs.len(), runs[0].outcome.as_str()), (1, "failed"));
         assert_eq!(s.uploads_in_flight().unwrap()[0].digest, d.as_str());

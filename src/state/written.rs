@@ -37,7 +37,8 @@ impl StateStore {
     /// The record for a target tag; a damaged record reads as none (the tag is then asked).
     pub fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<WrittenRecord> {
         let k = written_key(target, repo, tag);
-        self.written.get(&k).ok().flatten().and_then(|v| Self::decode(&k, &v).ok())
+        let v = self.written.get(&k).ok().flatten()?;
+        self.read(&self.written, &k, &v, "what ferry wrote is forgotten: those target tags are asked again")
     }
 
     /// Record that `target`'s `repo:tag` holds `target_digest`, for source digest `source`, as of now.

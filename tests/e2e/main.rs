@@ -9,6 +9,7 @@ mod hostile;
 mod limits;
 mod policies;
 mod resume;
+mod state;
 mod support;
 mod sync;
 mod validate;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod faults;
 pub mod hostile;
 pub mod images;
