@@ -161,3 +161,77 @@ async fn credentials_from_docker_config_json() {
         run.stderr
     );
 }
+
+/// Basic auth on one target, the bearer-token flow on another, everything at trace level
+/// (ferry's and every library's): no password, no Basic value, no token in any log line, in
+/// `plan --json`, the daemon's `/status` and `/metrics`, or the state store's files.
+#[tokio::test]
+async fn secrets_never_reach_logs_status_metrics_state_or_plan_json_even_at_trace() {
+    use base64::Engine;
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let src = TestRegistry::start();
+    let basic_dst = TestRegistry::start_with(RegistryOpts { basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    let token_dst = TestRegistry::start_with(RegistryOpts { token: Some((tokens.realm(), tokens.cert())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+    let port = crate::support::free_port();
+    let regs = format!(
+        "{}\n[registries.dst2]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_env = \"FERRY_TEST_PASSWORD\"\n",
+        config(&src.url, &basic_dst.url, ""),
+        token_dst.url
+    );
+    let policy = POLICY.replace("targets = [\"dst\"]", "targets = [\"dst\", \"dst2\"]\ninterval = \"1h\"");
+    let mut f = Ferry::new(&regs, "64KiB", &[("m.toml", &policy)]);
+    f.env.push(("FERRY_TEST_PASSWORD".into(), PASSWORD.into()));
+    f.env.push(("RUST_LOG".into(), "trace".into()));
+    let cfg = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"), 1)).unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    // A JWT's header and payload are base64 JSON objects: every token starts `eyJ` (`{"`).
+    let leaks = |what: &str, text: &str| {
+        for secret in [PASSWORD, basic.as_str(), "eyJ"] {
+            assert!(!text.contains(secret), "{what} holds `{secret}`:\n{}", &text[text.find(secret).unwrap().saturating_sub(300)..]);
+        }
+    };
+
+    let plan = f.command(&["plan", "--json"]).env("RUST_LOG", "trace").output().unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let (out, err) = (String::from_utf8_lossy(&plan.stdout), String::from_utf8_lossy(&plan.stderr));
+    assert!(err.lines().count() > 100 && err.contains("TRACE"), "trace logging was on:\n{err}");
+    leaks("plan --json", &out);
+    leaks("plan's log", &err);
+    let sync = f.run(&["sync", "-vvv"]);
+    sync.assert_code(0);
+    leaks("sync's log", &sync.all());
+    assert!(tokens.issued.load(Ordering::SeqCst) > 0, "the token flow ran");
+    assert_copied(&src, &Reader::with(&basic_dst.url, Auth::Basic(USER.into(), PASSWORD.into()), None)).await;
+    assert_copied(&src, &Reader::with(&token_dst.url, Auth::Token(tokens.realm(), USER.into(), PASSWORD.into()), None)).await;
+
+    let daemon = crate::support::Daemon::start(&f, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    let ran = crate::support::wait_for(20, || async { daemon.log().contains("run finished") }).await;
+    assert!(ran, "{}", daemon.log());
+    for path in ["/status", "/metrics"] {
+        let (code, body) = crate::support::daemon_get(port, path).await.unwrap();
+        assert_eq!(code, 200);
+        leaks(path, &body);
+    }
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+    leaks("the daemon's log", &std::fs::read_to_string(f.path().join("daemon.log")).unwrap());
+    for entry in walk(&f.path().join("state")) {
+        leaks(&entry.display().to_string(), &String::from_utf8_lossy(&std::fs::read(&entry).unwrap()));
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
