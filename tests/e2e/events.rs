@@ -218,17 +218,40 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
     assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "rejected")).await, Some(3.0));
 
-    // 500 slow-loris clients (a request head started, never finished) do not starve /healthz,
-    // and the server drops them once their head is overdue.
+    // 1,000 connections at once: slow-loris clients (a request head started, never finished),
+    // idle ones, raw garbage, 100 KiB URLs. /healthz still answers within a second, garbage
+    // and long URLs get a 4xx or a closed socket, and overdue heads are dropped.
+    let long_url = format!("GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 << 10));
     let mut loris = Vec::new();
-    for _ in 0..500 {
+    let mut rude = Vec::new();
+    for i in 0..1000 {
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut c, b"POST /v1/events/distribution/src HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-        loris.push(c);
+        let bytes: &[u8] = match i % 4 {
+            0 => b"POST /v1/events/distribution/src HTTP/1.1\r\nHost: x\r\n",
+            1 => b"",
+            2 => b"\x00\xffGARBAGE / \x01\r\n\r\n",
+            _ => long_url.as_bytes(),
+        };
+        // A server that has answered and closed may refuse the rest of a long write.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c, bytes).await;
+        if i % 4 >= 2 {
+            rude.push(c)
+        } else {
+            loris.push(c)
+        }
     }
     let t = Instant::now();
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
-    assert!(t.elapsed() < Duration::from_secs(1), "/healthz took {:?} beside 500 slow clients", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(1), "/healthz took {:?} beside 1,000 bad clients", t.elapsed());
+    for mut c in rude {
+        let mut head = [0u8; 12];
+        let got = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut c, &mut head)).await;
+        match got {
+            Ok(Ok(0)) | Ok(Err(_)) => {} // closed
+            Ok(Ok(n)) => assert!(head[..n].starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&head[..n])),
+            Err(_) => panic!("a malformed request was neither answered nor closed"),
+        }
+    }
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut buf = [0u8; 512];
     let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut loris[0], &mut buf)).await;
