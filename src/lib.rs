@@ -14,3 +14,6 @@ pub mod plan;
 pub mod registry;
 pub mod state;
 pub mod telemetry;
+
+#[cfg(test)]
+mod props;

@@ -177,6 +177,19 @@ impl Budget {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Rate-limit and Retry-After headers come from registries ferry does not control:
+        /// any text is a value or nothing, and well-formed ones read back exactly.
+        #[test]
+        fn headers_parse_or_refuse(v in "[0-9;w=, a-z.-]{0,40}|\\PC{0,40}", n: u64, w: u64) {
+            let _ = parse_value(&v);
+            let _ = super::super::retry::parse_retry_after(&v);
+            proptest::prop_assert_eq!(parse_value(&format!("{n};w={w}")), Some((n, Some(w))));
+            proptest::prop_assert_eq!(parse_value(&format!(" {n} ")), Some((n, None)));
+            proptest::prop_assert_eq!(super::super::retry::parse_retry_after(&n.to_string()), Some(Duration::from_secs(n)));
+        }
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().unwrap())).collect()
     }
