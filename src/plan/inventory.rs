@@ -28,6 +28,9 @@ const MAX_MANIFESTS: usize = 20_000;
 /// Index levels below a tag: real images have one (an index of platform manifests) or two
 /// (attestations); the copy walks them recursively, so depth must be bounded.
 const MAX_DEPTH: usize = 8;
+/// Children of one index: a multi-platform image has a few dozen at most (platforms and their
+/// attestations); thousands are a hostile index, refused before any of them is fetched.
+const MAX_CHILDREN: usize = 1024;
 
 /// The source repositories a policy names: exact names, plus catalog entries matching a glob.
 ///
@@ -348,6 +351,9 @@ async fn add_tree(
         } else {
             manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))?
         };
+        if refs.manifests.len() > MAX_CHILDREN {
+            return Err(format!("{src}@{digest}: index lists {} manifests, more than {MAX_CHILDREN}", refs.manifests.len()));
+        }
         for (child, _) in &refs.manifests {
             queue.push((child.clone(), None, depth + 1));
         }

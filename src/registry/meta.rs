@@ -336,11 +336,26 @@ impl Registry {
             .await?;
         let rsp = self.expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT]).await?;
         let start = if rsp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
-        let name = self.name().to_owned();
+        let (name, window) = (self.name().to_owned(), self.inner.stall_timeout);
+        let stalled = move || RegistryError::Stalled {
+            registry: name.clone(),
+            op,
+            detail: format!("less than {} KiB in {}s (stall_timeout)", super::stall::STALL_BYTES >> 10, window.as_secs()),
+        };
+        let (name, silent) = (self.name().to_owned(), stalled.clone());
         let limited = self.clone();
         let stream = rsp
             .bytes_stream()
-            .map(move |r| r.map_err(|e| RegistryError::Transport { registry: name.clone(), op, source: e.without_url() }))
+            .map(move |r| {
+                // The client's read timeout (stall_timeout too) caught a body that went silent.
+                r.map_err(|e| {
+                    if e.is_timeout() {
+                        silent()
+                    } else {
+                        RegistryError::Transport { registry: name.clone(), op, source: e.without_url() }
+                    }
+                })
+            })
             .then(move |r| {
                 let limited = limited.clone();
                 async move {
@@ -351,12 +366,7 @@ impl Registry {
                 }
             })
             .boxed();
-        let (name, window) = (self.name().to_owned(), self.inner.stall_timeout);
-        let stream = super::stall::guard(stream, window, move || RegistryError::Stalled {
-            registry: name.clone(),
-            op,
-            detail: format!("less than {} KiB in {}s (stall_timeout)", super::stall::STALL_BYTES >> 10, window.as_secs()),
-        });
+        let stream = super::stall::guard(stream, window, stalled);
         Ok(BlobStream { offset: start, stream })
     }
 }

@@ -293,7 +293,7 @@ impl Registry {
         let http = &self.inner.http;
         let header = self.inner.auth.header(http, scope).await?;
         let ticket = self.inner.budget.ticket();
-        let rsp = with_auth(build(http).timeout(self.inner.timeout), header.clone()).send().await.map_err(self.transport(op))?;
+        let rsp = self.bounded(with_auth(build(http), header.clone())).await.map_err(self.transport(op))?;
         self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() != StatusCode::UNAUTHORIZED {
             if rsp.status().is_success() {
@@ -305,12 +305,22 @@ impl Registry {
         self.inner.auth.challenged(http, scope, header.as_deref(), challenge.as_deref(), op).await?;
         let header = self.inner.auth.header(http, scope).await?;
         let ticket = self.inner.budget.ticket();
-        let rsp = with_auth(build(http).timeout(self.inner.timeout), header).send().await.map_err(self.transport(op))?;
+        let rsp = self.bounded(with_auth(build(http), header)).await.map_err(self.transport(op))?;
         self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() });
         }
         Ok(rsp)
+    }
+
+    /// Send with `request_timeout` as the whole-request bound, unless the request set its own
+    /// (blob bodies: bounded by the stall guard instead).
+    async fn bounded(&self, rb: RequestBuilder) -> reqwest::Result<Response> {
+        let mut req = rb.build()?;
+        if req.timeout().is_none() {
+            *req.timeout_mut() = Some(self.inner.timeout);
+        }
+        self.inner.http.execute(req).await
     }
 
     /// Send a request whose body streams and cannot be replayed: the caller owns recovery.
