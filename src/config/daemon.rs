@@ -27,6 +27,8 @@ pub struct DaemonSettings {
     /// Accepted events not yet carried out, at most; past it new events are refused (503)
     /// rather than acknowledged and dropped.
     pub max_pending_events: usize,
+    /// Runs kept per policy in the state store; older ones are pruned as new ones are recorded.
+    pub run_history: usize,
 }
 
 const DEFAULT_CONFIG_DIR_POLICIES: &str = "policies";
@@ -44,12 +46,19 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         stop_timeout: Duration::from_secs(10),
         api_token: None,
         max_pending_events: 10_000,
+        run_history: 50,
     };
     out.api_token = api_token(d, base, sink);
     if let Some(n) = &d.max_pending_events {
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (1..=1_000_000).contains(&v) => out.max_pending_events = v,
             _ => sink.err(n.span(), "daemon.max_pending_events: must be between 1 and 1000000"),
+        }
+    }
+    if let Some(n) = &d.run_history {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=10_000).contains(&v) => out.run_history = v,
+            _ => sink.err(n.span(), "daemon.run_history: must be between 1 and 10000"),
         }
     }
     if let Some(t) = &d.stop_timeout {

@@ -30,6 +30,7 @@ pub(super) struct RawDaemon {
     pub api_token_env: Option<S<String>>,
     pub api_token_file: Option<S<String>>,
     pub max_pending_events: Option<S<i64>>,
+    pub run_history: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]

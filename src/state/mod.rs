@@ -322,19 +322,19 @@ impl StateStore {
         Ok(())
     }
 
-    pub async fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {
+    /// Record a run, keeping the last `keep` of its policy.
+    pub async fn record_run(&self, run: &RunRecord, keep: usize) -> Result<(), StateError> {
         self.runs
             .insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
-        self.prune_runs(&run.policy)?;
+        self.prune_runs(&run.policy, keep)?;
         self.flush().await
     }
 
     /// Keep the last runs per policy only: sled files never shrink, so the keyspace stays bounded.
-    fn prune_runs(&self, policy: &str) -> Result<(), StateError> {
-        const KEEP: usize = 50;
+    fn prune_runs(&self, policy: &str, keep: usize) -> Result<(), StateError> {
         let prefix = key(&[policy.as_bytes(), b""]);
         let keys: Vec<sled::IVec> = self.runs.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
-        for k in keys.iter().take(keys.len().saturating_sub(KEEP)) {
+        for k in keys.iter().take(keys.len().saturating_sub(keep)) {
             self.runs.remove(k)?;
         }
         Ok(())
@@ -431,8 +431,8 @@ mod tests {
             let s = StateStore::open(dir.path()).unwrap();
             s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await;
             s.blob_known("t", &"other".parse().unwrap(), &d);
-            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![])).await.unwrap();
-            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![])).await.unwrap();
+            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]), 50).await.unwrap();
+            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]), 50).await.unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.upload("t", &repo, &d).unwrap().offset, 42);
@@ -441,5 +441,25 @@ mod tests {
         let runs = s.last_runs().unwrap();
         assert_eq!((runs.len(), runs[0].outcome.as_str()), (1, "failed"));
         assert_eq!(s.uploads_in_flight().unwrap()[0].digest, d.as_str());
+    }
+
+    #[tokio::test]
+    async fn run_history_keeps_the_last_runs_of_each_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        for t in 1..=7 {
+            for p in ["a", "b"] {
+                s.record_run(&RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]), 3).await.unwrap();
+            }
+        }
+        let kept: Vec<(String, u64)> = s
+            .runs
+            .iter()
+            .values()
+            .map(|v| serde_json::from_slice::<RunRecord>(&v.unwrap()).unwrap())
+            .map(|r| (r.policy, r.started_ms))
+            .collect();
+        let want: Vec<(String, u64)> = ["a", "b"].iter().flat_map(|p| (5..=7).map(move |t| ((*p).to_owned(), t))).collect();
+        assert_eq!(kept, want);
     }
 }

@@ -76,9 +76,9 @@ async fn daemon_mirrors_new_pushes_and_reports_status_and_metrics() {
 }
 
 #[tokio::test]
-async fn sighup_adds_a_policy_and_a_broken_policy_keeps_the_running_set() {
+async fn sighup_adds_a_policy_a_broken_policy_keeps_the_running_set_and_a_storm_ends_on_the_last_set() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    push_corpus(&src.url, &CorpusSpec { repos: 2, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() }).await;
+    push_corpus(&src.url, &CorpusSpec { repos: 3, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() }).await;
     let port = free_port();
     let ferry = daemon_ferry(&src.url, &dst.url, port, "1MiB", &[("a.toml", &policy("a", "\"app-000\"", "1s"))]);
     let daemon = Daemon::start(&ferry, port, "daemon.log");
@@ -100,6 +100,35 @@ async fn sighup_adds_a_policy_and_a_broken_policy_keeps_the_running_set() {
     Pusher::new(&src.url).image("app-000", "3.0.0", &img).await;
     assert!(wait_for(20, || has_tag(&d, "app-000", "3.0.0")).await, "{}", daemon.log());
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
+
+    // A SIGHUP storm: 100 in a second while the policy folder flips between two sets (some
+    // reloads read it half-written). What runs afterwards is the last set, whole.
+    std::fs::remove_file(ferry.path().join("policies/broken.toml")).unwrap();
+    let (c_on, c_off) = (ferry.path().join("policies/c.toml"), ferry.path().join("policies/b.toml"));
+    for i in 0..100 {
+        if i % 2 == 0 {
+            std::fs::write(&c_on, policy("c", "\"app-002\"", "1s")).unwrap();
+            let _ = std::fs::remove_file(&c_off);
+        } else {
+            std::fs::write(&c_off, policy("b", "\"app-001\"", "1s")).unwrap();
+            let _ = std::fs::remove_file(&c_on);
+        }
+        signal(&daemon.child, "HUP");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The last write was odd: {a, b}. One more signal after it, as an operator would send.
+    signal(&daemon.child, "HUP");
+    let policies = || async {
+        let (_, body) = daemon_get(port, "/status").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(v["policies"].as_object()?.keys().cloned().collect::<Vec<_>>())
+    };
+    let settled = wait_for(30, || async { policies().await.is_some_and(|p| p == ["a", "b"]) }).await;
+    assert!(settled, "running {:?} after the storm:\n{}", policies().await, daemon.log());
+    assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
+    let img = images::image(Format::Oci, &[&images::layer(516, 30_000)], "amd64", None, "after the storm");
+    Pusher::new(&src.url).image("app-001", "4.0.0", &img).await;
+    assert!(wait_for(20, || has_tag(&d, "app-001", "4.0.0")).await, "policy b runs:\n{}", daemon.log());
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
