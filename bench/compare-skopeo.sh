@@ -32,9 +32,7 @@ source bench/lib.sh
 bench_needs docker-registry skopeo curl
 
 echo "== building (release)"
-cargo build --quiet --release --bin ferry --example corpus
-FERRY="$PWD/target/release/ferry"
-CORPUS="$PWD/target/release/examples/corpus"
+bench_build
 
 rm -rf "$OUT"; mkdir -p "$OUT"
 

@@ -19,8 +19,7 @@ while [ $# -gt 0 ]; do
 done
 source bench/lib.sh
 bench_needs docker-registry skopeo curl
-cargo build --quiet --release --bin ferry --example corpus
-FERRY="$PWD/target/release/ferry" CORPUS="$PWD/target/release/examples/corpus"
+bench_build
 rm -rf "$OUT"; mkdir -p "$OUT"
 
 SRC=$(start_registry src)

@@ -12,6 +12,13 @@ bench_needs() {
   fi
 }
 
+# bench_build [EXAMPLE...]: a release ferry and the corpus generator (and the examples named),
+# as $FERRY, $CORPUS and $PWD/target/release/examples/NAME.
+bench_build() {
+  cargo build --quiet --release --bin ferry --example corpus ${*/#/--example }
+  FERRY="$PWD/target/release/ferry" CORPUS="$PWD/target/release/examples/corpus"
+}
+
 # Registries run in the background; their PIDs live in files because start_registry runs in
 # a $(...) subshell.
 # Helpers started in the background leave their pid in $OUT/NAME.pid to be stopped here too.

@@ -21,8 +21,8 @@ while [ $# -gt 0 ]; do
 done
 source bench/lib.sh
 bench_needs docker-registry skopeo curl bc
-cargo build --quiet --release --bin ferry --example corpus --example ration_proxy
-FERRY="$PWD/target/release/ferry" CORPUS="$PWD/target/release/examples/corpus" PROXY="$PWD/target/release/examples/ration_proxy"
+bench_build ration_proxy
+PROXY="$PWD/target/release/examples/ration_proxy"
 rm -rf "$OUT"; mkdir -p "$OUT"
 
 SRC=$(start_registry src)

@@ -20,8 +20,8 @@ while [ $# -gt 0 ]; do
 done
 source bench/lib.sh
 if [ "$SKOPEO" = 1 ]; then bench_needs docker-registry curl skopeo; else bench_needs docker-registry curl; fi
-cargo build --quiet --release --bin ferry --example corpus --example delay_line
-FERRY="$PWD/target/release/ferry" CORPUS="$PWD/target/release/examples/corpus" LINE="$PWD/target/release/examples/delay_line"
+bench_build delay_line
+LINE="$PWD/target/release/examples/delay_line"
 rm -rf "$OUT"; mkdir -p "$OUT"
 
 SRC=$(start_registry src) DST=$(start_registry dst)

@@ -345,7 +345,7 @@ impl App {
                 run.held.iter().take(20).cloned().collect(),
             );
             rec.scope = run.scope.clone();
-            if let Err(e) = state.record_run(&rec, self.config.daemon.run_history).await {
+            if let Err(e) = state.record_run(&rec, self.config.daemon.run_history) {
                 error!(policy = %policy.name, error = %e, "could not record the run");
             }
         }

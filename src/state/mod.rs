@@ -322,12 +322,13 @@ impl StateStore {
         Ok(())
     }
 
-    /// Record a run, keeping the last `keep` of its policy.
-    pub async fn record_run(&self, run: &RunRecord, keep: usize) -> Result<(), StateError> {
+    /// Record a run, keeping the last `keep` of its policy. Not flushed here: sled writes
+    /// within a second anyway, and an fsync per run cost hundreds a second with many
+    /// policies on short intervals; a crash loses at most the last second of history.
+    pub fn record_run(&self, run: &RunRecord, keep: usize) -> Result<(), StateError> {
         self.runs
             .insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
-        self.prune_runs(&run.policy, keep)?;
-        self.flush().await
+        self.prune_runs(&run.policy, keep)
     }
 
     /// Keep the last runs per policy only: sled files never shrink, so the keyspace stays bounded.
@@ -431,8 +432,8 @@ mod tests {
             let s = StateStore::open(dir.path()).unwrap();
             s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await;
             s.blob_known("t", &"other".parse().unwrap(), &d);
-            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]), 50).await.unwrap();
-            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]), 50).await.unwrap();
+            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]), 50).unwrap();
+            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]), 50).unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.upload("t", &repo, &d).unwrap().offset, 42);
@@ -449,7 +450,7 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         for t in 1..=7 {
             for p in ["a", "b"] {
-                s.record_run(&RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]), 3).await.unwrap();
+                s.record_run(&RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]), 3).unwrap();
             }
         }
         let kept: Vec<(String, u64)> = s
