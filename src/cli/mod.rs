@@ -2,6 +2,7 @@
 //! 0 success, 1 something failed (the rest still ran), 2 bad config or usage.
 
 mod daemon;
+mod docs;
 mod plan;
 mod remote;
 mod status;
@@ -48,6 +49,13 @@ pub enum Command {
     Daemon,
     /// Last run of each policy and uploads in flight, from the state store.
     Status(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 #[derive(Args)]
@@ -109,6 +117,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync(a) => sync::run(&cli.config, a).await,
         Command::Daemon => daemon::run(&cli.config).await,
         Command::Status(a) => status::run(&cli.config, a).await,
+        Command::Completions { shell } => docs::completions(*shell),
+        Command::Man => docs::man(),
     }
 }
 

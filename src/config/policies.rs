@@ -116,7 +116,16 @@ fn policy(
             Trigger::Manual
         }
         (Some(s), None) => match schedule::parse_schedule(s.get_ref()) {
-            Ok(c) => Trigger::Cron(Box::new(c)),
+            Ok(c) => {
+                let tz = match &raw.timezone {
+                    Some(z) => schedule::parse_timezone(z.get_ref()).unwrap_or_else(|e| {
+                        sink.err(z.span(), ctx(&format!("timezone: {e}")));
+                        chrono_tz::UTC
+                    }),
+                    None => chrono_tz::UTC,
+                };
+                Trigger::Cron(Box::new(schedule::Cron::new(c, tz)))
+            }
             Err(e) => {
                 sink.err(s.span(), ctx(&format!("schedule: {e}")));
                 Trigger::Manual
@@ -131,6 +140,9 @@ fn policy(
         },
         (None, None) => Trigger::Manual,
     };
+    if let (Some(z), None) = (&raw.timezone, &raw.schedule) {
+        sink.err(z.span(), ctx("timezone: applies to a schedule; this policy has none"));
+    }
     let jitter = match &raw.jitter {
         Some(j) => schedule::parse_interval(j.get_ref()).unwrap_or_else(|e| {
             sink.err(j.span(), ctx(&format!("jitter: {e}")));

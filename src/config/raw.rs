@@ -66,6 +66,7 @@ pub(super) struct RawPolicy {
     pub source: S<String>,
     pub targets: S<Vec<S<String>>>,
     pub schedule: Option<S<String>>,
+    pub timezone: Option<S<String>>,
     pub interval: Option<S<String>>,
     pub jitter: Option<S<String>>,
     pub repositories: S<Vec<S<String>>>,

@@ -1,9 +1,67 @@
 //! Crontab → `cron` crate. Users write standard crontab (minute first, Sunday = 0 or 7);
 //! the `cron` crate wants seconds first and counts Sunday as 1, so numeric day-of-week
 //! fields are rewritten into names, which mean the same thing to both.
+//!
+//! A schedule runs in a time zone (UTC unless the policy names one), with daylight-saving
+//! changes handled the way ISC cron does for fixed times: a time skipped by the spring change
+//! runs once, right after it; a time repeated by the autumn change runs once, the first time.
 
 use std::str::FromStr;
 use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A crontab schedule read in a time zone.
+pub struct Cron {
+    schedule: cron::Schedule,
+    tz: Tz,
+}
+
+impl Cron {
+    pub fn new(schedule: cron::Schedule, tz: Tz) -> Self {
+        Cron { schedule, tz }
+    }
+
+    /// The schedule as cron reads it, and the time zone when it is not UTC.
+    pub fn describe(&self) -> String {
+        match self.tz {
+            Tz::UTC => self.schedule.source().to_owned(),
+            tz => format!("{} ({tz})", self.schedule.source()),
+        }
+    }
+
+    /// The instants the schedule fires after `t`, in order, each once.
+    pub fn after(&self, t: &DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        // cron walks wall-clock times; they are kept as naive times (carried in a UTC value)
+        // and placed on the real time line here, where gaps and repeats are known.
+        let wall = Utc.from_utc_datetime(&t.with_timezone(&self.tz).naive_local());
+        let mut last = *t;
+        self.schedule.after(&wall).filter_map(move |w| {
+            let at = instant(self.tz, w.naive_utc())?;
+            (at > last).then(|| {
+                last = at;
+                at
+            })
+        })
+    }
+}
+
+/// The real instant of wall-clock time `w` in `tz`: the first of two in a repeated hour, the
+/// end of the gap for a time the clocks skipped.
+fn instant(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
+    if let Some(at) = tz.from_local_datetime(&w).earliest() {
+        return Some(at.with_timezone(&Utc));
+    }
+    // Gaps last an hour, sometimes 30 minutes: the first wall-clock minute that exists again
+    // is the moment of the change.
+    (1..=24 * 60).find_map(|m| tz.from_local_datetime(&(w + chrono::Duration::minutes(m))).earliest()).map(|at| at.with_timezone(&Utc))
+}
+
+/// An IANA time zone name, e.g. `Europe/Paris`.
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| format!("unknown time zone `{name}` (an IANA name such as Europe/Paris or America/New_York)"))
+}
 
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
@@ -95,6 +153,27 @@ mod tests {
     fn next(expr: &str, n: usize) -> Vec<chrono::DateTime<Utc>> {
         let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // a Thursday
         parse_schedule(expr).unwrap().after(&start).take(n).collect()
+    }
+
+    fn next_in(expr: &str, tz: &str, from: (u32, u32, u32), n: usize) -> Vec<String> {
+        let start = Utc.with_ymd_and_hms(2026, from.0, from.1, from.2, 0, 0).unwrap();
+        let cron = Cron::new(parse_schedule(expr).unwrap(), parse_timezone(tz).unwrap());
+        cron.after(&start).take(n).map(|t| t.format("%m-%d %H:%M").to_string()).collect()
+    }
+
+    #[test]
+    fn schedules_follow_their_time_zone_through_daylight_saving() {
+        // 09:00 in Paris is 08:00 UTC in winter, 07:00 UTC in summer (from 29 March 2026).
+        assert_eq!(next_in("0 9 * * *", "Europe/Paris", (3, 27, 12), 3), ["03-28 08:00", "03-29 07:00", "03-30 07:00"]);
+        // 02:30 does not exist on 29 March in Paris (02:00 → 03:00): it runs once, at the change.
+        assert_eq!(next_in("30 2 * * *", "Europe/Paris", (3, 28, 12), 2), ["03-29 01:00", "03-30 00:30"]);
+        // Every 20 minutes across the gap: the skipped 02:00, 02:20, 02:40 make one run at 03:00.
+        assert_eq!(next_in("*/20 * * * *", "Europe/Paris", (3, 29, 0), 4), ["03-29 00:20", "03-29 00:40", "03-29 01:00", "03-29 01:20"]);
+        // 02:30 happens twice on 25 October (03:00 → 02:00): once, the first time (00:30 UTC).
+        assert_eq!(next_in("30 2 * * *", "Europe/Paris", (10, 24, 12), 2), ["10-25 00:30", "10-26 01:30"]);
+        // UTC stays UTC.
+        assert_eq!(next_in("0 9 * * *", "UTC", (3, 28, 12), 2), ["03-29 09:00", "03-30 09:00"]);
+        assert!(parse_timezone("Mars/Olympus").unwrap_err().contains("IANA"));
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl MaxDelete {
 }
 
 pub enum Trigger {
-    Cron(Box<cron::Schedule>),
+    Cron(Box<super::schedule::Cron>),
     Every(Duration),
     Manual,
 }

@@ -102,7 +102,7 @@ impl Shared {
 /// A trigger as people write it: `schedule 0 */5 * * * *`, `every 30s`, `manual`.
 pub fn describe(t: &Trigger) -> String {
     match t {
-        Trigger::Cron(s) => format!("schedule {}", s.source()),
+        Trigger::Cron(s) => format!("schedule {}", s.describe()),
         Trigger::Every(d) => format!("every {}s", d.as_secs()),
         Trigger::Manual => "manual".into(),
     }

@@ -211,3 +211,37 @@ fn symlink_loops_huge_files_and_fifos_in_the_policy_folder_are_named_not_followe
         assert!(err.contains(want), "want `{want}` in:\n{err}");
     }
 }
+
+#[test]
+fn schedules_take_an_iana_time_zone() {
+    let p = format!("{GOOD}schedule = \"0 9 * * 1-5\"\ntimezone = \"Europe/Paris\"\n");
+    assert_eq!(check(&p).0, 0, "{}", check(&p).1);
+    let p = format!("{GOOD}schedule = \"0 9 * * 1-5\"\ntimezone = \"Mars/Olympus\"\n");
+    assert_error(&p, "p.toml:7:12: policy `ok`: timezone: unknown time zone `Mars/Olympus` (an IANA name");
+    let p = format!("{GOOD}interval = \"1h\"\ntimezone = \"Europe/Paris\"\n");
+    assert_error(&p, "p.toml:7:12: policy `ok`: timezone: applies to a schedule; this policy has none");
+}
+
+#[test]
+fn completions_load_in_bash_and_the_man_page_covers_every_command() {
+    let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
+    let bash = f.run(&["completions", "bash"]);
+    bash.assert_code(0);
+    let script = f.path().join("ferry.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let loaded =
+        std::process::Command::new("bash").arg("-c").arg(format!("source {}; complete -p ferry", script.display())).output().unwrap();
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("-F _ferry"), "{}", String::from_utf8_lossy(&loaded.stderr));
+    for (shell, marker) in [("zsh", "#compdef ferry"), ("fish", "complete -c ferry")] {
+        let out = f.run(&["completions", shell]);
+        out.assert_code(0);
+        assert!(out.stdout.contains(marker), "{shell}: {}", &out.stdout[..out.stdout.len().min(300)]);
+    }
+    let man = f.run(&["man"]);
+    man.assert_code(0);
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH ferry"), "{}", &man.stdout[..300]);
+    for section in ["FERRY VALIDATE", "FERRY PLAN", "FERRY SYNC", "FERRY DAEMON", "FERRY STATUS", "force\\-delete"] {
+        assert!(man.stdout.contains(section), "`{section}` missing from the man page");
+    }
+    f.run(&["completions", "tcsh"]).assert_code(2);
+}
