@@ -314,6 +314,16 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Where a registry's credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A username and password (or token): from the config, a file, or docker's `auths`.
+    Password(String, Secret),
+    /// A docker credential helper program, asked for `server` when the registry first wants
+    /// credentials, and again after it refuses them.
+    Helper { program: String, server: String },
+}
+
 /// A password or token. Its `Debug` and `Display` never show it, so a stray `{:?}` cannot leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

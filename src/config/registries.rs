@@ -9,7 +9,7 @@ use super::check::{parse_url, positive, rate};
 use super::diag::Sink;
 use super::raw::RawRegistry;
 use crate::model::ByteSize;
-use crate::model::Secret;
+use crate::model::{Credentials, Secret};
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct RegistrySpec {
     pub name: String,
     pub url: url::Url,
-    pub credentials: Option<(String, Secret)>,
+    pub credentials: Option<Credentials>,
     pub ca_pem: Option<Vec<u8>>,
     pub max_concurrent: usize,
     pub bandwidth_limit: Option<ByteSize>,
@@ -103,7 +103,7 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         (None, None) => None,
     };
     let credentials = match (&r.username, password) {
-        (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
+        (Some(u), Some(p)) => Some(Credentials::Password(u.get_ref().clone(), p)),
         (Some(u), None) if r.password_env.is_none() && r.password_file.is_none() => {
             sink.err(u.span(), format!("{}: needs password_env or password_file", field("username")));
             None
@@ -170,9 +170,10 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
 }
 
 /// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`): the `auths` entry for its host (and port). `None` when there is
-/// none (anonymous access). Credential helpers run programs and are not supported.
-fn docker_credentials(url: &url::Url) -> Result<Option<(String, Secret)>, String> {
+/// `~/.docker/config.json`), with Docker's precedence: a `credHelpers` entry for its host,
+/// else `credsStore`, else the `auths` entry. `None` when there is none (anonymous access).
+/// A helper is only named here; it runs when the registry first asks for credentials.
+fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
     use base64::Engine;
     let dir =
         std::env::var_os("DOCKER_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
@@ -189,26 +190,41 @@ fn docker_credentials(url: &url::Url) -> Result<Option<(String, Secret)>, String
         let k = k.split('/').next().unwrap_or(k);
         k == host || (host == "registry-1.docker.io" && k == "index.docker.io")
     };
-    if json.get("credHelpers").and_then(|h| h.as_object()).is_some_and(|h| h.keys().any(|k| matches(k))) || json.get("credsStore").is_some()
-    {
-        let entry = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k)));
-        if entry.and_then(|(_, v)| v.get("auth")).is_none() {
-            return Err(format!(
-                "{}: credentials for {host} live in a credential helper, which ferry does not run; use password_file",
-                path.display()
-            ));
+    let entry = |section: &str| json.get(section).and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k)));
+    let helper = |name: &str, server: &str| -> Result<Option<Credentials>, String> {
+        let program = format!("docker-credential-{name}");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(format!("{}: `{name}` is not a credential helper name", path.display()));
         }
-    }
-    let Some((_, entry)) = json.get("auths").and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k))) else {
-        return Ok(None);
+        if !on_path(&program) {
+            return Err(format!("{}: credential helper {program} (for {host}) not found on PATH", path.display()));
+        }
+        Ok(Some(Credentials::Helper { program, server: server.to_owned() }))
     };
-    let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else { return Ok(None) };
+    if let Some((key, name)) = entry("credHelpers") {
+        return helper(name.as_str().unwrap_or(""), key);
+    }
+    let auths = entry("auths");
+    if let Some(name) = json.get("credsStore").and_then(|s| s.as_str()) {
+        // The server as Docker names it to helpers: the `auths` key if there is one.
+        return helper(name, auths.map_or(host.as_str(), |(k, _)| k.as_str()));
+    }
+    let Some(auth) = auths.and_then(|(_, e)| e.get("auth")).and_then(|a| a.as_str()) else { return Ok(None) };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .map_err(|_| format!("{}: the auth for {host} is not base64", path.display()))?;
     let decoded = String::from_utf8(decoded).map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
     let (user, pass) = decoded.split_once(':').ok_or_else(|| format!("{}: the auth for {host} is not user:password", path.display()))?;
-    Ok(Some((user.to_owned(), Secret::new(pass))))
+    Ok(Some(Credentials::Password(user.to_owned(), Secret::new(pass))))
+}
+
+/// Whether `program` is an executable file in a `PATH` directory.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .any(|d| std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    })
 }
 
 /// A registry reference in a policy: a name from `[registries]`, or a bare URL (anonymous).

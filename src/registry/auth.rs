@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::error::RegistryError;
-use crate::model::Secret;
+use crate::model::{Credentials, Secret};
 
 /// The scopes a request needs, e.g. `repository:app:pull,push`. Kept as strings because
 /// that is what challenges and token servers speak.
@@ -55,10 +55,18 @@ type TokenSlot = Arc<Mutex<Option<Token>>>;
 
 pub struct Auth {
     registry: String,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<Credentials>,
+    /// What a credential helper answered, and when: asked again after HELPER_TTL or a refusal.
+    from_helper: Mutex<Option<((String, Secret), Instant)>>,
     scheme: Mutex<Scheme>,
     tokens: Mutex<HashMap<Scope, TokenSlot>>,
 }
+
+/// How long a credential helper's answer is used: helpers hand out short-lived tokens (ECR's
+/// last 12 hours), so a long-running daemon asks again now and then.
+const HELPER_TTL: Duration = Duration::from_secs(15 * 60);
+/// The username by which a helper says its secret is an identity (OAuth2 refresh) token.
+const IDENTITY_TOKEN: &str = "<token>";
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -73,14 +81,53 @@ const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 const RENEW_MARGIN: Duration = Duration::from_secs(15);
 
 impl Auth {
-    pub fn new(registry: &str, credentials: Option<(String, Secret)>) -> Self {
-        Auth { registry: registry.to_owned(), credentials, scheme: Mutex::new(Scheme::Unknown), tokens: Mutex::new(HashMap::new()) }
+    pub fn new(registry: &str, credentials: Option<Credentials>) -> Self {
+        Auth {
+            registry: registry.to_owned(),
+            credentials,
+            from_helper: Mutex::new(None),
+            scheme: Mutex::new(Scheme::Unknown),
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn basic(&self) -> Option<String> {
-        self.credentials
-            .as_ref()
-            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", p.expose()))))
+    /// The username and secret, running the credential helper when its last answer is stale.
+    async fn creds(&self, op: &'static str) -> Result<Option<(String, Secret)>, RegistryError> {
+        match &self.credentials {
+            None => Ok(None),
+            Some(Credentials::Password(u, p)) => Ok(Some((u.clone(), p.clone()))),
+            Some(Credentials::Helper { program, server }) => {
+                let mut cached = self.from_helper.lock().await;
+                if let Some((c, _)) = cached.as_ref().filter(|(_, at)| at.elapsed() < HELPER_TTL) {
+                    return Ok(Some(c.clone()));
+                }
+                let c = super::helper::get(program, server).await.map_err(|detail| RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    op,
+                    detail,
+                })?;
+                *cached = Some((c.clone(), Instant::now()));
+                Ok(Some(c))
+            }
+        }
+    }
+
+    /// Credentials were refused: a helper is asked again next time (it may have renewed them).
+    async fn refused(&self) {
+        *self.from_helper.lock().await = None;
+    }
+
+    async fn basic(&self, op: &'static str) -> Result<Option<String>, RegistryError> {
+        match self.creds(op).await? {
+            Some((u, _)) if u == IDENTITY_TOKEN => Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                op,
+                detail: "the credential helper gave an identity token, which needs a token server; this registry asks for Basic auth"
+                    .into(),
+            }),
+            Some((u, p)) => Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", p.expose()))))),
+            None => Ok(None),
+        }
     }
 
     /// The `Authorization` value to send up front for `scope`, if the scheme is known.
@@ -89,7 +136,7 @@ impl Auth {
         let scheme = self.scheme.lock().await.clone();
         match scheme {
             Scheme::Unknown | Scheme::Anonymous => Ok(None),
-            Scheme::Basic => Ok(self.basic()),
+            Scheme::Basic => self.basic("auth").await,
             Scheme::Bearer { realm, service } => {
                 let token = self.token(http, &realm, service.as_deref(), scope, None).await?;
                 Ok(Some(format!("Bearer {}", token.expose())))
@@ -120,6 +167,7 @@ impl Auth {
                 // Only a request that carried the credentials can prove them wrong; a concurrent
                 // request may have learnt the scheme while this one was in flight.
                 if sent.is_some_and(|h| h.starts_with("Basic ")) {
+                    self.refused().await;
                     return Err(unauthorized("credentials rejected"));
                 }
                 *scheme = Scheme::Basic;
@@ -174,14 +222,30 @@ impl Auth {
                 q.append_pair("scope", s);
             }
         }
-        let mut req = http.get(url).timeout(Duration::from_secs(30));
-        if let Some(b) = self.basic() {
-            req = req.header(reqwest::header::AUTHORIZATION, b);
-        }
+        let req = match self.creds(op).await? {
+            // An identity token is exchanged the OAuth2 way (distribution's token spec, POST).
+            Some((u, token)) if u == IDENTITY_TOKEN => {
+                let mut form: Vec<(&str, &str)> =
+                    vec![("grant_type", "refresh_token"), ("refresh_token", token.expose()), ("client_id", "ferry")];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                let scopes = scope.0.join(" ");
+                form.push(("scope", &scopes));
+                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+                http.post(url.as_str().split('?').next().unwrap_or(realm))
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            Some((u, p)) => http.get(url).basic_auth(u, Some(p.expose())),
+            None => http.get(url),
+        };
+        let req = req.timeout(Duration::from_secs(30));
         let rsp =
             req.send().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
         let status = rsp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            self.refused().await;
             return Err(RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 op,

@@ -11,6 +11,7 @@ mod auth;
 mod budget;
 mod concurrency;
 mod error;
+mod helper;
 mod limit;
 mod meta;
 mod retry;
@@ -30,13 +31,11 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 pub use retry::RetryPolicy;
 pub use upload::{UploadSession, UploadStart};
 
-use crate::model::Secret;
-
 /// Everything needed to talk to one registry; built by the composition root from config.
 pub struct Endpoint {
     pub name: String,
     pub url: url::Url,
-    pub credentials: Option<(String, Secret)>,
+    pub credentials: Option<crate::model::Credentials>,
     pub ca_pem: Option<Vec<u8>>,
     pub max_concurrent: usize,
     /// Bytes per second sent to this registry (blob uploads); `None` = unlimited.

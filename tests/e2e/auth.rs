@@ -151,15 +151,103 @@ async fn credentials_from_docker_config_json() {
     assert_no_secret(&run, PASSWORD);
     assert_copied(&src, &Reader::with(&dst.url, Auth::Basic(USER.into(), PASSWORD.into()), None)).await;
 
-    // Credentials kept by a credential helper: a clear error, not a silent anonymous pull.
+    // A credential helper that is not installed: a clear error, not a silent anonymous pull.
     std::fs::write(docker.join("config.json"), format!("{{\"auths\":{{\"{}\":{{}}}},\"credsStore\":\"desktop\"}}", dst.host())).unwrap();
     let run = f.run(&["validate"]);
     run.assert_code(2);
     assert!(
-        run.stderr.contains("registries.dst.docker_config") && run.stderr.contains("credential helper, which ferry does not run"),
+        run.stderr.contains("registries.dst.docker_config")
+            && run.stderr.contains(&format!("credential helper docker-credential-desktop (for {}) not found on PATH", dst.host())),
         "{}",
         run.stderr
     );
+}
+
+/// A `docker-credential-NAME` program in the test's PATH: it logs each server it is asked
+/// about to `calls`, then answers as `script` says (the tail of a shell script).
+fn helper(dir: &std::path::Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("docker-credential-{name}"));
+    let calls = dir.join(format!("{name}.calls"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\n[ \"$1\" = get ] || exit 9\nserver=$(cat)\necho \"$server\" >> {}\n{script}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn calls(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(format!("{name}.calls"))).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+/// Docker's credential helpers: `credHelpers` for one host, `credsStore` for the rest, an
+/// identity token exchanged at a token server, each helper asked once per run; a failing
+/// helper is named with its exit code, and nothing it printed reaches the output.
+#[tokio::test]
+async fn credential_helpers_are_asked_once_per_run_and_failures_name_them() {
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let src = TestRegistry::start();
+    let basic = TestRegistry::start_with(RegistryOpts { basic: Some((USER.into(), PASSWORD.into())), ..Default::default() });
+    let bearer = TestRegistry::start_with(RegistryOpts { token: Some((tokens.realm(), tokens.cert())), ..Default::default() });
+    let identity = TokenServer::start(USER, "identity-token-0123456789");
+    let refresh = TestRegistry::start_with(RegistryOpts { token: Some((identity.realm(), identity.cert())), ..Default::default() });
+    push_corpus(&src.url, &spec()).await;
+
+    let regs = format!(
+        "[registries.src]\nurl = \"{}\"\n[registries.dst]\nurl = \"{}\"\ndocker_config = true\n[registries.dst2]\nurl = \"{}\"\ndocker_config = true\n[registries.dst3]\nurl = \"{}\"\ndocker_config = true\n",
+        src.url, basic.url, bearer.url, refresh.url
+    );
+    let policy = POLICY.replace("targets = [\"dst\"]", "targets = [\"dst\", \"dst2\", \"dst3\"]");
+    let mut f = Ferry::new(&regs, "64KiB", &[("m.toml", &policy)]);
+    let bin = f.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let answer =
+        |user: &str, secret: &str| format!("printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\"");
+    helper(&bin, "vault", &answer(USER, PASSWORD));
+    helper(&bin, "cloud", &answer("<token>", "identity-token-0123456789"));
+    helper(&bin, "broken", "echo 'leaked-out-of-a-keychain'; exit 3");
+    let docker = f.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let config = |store: &str| {
+        format!(
+            "{{\"credsStore\":\"{store}\",\"credHelpers\":{{\"{}\":\"cloud\"}},\"auths\":{{\"https://{}\":{{}}}}}}",
+            refresh.host(),
+            basic.host()
+        )
+    };
+    std::fs::write(docker.join("config.json"), config("vault")).unwrap();
+    f.env.push(("DOCKER_CONFIG".into(), docker.display().to_string()));
+    f.env.push(("PATH".into(), format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())));
+
+    let run = f.run(&["sync", "-vv"]);
+    run.assert_code(0);
+    assert_no_secret(&run, PASSWORD);
+    assert_no_secret(&run, "identity-token-0123456789");
+    assert_copied(&src, &Reader::with(&basic.url, Auth::Basic(USER.into(), PASSWORD.into()), None)).await;
+    assert_copied(&src, &Reader::with(&bearer.url, Auth::Token(tokens.realm(), USER.into(), PASSWORD.into()), None)).await;
+    // The store is asked once for each registry it serves, under the name Docker uses (the
+    // `auths` key when there is one); the identity token went to its token server by POST.
+    let mut asked = calls(&bin, "vault");
+    asked.sort();
+    let mut want = vec![format!("https://{}", basic.host()), bearer.host()];
+    want.sort();
+    assert_eq!(asked, want);
+    assert_eq!(calls(&bin, "cloud"), [refresh.host()]);
+    assert!(identity.issued.load(Ordering::SeqCst) > 0, "identity token exchanged");
+
+    // A failing store: each target fails with the helper's name and exit code, nothing else.
+    std::fs::write(docker.join("config.json"), config("broken")).unwrap();
+    let mut f2 = Ferry::new(&regs, "64KiB", &[("m.toml", &policy.replace("app-*", "app-000"))]);
+    f2.env = f.env.clone();
+    let run = f2.run(&["sync"]);
+    run.assert_code(1);
+    assert!(
+        run.all().contains(&format!("credential helper docker-credential-broken exited with code 3 for https://{}", basic.host())),
+        "{}",
+        run.all()
+    );
+    assert_no_secret(&run, "leaked-out-of-a-keychain");
 }
 
 /// Basic auth on one target, the bearer-token flow on another, everything at trace level

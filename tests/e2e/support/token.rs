@@ -53,8 +53,22 @@ impl TokenServer {
                         Ok(n) => buf.extend_from_slice(&tmp[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&buf).into_owned();
-                let (status, body) = answer(&head, &creds, &key, &kid);
+                // A POST (an identity-token exchange) carries its form in the body.
+                let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < split + length {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let form = String::from_utf8_lossy(&buf[split..]).into_owned();
+                let (status, body) = answer(&head, &form, &creds, &key, &kid);
                 if status == 200 {
                     iss.fetch_add(1, Ordering::SeqCst)
                 } else {
@@ -80,17 +94,26 @@ impl TokenServer {
     }
 }
 
-fn answer(head: &str, (user, pass): &(String, String), key: &ring::signature::RsaKeyPair, kid: &str) -> (u16, String) {
+/// GET with Basic `user:pass`, or POST `grant_type=refresh_token` with `pass` as the identity
+/// token (OAuth2, as docker credential helpers' `<token>` logins use).
+fn answer(head: &str, form: &str, (user, pass): &(String, String), key: &ring::signature::RsaKeyPair, kid: &str) -> (u16, String) {
     let target = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/");
     let url = url::Url::parse(&format!("http://x{target}")).unwrap();
+    let post = head.starts_with("POST ");
+    let params: Vec<(String, String)> =
+        if post { url::form_urlencoded::parse(form.as_bytes()).into_owned().collect() } else { url.query_pairs().into_owned().collect() };
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
-    let authorized =
-        head.lines().any(|l| l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected));
+    let authorized = if post {
+        param("grant_type") == Some("refresh_token") && param("refresh_token") == Some(pass.as_str())
+    } else {
+        head.lines().any(|l| l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected))
+    };
     if !authorized {
         return (401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.into());
     }
-    let access: Vec<_> = url
-        .query_pairs()
+    let access: Vec<_> = params
+        .iter()
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .filter_map(|scope| {
