@@ -15,6 +15,7 @@ use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks, RepoReport};
 use crate::model::Digest;
 use crate::model::RepoName;
 use crate::model::Tag;
+use crate::notify::Notifier;
 use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope, SourceReads};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
@@ -49,6 +50,7 @@ pub struct App {
     /// One per (policy, target, source repository), held while it is planned and copied: a
     /// targeted run and a full run never write the same tags at once.
     repo_locks: Arc<KeyedLocks<(String, String, RepoName)>>,
+    notifier: Notifier,
 }
 
 /// What planning remembers between runs, kept in the state store.
@@ -123,6 +125,11 @@ impl App {
         Ok(StateStore::open(dir)?)
     }
 
+    /// Where run outcomes are sent (`[[notify]]`).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
     /// Build one registry client per endpoint. `state` is needed to run policies, not to plan.
     ///
     /// # Errors
@@ -153,7 +160,8 @@ impl App {
             max_concurrent_blobs: d.max_concurrent_blobs,
             bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
         });
-        Ok(App { config, registries, state, shared, repo_locks: Arc::default() })
+        let notifier = Notifier::new(config.notify.clone());
+        Ok(App { config, registries, state, shared, repo_locks: Arc::default(), notifier })
     }
 
     /// Share `older`'s repository locks: targeted runs started under the config before a
@@ -348,6 +356,7 @@ impl App {
             if let Err(e) = state.record_run(&rec, self.config.daemon.run_history) {
                 error!(policy = %policy.name, error = %e, "could not record the run");
             }
+            self.notifier.after_run(&rec);
         }
         match &run.scope {
             None => info!(policy = %policy.name, outcome = run.outcome(), "run finished"),

@@ -10,6 +10,7 @@ pub mod copy;
 pub mod daemon;
 pub mod events;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod registry;
 pub mod state;

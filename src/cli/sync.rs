@@ -64,6 +64,9 @@ struct Outcome {
     interrupted: bool,
 }
 
+/// How long `ferry sync` waits for notifications still being retried before it exits.
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     let cfg = match super::load(config) {
         Ok(c) => c,
@@ -92,6 +95,8 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         .into_iter()
         .map(|r| Outcome { counts: r.counts(), policy: r.policy, errors: r.errors, held: r.held, interrupted: r.interrupted })
         .collect();
+    // Failure notifications are retried in the background; give them a moment, not forever.
+    app.notifier().settle(NOTIFY_WAIT).await;
     if let Some(s) = app.state() {
         if let Err(e) = s.flush().await {
             report(&outcomes);

@@ -8,6 +8,7 @@ mod check;
 mod daemon;
 mod diag;
 mod flows;
+mod notify;
 mod policies;
 mod raw;
 mod registries;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub use daemon::DaemonSettings;
 pub use diag::Diagnostic;
 use diag::Sink;
+pub use notify::{NotifySpec, OUTCOMES};
 use raw::RawConfig;
 pub use registries::RegistrySpec;
 pub use types::{MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
@@ -30,6 +32,7 @@ pub struct Config {
     /// Named registries, plus one anonymous entry per bare URL used in a policy (keyed by the URL).
     pub registries: BTreeMap<String, RegistrySpec>,
     pub policies: Vec<Policy>,
+    pub notify: Vec<NotifySpec>,
     /// Things that work but are probably not what was meant; `validate` prints them, nothing refuses them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -42,6 +45,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut sink = Sink { file: path, src: &src, out: &mut diags };
     let daemon = daemon::daemon_settings(&raw, base, &mut sink);
+    let notify = notify::notify_specs(&raw, base, &mut sink);
     let mut registries = BTreeMap::new();
     for (name, reg) in &raw.registries {
         if let Some(spec) = registries::registry_spec(name, reg, base, &mut sink) {
@@ -63,7 +67,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     if diags.is_empty() {
-        Ok(Config { file: path.to_owned(), daemon, registries, policies, warnings })
+        Ok(Config { file: path.to_owned(), daemon, registries, policies, notify, warnings })
     } else {
         Err(diags)
     }

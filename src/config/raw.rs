@@ -15,6 +15,19 @@ pub(super) struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub registries: BTreeMap<String, S<RawRegistry>>,
+    #[serde(default)]
+    pub notify: Vec<S<RawNotify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub url: S<String>,
+    pub on: S<Vec<S<String>>>,
+    pub bearer_token_env: Option<S<String>>,
+    pub bearer_token_file: Option<S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@ const BANNED: &[(&str, &[&str])] = &[
     ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli"]),
     ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli"]),
     ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli"]),
+    ("notify", &["registry", "plan", "copy", "app", "daemon", "cli"]),
     ("plan", &["state", "copy", "app", "daemon", "cli"]),
     ("copy", &["config", "app", "daemon", "cli"]),
     ("app", &["daemon", "cli"]),

@@ -7,6 +7,7 @@ mod events;
 mod fanout;
 mod hostile;
 mod limits;
+mod notify;
 mod policies;
 mod resume;
 mod state;

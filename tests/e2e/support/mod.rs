@@ -9,6 +9,7 @@ pub mod faults;
 pub mod hostile;
 pub mod images;
 pub mod proxy;
+pub mod receiver;
 pub mod registry;
 mod serve;
 pub mod token;

@@ -1,0 +1,82 @@
+//! `[[notify]]`: where ferry says that a run failed, held tags back or met a conflict.
+
+use std::path::Path;
+
+use super::diag::Sink;
+use super::raw::RawConfig;
+use crate::model::Secret;
+
+/// What a run can be notified for.
+pub const OUTCOMES: [&str; 4] = ["failed", "held", "conflict", "succeeded"];
+
+#[derive(Clone)]
+pub struct NotifySpec {
+    pub url: url::Url,
+    /// A subset of OUTCOMES.
+    pub on: Vec<String>,
+    pub bearer_token: Option<Secret>,
+    /// Extra headers, as chat and incident tools want them (`X-Api-Key = "..."`). Their values
+    /// are treated as secrets: never logged.
+    pub headers: Vec<(String, Secret)>,
+}
+
+pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec<NotifySpec> {
+    let mut out = Vec::new();
+    for (i, n) in raw.notify.iter().enumerate() {
+        let n = n.get_ref();
+        let field = |f: &str| format!("notify[{i}].{f}");
+        let url = match url::Url::parse(n.url.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            _ => {
+                sink.err(n.url.span(), format!("{}: `{}` is not an http:// or https:// URL", field("url"), n.url.get_ref()));
+                None
+            }
+        };
+        let mut on = Vec::new();
+        for o in n.on.get_ref() {
+            if OUTCOMES.contains(&o.get_ref().as_str()) {
+                on.push(o.get_ref().clone());
+            } else {
+                sink.err(o.span(), format!("{}: `{}` is not one of {}", field("on"), o.get_ref(), OUTCOMES.join(", ")));
+            }
+        }
+        if n.on.get_ref().is_empty() {
+            sink.err(n.on.span(), format!("{}: name at least one of {}", field("on"), OUTCOMES.join(", ")));
+        }
+        let bearer_token = match (&n.bearer_token_env, &n.bearer_token_file) {
+            (Some(_), Some(f)) => {
+                sink.err(f.span(), format!("{}: give bearer_token_env or bearer_token_file, not both", field("bearer_token_file")));
+                None
+            }
+            (Some(e), None) => match std::env::var(e.get_ref()) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    sink.err(e.span(), format!("{}: environment variable `{}` is not set", field("bearer_token_env"), e.get_ref()));
+                    None
+                }
+            },
+            (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
+                Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
+                Err(e) => {
+                    sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("bearer_token_file"), f.get_ref()));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &n.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v.get_ref()).is_err()
+            {
+                sink.err(v.span(), format!("{}: `{k}` is not a valid HTTP header", field("headers")));
+            } else {
+                headers.push((k.clone(), Secret::new(v.get_ref().clone())));
+            }
+        }
+        if let Some(url) = url {
+            out.push(NotifySpec { url, on, bearer_token, headers });
+        }
+    }
+    out
+}

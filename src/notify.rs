@@ -1,0 +1,140 @@
+//! Failure notifications: after a run that failed, held tags back or met a conflict (as each
+//! `[[notify]]` asks), POST a CloudEvents 1.0 document (structured mode) to its URL. Delivery
+//! runs beside replication, never in its way: retried with backoff a bounded number of times,
+//! then given up with a log line. `ferry sync` waits a bounded time for deliveries before it
+//! exits; the daemon lets them finish in the background.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::NotifySpec;
+use crate::state::RunRecord;
+
+/// Attempts per notification, and the wait before each retry (doubling).
+const ATTEMPTS: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    specs: Vec<NotifySpec>,
+    http: reqwest::Client,
+    tasks: TaskTracker,
+    /// Where events come from (`source` in CloudEvents): this host.
+    source: String,
+}
+
+impl Notifier {
+    pub fn new(specs: Vec<NotifySpec>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
+        Notifier { inner: Arc::new(Inner { specs, http, tasks: TaskTracker::new(), source: format!("ferry://{host}") }) }
+    }
+
+    /// Send what `run` calls for to every `[[notify]]` that wants it, in the background.
+    pub fn after_run(&self, run: &RunRecord) {
+        let kinds = outcomes(run);
+        for (i, spec) in self.inner.specs.iter().enumerate() {
+            for kind in kinds.iter().filter(|k| spec.on.iter().any(|o| o == *k)) {
+                let (inner, doc) = (self.inner.clone(), document(run, kind, &self.inner.source));
+                self.inner.tasks.spawn(async move { deliver(&inner.http, &inner.specs[i], &doc).await });
+            }
+        }
+    }
+
+    /// Wait up to `bound` for deliveries in flight (what `ferry sync` does before it exits).
+    pub async fn settle(&self, bound: Duration) {
+        self.inner.tasks.close();
+        if tokio::time::timeout(bound, self.inner.tasks.wait()).await.is_err() {
+            warn!(waited = ?bound, "notifications still being retried at exit; given up");
+        }
+        self.inner.tasks.reopen();
+    }
+}
+
+/// The outcomes a run counts as, in OUTCOMES' terms.
+fn outcomes(run: &RunRecord) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    match run.outcome.as_str() {
+        "failed" => out.push("failed"),
+        "ok" => out.push("succeeded"),
+        _ => {}
+    }
+    if run.counts.held > 0 {
+        out.push("held");
+    }
+    if run.counts.conflicts > 0 {
+        out.push("conflict");
+    }
+    out
+}
+
+/// A CloudEvents 1.0 document, with a `text` line for chat webhooks (Slack, Mattermost).
+fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
+    let c = &run.counts;
+    let what = match kind {
+        "failed" => format!("failed: {} failure(s){}", c.failures, run.errors.first().map(|e| format!("; first: {e}")).unwrap_or_default()),
+        "held" => format!("held back {} tag(s){}", c.held, run.held.first().map(|h| format!("; first: {h}")).unwrap_or_default()),
+        "conflict" => format!("met {} conflict(s) (target tags that moved; overwrite = false)", c.conflicts),
+        _ => format!("succeeded: {} tag(s) copied, {} in sync", c.tags_copied, c.tags_in_sync),
+    };
+    let scope = run.scope.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(run.ended_ms as i64).unwrap_or_default();
+    json!({
+        "specversion": "1.0",
+        "id": format!("{}-{}-{kind}", run.policy, run.started_ms),
+        "source": source,
+        "type": format!("dev.ferry.run.{kind}"),
+        "subject": run.policy,
+        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "datacontenttype": "application/json",
+        "data": run,
+        "text": format!("ferry: policy `{}`{scope} {what}", run.policy),
+    })
+}
+
+async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Value) {
+    let body = doc.to_string();
+    let mut wait = FIRST_RETRY;
+    for attempt in 1..=ATTEMPTS {
+        let mut req = http.post(spec.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/cloudevents+json").body(body.clone());
+        if let Some(t) = &spec.bearer_token {
+            req = req.bearer_auth(t.expose());
+        }
+        for (k, v) in &spec.headers {
+            req = req.header(k, v.expose());
+        }
+        // Only the host is logged: a webhook URL often carries its secret in the path.
+        let host = spec.url.host_str().unwrap_or("");
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                debug!(host, kind = %doc["type"], "notification delivered");
+                return;
+            }
+            Ok(r) if r.status().is_client_error() && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                warn!(host, status = r.status().as_u16(), "notification refused; not retried");
+                return;
+            }
+            Ok(r) => debug!(host, status = r.status().as_u16(), attempt, "notification not taken; retrying"),
+            Err(e) => debug!(host, error = %e.without_url(), attempt, "notification not delivered; retrying"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+    warn!(host = spec.url.host_str().unwrap_or(""), attempts = ATTEMPTS, kind = %doc["type"], "notification given up");
+}
