@@ -8,6 +8,7 @@ mod fanout;
 mod hostile;
 mod limits;
 mod notify;
+mod page;
 mod policies;
 mod resume;
 mod state;

@@ -6,6 +6,7 @@
 //! deadline, and the number of open connections a ceiling.
 
 mod events;
+mod page;
 mod runs;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/", get(page))
         .merge(api)
         .fallback(|| async { reply(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -77,6 +79,10 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics_text()).into_response()
+}
+
+async fn page(State(s): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page::render(&s.status())).into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
