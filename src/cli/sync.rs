@@ -29,28 +29,57 @@ fn stop_on_signals(cancel: CancellationToken) {
 
 /// On a terminal: one status line, redrawn twice a second, while `work` runs.
 async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>) -> T {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let started = std::time::Instant::now();
     let line = || {
         let p = app.progress();
         let bytes = p.bytes.load(Ordering::Relaxed);
         let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
         format!(
-            "\r\x1b[Kferry: {} tags copied, {} blobs, {} sent ({}/s)",
+            "ferry: {} tags copied, {} blobs, {} sent ({}/s)",
             p.tags.load(Ordering::Relaxed),
             p.blobs.load(Ordering::Relaxed),
             ByteSize(bytes),
             ByteSize(rate as u64)
         )
     };
+    let bars = MultiProgress::new();
+    let total = bars.add(ProgressBar::new_spinner());
+    let blob_style =
+        ProgressStyle::with_template("  {msg:50!} {bar:30} {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {eta}")
+            .expect("valid template");
+    // One bar per large blob in flight, added when it starts and removed when it ends.
+    let mut shown: std::collections::BTreeMap<u64, ProgressBar> = std::collections::BTreeMap::new();
     let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     loop {
         tokio::select! {
             out = &mut work => {
-                eprint!("\r\x1b[K");
+                shown.values().for_each(ProgressBar::finish_and_clear);
+                total.finish_and_clear();
                 return out;
             }
-            _ = tick.tick() => eprint!("{}", line()),
+            _ = tick.tick() => {
+                total.set_message(line());
+                total.tick();
+                let live = app.progress().large_blobs();
+                shown.retain(|id, bar| {
+                    let keep = live.iter().any(|b| b.id == *id);
+                    if !keep {
+                        bar.finish_and_clear();
+                        bars.remove(bar);
+                    }
+                    keep
+                });
+                for b in live {
+                    let bar = shown.entry(b.id).or_insert_with(|| {
+                        let bar = bars.add(ProgressBar::new(b.size).with_style(blob_style.clone()).with_message(b.label.clone()));
+                        bar.reset_eta();
+                        bar
+                    });
+                    bar.set_position(b.done.load(Ordering::Relaxed));
+                }
+            }
         }
     }
 }

@@ -44,8 +44,10 @@ pub(super) struct BlobJob<'a> {
     pub cancel: &'a CancellationToken,
     pub retries: &'a AtomicU64,
     pub global_limit: Option<Arc<RateLimiter>>,
-    /// Bytes acknowledged so far, across the process (the progress line).
+    /// Bytes acknowledged so far, across the process (the progress line), and of this blob
+    /// when it has a bar of its own.
     pub progress: &'a AtomicU64,
+    pub bar: Option<&'a super::BlobProgress>,
     /// The blob from byte 0 through a fan-out group, for the first attempt that starts at 0.
     pub feed: std::sync::Mutex<Option<BoxStream<'static, Result<Bytes, RegistryError>>>>,
 }
@@ -54,6 +56,14 @@ impl BlobJob<'_> {
     async fn checkpoint(&self, s: &UploadSession) {
         let rec = UploadRecord::new(s.location.clone(), s.offset, self.size);
         self.state.save_upload(self.target_key, self.dst_repo, self.digest, &rec).await;
+    }
+
+    fn acknowledged(&self, sent: &mut u64, len: u64) {
+        *sent += len;
+        self.progress.fetch_add(len, Ordering::Relaxed);
+        if let Some(b) = self.bar {
+            b.done.fetch_add(len, Ordering::Relaxed);
+        }
     }
 
     fn forget(&self) {
@@ -147,6 +157,9 @@ impl BlobJob<'_> {
             self.target.finish_upload(self.dst_repo, session, self.digest, None).await?;
             return Ok(());
         }
+        if let Some(b) = self.bar {
+            b.done.store(session.offset, Ordering::Relaxed);
+        }
         let feed = self.feed.lock().expect("lock poisoned").take();
         let body = match feed {
             Some(stream) if session.offset == 0 => BlobStream { offset: 0, stream },
@@ -175,16 +188,14 @@ impl BlobJob<'_> {
                     .finish_upload(self.dst_repo, session, self.digest, Some((body, len)))
                     .await
                     .map_err(|e| source_error(e, back))?;
-                *sent += len;
-                self.progress.fetch_add(len, Ordering::Relaxed);
+                self.acknowledged(sent, len);
                 return Ok(());
             }
             let next = match self.target.patch_chunk(self.dst_repo, session, body, len).await {
                 Ok(next) => next,
                 Err(e) => return Err(source_error(e, back)),
             };
-            *sent += len;
-            self.progress.fetch_add(len, Ordering::Relaxed);
+            self.acknowledged(sent, len);
             *session = next;
             self.checkpoint(session).await;
             debug!(offset = session.offset, size = self.size, "chunk acknowledged");

@@ -250,6 +250,8 @@ impl RepoCopy<'_> {
             Some(_) => None,
             None => Some(c.shared.blob_slots.acquire().await.expect("semaphore never closed")),
         };
+        let short = &digest.hex()[..12];
+        let bar = c.shared.progress.bar(|| format!("{dst}@{short} → {target_key}"), info.size);
         let job = BlobJob {
             source: self.source,
             target: self.target,
@@ -264,6 +266,7 @@ impl RepoCopy<'_> {
             retries: &self.stats.retries,
             global_limit: c.shared.bandwidth.clone(),
             progress: &c.shared.progress.bytes,
+            bar: bar.as_ref().map(|g| &*g.bar),
             feed: std::sync::Mutex::new(feed),
         };
         let span = info_span!("blob", %digest, size = info.size);

@@ -127,6 +127,51 @@ pub struct Progress {
     pub tags: AtomicU64,
     pub blobs: AtomicU64,
     pub bytes: AtomicU64,
+    /// Large blobs being sent now, each worth a progress bar of its own.
+    large: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<BlobProgress>>>,
+    next: AtomicU64,
+}
+
+/// One large blob on its way to one target.
+pub struct BlobProgress {
+    pub id: u64,
+    /// `repository@sha256:0123abcd → target`
+    pub label: String,
+    pub size: u64,
+    pub done: AtomicU64,
+}
+
+/// A blob's bar, shown while this lives.
+pub(crate) struct BarGuard<'a> {
+    progress: &'a Progress,
+    pub bar: Arc<BlobProgress>,
+}
+
+impl Drop for BarGuard<'_> {
+    fn drop(&mut self) {
+        self.progress.large.lock().expect("lock poisoned").remove(&self.bar.id);
+    }
+}
+
+/// Blobs from this size up get their own bar on a terminal: smaller ones come and go too fast.
+const LARGE_BLOB: u64 = 32 << 20;
+
+impl Progress {
+    /// The blobs being sent now that have bars, oldest first.
+    pub fn large_blobs(&self) -> Vec<Arc<BlobProgress>> {
+        self.large.lock().expect("lock poisoned").values().cloned().collect()
+    }
+
+    /// A bar for a blob about to be sent, when it is large; it goes when the guard drops.
+    pub(crate) fn bar(&self, label: impl FnOnce() -> String, size: u64) -> Option<BarGuard<'_>> {
+        if size < LARGE_BLOB {
+            return None;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let bar = Arc::new(BlobProgress { id, label: label(), size, done: AtomicU64::new(0) });
+        self.large.lock().expect("lock poisoned").insert(id, bar.clone());
+        Some(BarGuard { progress: self, bar })
+    }
 }
 
 impl CopyShared {

@@ -14,4 +14,5 @@ mod resume;
 mod state;
 mod support;
 mod sync;
+mod terminal;
 mod validate;
