@@ -31,9 +31,16 @@ pub(super) fn rate(b: &Spanned<String>, field: &str, sink: &mut Sink) -> Option<
 }
 
 pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
+    // A folder of OCI image layouts (air-gapped sites): `oci:/absolute/path`.
+    if let Some(path) = s.strip_prefix("oci:") {
+        if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
+            return Err(format!("`{s}`: an OCI layout folder is written oci:/absolute/path"));
+        }
+        return url::Url::parse(&format!("oci:{}", path.trim_end_matches('/'))).map_err(|e| format!("`{s}` is not a path: {e}"));
+    }
     let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("`{s}` must be an http:// or https:// URL with a host"));
+        return Err(format!("`{s}` must be an http:// or https:// URL with a host, or oci:/path for a folder of OCI layouts"));
     }
     if url.path() != "/" || url.query().is_some() {
         return Err(format!("`{s}` must be the registry's root (no path or query)"));

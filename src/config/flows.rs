@@ -45,7 +45,10 @@ pub(super) fn check(
     let address = |name: &str| {
         registries.get(name).map_or_else(
             || name.to_owned(),
-            |r| format!("{}:{}", r.url.host_str().unwrap_or(""), r.url.port_or_known_default().unwrap_or(0)),
+            |r| match r.url.scheme() {
+                "oci" => r.url.as_str().to_owned(),
+                _ => format!("{}:{}", r.url.host_str().unwrap_or(""), r.url.port_or_known_default().unwrap_or(0)),
+            },
         )
     };
     let mut reported_loops = std::collections::BTreeSet::new();

@@ -46,6 +46,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.tags(repo).await.map_err(|e| self.protocol("list tags", e));
+        }
         let first = self.url(&format!("/v2/{repo}/tags/list?n=1000"));
         let pages = self.paginate("list tags", &Scope::pull(repo.as_str()), first, "tags").await?;
         let Some(names) = pages else { return Ok(None) };
@@ -64,6 +67,9 @@ impl Registry {
     /// A registry that refuses the catalog (most public ones) gets an error that says to list
     /// repositories by name instead.
     pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.catalog(self.inner.list_limit).await.map_err(|e| self.protocol("list repositories", e));
+        }
         let first = self.url("/v2/_catalog?n=1000");
         let refused = |detail: String| {
             self.protocol(
@@ -159,6 +165,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.head_manifest(repo, reference).await.map_err(|e| self.protocol("head manifest", e));
+        }
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let rsp = self.send("head manifest", &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.head(url.clone()))).await?;
         if rsp.status() == StatusCode::NOT_FOUND {
@@ -181,6 +190,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors; a manifest over 4 MiB; a digest mismatch.
     pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<PulledManifest>, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.get_manifest(repo, reference).await.map_err(|e| self.protocol("get manifest", e));
+        }
         let op = "get manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         // Rationed registries count manifest GETs (not HEADs): a HEAD probes while waiting.
@@ -223,6 +235,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors (e.g. `MANIFEST_BLOB_UNKNOWN`), a changed digest.
     pub async fn put_manifest(&self, repo: &RepoName, reference: &str, m: &PulledManifest) -> Result<(), RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.put_manifest(repo, reference, m).await.map_err(|e| self.protocol("put manifest", e));
+        }
         let op = "put manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let rsp = self
@@ -247,6 +262,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors; 405 when the registry does not allow deletes.
     pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.delete_manifest(repo, digest).await.map_err(|e| self.protocol("delete manifest", e));
+        }
         let op = "delete manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
         let rsp = self.send(op, &Scope::push(repo.as_str()), |h| h.delete(url.clone())).await?;
@@ -261,6 +279,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.head_blob(repo, digest).await.map_err(|e| self.protocol("head blob", e));
+        }
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let rsp = self.send("head blob", &Scope::pull(repo.as_str()), |h| h.head(url.clone())).await?;
         if rsp.status() == StatusCode::NOT_FOUND {
@@ -276,6 +297,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, RegistryError> {
+        if self.layout().is_some() {
+            return Ok(Vec::new()); // a layout has no referrers API; tagged signatures are tags
+        }
         let op = "referrers";
         if self.inner.no_referrers_api.load(Ordering::Relaxed) {
             return Ok(Vec::new());
@@ -299,6 +323,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors; a blob over `limit`; a digest mismatch.
     pub async fn get_small_blob(&self, repo: &RepoName, digest: &Digest, limit: usize) -> Result<Bytes, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.get_small_blob(repo, digest, limit).await.map_err(|e| self.protocol("get blob", e));
+        }
         let mut body = self.get_blob(repo, digest, 0).await?;
         let mut out = Vec::new();
         while let Some(chunk) = body.stream.next().await {
@@ -320,6 +347,9 @@ impl Registry {
     /// Transport, auth and status errors, including 404 for a blob the manifest names but the
     /// registry lacks.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.get_blob(repo, digest, offset).await.map_err(|e| self.protocol("get blob", e));
+        }
         let op = "get blob";
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let rsp = self

@@ -12,6 +12,7 @@ mod budget;
 mod concurrency;
 mod error;
 mod helper;
+mod layout;
 mod limit;
 mod meta;
 mod retry;
@@ -99,6 +100,8 @@ struct Inner {
     list_timeout: Duration,
     budget: budget::Budget,
     budget_max_wait: Duration,
+    /// Set for `oci:` URLs: the registry is a folder of OCI layouts, not an HTTP server.
+    layout: Option<layout::Layout>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -128,6 +131,7 @@ impl Registry {
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(|e| protocol(format!("HTTP client: {e}")))?;
+        let layout = (ep.url.scheme() == "oci").then(|| layout::Layout::new(std::path::PathBuf::from(ep.url.path())));
         Ok(Registry {
             inner: Arc::new(Inner {
                 budget: budget::Budget::new(&ep.name, ep.rate_limit_reserve),
@@ -145,8 +149,13 @@ impl Registry {
                 list_limit: ep.list_limit,
                 list_timeout: ep.list_timeout,
                 budget_max_wait: ep.rate_limit_max_wait,
+                layout,
             }),
         })
+    }
+
+    fn layout(&self) -> Option<&layout::Layout> {
+        self.inner.layout.as_ref()
     }
 
     pub fn name(&self) -> &str {

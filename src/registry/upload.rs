@@ -49,6 +49,9 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors.
     pub async fn start_upload(&self, repo: &RepoName, mount: Option<(&Digest, &RepoName)>) -> Result<UploadStart, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.start_upload(repo, mount).await.map_err(|e| self.protocol("start upload", e));
+        }
         let op = "start upload";
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let scope = match mount {
@@ -72,6 +75,10 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn upload_status(&self, repo: &RepoName, location: &str) -> Result<Option<UploadSession>, RegistryError> {
+        if let Some(l) = self.layout() {
+            let _ = repo;
+            return l.upload_status(location).await.map_err(|e| self.protocol("upload status", e));
+        }
         let op = "upload status";
         let url = self.upload_url(op, location)?;
         let rsp = self.send(op, &Scope::push(repo.as_str()), |h| h.get(url.clone())).await?;
@@ -96,6 +103,9 @@ impl Registry {
         body: Body,
         len: u64,
     ) -> Result<UploadSession, RegistryError> {
+        if let Some(l) = self.layout() {
+            return l.append(session, body, len).await.map_err(|e| self.protocol("upload chunk", e));
+        }
         let op = "upload chunk";
         let url = self.upload_url(op, &session.location)?;
         let end = session.offset + len - 1;
@@ -129,6 +139,14 @@ impl Registry {
         digest: &Digest,
         last: Option<(Body, u64)>,
     ) -> Result<(), RegistryError> {
+        if let Some(l) = self.layout() {
+            let op = "finish upload";
+            let session = match last {
+                Some((body, len)) => l.append(session, body, len).await.map_err(|e| self.protocol(op, e))?,
+                None => session.clone(),
+            };
+            return l.finish(repo, &session, digest).await.map_err(|e| self.protocol(op, e));
+        }
         let op = "finish upload";
         let mut url = self.upload_url(op, &session.location)?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
@@ -162,6 +180,9 @@ impl Registry {
 
     /// Abandon an upload session; best effort, so the registry can free its space early.
     pub async fn cancel_upload(&self, repo: &RepoName, location: &str) {
+        if let Some(l) = self.layout() {
+            return l.cancel(location).await;
+        }
         if let Ok(url) = self.upload_url("cancel upload", location) {
             let _ = self.send_once("cancel upload", &Scope::push(repo.as_str()), |h| h.delete(url).timeout(Duration::from_secs(30))).await;
         }

@@ -6,6 +6,7 @@ mod daemon;
 mod events;
 mod fanout;
 mod hostile;
+mod layout;
 mod limits;
 mod notify;
 mod page;
