@@ -256,7 +256,7 @@ impl Layout {
             let entry =
                 json!({ "mediaType": m.media_type, "digest": m.digest.as_str(), "size": m.bytes.len(), "annotations": { REF_NAME: tag } });
             let list = index["manifests"].as_array_mut().expect("checked by index()");
-            if list.iter().any(|e| *e == entry) {
+            if list.contains(&entry) {
                 return Ok(()); // already so: a no-op sync writes nothing
             }
             list.retain(|e| e["annotations"][REF_NAME] != tag.as_str());
