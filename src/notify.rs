@@ -4,6 +4,7 @@
 //! then given up with a log line. `ferry sync` waits a bounded time for deliveries before it
 //! exits; the daemon lets them finish in the background.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Where events come from (`source` in CloudEvents): this host.
     source: String,
+    delivered: AtomicU64,
+    given_up: AtomicU64,
 }
 
 impl Notifier {
@@ -41,7 +44,17 @@ impl Notifier {
             .build()
             .unwrap_or_default();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
-        Notifier { inner: Arc::new(Inner { specs, http, tasks: TaskTracker::new(), source: format!("ferry://{host}") }) }
+        let source = format!("ferry://{host}");
+        Notifier {
+            inner: Arc::new(Inner {
+                specs,
+                http,
+                tasks: TaskTracker::new(),
+                source,
+                delivered: AtomicU64::new(0),
+                given_up: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Send what `run` calls for to every `[[notify]]` that wants it, in the background.
@@ -50,9 +63,17 @@ impl Notifier {
         for (i, spec) in self.inner.specs.iter().enumerate() {
             for kind in kinds.iter().filter(|k| spec.on.iter().any(|o| o == *k)) {
                 let (inner, doc) = (self.inner.clone(), document(run, kind, &self.inner.source));
-                self.inner.tasks.spawn(async move { deliver(&inner.http, &inner.specs[i], &doc).await });
+                self.inner.tasks.spawn(async move {
+                    let counter = if deliver(&inner.http, &inner.specs[i], &doc).await { &inner.delivered } else { &inner.given_up };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
             }
         }
+    }
+
+    /// Notifications delivered and given up since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.inner.delivered.load(Ordering::Relaxed), self.inner.given_up.load(Ordering::Relaxed))
     }
 
     /// Wait up to `bound` for deliveries in flight (what `ferry sync` does before it exits).
@@ -106,7 +127,8 @@ fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
     })
 }
 
-async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Value) {
+/// Whether the receiver took it.
+async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Value) -> bool {
     let body = doc.to_string();
     let mut wait = FIRST_RETRY;
     for attempt in 1..=ATTEMPTS {
@@ -122,11 +144,11 @@ async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Va
         match req.send().await {
             Ok(r) if r.status().is_success() => {
                 debug!(host, kind = %doc["type"], "notification delivered");
-                return;
+                return true;
             }
             Ok(r) if r.status().is_client_error() && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS => {
                 warn!(host, status = r.status().as_u16(), "notification refused; not retried");
-                return;
+                return false;
             }
             Ok(r) => debug!(host, status = r.status().as_u16(), attempt, "notification not taken; retrying"),
             Err(e) => debug!(host, error = %e.without_url(), attempt, "notification not delivered; retrying"),
@@ -137,4 +159,5 @@ async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Va
         }
     }
     warn!(host = spec.url.host_str().unwrap_or(""), attempts = ATTEMPTS, kind = %doc["type"], "notification given up");
+    false
 }

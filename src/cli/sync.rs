@@ -94,7 +94,7 @@ struct Outcome {
 }
 
 /// How long `ferry sync` waits for notifications still being retried before it exits.
-const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     let cfg = match super::load(config) {

@@ -172,7 +172,8 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
 /// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else
 /// `~/.docker/config.json`), with Docker's precedence: a `credHelpers` entry for its host,
 /// else `credsStore`, else the `auths` entry. `None` when there is none (anonymous access).
-/// A helper is only named here; it runs when the registry first asks for credentials.
+/// A helper is only named here; it runs when the registry first asks for credentials, and a
+/// missing one fails that run (exit 1) naming it: it may be installed after the config is.
 fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
     use base64::Engine;
     let dir =
@@ -196,9 +197,6 @@ fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             return Err(format!("{}: `{name}` is not a credential helper name", path.display()));
         }
-        if !on_path(&program) {
-            return Err(format!("{}: credential helper {program} (for {host}) not found on PATH", path.display()));
-        }
         Ok(Some(Credentials::Helper { program, server: server.to_owned() }))
     };
     if let Some((key, name)) = entry("credHelpers") {
@@ -216,15 +214,6 @@ fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
     let decoded = String::from_utf8(decoded).map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
     let (user, pass) = decoded.split_once(':').ok_or_else(|| format!("{}: the auth for {host} is not user:password", path.display()))?;
     Ok(Some(Credentials::Password(user.to_owned(), Secret::new(pass))))
-}
-
-/// Whether `program` is an executable file in a `PATH` directory.
-fn on_path(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .any(|d| std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-    })
 }
 
 /// A registry reference in a policy: a name from `[registries]`, or a bare URL (anonymous).

@@ -47,6 +47,8 @@ pub struct Live<'a> {
     pub journal_pending: usize,
     /// Records dropped and operations failed in the state store.
     pub state_damage: (u64, u64),
+    /// Notifications delivered and given up.
+    pub notifications: (u64, u64),
 }
 
 #[derive(Default)]
@@ -132,7 +134,7 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self, live: &Live<'_>) -> String {
-        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed) } = *live;
+        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed), notifications: (sent, lost) } = *live;
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -245,6 +247,12 @@ impl Metrics {
             "counter",
             "State store records dropped as unreadable, and reads or writes that failed (full disk, I/O errors).",
             vec![(labels(&[("kind", "dropped")]), dropped as f64), (labels(&[("kind", "failed")]), failed as f64)],
+        );
+        family(
+            "ferry_notifications_total",
+            "counter",
+            "[[notify]] documents by outcome: delivered, or given up after retries (or refused with a 4xx).",
+            vec![(labels(&[("outcome", "delivered")]), sent as f64), (labels(&[("outcome", "given_up")]), lost as f64)],
         );
         let latency = self.latency.lock().expect("lock poisoned").clone();
         let name = "ferry_event_to_replicated_seconds";

@@ -85,6 +85,7 @@ impl Shared {
             registries: &registries,
             journal_pending: self.queue.pending(),
             state_damage: self.state.damage(),
+            notifications: app.notifier().counts(),
         })
     }
 

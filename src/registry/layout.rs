@@ -101,8 +101,16 @@ impl Layout {
         Ok(Some(v))
     }
 
-    /// Create the layout's skeleton when missing.
-    fn init(dir: &Path) -> Io<()> {
+    /// Create the layout's skeleton when missing. The folder itself must exist (an unmounted
+    /// disk must not turn into a folder on the system disk), and a repository folder that
+    /// holds something other than a layout is left alone.
+    fn init(root: &Path, dir: &Path) -> Io<()> {
+        if !root.is_dir() {
+            return Err(format!("{}: no such folder (is the disk mounted?)", root.display()));
+        }
+        if !dir.join("oci-layout").is_file() && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(format!("{}: not an OCI layout (no oci-layout file) and not empty; not writing into it", dir.display()));
+        }
         std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io(dir))?;
         let marker = dir.join("oci-layout");
         if !marker.exists() {
@@ -246,8 +254,9 @@ impl Layout {
         let lock = self.lock(repo);
         let _held = lock.lock().await;
         let (m, tag) = (m.clone(), reference.parse::<Digest>().is_err().then(|| reference.to_owned()));
+        let root = self.root.clone();
         blocking(move || {
-            Self::init(&dir)?;
+            Self::init(&root, &dir)?;
             if !blob.is_file() {
                 replace(&blob, &m.bytes)?;
             }
@@ -294,7 +303,8 @@ impl Layout {
         }
         let lock = self.lock(repo);
         let _held = lock.lock().await;
-        blocking(move || Self::init(&dir)).await
+        let root = self.root.clone();
+        blocking(move || Self::init(&root, &dir)).await
     }
 
     pub(super) async fn start_upload(&self, repo: &RepoName, mount: Option<(&Digest, &RepoName)>) -> Io<UploadStart> {

@@ -135,6 +135,28 @@ async fn registry_to_layout_folder_to_registry_keeps_every_digest() {
     assert_eq!(names, ["v2"]);
     assert_eq!(images::sha256(&skopeo_raw(&format!("oci:{}/solo:v2", usb.path().display()))), v2.digest);
 
+    // A damaged index.json fails that repository, and is not overwritten; a folder in the
+    // way that is not a layout is not written into; an unmounted disk is not created.
+    std::fs::write(usb.path().join("solo/index.json"), b"{ not json").unwrap();
+    std::fs::remove_dir_all(usb.path().join("app-000")).unwrap();
+    std::fs::create_dir_all(usb.path().join("app-000")).unwrap();
+    std::fs::write(usb.path().join("app-000/notes.txt"), b"someone's files").unwrap();
+    let run = inside.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.all().contains("solo/index.json: not an OCI index"), "{}", run.all());
+    assert!(run.all().contains("app-000: not an OCI layout (no oci-layout file) and not empty; not writing into it"), "{}", run.all());
+    assert_eq!(std::fs::read(usb.path().join("solo/index.json")).unwrap(), b"{ not json");
+    assert_eq!(std::fs::read_dir(usb.path().join("app-000")).unwrap().count(), 1);
+    let unmounted = Ferry::new(
+        &format!("[registries.src]\nurl = \"{}\"\n[registries.usb]\nurl = \"oci:/nonexistent/usb\"\n", src.url),
+        "64KiB",
+        &[("p.toml", out_policy)],
+    );
+    let run = unmounted.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.all().contains("/nonexistent/usb: no such folder (is the disk mounted?)"), "{}", run.all());
+    assert!(!Path::new("/nonexistent").exists());
+
     // A folder that is not a layout path is a config error.
     let bad = Ferry::new("[registries.usb]\nurl = \"oci:relative/path\"\n", "64KiB", &[]);
     let out = bad.run(&["validate"]);

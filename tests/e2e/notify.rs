@@ -20,12 +20,14 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
     let regs = format!(
         "[registries.src]\nurl = \"{}\"\n[registries.dst]\nurl = \"{}\"\n[registries.locked]\nurl = \"{}\"\n\n\
          [[notify]]\nurl = \"{}\"\non = [\"failed\", \"held\"]\nbearer_token_env = \"NOTIFY_TOKEN\"\nheaders = {{ X-Team = \"ops\" }}\n\n\
-         [[notify]]\nurl = \"{}\"\non = [\"succeeded\"]\n",
+         [[notify]]\nurl = \"{}\"\non = [\"succeeded\"]\n\n\
+         [[notify]]\nurl = \"http://127.0.0.1:{}/down\"\non = [\"failed\"]\n",
         src.url,
         dst.url,
         locked.url,
         hook.url("/hook"),
-        hook.url("/chat")
+        hook.url("/chat"),
+        crate::support::free_port() // nothing listens: an endpoint that is down
     );
     let policy = |name: &str, target: &str, extra: &str| {
         format!("[[policy]]\nname = \"{name}\"\nsource = \"src\"\ntargets = [\"{target}\"]\nrepositories = [\"app\"]\n{extra}")
@@ -40,8 +42,13 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
         ],
     );
     f.env.push(("NOTIFY_TOKEN".into(), TOKEN.into()));
+    let started = std::time::Instant::now();
     let run = f.run(&["sync"]);
     run.assert_code(1);
+    // The endpoint that is down costs the exit a bounded wait, and says so; nothing else.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(run.stderr.contains("notifications still being retried at exit; given up"), "{}", run.stderr);
+    assert_eq!(run.summary("copied"), 1, "replication unaffected: {}", run.all());
     assert!(!run.all().contains(TOKEN), "the token was printed");
 
     let got = hook.received();
@@ -77,6 +84,6 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
     );
     let out = bad.run(&["validate"]);
     out.assert_code(2);
-    assert!(out.stderr.contains("notify[2].url: `ftp://x` is not an http:// or https:// URL"), "{}", out.stderr);
-    assert!(out.stderr.contains("notify[2].on: `exploded` is not one of failed, held, conflict, succeeded"), "{}", out.stderr);
+    assert!(out.stderr.contains("notify[3].url: `ftp://x` is not an http:// or https:// URL"), "{}", out.stderr);
+    assert!(out.stderr.contains("notify[3].on: `exploded` is not one of failed, held, conflict, succeeded"), "{}", out.stderr);
 }
