@@ -1,9 +1,46 @@
 //! Validation helpers shared by every part of the config.
 
+use std::ops::Range;
+use std::path::Path;
+
 use toml::Spanned;
 
 use super::diag::Sink;
-use crate::model::ByteSize;
+use crate::model::{ByteSize, Secret};
+
+/// A secret given as `<name>_env` (an environment variable) or `<name>_file` (a file, relative
+/// to the config; the trailing newline `echo pw > file` leaves is not part of it), never both.
+/// `field` is the full name without the suffix (`registries.hub.password`). Also the span it
+/// came from, for checks the caller makes on the value.
+pub(super) fn secret(
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    field: &str,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<(Secret, Range<usize>)> {
+    match (env, file) {
+        (Some(_), Some(f)) => {
+            sink.err(f.span(), format!("{field}_file: give {field}_env or {field}_file, not both"));
+            None
+        }
+        (Some(e), None) => match std::env::var(e.get_ref()) {
+            Ok(v) if !v.is_empty() => Some((Secret::new(v), e.span())),
+            _ => {
+                sink.err(e.span(), format!("{field}_env: environment variable `{}` is not set", e.get_ref()));
+                None
+            }
+        },
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
+            Ok(v) => Some((Secret::new(v.trim_end_matches(['\n', '\r'])), f.span())),
+            Err(e) => {
+                sink.err(f.span(), format!("{field}_file: cannot read `{}`: {e}", f.get_ref()));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
 
 pub(super) fn positive(n: &Spanned<i64>, field: &str, sink: &mut Sink) -> Option<usize> {
     match usize::try_from(*n.get_ref()) {

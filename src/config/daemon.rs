@@ -90,32 +90,12 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
 
 /// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).
 fn api_token(d: &super::raw::RawDaemon, base: &Path, sink: &mut Sink) -> Option<Secret> {
-    let token = match (&d.api_token_env, &d.api_token_file) {
-        (Some(_), Some(f)) => {
-            sink.err(f.span(), "daemon.api_token_file: give api_token_env or api_token_file, not both");
-            return None;
-        }
-        (Some(env), None) => match std::env::var(env.get_ref()) {
-            Ok(v) => (v, env.span(), "daemon.api_token_env"),
-            Err(_) => {
-                sink.err(env.span(), format!("daemon.api_token_env: environment variable `{}` is not set", env.get_ref()));
-                return None;
-            }
-        },
-        (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
-            Ok(v) => (v.trim_end_matches(['\n', '\r']).to_owned(), f.span(), "daemon.api_token_file"),
-            Err(e) => {
-                sink.err(f.span(), format!("daemon.api_token_file: cannot read `{}`: {e}", f.get_ref()));
-                return None;
-            }
-        },
-        (None, None) => return None,
-    };
-    let (value, span, field) = token;
+    let (token, span) = super::check::secret(d.api_token_env.as_ref(), d.api_token_file.as_ref(), "daemon.api_token", base, sink)?;
     // Short tokens can be guessed over the network; 16 characters is what `openssl rand -hex 8` gives.
+    let value = token.expose();
     if value.len() < 16 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        sink.err(span, format!("{field}: the token must be at least 16 characters, without spaces (e.g. `openssl rand -hex 32`)"));
+        sink.err(span, "daemon.api_token: the token must be at least 16 characters, without spaces (e.g. `openssl rand -hex 32`)");
         return None;
     }
-    Some(Secret::new(value))
+    Some(token)
 }

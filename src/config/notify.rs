@@ -43,27 +43,8 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
         if n.on.get_ref().is_empty() {
             sink.err(n.on.span(), format!("{}: name at least one of {}", field("on"), OUTCOMES.join(", ")));
         }
-        let bearer_token = match (&n.bearer_token_env, &n.bearer_token_file) {
-            (Some(_), Some(f)) => {
-                sink.err(f.span(), format!("{}: give bearer_token_env or bearer_token_file, not both", field("bearer_token_file")));
-                None
-            }
-            (Some(e), None) => match std::env::var(e.get_ref()) {
-                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
-                    sink.err(e.span(), format!("{}: environment variable `{}` is not set", field("bearer_token_env"), e.get_ref()));
-                    None
-                }
-            },
-            (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
-                Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
-                Err(e) => {
-                    sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("bearer_token_file"), f.get_ref()));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let bearer_token =
+            super::check::secret(n.bearer_token_env.as_ref(), n.bearer_token_file.as_ref(), &field("bearer_token"), base, sink).map(|(t, _)| t);
         let mut headers = Vec::new();
         for (k, v) in &n.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()

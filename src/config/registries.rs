@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::check::{parse_url, positive, rate};
+use super::check::{parse_url, positive, rate, secret};
 use super::diag::Sink;
 use super::raw::RawRegistry;
 use crate::model::ByteSize;
@@ -80,28 +80,8 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         },
         _ => None,
     };
-    let password = match (&r.password_env, &r.password_file) {
-        (Some(_), Some(f)) => {
-            sink.err(f.span(), format!("{}: give password_env or password_file, not both", field("password_file")));
-            None
-        }
-        (Some(env), None) => match std::env::var(env.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => {
-                sink.err(env.span(), format!("{}: environment variable `{}` is not set", field("password_env"), env.get_ref()));
-                None
-            }
-        },
-        (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
-            // A trailing newline is an artefact of `echo pw > file`, never part of a password.
-            Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
-            Err(e) => {
-                sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("password_file"), f.get_ref()));
-                None
-            }
-        },
-        (None, None) => None,
-    };
+    let password =
+        secret(r.password_env.as_ref(), r.password_file.as_ref(), &format!("registries.{name}.password"), base, sink).map(|(p, _)| p);
     let credentials = match (&r.username, password) {
         (Some(u), Some(p)) => Some(Credentials::Password(u.get_ref().clone(), p)),
         (Some(u), None) if r.password_env.is_none() && r.password_file.is_none() => {

@@ -325,13 +325,26 @@ impl Layout {
         .await
     }
 
+    /// An upload location is a temporary file of this folder; anything else (a checkpoint
+    /// from when this registry was another one) is no upload of ours.
+    fn ours(&self, location: &str) -> bool {
+        let p = Path::new(location);
+        p.starts_with(&self.root) && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".upload-")) && !location.contains("/../")
+    }
+
     pub(super) async fn upload_status(&self, location: &str) -> Io<Option<UploadSession>> {
+        if !self.ours(location) {
+            return Ok(None);
+        }
         Ok(tokio::fs::metadata(location).await.ok().map(|m| UploadSession { location: location.to_owned(), offset: m.len() }))
     }
 
     /// Append `len` bytes of `body` at `session.offset`.
     pub(super) async fn append(&self, session: &UploadSession, body: reqwest::Body, len: u64) -> Io<UploadSession> {
         use http_body_util::BodyExt;
+        if !self.ours(&session.location) {
+            return Err(format!("{}: not an upload in {}", session.location, self.root.display()));
+        }
         let path = PathBuf::from(&session.location);
         let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(io(&path))?;
         let at = f.metadata().await.map_err(io(&path))?.len();
@@ -355,6 +368,9 @@ impl Layout {
 
     /// The upload is complete: check its digest, make it durable, move it into place.
     pub(super) async fn finish(&self, repo: &RepoName, session: &UploadSession, digest: &Digest) -> Io<()> {
+        if !self.ours(&session.location) {
+            return Err(format!("{}: not an upload in {}", session.location, self.root.display()));
+        }
         let (tmp, dst, want) = (PathBuf::from(&session.location), self.blob_path(repo, digest), digest.clone());
         blocking(move || {
             let mut f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
@@ -380,7 +396,9 @@ impl Layout {
     }
 
     pub(super) async fn cancel(&self, location: &str) {
-        let _ = tokio::fs::remove_file(location).await;
+        if self.ours(location) {
+            let _ = tokio::fs::remove_file(location).await;
+        }
     }
 }
 

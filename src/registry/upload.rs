@@ -76,7 +76,6 @@ impl Registry {
     /// Transport, auth and unexpected status errors.
     pub async fn upload_status(&self, repo: &RepoName, location: &str) -> Result<Option<UploadSession>, RegistryError> {
         if let Some(l) = self.layout() {
-            let _ = repo;
             return l.upload_status(location).await.map_err(|e| self.protocol("upload status", e));
         }
         let op = "upload status";

@@ -303,20 +303,7 @@ async fn secrets_never_reach_logs_status_metrics_state_or_plan_json_even_at_trac
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
     leaks("the daemon's log", &std::fs::read_to_string(f.path().join("daemon.log")).unwrap());
-    for entry in walk(&f.path().join("state")) {
+    for entry in crate::support::files_under(&f.path().join("state")) {
         leaks(&entry.display().to_string(), &String::from_utf8_lossy(&std::fs::read(&entry).unwrap()));
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

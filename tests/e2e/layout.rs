@@ -11,16 +11,13 @@ use crate::support::{assert_same_image, Ferry, Reader};
 
 /// Every file under `dir` with its length and modification time.
 fn files(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let m = e.metadata().unwrap();
-        if m.is_dir() {
-            out.extend(files(&e.path()));
-        } else {
-            out.insert(e.path().display().to_string(), (m.len(), m.modified().unwrap()));
-        }
-    }
-    out
+    crate::support::files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap();
+            (p.display().to_string(), (m.len(), m.modified().unwrap()))
+        })
+        .collect()
 }
 
 fn skopeo_raw(reference: &str) -> Vec<u8> {

@@ -23,16 +23,7 @@ async fn push(url: &str, tag: &str, seed: u64, size: usize) {
 
 /// Every file under `dir` with its bytes, to show a store was left exactly as it was.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(snapshot(&p));
-        } else {
-            out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
-        }
-    }
-    out
+    crate::support::files_under(dir).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect()
 }
 
 #[tokio::test]
