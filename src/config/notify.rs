@@ -44,7 +44,8 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
             sink.err(n.on.span(), format!("{}: name at least one of {}", field("on"), OUTCOMES.join(", ")));
         }
         let bearer_token =
-            super::check::secret(n.bearer_token_env.as_ref(), n.bearer_token_file.as_ref(), &field("bearer_token"), base, sink).map(|(t, _)| t);
+            super::check::secret(n.bearer_token_env.as_ref(), n.bearer_token_file.as_ref(), &field("bearer_token"), base, sink)
+                .map(|(t, _)| t);
         let mut headers = Vec::new();
         for (k, v) in &n.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()

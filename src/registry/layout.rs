@@ -329,7 +329,9 @@ impl Layout {
     /// from when this registry was another one) is no upload of ours.
     fn ours(&self, location: &str) -> bool {
         let p = Path::new(location);
-        p.starts_with(&self.root) && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".upload-")) && !location.contains("/../")
+        p.starts_with(&self.root)
+            && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".upload-"))
+            && !location.contains("/../")
     }
 
     pub(super) async fn upload_status(&self, location: &str) -> Io<Option<UploadSession>> {

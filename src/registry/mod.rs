@@ -125,6 +125,8 @@ impl Registry {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(ep.stall_timeout)
             .pool_max_idle_per_host(ep.max_concurrent.max(4))
+            // Idle connections hold buffers: a daemon between runs keeps none for long.
+            .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
         if let Some(pem) = &ep.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| protocol(format!("ca_file: {e}")))?;
