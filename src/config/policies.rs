@@ -120,9 +120,9 @@ fn policy(
                 let tz = match &raw.timezone {
                     Some(z) => schedule::parse_timezone(z.get_ref()).unwrap_or_else(|e| {
                         sink.err(z.span(), ctx(&format!("timezone: {e}")));
-                        chrono_tz::UTC
+                        jiff::tz::TimeZone::UTC
                     }),
-                    None => chrono_tz::UTC,
+                    None => jiff::tz::TimeZone::UTC,
                 };
                 Trigger::Cron(Box::new(schedule::Cron::new(c, tz)))
             }

@@ -9,25 +9,27 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone as _, Timelike, Utc};
+use jiff::tz::{AmbiguousOffset, TimeZone};
 
-/// A crontab schedule read in a time zone.
+/// A crontab schedule read in a time zone. Zones come from jiff (the system's tzdb, else the
+/// copy bundled as bytes): chrono-tz's generated tables cost ~1 MB of relocated, resident data
+/// in every process.
 pub struct Cron {
     schedule: cron::Schedule,
-    tz: Tz,
+    tz: TimeZone,
 }
 
 impl Cron {
-    pub fn new(schedule: cron::Schedule, tz: Tz) -> Self {
+    pub fn new(schedule: cron::Schedule, tz: TimeZone) -> Self {
         Cron { schedule, tz }
     }
 
     /// The schedule as cron reads it, and the time zone when it is not UTC.
     pub fn describe(&self) -> String {
-        match self.tz {
-            Tz::UTC => self.schedule.source().to_owned(),
-            tz => format!("{} ({tz})", self.schedule.source()),
+        match self.tz.iana_name() {
+            None | Some("UTC") => self.schedule.source().to_owned(),
+            Some(name) => format!("{} ({name})", self.schedule.source()),
         }
     }
 
@@ -35,10 +37,11 @@ impl Cron {
     pub fn after(&self, t: &DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         // cron walks wall-clock times; they are kept as naive times (carried in a UTC value)
         // and placed on the real time line here, where gaps and repeats are known.
-        let wall = Utc.from_utc_datetime(&t.with_timezone(&self.tz).naive_local());
+        let local = jiff::Timestamp::from_second(t.timestamp()).map(|ts| self.tz.to_datetime(ts)).ok();
+        let wall = local.and_then(naive).map_or(*t, |n| Utc.from_utc_datetime(&n));
         let mut last = *t;
         self.schedule.after(&wall).filter_map(move |w| {
-            let at = instant(self.tz, w.naive_utc())?;
+            let at = instant(&self.tz, w.naive_utc())?;
             (at > last).then(|| {
                 last = at;
                 at
@@ -47,20 +50,43 @@ impl Cron {
     }
 }
 
+fn naive(d: jiff::civil::DateTime) -> Option<NaiveDateTime> {
+    chrono::NaiveDate::from_ymd_opt(d.year().into(), d.month() as u32, d.day() as u32)?.and_hms_opt(
+        d.hour() as u32,
+        d.minute() as u32,
+        d.second() as u32,
+    )
+}
+
 /// The real instant of wall-clock time `w` in `tz`: the first of two in a repeated hour, the
 /// end of the gap for a time the clocks skipped.
-fn instant(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
-    if let Some(at) = tz.from_local_datetime(&w).earliest() {
-        return Some(at.with_timezone(&Utc));
-    }
+fn instant(tz: &TimeZone, w: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let exists = |w: NaiveDateTime| {
+        let civil = jiff::civil::DateTime::new(
+            w.year() as i16,
+            w.month() as i8,
+            w.day() as i8,
+            w.hour() as i8,
+            w.minute() as i8,
+            w.second() as i8,
+            0,
+        )
+        .ok()?;
+        let amb = tz.to_ambiguous_timestamp(civil);
+        match amb.offset() {
+            AmbiguousOffset::Gap { .. } => None,
+            // Unambiguous, or the first of a repeated hour.
+            _ => amb.earlier().ok().and_then(|ts| DateTime::from_timestamp(ts.as_second(), 0)),
+        }
+    };
     // Gaps last an hour, sometimes 30 minutes: the first wall-clock minute that exists again
     // is the moment of the change.
-    (1..=24 * 60).find_map(|m| tz.from_local_datetime(&(w + chrono::Duration::minutes(m))).earliest()).map(|at| at.with_timezone(&Utc))
+    exists(w).or_else(|| (1..=24 * 60).find_map(|m| exists(w + chrono::Duration::minutes(m))))
 }
 
 /// An IANA time zone name, e.g. `Europe/Paris`.
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| format!("unknown time zone `{name}` (an IANA name such as Europe/Paris or America/New_York)"))
+pub fn parse_timezone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name).map_err(|_| format!("unknown time zone `{name}` (an IANA name such as Europe/Paris or America/New_York)"))
 }
 
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];

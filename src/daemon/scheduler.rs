@@ -148,7 +148,7 @@ mod tests {
     fn cron_counts_ticks_inside_a_long_run() {
         let cron = Trigger::Cron(Box::new(crate::config::schedule::Cron::new(
             crate::config::schedule::parse_schedule("*/10 * * * *").unwrap(),
-            chrono_tz::UTC,
+            jiff::tz::TimeZone::UTC,
         )));
         assert_eq!(first_run(&cron, t(0, 1, 0)), Some(t(0, 10, 0)));
         assert_eq!(after_run(&cron, t(0, 10, 0), t(0, 12, 0)), (Some(t(0, 20, 0)), 0));
