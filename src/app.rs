@@ -58,29 +58,22 @@ struct StateMemory<'a>(&'a StateStore);
 
 impl Memory for StateMemory<'_> {
     fn first_seen(&self, key: &str) -> u64 {
-        let now = now_ms();
-        self.0.first_seen(key, now).unwrap_or(now)
+        self.0.first_seen(key, now_ms())
     }
     fn filtered(&self, key: &str) -> Option<Digest> {
-        self.0.filtered_index(key).ok().flatten()
+        self.0.filtered_index(key)
     }
     fn remember_filtered(&self, key: &str, digest: &Digest) {
-        if let Err(e) = self.0.remember_filtered_index(key, digest) {
-            tracing::warn!(error = %e, "could not remember a filtered index");
-        }
+        self.0.remember_filtered_index(key, digest);
     }
     fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
         self.0.written(target, repo, tag).map(|r| (r.source, r.target, r.at_ms))
     }
     fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
-        if let Err(e) = self.0.remember_written(target, repo, tag, source, target_digest) {
-            tracing::warn!(error = %e, "could not remember a target tag");
-        }
+        self.0.remember_written(target, repo, tag, source, target_digest);
     }
     fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &std::collections::HashSet<Tag>) {
-        if let Err(e) = self.0.forget_written_except(target, repo, &|t| t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))) {
-            tracing::warn!(error = %e, "could not prune target tag records");
-        }
+        self.0.forget_written_except(target, repo, &|t| t.parse::<Tag>().is_ok_and(|t| keep.contains(&t)));
     }
 }
 

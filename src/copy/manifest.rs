@@ -150,9 +150,7 @@ impl RepoCopy<'_> {
                 add(&stats.tags_copied, 1);
                 add(&c.shared.progress.tags, 1);
                 // The next runs trust this write instead of asking the target.
-                if let Err(e) = c.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest) {
-                    warn!(error = %e, "could not remember a written tag; the next run asks the target");
-                }
+                c.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest);
                 info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                 Some(String::new())
             }

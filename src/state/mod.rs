@@ -49,6 +49,8 @@ const VERSION: u32 = 1;
 
 const CHECKPOINTS: &str = "upload checkpoints are not saved or read: an interrupted upload restarts from zero";
 const MOUNTS: &str = "mount sources are not remembered: blobs are uploaded where a cross-repository mount would have done";
+const FIRST_SEEN: &str = "require.min_age first-seen times are not kept: gated images count their age from now";
+const FILTERED: &str = "platform-filtered indexes are not remembered: they are rebuilt from their source index";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -305,21 +307,24 @@ impl StateStore {
     }
 
     /// When `key` was first seen (Unix ms), recording `now` if it never was.
-    pub fn first_seen(&self, key: &str, now: u64) -> Result<u64, StateError> {
+    pub fn first_seen(&self, key: &str, now: u64) -> u64 {
         let k = format!("seen:{key}");
-        match self.memo.compare_and_swap(&k, None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))? {
-            Ok(()) => Ok(now),
-            Err(current) => Ok(current.current.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(now, u64::from_be_bytes)),
-        }
+        let seen = self.memo.compare_and_swap(&k, None as Option<&[u8]>, Some(&now.to_be_bytes()[..])).map(|swapped| match swapped {
+            Ok(()) => now,
+            Err(current) => current.current.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(now, u64::from_be_bytes),
+        });
+        // Unknown reads as first seen now: a gated image waits its min_age again, never less.
+        self.lost(seen.map(Some).map_err(StateError::from), FIRST_SEEN).unwrap_or(now)
     }
 
-    pub fn filtered_index(&self, key: &str) -> Result<Option<Digest>, StateError> {
-        Ok(self.memo.get(format!("filtered:{key}"))?.and_then(|v| String::from_utf8(v.to_vec()).ok()).and_then(|s| s.parse().ok()))
+    pub fn filtered_index(&self, key: &str) -> Option<Digest> {
+        let v = self.lost(self.memo.get(format!("filtered:{key}")).map_err(StateError::from), FILTERED)?;
+        String::from_utf8(v.to_vec()).ok()?.parse().ok()
     }
 
-    pub fn remember_filtered_index(&self, key: &str, digest: &Digest) -> Result<(), StateError> {
-        self.memo.insert(format!("filtered:{key}"), digest.as_str().as_bytes())?;
-        Ok(())
+    pub fn remember_filtered_index(&self, key: &str, digest: &Digest) {
+        let saved = self.memo.insert(format!("filtered:{key}"), digest.as_str().as_bytes());
+        self.lost(saved.map(drop).map_err(StateError::from), FILTERED);
     }
 
     /// Record a run, keeping the last `keep` of its policy. Not flushed here: sled writes

@@ -10,6 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{key, StateError, StateStore, Versioned, VERSION};
+
+/// What losing these records costs: the tags are asked about again.
+const WRITTEN: &str = "what ferry wrote is not remembered: those target tags are asked again";
 use crate::model::{Digest, RepoName, Tag};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,42 +40,34 @@ impl StateStore {
     /// The record for a target tag; a damaged record reads as none (the tag is then asked).
     pub fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<WrittenRecord> {
         let k = written_key(target, repo, tag);
-        let v = self.written.get(&k).ok().flatten()?;
-        self.read(&self.written, &k, &v, "what ferry wrote is forgotten: those target tags are asked again")
+        let v = self.lost(self.written.get(&k).map_err(StateError::from), WRITTEN)?;
+        self.read(&self.written, &k, &v, WRITTEN)
     }
 
-    /// Record that `target`'s `repo:tag` holds `target_digest`, for source digest `source`, as of now.
-    ///
-    /// # Errors
-    /// When the store cannot be written.
-    pub fn remember_written(
-        &self,
-        target: &str,
-        repo: &RepoName,
-        tag: &Tag,
-        source: &Digest,
-        target_digest: &Digest,
-    ) -> Result<(), StateError> {
+    /// Record that `target`'s `repo:tag` holds `target_digest`, for source digest `source`, as
+    /// of now. A store that cannot be written costs a HEAD next run (said once, counted).
+    pub fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
         let rec = WrittenRecord { v: VERSION, source: source.clone(), target: target_digest.clone(), at_ms: super::now_ms() };
-        self.written.insert(written_key(target, repo, tag), serde_json::to_vec(&rec).expect("records serialize"))?;
-        Ok(())
+        let saved = self.written.insert(written_key(target, repo, tag), serde_json::to_vec(&rec).expect("records serialize"));
+        self.lost(saved.map(drop).map_err(StateError::from), WRITTEN);
     }
 
-    /// Drop the records of `repo` on `target` whose tag `keep` does not hold (gone from the target).
-    ///
-    /// # Errors
-    /// When the store cannot be read or written.
-    pub fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &dyn Fn(&str) -> bool) -> Result<usize, StateError> {
+    /// Drop the records of `repo` on `target` whose tag `keep` does not hold (gone from the
+    /// target); how many went.
+    pub fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &dyn Fn(&str) -> bool) -> usize {
         let prefix = key(&[target.as_bytes(), repo.as_str().as_bytes(), b""]);
-        let mut gone = 0;
-        for kv in self.written.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            if !keep(&String::from_utf8_lossy(&k[prefix.len()..])) {
-                self.written.remove(k)?;
-                gone += 1;
+        let pruned = || -> Result<usize, StateError> {
+            let mut gone = 0;
+            for kv in self.written.scan_prefix(&prefix) {
+                let (k, _) = kv?;
+                if !keep(&String::from_utf8_lossy(&k[prefix.len()..])) {
+                    self.written.remove(k)?;
+                    gone += 1;
+                }
             }
-        }
-        Ok(gone)
+            Ok(gone)
+        };
+        self.lost(pruned(), WRITTEN)
     }
 }
 
@@ -87,12 +82,12 @@ mod tests {
         let repo: RepoName = "team/app".parse().unwrap();
         let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
         for t in ["v1", "v2"] {
-            s.remember_written("dst", &repo, &t.parse().unwrap(), &a, &b).unwrap();
+            s.remember_written("dst", &repo, &t.parse().unwrap(), &a, &b);
         }
         let rec = s.written("dst", &repo, &"v1".parse().unwrap()).unwrap();
         assert_eq!((rec.source, rec.target), (a, b));
         assert!(s.written("other", &repo, &"v1".parse().unwrap()).is_none());
-        assert_eq!(s.forget_written_except("dst", &repo, &|t| t == "v2").unwrap(), 1);
+        assert_eq!(s.forget_written_except("dst", &repo, &|t| t == "v2"), 1);
         assert!(s.written("dst", &repo, &"v1".parse().unwrap()).is_none());
         assert!(s.written("dst", &repo, &"v2".parse().unwrap()).is_some());
     }
