@@ -17,12 +17,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 use super::meta::{BlobStream, ManifestHead, PulledManifest};
 use super::upload::{UploadSession, UploadStart};
 use super::RegistryError;
-use crate::model::{manifest_media_type, manifest_references, Digest, RepoName, Tag, MAX_MANIFEST_BYTES, OCI_INDEX};
+use crate::model::{manifest_media_type, manifest_references, Digest, Hasher, RepoName, Tag, MAX_MANIFEST_BYTES, OCI_INDEX};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// `index.json` is read whole: a layout with 100,000 tags is about 30 MiB of it.
@@ -36,6 +35,49 @@ pub(super) struct Layout {
     root: PathBuf,
     /// One writer of each repository's `index.json` at a time.
     locks: std::sync::Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
+    indexes: IndexCache,
+}
+
+/// Each repository's `index.json` as last parsed, with the length and modification time it had:
+/// planning asks about every tag of a repository, and each answer would otherwise re-read and
+/// re-parse the whole file. Our own writes drop the entry and bump the generation, so a read
+/// that raced a write is not kept; another writer changes the stamp.
+#[derive(Default)]
+struct Indexes {
+    parsed: std::sync::Mutex<HashMap<PathBuf, Parsed>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+type IndexCache = Arc<Indexes>;
+/// An index.json as parsed, with the length and modification time the file had then.
+type Parsed = (u64, Option<std::time::SystemTime>, Arc<Value>);
+
+impl Indexes {
+    /// After writing `dir`'s index.json.
+    fn written(&self, dir: &Path) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.parsed.lock().expect("lock poisoned").remove(dir);
+    }
+}
+
+/// `index.json` of `dir`, from the cache while the file is unchanged.
+fn read_index(cache: &IndexCache, dir: &Path) -> Io<Option<Arc<Value>>> {
+    let generation = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join("index.json");
+    let stamp = match std::fs::metadata(&path) {
+        Ok(m) => (m.len(), m.modified().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    if let Some((.., v)) = cache.parsed.lock().expect("lock poisoned").get(dir).filter(|(len, at, _)| (*len, *at) == stamp) {
+        return Ok(Some(v.clone()));
+    }
+    let Some(v) = Layout::index(dir)? else { return Ok(None) };
+    let v = Arc::new(v);
+    let mut parsed = cache.parsed.lock().expect("lock poisoned");
+    if cache.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+        parsed.insert(dir.to_owned(), (stamp.0, stamp.1, v.clone()));
+    }
+    Ok(Some(v))
 }
 
 type Io<T> = Result<T, String>;
@@ -66,7 +108,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Io<T> + Send + 'static)
 
 impl Layout {
     pub(super) fn new(root: PathBuf) -> Self {
-        Layout { root, locks: std::sync::Mutex::default() }
+        Layout { root, locks: std::sync::Mutex::default(), indexes: IndexCache::default() }
     }
 
     fn repo(&self, repo: &RepoName) -> PathBuf {
@@ -126,9 +168,9 @@ impl Layout {
     }
 
     pub(super) async fn tags(&self, repo: &RepoName) -> Io<Option<Vec<Tag>>> {
-        let dir = self.repo(repo);
+        let (dir, cache) = (self.repo(repo), self.indexes.clone());
         blocking(move || {
-            let Some(index) = Self::index(&dir)? else { return Ok(None) };
+            let Some(index) = read_index(&cache, &dir)? else { return Ok(None) };
             let mut tags: Vec<Tag> = index["manifests"]
                 .as_array()
                 .into_iter()
@@ -179,10 +221,10 @@ impl Layout {
         let reference = reference.to_owned();
         let digest_ref = reference.parse::<Digest>().ok();
         let blob = digest_ref.as_ref().map(|d| self.blob_path(repo, d));
+        let cache = self.indexes.clone();
         blocking(move || {
-            let Some(index) = Self::index(&dir)? else { return Ok(None) };
-            let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-            let found = entries.iter().find(|m| match &digest_ref {
+            let Some(index) = read_index(&cache, &dir)? else { return Ok(None) };
+            let found = index["manifests"].as_array().into_iter().flatten().find(|m| match &digest_ref {
                 Some(d) => m["digest"] == d.as_str(),
                 None => m["annotations"][REF_NAME] == reference.as_str(),
             });
@@ -254,7 +296,7 @@ impl Layout {
         let lock = self.lock(repo);
         let _held = lock.lock().await;
         let (m, tag) = (m.clone(), reference.parse::<Digest>().is_err().then(|| reference.to_owned()));
-        let root = self.root.clone();
+        let (root, cache) = (self.root.clone(), self.indexes.clone());
         blocking(move || {
             Self::init(&root, &dir)?;
             if !blob.is_file() {
@@ -270,7 +312,9 @@ impl Layout {
             }
             list.retain(|e| e["annotations"][REF_NAME] != tag.as_str());
             list.push(entry);
-            replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice())
+            let written = replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice());
+            cache.written(&dir);
+            written
         })
         .await
     }
@@ -280,11 +324,13 @@ impl Layout {
         let dir = self.repo(repo);
         let lock = self.lock(repo);
         let _held = lock.lock().await;
-        let digest = digest.clone();
+        let (digest, cache) = (digest.clone(), self.indexes.clone());
         blocking(move || {
             let Some(mut index) = Self::index(&dir)? else { return Ok(()) };
             index["manifests"].as_array_mut().expect("checked by index()").retain(|e| e["digest"] != digest.as_str());
-            replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice())?;
+            let written = replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice());
+            cache.written(&dir);
+            written?;
             collect_garbage(&dir, &index)
         })
         .await
@@ -334,6 +380,15 @@ impl Layout {
             && !location.contains("/../")
     }
 
+    /// The file of an upload of ours, or why it is not one.
+    fn upload_file(&self, location: &str) -> Io<PathBuf> {
+        if self.ours(location) {
+            Ok(PathBuf::from(location))
+        } else {
+            Err(format!("{location}: not an upload in {}", self.root.display()))
+        }
+    }
+
     pub(super) async fn upload_status(&self, location: &str) -> Io<Option<UploadSession>> {
         if !self.ours(location) {
             return Ok(None);
@@ -344,10 +399,7 @@ impl Layout {
     /// Append `len` bytes of `body` at `session.offset`.
     pub(super) async fn append(&self, session: &UploadSession, body: reqwest::Body, len: u64) -> Io<UploadSession> {
         use http_body_util::BodyExt;
-        if !self.ours(&session.location) {
-            return Err(format!("{}: not an upload in {}", session.location, self.root.display()));
-        }
-        let path = PathBuf::from(&session.location);
+        let path = self.upload_file(&session.location)?;
         let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(io(&path))?;
         let at = f.metadata().await.map_err(io(&path))?.len();
         if at != session.offset {
@@ -370,13 +422,10 @@ impl Layout {
 
     /// The upload is complete: check its digest, make it durable, move it into place.
     pub(super) async fn finish(&self, repo: &RepoName, session: &UploadSession, digest: &Digest) -> Io<()> {
-        if !self.ours(&session.location) {
-            return Err(format!("{}: not an upload in {}", session.location, self.root.display()));
-        }
-        let (tmp, dst, want) = (PathBuf::from(&session.location), self.blob_path(repo, digest), digest.clone());
+        let (tmp, dst, want) = (self.upload_file(&session.location)?, self.blob_path(repo, digest), digest.clone());
         blocking(move || {
             let mut f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
-            let mut hasher = Sha256::new();
+            let mut hasher = Hasher::default();
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = f.read(&mut buf).map_err(io(&tmp))?;
@@ -385,8 +434,8 @@ impl Layout {
                 }
                 hasher.update(&buf[..n]);
             }
-            let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-            if got != want.as_str() {
+            let got = hasher.finish();
+            if got != want {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(format!("uploaded blob has digest {got}, expected {want}"));
             }
