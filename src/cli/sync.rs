@@ -27,7 +27,8 @@ fn stop_on_signals(cancel: CancellationToken) {
     });
 }
 
-/// On a terminal: one status line, redrawn twice a second, while `work` runs.
+/// On a terminal, while `work` runs: one status line, and a bar per large blob in flight,
+/// redrawn five times a second.
 async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>) -> T {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let started = std::time::Instant::now();

@@ -54,8 +54,10 @@ fn list(items: Option<&Vec<Value>>, max: usize) -> String {
 pub fn render(doc: &Value) -> String {
     let now = now_ms();
     let mut h = String::with_capacity(16 << 10);
-    let policies = doc["policies"].as_object().cloned().unwrap_or_default();
-    let runs: Vec<&Value> = doc["runs"].as_array().map(|r| r.iter().collect()).unwrap_or_default();
+    let no_policies = serde_json::Map::new();
+    let policies = doc["policies"].as_object().unwrap_or(&no_policies);
+    // The store keeps the latest run of each policy (full or targeted): that is the row.
+    let runs = doc["runs"].as_array().map_or(&[][..], Vec::as_slice);
     let _ = write!(
         h,
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content={REFRESH_SECS}>\
@@ -72,12 +74,8 @@ pub fn render(doc: &Value) -> String {
         "<h2>Policies</h2><table id=policies><tr><th>Policy</th><th>Trigger</th><th>Last run</th><th>Outcome</th>\
          <th>Copied</th><th>In sync</th><th>Held</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Last errors</th></tr>",
     );
-    for (name, p) in &policies {
-        let last = runs
-            .iter()
-            .rev()
-            .find(|r| r["policy"] == name.as_str() && r["scope"].is_null())
-            .or_else(|| runs.iter().rev().find(|r| r["policy"] == name.as_str()));
+    for (name, p) in policies {
+        let last = runs.iter().find(|r| r["policy"] == name.as_str());
         let outcome =
             if p["running"].as_bool() == Some(true) { "running" } else { last.and_then(|r| r["outcome"].as_str()).unwrap_or("none yet") };
         let count = |k: &str| last.and_then(|r| r["counts"][k].as_u64()).map_or_else(String::new, |n| n.to_string());
@@ -100,7 +98,7 @@ pub fn render(doc: &Value) -> String {
     }
     h.push_str("</table>");
 
-    let uploads = doc["uploads_in_flight"].as_array().cloned().unwrap_or_default();
+    let uploads = doc["uploads_in_flight"].as_array().map_or(&[][..], Vec::as_slice);
     let _ = write!(h, "<h2>Uploads in flight ({})</h2>", uploads.len());
     if !uploads.is_empty() {
         h.push_str("<table id=uploads><tr><th>Target</th><th>Repository</th><th>Blob</th><th>Done</th></tr>");
@@ -118,11 +116,11 @@ pub fn render(doc: &Value) -> String {
         h.push_str("</table>");
     }
 
-    let pending = doc["pending_events"].as_array().cloned().unwrap_or_default();
+    let pending = doc["pending_events"].as_array().map_or(&[][..], Vec::as_slice);
     let _ = write!(h, "<h2>Events pending ({})</h2>", doc["pending_events_total"].as_u64().unwrap_or(0));
     if !pending.is_empty() {
         h.push_str("<table id=events><tr><th>Policy</th><th>Event</th><th>Accepted</th><th>Attempts</th></tr>");
-        for e in &pending {
+        for e in pending {
             let what = format!(
                 "{} {}{}",
                 e["action"].as_str().unwrap_or(""),
