@@ -24,7 +24,7 @@ const POLICIES: &str = r#"
 name = "lies"
 source = "evil"
 targets = ["dst"]
-repositories = ["endless", "deep", "evil", "notjson", "liar", "huge", "wide", "trickle", "fine", "slow", "moved"]
+repositories = ["endless", "deep", "evil", "notjson", "liar", "huge", "wide", "trickle", "badjson", "wrongtype", "fine", "slow", "moved", "looping"]
 
 [[policy]]
 name = "honest"
@@ -57,21 +57,24 @@ async fn every_lie_ends_its_repository_alone_and_the_rest_of_the_run_completes()
         ("huge", "evil: get manifest: huge:1.0: manifest larger than 4194304 bytes"),
         ("wide", "index lists 5000 manifests, more than 1024"),
         ("trickle", "evil: get blob: stalled: less than 64 KiB in 2s (stall_timeout)"),
+        ("badjson", "evil: get manifest: badjson:1.0: manifest is not JSON"),
+        ("wrongtype", "unsupported manifest media type `application/vnd.evil+json`"),
     ] {
         assert!(err.lines().any(|l| l.contains(repo) && l.contains(why)), "{repo}: `{why}` not in:\n{err}");
     }
-    assert_eq!(run.summary("failures"), 8, "{err}");
+    assert_eq!(run.summary("failures"), 10, "{err}");
     // The trickle is retried from where the target stands, a bounded number of times.
     assert!(took < Duration::from_secs(75), "took {took:?}");
     assert!(hostile.pages.load(Ordering::SeqCst) <= 501, "listing went on past the limit");
     let d = Reader::new(&dst.url);
-    for repo in ["endless", "deep", "evil", "notjson", "liar", "huge", "wide", "trickle"] {
+    for repo in ["endless", "deep", "evil", "notjson", "liar", "huge", "wide", "trickle", "badjson", "wrongtype"] {
         assert!(d.tags(repo).await.is_empty(), "{repo} reached the target");
     }
     // Honest repositories of the same source: plain, slow but moving (8 s with 3 s request
-    // and 2 s stall bounds), and served from object storage after a redirect that got no
-    // credentials (the registry itself challenged every request that had none).
-    for repo in ["fine", "slow", "moved"] {
+    // and 2 s stall bounds), served from object storage after a redirect that got no
+    // credentials (the registry itself challenged every request that had none), and listed by
+    // pages that link back to themselves (a page with nothing new ends the list).
+    for repo in ["fine", "slow", "moved", "looping"] {
         assert_eq!(d.tags(repo).await, ["1.0"], "{repo}");
     }
     assert!(hostile.store_gets.load(Ordering::SeqCst) >= 1, "the redirect was followed");

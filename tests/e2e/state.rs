@@ -195,3 +195,30 @@ async fn a_full_disk_refuses_events_and_costs_checkpoints_but_copies_stay_right(
     ferry.run(&["sync"]).assert_code(0);
     assert_same_image(&s, &d, "app", "app", "v4").await;
 }
+
+/// A store sled cannot open (truncated) is moved aside and the run goes on with an empty one,
+/// saying what was lost; a `state_dir` that is a file stops the run with exit 1.
+#[tokio::test]
+async fn a_truncated_store_is_moved_aside_and_a_state_dir_that_is_a_file_stops_the_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push(&src.url, "v1", 60, 30_000).await;
+    let ferry = Ferry::new(&regs(&src, &dst), "1MiB", &[("p.toml", POLICY)]);
+    ferry.run(&["sync"]).assert_code(0);
+    // sled's own config file cut short: the store no longer opens.
+    std::fs::OpenOptions::new().write(true).open(ferry.path().join("state/state.sled/conf")).unwrap().set_len(10).unwrap();
+    push(&src.url, "v2", 61, 30_000).await;
+    let run = ferry.run(&["sync"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("state store corrupt; moved aside, starting empty: lost upload progress"), "{}", run.stderr);
+    assert!(std::fs::read_dir(ferry.path().join("state"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("state.sled.corrupt-")));
+    assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "app", "app", "v2").await;
+
+    let file = Ferry::new(&regs(&src, &dst), "1MiB", &[("p.toml", POLICY)]);
+    std::fs::write(file.path().join("state"), b"not a folder").unwrap();
+    let run = file.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("state store") && run.stderr.contains("File exists"), "{}", run.stderr);
+}

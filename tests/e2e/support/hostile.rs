@@ -10,6 +10,8 @@
 //! - `wide`: tag `1.0` is an index of 5,000 children;
 //! - `trickle`: the layer of tag `1.0` comes one byte every 3 seconds;
 //! - `slow`: a 2 MiB layer at 256 KiB/s: slow but moving;
+//! - `looping`: every tag-list page links back to itself (the fine image under `1.0`);
+//! - `badjson`: tag `1.0` is not JSON; `wrongtype`: tag `1.0` has a media type nobody knows;
 //! - `moved`: blob GETs are redirected (307) to an "object store" on another port, which
 //!   counts requests that carry an `Authorization` header (none should).
 //!
@@ -88,6 +90,10 @@ impl Hostile {
         });
         s.add("evil", "1.0", Format::Oci.manifest(), serde_json::to_vec(&evil).unwrap());
         s.add("liar", "1.0", fine.media_type, fine.manifest.clone());
+        s.add("looping", "1.0", fine.media_type, fine.manifest.clone());
+        s.add("looping", &fine.digest, fine.media_type, fine.manifest.clone());
+        s.add("badjson", "1.0", Format::Oci.manifest(), b"{\"schemaVersion\": 2, \"layers\": [".to_vec());
+        s.add("wrongtype", "1.0", "application/vnd.evil+json", br#"{"schemaVersion":2,"mediaType":"application/vnd.evil+json"}"#.to_vec());
         let mut huge = serde_json::from_slice::<serde_json::Value>(&fine.manifest).unwrap();
         huge["annotations"] = serde_json::json!({ "padding": "x".repeat(5 << 20) });
         s.add("huge", "1.0", fine.media_type, serde_json::to_vec(&huge).unwrap());
@@ -133,6 +139,11 @@ async fn tags(State(s): State<Arc<Served>>, Path(repo): Path<String>, uri: Uri) 
             (h, format!("{{\"name\":\"endless\",\"tags\":[\"t{n}\"]}}")).into_response()
         }
         "notjson" => "<html>this is not a tag list</html>".into_response(),
+        "looping" => {
+            let mut h = HeaderMap::new();
+            h.insert(header::LINK, HeaderValue::from_static("</v2/looping/tags/list?n=1&last=0>; rel=\"next\""));
+            (h, "{\"name\":\"looping\",\"tags\":[\"1.0\"]}").into_response()
+        }
         _ if s.manifests.contains_key(&(repo.clone(), "1.0".to_owned())) => {
             format!("{{\"name\":\"{repo}\",\"tags\":[\"1.0\"]}}").into_response()
         }
