@@ -7,15 +7,18 @@
 #   3. runs `ferry validate`, `ferry plan` and `ferry sync` with policies/edge-sync.toml;
 #   4. shows that every tag has the same digest on both edges (multi-arch images filtered to
 #      the edge's platforms, as the policy asks), then syncs again (nothing to do).
-# Needs: the Rust toolchain, and `docker-registry` (installed with apt-get when run as root).
+# Needs: the Rust toolchain, `docker-registry` and `protoc` (installed with apt-get when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v docker-registry >/dev/null; then
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v protoc >/dev/null || need+=(protobuf-compiler)   # building ferry compiles etcd's API
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "demo: needs docker-registry: sudo apt-get install -y docker-registry" >&2; exit 1
+    echo "demo: needs ${need[*]}: sudo apt-get install -y ${need[*]}" >&2; exit 1
   fi
 fi
 

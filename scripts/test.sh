@@ -11,6 +11,9 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)   # the status page is checked in headless Chromium
 command -v skopeo >/dev/null || need+=(skopeo)       # reads the OCI layouts ferry writes
+command -v etcd >/dev/null || need+=(etcd-server)    # cluster mode runs against a real etcd
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)  # etcd-client's build compiles etcd's API
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

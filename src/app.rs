@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{Config, Policy};
-use crate::copy::{Copier, CopyOptions, CopyShared, KeyedLocks, RepoReport};
+use crate::copy::{Copier, CopyOptions, CopyShared, Fence, KeyedLocks, RepoReport};
 use crate::model::Digest;
 use crate::model::RepoName;
 use crate::model::Tag;
@@ -261,8 +261,14 @@ impl App {
     ///
     /// # Panics
     /// When the app was built without a state store.
-    pub async fn run_policy(&self, policy: &Policy, cancel: &CancellationToken, opts: RunOptions) -> PolicyRun {
-        self.run(policy, None, &Scope::All, cancel, opts).await
+    pub async fn run_policy(
+        &self,
+        policy: &Policy,
+        cancel: &CancellationToken,
+        fence: Option<Arc<dyn Fence>>,
+        opts: RunOptions,
+    ) -> PolicyRun {
+        self.run(policy, None, &Scope::All, cancel, fence, opts).await
     }
 
     /// A targeted run: one repository of `policy`, within `scope`, for each target, through
@@ -270,8 +276,15 @@ impl App {
     ///
     /// # Panics
     /// When the app was built without a state store.
-    pub async fn run_targeted(&self, policy: &Policy, repo: &RepoName, scope: &Scope, cancel: &CancellationToken) -> PolicyRun {
-        self.run(policy, Some(repo), scope, cancel, RunOptions::default()).await
+    pub async fn run_targeted(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+        scope: &Scope,
+        cancel: &CancellationToken,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> PolicyRun {
+        self.run(policy, Some(repo), scope, cancel, fence, RunOptions::default()).await
     }
 
     async fn run(
@@ -280,12 +293,13 @@ impl App {
         only: Option<&RepoName>,
         scope: &Scope,
         cancel: &CancellationToken,
+        fence: Option<Arc<dyn Fence>>,
         opts: RunOptions,
     ) -> PolicyRun {
         let state = self.state.clone().expect("run_policy needs the state store");
         let started = now_ms();
         let clock = std::time::Instant::now();
-        let copier = Copier::new(self.shared.clone(), state.clone(), cancel.clone());
+        let copier = Copier::new(self.shared.clone(), state.clone(), cancel.clone(), fence);
         let source = self.registry(&policy.source);
         let mut errors = Vec::new();
         let mut held = Vec::new();

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod daemon;

@@ -75,6 +75,11 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// This machine's host name (`localhost` when the kernel will not say).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned())
+}
+
 /// Streaming sha256 with a byte count, so size and digest are checked together.
 #[derive(Default, Clone)]
 pub struct Hasher {

@@ -43,8 +43,7 @@ impl Notifier {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
-        let source = format!("ferry://{host}");
+        let source = format!("ferry://{}", crate::model::hostname());
         Notifier {
             inner: Arc::new(Inner {
                 specs,

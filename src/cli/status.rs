@@ -93,6 +93,7 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             );
         }
     }
+    print_cluster(&doc["cluster"]);
     let uploads = doc["uploads_in_flight"].as_array().cloned().unwrap_or_default();
     if !uploads.is_empty() {
         println!("\nuploads in flight:");
@@ -102,4 +103,43 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Members, their last heartbeat and what each holds; policies they do not agree on.
+fn print_cluster(c: &Value) {
+    if c.is_null() {
+        return;
+    }
+    if c["joined"] != true {
+        println!("\ncluster: this member has not joined (etcd unreachable?)");
+        return;
+    }
+    println!("\ncluster (this member: {}, etcd {}):", c["member"].as_str().unwrap_or(""), c["etcd"].as_str().unwrap_or(""));
+    println!("  {:<20} {:<24} {:>10} {:>9}  HOLDS", "MEMBER", "HOST / PID", "HEARTBEAT", "POLICIES");
+    for m in c["members"].as_array().into_iter().flatten() {
+        let heartbeat = m["heartbeat_age_seconds"].as_i64().map_or("?".to_owned(), |s| format!("{s}s ago"));
+        let holds: Vec<&str> = m["holds"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!(
+            "  {:<20} {:<24} {:>10} {:>9}  {}",
+            m["name"].as_str().unwrap_or(""),
+            format!("{} / {}", m["host"].as_str().unwrap_or(""), m["pid"]),
+            heartbeat,
+            m["policies"],
+            holds.join(", ")
+        );
+    }
+    for m in c["mismatches"].as_array().into_iter().flatten() {
+        let list = |k: &str| m[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
+        if m["differs"] == true {
+            println!("  policy {}: defined differently on {}", m["policy"].as_str().unwrap_or(""), list("defined_on"));
+        }
+        if !list("missing_on").is_empty() {
+            println!(
+                "  policy {}: not defined on {} (runs only on {})",
+                m["policy"].as_str().unwrap_or(""),
+                list("missing_on"),
+                list("defined_on")
+            );
+        }
+    }
 }

@@ -103,6 +103,14 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         Err(code) => return code,
     };
     let state = match App::open_state(&cfg) {
+        Ok(_) if cfg.cluster.is_some() => {
+            // Copying from here, outside the cluster, could write a tag its owner is writing.
+            let msg = format!(
+                "{}: a cluster member's config: `ferry sync` goes through this member's daemon (which hands the run to the policy's owner), and no daemon runs here; start it, or sync with a config without [cluster]",
+                config.display()
+            );
+            return super::fail(msg, 1);
+        }
         Ok(s) => s,
         Err(crate::app::AppError::State(StateError::Locked { path })) => return through_daemon(&cfg, args, &path).await,
         Err(e) => return super::fail(e, 1),
@@ -118,7 +126,7 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     stop_on_signals(cancel.clone());
     let runs = futures_util::future::join_all(
-        policies.iter().map(|p| app.run_policy(p, &cancel, RunOptions { force_delete: args.force_delete, verify: args.verify })),
+        policies.iter().map(|p| app.run_policy(p, &cancel, None, RunOptions { force_delete: args.force_delete, verify: args.verify })),
     );
     let runs = if std::io::stderr().is_terminal() { with_progress(&app, runs).await } else { runs.await };
     let outcomes: Vec<Outcome> = runs

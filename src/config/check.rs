@@ -88,3 +88,18 @@ pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
 pub(super) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// A PEM bundle of CA certificates (`ca_file`), relative to the config.
+pub(super) fn pem_file(f: &Spanned<String>, field: &str, base: &Path, sink: &mut Sink) -> Option<Vec<u8>> {
+    match std::fs::read(base.join(f.get_ref())) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            sink.err(f.span(), format!("{field}: `{}` holds no PEM certificate", f.get_ref()));
+            None
+        }
+        Err(e) => {
+            sink.err(f.span(), format!("{field}: cannot read `{}`: {e}", f.get_ref()));
+            None
+        }
+    }
+}

@@ -2,9 +2,10 @@
 //! as `FILE:LINE:COL: message`. Imports only `model`.
 //!
 //! One file per part: `daemon` (`[daemon]`), `registries` (`[registries.*]` and bare URLs),
-//! `policies` (the policy folder), `types` (what a policy is), `check` (shared validation).
+//! `policies` (the policy folder), `cluster` (`[cluster]`), `types` (what a policy is), `check` (shared validation).
 
 mod check;
+mod cluster;
 mod daemon;
 mod diag;
 mod flows;
@@ -18,6 +19,7 @@ mod types;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use cluster::ClusterSettings;
 pub use daemon::DaemonSettings;
 pub use diag::Diagnostic;
 use diag::Sink;
@@ -33,6 +35,8 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistrySpec>,
     pub policies: Vec<Policy>,
     pub notify: Vec<NotifySpec>,
+    /// `[cluster]`: coordinate with other daemons through etcd; `None`: this daemon runs alone.
+    pub cluster: Option<ClusterSettings>,
     /// Things that work but are probably not what was meant; `validate` prints them, nothing refuses them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -46,6 +50,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     let mut sink = Sink { file: path, src: &src, out: &mut diags };
     let daemon = daemon::daemon_settings(&raw, base, &mut sink);
     let notify = notify::notify_specs(&raw, base, &mut sink);
+    let cluster = cluster::cluster_settings(&raw, base, &mut sink);
     let mut registries = BTreeMap::new();
     for (name, reg) in &raw.registries {
         if let Some(spec) = registries::registry_spec(name, reg, base, &mut sink) {
@@ -67,7 +72,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     if diags.is_empty() {
-        Ok(Config { file: path.to_owned(), daemon, registries, policies, notify, warnings })
+        Ok(Config { file: path.to_owned(), daemon, registries, policies, notify, cluster, warnings })
     } else {
         Err(diags)
     }

@@ -61,7 +61,7 @@ pub(super) fn load_policies(
             }
         };
         let mut sink = Sink { file: &file, src: &src, out: diags };
-        for raw in &parsed.policy {
+        for (i, raw) in parsed.policy.iter().enumerate() {
             let name = raw.get_ref().name.get_ref().clone();
             let here = Diagnostic::at(&file, &src, raw.get_ref().name.span(), "");
             if let Some(first) = seen.get(&name) {
@@ -72,13 +72,29 @@ pub(super) fn load_policies(
                 continue;
             }
             seen.insert(name, here.clone());
-            if let Some(p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
+            if let Some(mut p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
+                // A table's span may be its header alone: the text runs to the next policy.
+                let end = parsed.policy.get(i + 1).map_or(src.len(), |next| next.span().start);
+                p.fingerprint = fingerprint(&src[raw.span().start..end], &p, registries);
                 policies.push(p);
                 places.push(here);
             }
         }
     }
     (policies, places)
+}
+
+/// What cluster members compare to find a policy defined differently on two of them: its
+/// text and the URLs its registry names stand for.
+fn fingerprint(text: &str, p: &Policy, registries: &BTreeMap<String, RegistrySpec>) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(text.as_bytes());
+    for r in std::iter::once(&p.source).chain(&p.targets) {
+        h.update([0]);
+        h.update(registries.get(r).map_or(r.as_str(), |s| s.url.as_str()).as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 pub(super) fn glob(pattern: &str) -> Result<Glob, globset::Error> {
@@ -276,6 +292,7 @@ fn policy(
         max_delete,
         events,
         verify_interval,
+        fingerprint: String::new(),
     })
 }
 

@@ -17,6 +17,20 @@ pub(super) struct RawConfig {
     pub registries: BTreeMap<String, S<RawRegistry>>,
     #[serde(default)]
     pub notify: Vec<S<RawNotify>>,
+    pub cluster: Option<S<RawCluster>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub etcd: S<Vec<S<String>>>,
+    pub member: Option<S<String>>,
+    pub lease_ttl: Option<S<String>>,
+    pub prefix: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -94,17 +94,7 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         }
         _ => from_docker,
     };
-    let ca_pem = r.ca_file.as_ref().and_then(|f| match std::fs::read(base.join(f.get_ref())) {
-        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
-        Ok(_) => {
-            sink.err(f.span(), format!("{}: `{}` holds no PEM certificate", field("ca_file"), f.get_ref()));
-            None
-        }
-        Err(e) => {
-            sink.err(f.span(), format!("{}: cannot read `{}`: {e}", field("ca_file"), f.get_ref()));
-            None
-        }
-    });
+    let ca_pem = r.ca_file.as_ref().and_then(|f| super::check::pem_file(f, &field("ca_file"), base, sink));
     let max_concurrent =
         r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(DEFAULT_MAX_CONCURRENT);
     let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));

@@ -34,6 +34,8 @@ pub struct Policy {
     /// How long a target tag ferry wrote or checked is trusted without asking the target
     /// again (while the source digest is unchanged); zero: ask every run.
     pub verify_interval: Duration,
+    /// A hash of the policy's text and of its registries' URLs (cluster members compare them).
+    pub fingerprint: String,
 }
 
 /// `os/arch` or `os/arch/variant`, as in `linux/arm/v7`.

@@ -102,6 +102,11 @@ impl Copier {
                 report.interrupted = true;
                 break;
             }
+            if let Err(e) = self.fenced().await {
+                report.interrupted = true;
+                report.errors.push(e);
+                break;
+            }
             match target.delete_manifest(&plan.target_repository, &t.source_digest).await {
                 Ok(()) => {
                     add(&stats.deleted, 1);
@@ -169,6 +174,7 @@ impl RepoCopy<'_> {
     async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), String> {
         self.ensure_contents(root.clone()).await?;
         let m = self.manifest(root)?;
+        self.copier.fenced().await?;
         self.target.put_manifest(&self.plan.target_repository, tag, &m).await.map_err(|e| e.to_string())?;
         add(&self.stats.manifests_written, 1);
         Ok(())

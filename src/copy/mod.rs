@@ -186,12 +186,21 @@ impl CopyShared {
     }
 }
 
+/// Asked right before every tag write or tag delete: may this process still write the tags
+/// of the policy being run? A cluster member checks that it still holds the policy; a
+/// daemon alone has no fence. A registry cannot check a fencing token itself, so this is
+/// the last moment at which a member that lost its policy can still be stopped.
+pub trait Fence: Send + Sync {
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+}
+
 /// One policy run's copier: its counters (per target), and the shared limits and state.
 pub struct Copier {
     shared: Arc<CopyShared>,
     state: StateStore,
     stats: Mutex<BTreeMap<String, Arc<Stats>>>,
     cancel: CancellationToken,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl Stats {
@@ -215,8 +224,16 @@ impl Stats {
 }
 
 impl Copier {
-    pub fn new(shared: Arc<CopyShared>, state: StateStore, cancel: CancellationToken) -> Self {
-        Copier { shared, state, stats: Mutex::default(), cancel }
+    pub fn new(shared: Arc<CopyShared>, state: StateStore, cancel: CancellationToken, fence: Option<Arc<dyn Fence>>) -> Self {
+        Copier { shared, state, stats: Mutex::default(), cancel, fence }
+    }
+
+    /// Before a tag write or delete: the fence, if any, still lets us write.
+    async fn fenced(&self) -> Result<(), String> {
+        match &self.fence {
+            Some(f) => f.check().await,
+            None => Ok(()),
+        }
     }
 
     /// The fan-out groups for one repository copied to several targets in this run.

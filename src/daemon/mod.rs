@@ -5,9 +5,11 @@
 //! `daemon.stop_timeout`; accepted events stay in the journal for the next start.
 //!
 //! Owners: `api` the HTTP server, `queue` the events waiting for targeted runs, `runs` the
-//! runs asked for over the API, `scheduler` the policy loops, `metrics` the counters.
+//! runs asked for over the API, `scheduler` the policy loops, `metrics` the counters,
+//! `handoff` the work cluster members pass each other.
 
 mod api;
+mod handoff;
 pub mod metrics;
 mod queue;
 mod runs;
@@ -15,7 +17,7 @@ pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::app::{App, AppError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{Config, Trigger};
 use crate::state::StateStore;
 
@@ -39,6 +42,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("event journal: {0}")]
     Journal(#[from] crate::state::StateError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// What the HTTP API, the event queue and the policy loops share.
@@ -50,9 +55,28 @@ pub struct Shared {
     runs: runs::RunBook,
     /// Each policy loop of the running config generation, to ask it for a run now.
     loops: Mutex<HashMap<String, mpsc::UnboundedSender<scheduler::RunAsk>>>,
+    /// In cluster mode, once joined: this member's membership.
+    cluster: OnceLock<Cluster>,
+    /// `[cluster]` is configured (joined or not yet).
+    clustered: bool,
+    /// When this process started (Unix ms): run request ids restart with it.
+    started_ms: u64,
 }
 
 impl Shared {
+    /// This member's cluster membership (`None` outside a cluster, and while joining).
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.get()
+    }
+
+    /// Work can be accepted: outside a cluster always; in one, once joined.
+    pub fn accepting(&self) -> Result<(), &'static str> {
+        if self.clustered && self.cluster.get().is_none() {
+            return Err("this member has not joined the cluster yet (etcd unreachable?); try another member or again later");
+        }
+        Ok(())
+    }
+
     /// The config generation running now (a reload swaps it).
     pub fn app(&self) -> Arc<App> {
         self.app.read().expect("lock poisoned").clone()
@@ -76,17 +100,32 @@ impl Shared {
         doc
     }
 
+    /// `status()`, and in a cluster its members and who owns what (asks etcd).
+    pub async fn status_with_cluster(&self) -> serde_json::Value {
+        let mut doc = self.status();
+        match self.cluster() {
+            Some(c) => doc["cluster"] = c.status().await,
+            None if self.clustered => doc["cluster"] = serde_json::json!({ "joined": false }),
+            None => {}
+        }
+        doc
+    }
+
     pub fn metrics_text(&self) -> String {
         let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
         let app = self.app();
         let registries = app.registry_gauges();
-        self.metrics.render(&metrics::Live {
+        let mut text = self.metrics.render(&metrics::Live {
             uploads_in_flight: uploads,
             registries: &registries,
             journal_pending: self.queue.pending(),
             state_damage: self.state.damage(),
             notifications: app.notifier().counts(),
-        })
+        });
+        if let Some(c) = self.cluster() {
+            c.metrics(&mut text);
+        }
+        text
     }
 
     /// Ask the loop of `policy` for a full run now.
@@ -107,6 +146,11 @@ pub fn describe(t: &Trigger) -> String {
         Trigger::Every(d) => format!("every {}s", d.as_secs()),
         Trigger::Manual => "manual".into(),
     }
+}
+
+/// What this member publishes to the cluster: each policy it defines, with its fingerprint.
+fn policies_of(config: &Config) -> std::collections::BTreeMap<String, String> {
+    config.policies.iter().map(|p| (p.name.clone(), p.fingerprint.clone())).collect()
 }
 
 /// Tell systemd (Type=notify) how we are doing; a no-op outside systemd.
@@ -168,6 +212,10 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         info!(events = replayed, "replaying events accepted before the last stop");
         metrics.events_replayed.fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
     }
+    let root = CancellationToken::new();
+    let (inbox, incoming) = mpsc::unbounded_channel();
+    let cluster_settings =
+        config.cluster.as_ref().map(|c| (c.clone(), config.daemon.listen, policies_of(&config), config.daemon.stop_timeout));
     let app = Arc::new(App::new(config, Some(state.clone()))?);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
@@ -176,13 +224,31 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         queue: Arc::new(queue),
         runs: runs::RunBook::default(),
         loops: Mutex::default(),
+        cluster: OnceLock::new(),
+        clustered: cluster_settings.is_some(),
+        started_ms: crate::model::now_ms(),
     });
-    let root = CancellationToken::new();
+    // Health and metrics answer while the cluster is joined (readyz says not yet).
     let http_tasks = TaskTracker::new();
     http_tasks.spawn(api::serve(listener, shared.clone(), root.clone(), http_tasks.clone()));
+    if let Some((settings, listen, policies, wait)) = cluster_settings {
+        // Signals are honoured while etcd is awaited: a member that cannot join yet must
+        // still stop when told to.
+        let joined = tokio::select! {
+            r = Cluster::join(&settings, listen, policies, wait, inbox, &root) => r,
+            _ = int.recv() => Err(ClusterError::Stopped),
+            _ = term.recv() => Err(ClusterError::Stopped),
+        };
+        match joined {
+            Ok(c) => drop(shared.cluster.set(c)),
+            Err(ClusterError::Stopped) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
     let events_stop = root.child_token();
     let event_tasks = TaskTracker::new();
     event_tasks.spawn(shared.queue.clone().dispatch(shared.clone(), events_stop.clone()));
+    event_tasks.spawn(handoff::pump(shared.clone(), incoming, events_stop.clone()));
     info!(%listen, policies = app.config.policies.len(), api = app.config.daemon.api_token.is_some(), "daemon started");
 
     let mut app = app;
@@ -229,6 +295,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                 shared.queue.set_limit(new.config.daemon.max_pending_events);
                 app = Arc::new(new);
                 *shared.app.write().expect("lock poisoned") = app.clone();
+                if let Some(c) = shared.cluster() {
+                    c.reconfigure(app.config.daemon.stop_timeout, policies_of(&app.config)).await;
+                }
             }
             None => {
                 notify("STOPPING=1");
@@ -236,6 +305,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                 metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
                 events_stop.cancel();
                 tokio::join!(drain(&tasks, stop_timeout), drain(&event_tasks, stop_timeout));
+                if let Some(c) = shared.cluster() {
+                    c.leave().await;
+                }
                 root.cancel();
                 drain(&http_tasks, Duration::from_secs(1)).await;
                 if let Err(e) = state.flush().await {

@@ -36,6 +36,8 @@ pub enum QueueError {
     Full(usize),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("cannot hand the event to its policy's owner: {0}")]
+    Cluster(#[from] crate::cluster::EtcdError),
 }
 
 /// What a journal key asks for, as a planning scope.
@@ -51,6 +53,9 @@ pub fn scope_of(key: &JournalKey) -> Result<Scope, String> {
 
 struct Item {
     entry: JournalEntry,
+    /// In a cluster: the etcd keys this item stands for (deleted once it is done). An item
+    /// with any is durable in etcd, not in the local journal.
+    remote: Vec<String>,
     running: bool,
     /// An event came while running: run again afterwards.
     again: bool,
@@ -84,7 +89,7 @@ impl EventQueue {
         let mut inner = Inner::default();
         for (key, entry) in entries {
             inner.ready.push_back(key.clone());
-            inner.items.insert(key, Item { entry, running: false, again: false, waiters: vec![] });
+            inner.items.insert(key, Item { entry, remote: vec![], running: false, again: false, waiters: vec![] });
         }
         let n = inner.items.len();
         Ok((EventQueue { state, inner: Mutex::new(inner), wake: Notify::new(), limit: AtomicUsize::new(limit) }, n))
@@ -99,16 +104,21 @@ impl EventQueue {
     }
 
     /// Add work (journaled, not yet flushed: the caller awaits `StateStore::commit` before it
-    /// acknowledges). `waiter`: a run request to tell when it is done.
+    /// acknowledges). `waiter`: a run request to tell when it is done. `remote`: the etcd key
+    /// it came from in a cluster (etcd keeps it; the local journal does not).
     ///
     /// # Errors
     /// When the journal is full or cannot be written: the event must then be refused.
-    pub fn enqueue(&self, key: JournalKey, registry: &str, waiter: Option<u64>) -> Result<(), QueueError> {
+    pub fn enqueue(&self, key: JournalKey, registry: &str, waiter: Option<u64>, remote: Option<String>) -> Result<(), QueueError> {
         let mut g = self.inner.lock().expect("lock poisoned");
         if let Some(item) = g.items.get_mut(&key) {
+            if remote.as_ref().is_some_and(|r| item.remote.contains(r)) {
+                return Ok(()); // the same etcd key delivered twice (watch and scan)
+            }
             item.entry.events += 1;
             item.again |= item.running;
             item.waiters.extend(waiter);
+            item.remote.extend(remote);
             return Ok(());
         }
         let limit = self.limit.load(Ordering::Relaxed);
@@ -116,8 +126,12 @@ impl EventQueue {
             return Err(QueueError::Full(g.items.len()));
         }
         let entry = JournalEntry::new(registry, now_ms());
-        self.state.journal_put(&key, &entry)?;
-        g.items.insert(key.clone(), Item { entry, running: false, again: false, waiters: waiter.into_iter().collect() });
+        if remote.is_none() {
+            self.state.journal_put(&key, &entry)?;
+        }
+        let item =
+            Item { entry, remote: remote.into_iter().collect(), running: false, again: false, waiters: waiter.into_iter().collect() };
+        g.items.insert(key.clone(), item);
         g.ready.push_back(key);
         drop(g);
         self.wake.notify_one();
@@ -142,39 +156,46 @@ impl EventQueue {
         self.wake.notify_one();
     }
 
-    /// After a run of `key`: run it again, retry it later, or forget it. `None`: the item is
-    /// done for good (its journal entry is removed). `Some(delay)`: retry after `delay`.
-    fn finished(&self, key: &JournalKey, failed: bool, interrupted: bool) -> Result<Option<Duration>, StateError> {
+    /// After a run of `key`: run it again, retry it later, or forget it.
+    fn finished(&self, key: &JournalKey, failed: bool, interrupted: bool) -> Result<Finish, StateError> {
         let mut g = self.inner.lock().expect("lock poisoned");
-        let Some(item) = g.items.get_mut(key) else { return Ok(None) };
+        let Some(item) = g.items.get_mut(key) else { return Ok(Finish::Done(vec![])) };
         item.running = false;
         if interrupted {
-            return Ok(Some(Duration::MAX)); // stopping: the journal keeps it for the next start
+            return Ok(Finish::Kept); // stopping: the journal keeps it for the next start
         }
         if item.again {
             item.again = false;
             g.ready.push_back(key.clone());
             drop(g);
             self.wake.notify_one();
-            return Ok(Some(Duration::ZERO));
+            return Ok(Finish::Again);
         }
         if failed && item.entry.attempts + 1 < MAX_ATTEMPTS {
             item.entry.attempts += 1;
-            self.state.journal_put(key, &item.entry)?;
-            return Ok(Some(Duration::from_secs((2u64 << item.entry.attempts.min(8)).min(300))));
+            if item.remote.is_empty() {
+                self.state.journal_put(key, &item.entry)?;
+            }
+            return Ok(Finish::Retry(Duration::from_secs((2u64 << item.entry.attempts.min(8)).min(300))));
         }
-        g.items.remove(key);
-        self.state.journal_remove(key)?;
-        Ok(None)
+        let item = g.items.remove(key).expect("present above");
+        if item.remote.is_empty() {
+            self.state.journal_remove(key)?;
+        }
+        Ok(Finish::Done(item.remote))
     }
 
-    /// Drop an item that can no longer run (its policy is gone or changed).
-    fn forget(&self, key: &JournalKey) -> Vec<u64> {
+    /// Drop an item that will not run here (its policy is gone or changed, or in a cluster
+    /// another member runs it now): its run requests, and its etcd keys, which stay in etcd
+    /// for the policy's owner.
+    fn forget(&self, key: &JournalKey) -> (Vec<u64>, Vec<String>) {
         let item = self.inner.lock().expect("lock poisoned").items.remove(key);
-        if let Err(e) = self.state.journal_remove(key) {
-            warn!(error = %e, "could not remove a journal entry");
+        if item.as_ref().is_some_and(|i| i.remote.is_empty()) {
+            if let Err(e) = self.state.journal_remove(key) {
+                warn!(error = %e, "could not remove a journal entry");
+            }
         }
-        item.map(|i| i.waiters).unwrap_or_default()
+        item.map(|i| (i.waiters, i.remote)).unwrap_or_default()
     }
 
     /// Run queued items until `stop`, at most `CONCURRENT_RUNS` at once.
@@ -213,25 +234,53 @@ impl EventQueue {
             (Some(p), Ok(r), Ok(s)) if p.repositories.covers(&r) || key.action == "run" => (p, r, s),
             _ => {
                 warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, "event no longer matches a policy (config changed); dropped");
-                let mut all = waiters;
-                all.extend(self.forget(&key));
+                let (mut all, remote) = self.forget(&key);
+                all.extend(waiters);
                 shared.runs.abandoned(&all, "the policy no longer covers this repository");
+                if let Some(c) = shared.cluster().filter(|c| c.holds(&key.policy)) {
+                    c.done(&remote).await;
+                }
                 return;
             }
         };
+        // In a cluster, only while this member holds the policy; otherwise its owner has it.
+        let claim = match shared.cluster() {
+            None => None,
+            Some(c) => match c.claim(&policy.name, stop) {
+                Some(claim) => Some(claim),
+                None => {
+                    let (mut all, _) = self.forget(&key);
+                    all.extend(waiters);
+                    shared.runs.moved(&all);
+                    return;
+                }
+            },
+        };
+        let (cancel, fence) = claim.as_ref().map_or((stop.clone(), None), |c| (c.cancel.clone(), Some(c.fence.clone())));
         shared.runs.running(&waiters);
-        let run: PolicyRun = app.run_targeted(policy, &repo, &scope, stop).await;
+        let run: PolicyRun = app.run_targeted(policy, &repo, &scope, &cancel, fence).await;
+        drop(claim);
         shared.runs.finished(&waiters, &run);
         let copied = run.counts().tags_copied;
         if copied > 0 {
             shared.metrics.replicated(&key.policy, now_ms().saturating_sub(entry.accepted_ms));
         }
-        match self.finished(&key, !run.errors.is_empty(), run.interrupted) {
-            Ok(None) if !run.errors.is_empty() => {
-                warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, attempts = MAX_ATTEMPTS, "event given up after repeated failures; the next periodic run reconciles")
+        // A run cut short because the policy moved is the new owner's to do again.
+        let interrupted = run.interrupted || (cancel.is_cancelled() && !stop.is_cancelled());
+        match self.finished(&key, !run.errors.is_empty(), interrupted) {
+            Ok(Finish::Done(remote)) => {
+                if !run.errors.is_empty() {
+                    warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, attempts = MAX_ATTEMPTS, "event given up after repeated failures; the next periodic run reconciles");
+                }
+                if let Some(c) = shared.cluster() {
+                    c.done(&remote).await;
+                }
             }
-            Ok(None) | Ok(Some(Duration::ZERO)) | Ok(Some(Duration::MAX)) => {}
-            Ok(Some(delay)) => {
+            Ok(Finish::Kept) if !stop.is_cancelled() => {
+                self.forget(&key);
+            }
+            Ok(Finish::Again | Finish::Kept) => {}
+            Ok(Finish::Retry(delay)) => {
                 info!(policy = %key.policy, repository = %key.repository, tag = %key.tag, retry_in = ?delay, "targeted run failed; retrying later");
                 let (queue, stop) = (self.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -244,6 +293,18 @@ impl EventQueue {
             Err(e) => warn!(error = %e, "journal update failed; the entry is replayed on the next start"),
         }
     }
+}
+
+/// What happens to an item after a run.
+enum Finish {
+    /// An event came during the run: it runs again now.
+    Again,
+    /// Failed: tried again after the delay.
+    Retry(Duration),
+    /// Interrupted by a stop: the journal (or etcd) keeps it.
+    Kept,
+    /// Done for good; in a cluster, the etcd keys to delete.
+    Done(Vec<String>),
 }
 
 async fn drain(tasks: TaskTracker) {

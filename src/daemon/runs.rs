@@ -89,6 +89,24 @@ impl RunBook {
         self.end(ids, "failed", Counts::default(), vec![why.to_owned()], vec![]);
     }
 
+    /// End runs this cluster member will not do: their policy moved to another member, which
+    /// finds the request waiting in etcd.
+    pub fn moved(&self, ids: &[u64]) {
+        let why = "the policy moved to another cluster member, which runs this request".to_owned();
+        self.end(ids, "interrupted", Counts::default(), vec![why], vec![]);
+    }
+
+    /// A run asked for here was done by the cluster member that owns its policy: its result
+    /// as that member reported it (checked field by field; a bad one says so).
+    pub fn apply_remote(&self, id: u64, view: &serde_json::Value) {
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).take(20).collect()).unwrap_or_default()
+        };
+        let outcome = view["outcome"].as_str().filter(|o| matches!(*o, "ok" | "failed" | "interrupted")).unwrap_or("failed");
+        let counts = serde_json::from_value(view["counts"].clone()).unwrap_or_default();
+        self.end(&[id], outcome, counts, strings(&view["errors"]), strings(&view["held"]));
+    }
+
     fn end(&self, ids: &[u64], outcome: &str, counts: Counts, errors: Vec<String>, held: Vec<String>) {
         let mut g = self.inner.lock().expect("lock poisoned");
         for id in ids {

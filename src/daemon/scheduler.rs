@@ -84,6 +84,12 @@ pub async fn policy_loop(
     let metrics = &shared.metrics;
     let mut next = if run_now { Some(Utc::now()) } else { first_run(&policy.trigger, Utc::now()) };
     let mut next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+    // In a cluster, an interval policy this member takes over runs at once: its previous
+    // owner may be long gone. A scheduled one waits for its next tick, as it would have.
+    let mut taken = match (shared.cluster(), &policy.trigger) {
+        (Some(c), Trigger::Every(_)) => Some((c.clone(), c.subscribe(), false)),
+        _ => None,
+    };
     loop {
         metrics.scheduled(name, next_at.map(|at| at.timestamp_millis().max(0) as u64));
         let wait = async {
@@ -97,6 +103,7 @@ pub async fn policy_loop(
             () = stop.cancelled() => return,
             () = wait => {}
             Some(ask) = asks.recv() => asked.push(ask),
+            () = newly_taken(taken.as_mut(), name) => {}
         }
         while let Ok(ask) = asks.try_recv() {
             asked.push(ask);
@@ -104,9 +111,23 @@ pub async fn policy_loop(
         let ids: Vec<u64> = asked.iter().map(|a| a.id).collect();
         let opts = RunOptions { force_delete: asked.iter().any(|a| a.opts.force_delete), verify: asked.iter().any(|a| a.opts.verify) };
         let started = Utc::now();
+        let claim = shared.cluster().map(|c| c.claim(name, &stop));
+        let (cancel, fence) = match &claim {
+            None => (stop.clone(), None),
+            Some(Some(c)) => (c.cancel.clone(), Some(c.fence.clone())),
+            Some(None) => {
+                // Another member holds it: that member runs it on the same schedule.
+                debug!(policy = name, "held by another cluster member; not run here");
+                shared.runs.moved(&ids);
+                let (n, _) = after_run(&policy.trigger, started, Utc::now());
+                next_at = n.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+                continue;
+            }
+        };
         metrics.started(name);
         shared.runs.running(&ids);
-        let run = app.run_policy(policy, &stop, opts).instrument(info_span!("run", policy = name)).await;
+        let run = app.run_policy(policy, &cancel, fence, opts).instrument(info_span!("run", policy = name)).await;
+        drop(claim);
         metrics.finished(&run);
         shared.runs.finished(&ids, &run);
         if stop.is_cancelled() {
@@ -124,6 +145,21 @@ pub async fn policy_loop(
         }
         next = n;
         next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+    }
+}
+
+/// Resolves when this member has just taken the policy (never outside a cluster).
+async fn newly_taken(taken: Option<&mut (crate::cluster::Cluster, tokio::sync::watch::Receiver<u64>, bool)>, name: &str) {
+    let Some((cluster, changes, held)) = taken else { return std::future::pending().await };
+    loop {
+        let now = cluster.holds(name);
+        let was = std::mem::replace(held, now);
+        if now && !was {
+            return;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 

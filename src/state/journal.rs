@@ -21,7 +21,7 @@ const ID_TTL_MS: u64 = 3_600_000;
 /// Prune the id tree every this many new ids.
 const PRUNE_EVERY: u64 = 4096;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JournalKey {
     pub policy: String,
     pub repository: String,

@@ -2,15 +2,16 @@
 //! Convention that makes this text check exact: one `use crate::x::…` per line.
 
 const BANNED: &[(&str, &[&str])] = &[
-    ("model", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli"]),
-    ("events", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli"]),
-    ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli"]),
-    ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli"]),
-    ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli"]),
-    ("notify", &["registry", "plan", "copy", "app", "daemon", "cli"]),
-    ("plan", &["state", "copy", "app", "daemon", "cli"]),
-    ("copy", &["config", "app", "daemon", "cli"]),
-    ("app", &["daemon", "cli"]),
+    ("model", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("events", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("notify", &["registry", "plan", "copy", "app", "daemon", "cli", "cluster"]),
+    ("plan", &["state", "copy", "app", "daemon", "cli", "cluster"]),
+    ("copy", &["config", "app", "daemon", "cli", "cluster"]),
+    ("app", &["daemon", "cli", "cluster"]),
+    ("cluster", &["registry", "plan", "app", "daemon", "cli"]),
     ("daemon", &["registry", "cli"]),
 ];
 

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod auth;
+mod cluster;
 mod daemon;
 mod events;
 mod fanout;

@@ -15,6 +15,7 @@ use axum::response::Response;
 use tracing::{debug, warn};
 
 use super::{json, reply};
+use crate::cluster::Handoff;
 use crate::daemon::queue::QueueError;
 use crate::daemon::Shared;
 use crate::events::{parse_distribution, parse_harbor, Action, Parsed};
@@ -36,6 +37,9 @@ async fn receive(
     body: &[u8],
     parse: fn(&[u8]) -> Result<Parsed, String>,
 ) -> Response {
+    if let Err(why) = s.accepting() {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     let app = s.app();
     if !app.config.registries.contains_key(&registry) || registry.contains("://") {
         return reply(StatusCode::NOT_FOUND, format!("no registry `{}` in the config", registry.chars().take(100).collect::<String>()));
@@ -81,7 +85,24 @@ async fn receive(
                 tag: ev.tag.as_ref().map(ToString::to_string).unwrap_or_default(),
                 action: action.to_owned(),
             };
-            if let Err(e) = s.queue.enqueue(key, &registry, None) {
+            let queued = match s.cluster() {
+                None => s.queue.enqueue(key, &registry, None, None),
+                Some(c) => {
+                    // One etcd key per (event, policy): a redelivery to any member finds it.
+                    let id = crate::model::Digest::of(format!("{registry}\0{}\0{}", ev.id, p.name).as_bytes());
+                    let h = Handoff {
+                        key,
+                        registry: registry.clone(),
+                        accepted_ms: now,
+                        origin: None,
+                        request: None,
+                        force_delete: false,
+                        verify: false,
+                    };
+                    c.hand_off(&h, &id.hex()[..32]).await.map(drop).map_err(QueueError::from)
+                }
+            };
+            if let Err(e) = queued {
                 return refuse(&s, &registry, &counts, e);
             }
         }

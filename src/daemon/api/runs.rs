@@ -10,6 +10,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{json, reply};
+use crate::cluster::Handoff;
+use crate::config::Policy;
 use crate::daemon::Shared;
 use crate::model::RepoName;
 use crate::model::Tag;
@@ -33,10 +35,16 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("expects {{\"policy\": NAME, \"repository\"?: R, \"tag\"?: T}}: {e}")),
     };
+    if let Err(why) = s.accepting() {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     let app = s.app();
     let Some(policy) = app.config.policies.iter().find(|p| p.name == req.policy) else {
         return reply(StatusCode::NOT_FOUND, format!("no policy named `{}`", req.policy.chars().take(100).collect::<String>()));
     };
+    if let Some(c) = s.cluster() {
+        return hand_off(&s, c, policy, &req).await;
+    }
     let Some(repo) = req.repository.as_deref() else {
         if req.tag.is_some() {
             return reply(StatusCode::BAD_REQUEST, "a tag needs its repository");
@@ -50,14 +58,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             }
         };
     };
-    let repo: RepoName = match repo.parse() {
-        Ok(r) => r,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e),
-    };
-    if !policy.repositories.covers(&repo) {
-        return reply(StatusCode::BAD_REQUEST, format!("policy `{}` does not replicate repository `{repo}`", policy.name));
-    }
-    let tag: Option<Tag> = match req.tag.as_deref().map(str::parse).transpose() {
+    let (repo, tag) = match target_of(policy, repo, req.tag.as_deref()) {
         Ok(t) => t,
         Err(e) => return reply(StatusCode::BAD_REQUEST, e),
     };
@@ -68,7 +69,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         tag: tag.map(String::from).unwrap_or_default(),
         action: "run".into(),
     };
-    let queued = s.queue.enqueue(key, &policy.source, Some(id)).map_err(|e| e.to_string());
+    let queued = s.queue.enqueue(key, &policy.source, Some(id), None).map_err(|e| e.to_string());
     match queued {
         Ok(()) => match s.state.commit().await {
             Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
@@ -77,6 +78,47 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => {
             s.runs.abandoned(&[id], &e);
             reply(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+    }
+}
+
+/// The repository and tag a run request names, checked against the policy.
+fn target_of(policy: &Policy, repo: &str, tag: Option<&str>) -> Result<(RepoName, Option<Tag>), String> {
+    let repo: RepoName = repo.parse()?;
+    if !policy.repositories.covers(&repo) {
+        return Err(format!("policy `{}` does not replicate repository `{repo}`", policy.name));
+    }
+    Ok((repo, tag.map(str::parse).transpose()?))
+}
+
+/// In a cluster: the request goes to the policy's owner through etcd (which may be this
+/// member); its result comes back the same way and `GET /v1/runs/{id}` here shows it.
+async fn hand_off(s: &Shared, c: &crate::cluster::Cluster, policy: &Policy, req: &RunRequest) -> Response {
+    let (repository, tag) = match (req.repository.as_deref(), req.tag.as_deref()) {
+        (None, Some(_)) => return reply(StatusCode::BAD_REQUEST, "a tag needs its repository"),
+        (None, None) => (String::new(), String::new()),
+        (Some(r), t) => match target_of(policy, r, t) {
+            Ok((r, t)) => (r.to_string(), t.map(String::from).unwrap_or_default()),
+            Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+        },
+    };
+    let id = s.runs.create(&policy.name, Some(repository.as_str()).filter(|r| !r.is_empty()), Some(tag.as_str()).filter(|t| !t.is_empty()));
+    let h = Handoff {
+        key: JournalKey { policy: policy.name.clone(), repository, tag, action: "run".into() },
+        registry: policy.source.clone(),
+        accepted_ms: crate::model::now_ms(),
+        origin: Some(c.member().to_owned()),
+        request: Some(id),
+        force_delete: req.force_delete,
+        verify: req.verify,
+    };
+    // Unique per member and process start: ids restart at 1 when a daemon restarts.
+    let key = format!("run-{}-{}-{id}", c.member(), s.started_ms);
+    match c.hand_off(&h, &key).await {
+        Ok(_) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+        Err(e) => {
+            s.runs.abandoned(&[id], &e.to_string());
+            reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     }
 }

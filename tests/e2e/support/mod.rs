@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod etcd;
 pub mod faults;
 pub mod hostile;
 pub mod images;

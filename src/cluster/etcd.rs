@@ -1,0 +1,116 @@
+//! The connection to etcd: options, a deadline on every request, and which failures are
+//! worth retrying (etcd away) and which are not (credentials or TLS refused).
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, TlsOptions};
+
+use crate::config::ClusterSettings;
+
+/// No single etcd request may take longer; a slower etcd is treated as away.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// CAs used for https:// etcd URLs when `cluster.ca_file` is not given.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// etcd cannot be reached or did not answer in time: retry.
+    #[error("etcd at {endpoints}: {reason}")]
+    Away { endpoints: String, reason: String },
+    /// etcd answered and refused us (credentials, permissions, TLS): retrying will not help.
+    #[error("etcd at {endpoints}: {reason}")]
+    Refused { endpoints: String, reason: String },
+}
+
+impl EtcdError {
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+
+    /// Sort an etcd-client error. Its text (with the causes under it) is what the operator
+    /// reads; it carries no secret: the password is only ever sent, never echoed.
+    pub fn from_client(endpoints: &str, e: &etcd_client::Error) -> Self {
+        let mut reason = match e {
+            etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+            other => other.to_string(),
+        };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !reason.contains(&text) {
+                reason.push_str(": ");
+                reason.push_str(&text);
+            }
+            source = s.source();
+        }
+        let lower = reason.to_ascii_lowercase();
+        let tls = ["certificate", "handshake", "unknownissuer", "tls"].iter().any(|w| lower.contains(w));
+        if tls {
+            reason.push_str(" (TLS: is cluster.ca_file the CA that signed etcd's certificate, and the URL's host in it?)");
+        }
+        let refused = tls
+            || match e {
+                etcd_client::Error::GRpcStatus(s) => {
+                    use tonic::Code;
+                    matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied)
+                        || (s.code() == Code::InvalidArgument && lower.contains("authentication"))
+                        || (s.code() == Code::FailedPrecondition && lower.contains("user"))
+                }
+                _ => false,
+            };
+        let endpoints = endpoints.to_owned();
+        if refused {
+            Self::Refused { endpoints, reason }
+        } else {
+            Self::Away { endpoints, reason }
+        }
+    }
+
+    pub fn timeout(endpoints: &str, what: &str) -> Self {
+        Self::Away { endpoints: endpoints.to_owned(), reason: format!("{what}: no answer within {}s", REQUEST_TIMEOUT.as_secs()) }
+    }
+}
+
+/// Connect (etcd-client authenticates at once when a user is given, so wrong credentials
+/// fail here). `keepalive`: how often HTTP/2 pings check the connection.
+pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
+    let endpoints = s.etcd.join(",");
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive((s.lease_ttl / 3).max(Duration::from_secs(1)), CONNECT_TIMEOUT)
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        opts = opts.with_user(user.clone(), password.expose().to_owned());
+    }
+    if s.etcd.iter().any(|u| u.starts_with("https:")) {
+        let pem = match &s.ca_pem {
+            Some(p) => p.clone(),
+            None => std::fs::read(SYSTEM_CAS).map_err(|e| EtcdError::Refused {
+                endpoints: endpoints.clone(),
+                reason: format!("https:// without cluster.ca_file, and the system CAs ({SYSTEM_CAS}) cannot be read: {e}"),
+            })?,
+        };
+        opts = opts.with_tls(TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT + CONNECT_TIMEOUT, Client::connect(&s.etcd, Some(opts))).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(EtcdError::from_client(&endpoints, &e)),
+        Err(_) => Err(EtcdError::timeout(&endpoints, "connect")),
+    }
+}
+
+/// Run one etcd request with the deadline every request gets.
+pub async fn call<T>(
+    endpoints: &str,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(EtcdError::from_client(endpoints, &e)),
+        Err(_) => Err(EtcdError::timeout(endpoints, what)),
+    }
+}

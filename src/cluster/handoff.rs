@@ -1,0 +1,94 @@
+//! Events and run requests passed from the member that accepted them to the member that owns
+//! their policy: a key per item under `events/POLICY/`, on no lease, so nothing accepted is
+//! lost when a member dies. The owner deletes it once the work is done; a new owner finds
+//! the keys still there when it takes the policy. Run results go back under `results/`.
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::etcd::EtcdError;
+use super::Inner;
+use crate::state::JournalKey;
+
+/// Largest record read back from etcd; anything bigger was not written by ferry.
+pub(super) const MAX_RECORD: usize = 64 << 10;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub key: JournalKey,
+    pub registry: String,
+    pub accepted_ms: u64,
+    /// A run asked for over the API of this member, under `request` there.
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub request: Option<u64>,
+    #[serde(default)]
+    pub force_delete: bool,
+    #[serde(default)]
+    pub verify: bool,
+}
+
+pub enum Incoming {
+    /// Waiting work of a policy this member holds.
+    Work { etcd_key: String, handoff: Handoff },
+    /// How a run asked for on this member went on the member that ran it.
+    Result { id: u64, view: serde_json::Value },
+}
+
+pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, EtcdError> {
+    let key = inner.key(&format!("events/{}/{id}", h.key.policy));
+    let value = serde_json::to_vec(h).expect("handoff serializes");
+    let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(key, value, None)]);
+    Ok(inner.call("hand an event to its policy's owner", inner.client().txn(txn)).await?.succeeded())
+}
+
+pub(super) async fn remove(inner: &Inner, keys: &[String]) {
+    // etcd takes at most 128 operations per transaction by default.
+    for chunk in keys.chunks(100) {
+        let txn = Txn::new().and_then(chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect::<Vec<_>>());
+        if let Err(e) = inner.call("remove done events", inner.client().txn(txn)).await {
+            warn!(error = %e, keys = chunk.len(), "could not remove finished events from etcd; their policy's next owner runs them again");
+        }
+    }
+}
+
+pub(super) async fn report(inner: &Inner, origin: &str, id: u64, view: &serde_json::Value) {
+    let key = inner.key(&format!("results/{origin}/{id}"));
+    // On our lease: a result nobody collects (its member is gone) goes away with us.
+    let opts = inner.lease_id().map(|l| PutOptions::new().with_lease(l));
+    let value = serde_json::to_vec(view).expect("run view serializes");
+    if let Err(e) = inner.call("report a run result", inner.client().put(key, value, opts)).await {
+        warn!(error = %e, origin, id, "could not report a run's result to the member that was asked for it");
+    }
+}
+
+/// A watched `events/` or `results/` key and its value, as work for this member (or nothing).
+pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) -> Option<Incoming> {
+    if value.len() > MAX_RECORD {
+        warn!(key = full_key, bytes = value.len(), "oversized record in etcd ignored");
+        return None;
+    }
+    if let Some(r) = rest.strip_prefix("events/") {
+        let policy = r.split('/').next()?;
+        if !inner.units.holds(policy) {
+            return None;
+        }
+        return match serde_json::from_slice::<Handoff>(value) {
+            Ok(h) if h.key.policy == policy => Some(Incoming::Work { etcd_key: full_key.to_owned(), handoff: h }),
+            Ok(_) | Err(_) => {
+                warn!(key = full_key, "unreadable event record in etcd ignored");
+                None
+            }
+        };
+    }
+    let r = rest.strip_prefix("results/")?;
+    let (member, id) = r.split_once('/')?;
+    if member != inner.name {
+        return None;
+    }
+    let id = id.parse().ok()?;
+    serde_json::from_slice(value).ok().map(|view| Incoming::Result { id, view })
+}

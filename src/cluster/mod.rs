@@ -1,0 +1,301 @@
+//! Cluster mode (`[cluster]`): several daemons share the policies through etcd.
+//!
+//! The unit of work is the policy: a run reads each source manifest and blob once for all of
+//! the policy's targets, so splitting a policy by target would read the source once per
+//! member. A member runs a policy only while it holds the policy's lock, a key bound to the
+//! member's lease, and asks etcd right before every tag write or delete that it still holds
+//! it (the fence): a registry cannot check a fencing token, so this is the closest check.
+//!
+//! Keys under the prefix: `members/NAME` (the member's record, on its lease), `locks/POLICY`
+//! (on the holder's lease), `events/POLICY/ID` (events and run requests waiting for the
+//! owner, on no lease: they outlive any member), `results/MEMBER/ID` (how a run asked for on
+//! MEMBER went, written by the owner).
+//!
+//! Owners: `etcd` the connection and its errors, `members` who is in and who owns what
+//! (rendezvous hashing), `units` the locks, claims and fences, `session` the lease, the watch
+//! and the reconcile loop, `handoff` the events and run requests passed between members.
+
+mod etcd;
+mod handoff;
+mod members;
+mod session;
+mod units;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::ClusterSettings;
+pub use etcd::EtcdError;
+pub use handoff::{Handoff, Incoming};
+pub use members::MemberRecord;
+pub use units::Claim;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("cluster member name `{name}` is in use by a live member (host {host}, pid {pid}); give each daemon its own cluster.member")]
+    DuplicateMember { name: String, host: String, pid: u32 },
+    #[error("stopped before joining the cluster")]
+    Stopped,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    ownership_changes: AtomicU64,
+    lease_lost: AtomicU64,
+    fence_ok: AtomicU64,
+    fence_refused: AtomicU64,
+    etcd_requests: AtomicU64,
+}
+
+impl Counters {
+    fn fence(&self, outcome: &str) {
+        let c = if outcome == "ok" { &self.fence_ok } else { &self.fence_refused };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// This member's lease as it knows it: the id, and until when etcd is sure to keep it (the
+/// time the last acknowledged keepalive was *sent*, plus the TTL etcd granted).
+#[derive(Clone, Copy)]
+struct Lease {
+    id: i64,
+    deadline: Instant,
+}
+
+pub(crate) struct Inner {
+    name: String,
+    prefix: String,
+    endpoints: String,
+    ttl: Duration,
+    client: etcd_client::Client,
+    record: Mutex<MemberRecord>,
+    lease: Mutex<Option<Lease>>,
+    /// A lease given up as lost, to revoke once etcd answers again.
+    stale_lease: Mutex<Option<i64>>,
+    /// Members and lock holders as the watch last saw them.
+    members: Mutex<BTreeMap<String, MemberRecord>>,
+    locks: Mutex<BTreeMap<String, String>>,
+    units: units::Units,
+    /// Bumped whenever ownership may have changed; the reconcile loop and the policy loops wait on it.
+    generation: watch::Sender<u64>,
+    inbox: mpsc::UnboundedSender<Incoming>,
+    counters: Counters,
+    /// How long a release waits for the runs of a policy it gives up.
+    handover_wait: Mutex<Duration>,
+}
+
+impl Inner {
+    fn client(&self) -> etcd_client::Client {
+        self.client.clone()
+    }
+
+    async fn call<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
+        self.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
+        etcd::call(&self.endpoints, what, f).await
+    }
+
+    /// The lease may still be relied on: its deadline is more than a safety margin away (a
+    /// tag write that starts now must end before another member could take the policy).
+    fn lease_alive(&self) -> bool {
+        let margin = (self.ttl / 5).min(Duration::from_secs(2));
+        self.lease.lock().expect("lock poisoned").is_some_and(|l| Instant::now() + margin < l.deadline)
+    }
+
+    fn lease_id(&self) -> Option<i64> {
+        self.lease_alive().then(|| self.lease.lock().expect("lock poisoned").map(|l| l.id)).flatten()
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+}
+
+/// A running cluster membership. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Cluster {
+    /// Join: connect, take the member name (waiting up to one lease TTL for the key of an
+    /// earlier run of this member to expire), then keep the lease, watch the cluster and
+    /// take this member's share of the policies in the background. While etcd cannot be
+    /// reached this keeps trying (saying so) until `stop`: a member cannot run anything
+    /// safely without it, and a supervisor restarting us would do no better. Credentials
+    /// or TLS that etcd refuses, and a name in use, end it.
+    ///
+    /// # Errors
+    /// See above.
+    pub async fn join(
+        settings: &ClusterSettings,
+        api: std::net::SocketAddr,
+        policies: BTreeMap<String, String>,
+        handover_wait: Duration,
+        inbox: mpsc::UnboundedSender<Incoming>,
+        stop: &CancellationToken,
+    ) -> Result<Cluster, ClusterError> {
+        let endpoints = settings.etcd.join(",");
+        let mut delay = Duration::from_secs(1);
+        let client = loop {
+            match etcd::connect(settings).await {
+                Ok(c) => break c,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => warn!(error = %e, retry_in = ?delay, "etcd unreachable: this member runs nothing until it joins the cluster"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Err(ClusterError::Stopped),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        let record = MemberRecord {
+            name: settings.member.clone(),
+            host: crate::model::hostname(),
+            pid: std::process::id(),
+            started_ms: crate::model::now_ms(),
+            api: api.to_string(),
+            policies,
+            lease: 0,
+        };
+        let inner = Arc::new(Inner {
+            name: settings.member.clone(),
+            prefix: settings.prefix.clone(),
+            endpoints,
+            ttl: settings.lease_ttl,
+            client,
+            record: Mutex::new(record),
+            lease: Mutex::new(None),
+            stale_lease: Mutex::new(None),
+            members: Mutex::default(),
+            locks: Mutex::default(),
+            units: units::Units::default(),
+            generation: watch::channel(0).0,
+            inbox,
+            counters: Counters::default(),
+            handover_wait: Mutex::new(handover_wait),
+        });
+        session::first_registration(&inner, stop).await?;
+        info!(member = %inner.name, etcd = %inner.endpoints, lease_ttl = ?inner.ttl, "joined the cluster");
+        let cluster = Cluster { inner, tasks: TaskTracker::new(), stop: stop.child_token() };
+        cluster.tasks.spawn(session::keep_lease(cluster.inner.clone(), cluster.stop.clone()));
+        cluster.tasks.spawn(session::watch(cluster.inner.clone(), cluster.stop.clone()));
+        cluster.tasks.spawn(session::reconcile(cluster.inner.clone(), cluster.stop.clone()));
+        Ok(cluster)
+    }
+
+    pub fn member(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// A claim on `policy` when this member holds it now; `None`: another member runs it
+    /// (or nobody can right now: etcd is away).
+    pub fn claim(&self, policy: &str, parent: &CancellationToken) -> Option<Claim> {
+        self.inner.claim(policy, parent)
+    }
+
+    pub fn holds(&self, policy: &str) -> bool {
+        self.inner.units.holds(policy) && self.inner.lease_alive()
+    }
+
+    /// Changes whenever what this member holds may have changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// A reloaded config: publish the new policy set (name → fingerprint) and rebalance.
+    /// `handover_wait`: how long giving a policy up waits for its runs (`daemon.stop_timeout`).
+    pub async fn reconfigure(&self, handover_wait: Duration, policies: BTreeMap<String, String>) {
+        *self.inner.handover_wait.lock().expect("lock poisoned") = handover_wait;
+        let rec = {
+            let mut r = self.inner.record.lock().expect("lock poisoned");
+            r.policies = policies;
+            r.clone()
+        };
+        if let Err(e) = session::publish(&self.inner, &rec).await {
+            warn!(error = %e, "could not publish the reloaded policy set; it is published when the lease is renewed");
+        }
+        self.inner.changed();
+    }
+
+    /// Hand `h` to the owner of its policy through etcd (idempotent per `id`). `Ok(false)`:
+    /// that id is already waiting (a redelivered event).
+    ///
+    /// # Errors
+    /// When etcd cannot take it: the caller refuses the event (503) so its sender retries.
+    pub async fn hand_off(&self, h: &Handoff, id: &str) -> Result<bool, EtcdError> {
+        handoff::put(&self.inner, h, id).await
+    }
+
+    /// The owner is done with these waiting keys.
+    pub async fn done(&self, keys: &[String]) {
+        handoff::remove(&self.inner, keys).await;
+    }
+
+    /// The owner reports how a run asked for on member `origin` went.
+    pub async fn report(&self, origin: &str, id: u64, view: &serde_json::Value) {
+        handoff::report(&self.inner, origin, id, view).await;
+    }
+
+    /// Leave at once (SIGTERM): revoking the lease deletes the member key and every lock in
+    /// one request, so the other members take the policies over without waiting for a TTL.
+    /// The daemon has already let its runs stop.
+    pub async fn leave(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        self.inner.units.lose_all("leaving the cluster");
+        let id = self.inner.lease.lock().expect("lock poisoned").take().map(|l| l.id);
+        if let Some(id) = id {
+            match self.inner.call("revoke the lease", self.inner.client().lease_revoke(id)).await {
+                Ok(_) => info!(member = %self.inner.name, "left the cluster; its policies move to the other members now"),
+                Err(e) => warn!(error = %e, "could not revoke the lease; the other members take over when it expires"),
+            }
+        }
+    }
+
+    /// The `cluster` part of `/status`: members, their last heartbeat, what each owns, and
+    /// policies the members do not agree on.
+    pub async fn status(&self) -> serde_json::Value {
+        session::status(&self.inner).await
+    }
+
+    /// Metric lines (Prometheus text).
+    pub fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let i = &self.inner;
+        let members = i.members.lock().expect("lock poisoned").len();
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let m = &i.name;
+        let _ = write!(
+            out,
+            "# HELP ferry_cluster_members Live members of the cluster, as this member sees them.\n# TYPE ferry_cluster_members gauge\nferry_cluster_members{{member=\"{m}\"}} {members}\n\
+             # HELP ferry_cluster_owned_units Policies this member holds.\n# TYPE ferry_cluster_owned_units gauge\nferry_cluster_owned_units{{member=\"{m}\"}} {}\n\
+             # HELP ferry_cluster_ownership_changes_total Policies taken or handed over by this member.\n# TYPE ferry_cluster_ownership_changes_total counter\nferry_cluster_ownership_changes_total{{member=\"{m}\"}} {}\n\
+             # HELP ferry_cluster_lease_lost_total Times this member's lease could not be kept alive.\n# TYPE ferry_cluster_lease_lost_total counter\nferry_cluster_lease_lost_total{{member=\"{m}\"}} {}\n\
+             # HELP ferry_cluster_fence_checks_total Checks before tag writes that this member still holds the policy.\n# TYPE ferry_cluster_fence_checks_total counter\nferry_cluster_fence_checks_total{{member=\"{m}\",outcome=\"ok\"}} {}\nferry_cluster_fence_checks_total{{member=\"{m}\",outcome=\"refused\"}} {}\n\
+             # HELP ferry_cluster_etcd_requests_total Requests this member sent to etcd (keepalives included).\n# TYPE ferry_cluster_etcd_requests_total counter\nferry_cluster_etcd_requests_total{{member=\"{m}\"}} {}\n",
+            i.units.names().len(),
+            c(&i.counters.ownership_changes),
+            c(&i.counters.lease_lost),
+            c(&i.counters.fence_ok),
+            c(&i.counters.fence_refused),
+            c(&i.counters.etcd_requests),
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! The member's session with etcd: the lease and its keepalive, the watch over the prefix,
+//! and the reconcile loop that takes and gives up policies as membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::etcd::{EtcdError, REQUEST_TIMEOUT};
+use super::handoff::{incoming, MAX_RECORD};
+use super::members::{mismatches, owner, MemberRecord};
+use super::{ClusterError, Inner, Lease};
+
+enum Register {
+    Etcd(EtcdError),
+    /// The member key is held under another lease: by another process, or by an earlier
+    /// run of this member whose lease has not expired yet.
+    Taken(Option<MemberRecord>),
+}
+
+impl From<EtcdError> for Register {
+    fn from(e: EtcdError) -> Self {
+        Register::Etcd(e)
+    }
+}
+
+fn ttl_secs(inner: &Inner) -> i64 {
+    inner.ttl.as_secs().max(1) as i64
+}
+
+/// Grant a lease and create the member key on it, if nobody has that name.
+async fn register(inner: &Inner) -> Result<(), Register> {
+    let sent = Instant::now();
+    let grant = inner.call("grant a lease", inner.client().lease_grant(ttl_secs(inner), None)).await?;
+    let id = grant.id();
+    let mut rec = inner.record.lock().expect("lock poisoned").clone();
+    rec.lease = id;
+    let key = inner.key(&format!("members/{}", inner.name));
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), serde_json::to_vec(&rec).expect("record serializes"), Some(PutOptions::new().with_lease(id)))])
+        .or_else([TxnOp::get(key, None)]);
+    let resp = inner.call("register this member", inner.client().txn(txn)).await?;
+    if !resp.succeeded() {
+        let _ = inner.call("revoke an unused lease", inner.client().lease_revoke(id)).await;
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+            _ => None,
+        });
+        return Err(Register::Taken(holder));
+    }
+    *inner.record.lock().expect("lock poisoned") = rec.clone();
+    *inner.lease.lock().expect("lock poisoned") = Some(Lease { id, deadline: sent + Duration::from_secs(grant.ttl().max(1) as u64) });
+    inner.members.lock().expect("lock poisoned").insert(inner.name.clone(), rec);
+    inner.changed();
+    Ok(())
+}
+
+/// The first registration, at start: etcd away → keep trying; refused → error; name taken →
+/// wait one TTL (an earlier run of this member that was killed leaves its key until its lease
+/// expires), then refuse to start.
+pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) -> Result<(), ClusterError> {
+    let mut taken_since: Option<Instant> = None;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match register(inner).await {
+            Ok(()) => return Ok(()),
+            Err(Register::Etcd(e)) if e.is_fatal() => return Err(e.into()),
+            Err(Register::Etcd(e)) => {
+                warn!(error = %e, retry_in = ?delay, "etcd unreachable: this member runs nothing until it joins the cluster");
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(Register::Taken(holder)) => {
+                let (host, pid) = holder.map_or_else(|| ("?".to_owned(), 0), |h| (h.host, h.pid));
+                let since = *taken_since.get_or_insert_with(|| {
+                    warn!(member = %inner.name, host, pid, wait = ?inner.ttl, "member name held in etcd; waiting one lease TTL in case it is an earlier run of this member");
+                    Instant::now()
+                });
+                if since.elapsed() > inner.ttl + Duration::from_secs(2) {
+                    return Err(ClusterError::DuplicateMember { name: inner.name.clone(), host, pid });
+                }
+                delay = Duration::from_secs(1);
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Err(ClusterError::Stopped),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Rewrite the member record (a reload changed the policy set).
+pub(super) async fn publish(inner: &Inner, rec: &MemberRecord) -> Result<(), EtcdError> {
+    let Some(id) = inner.lease_id() else { return Ok(()) };
+    let mut rec = rec.clone();
+    rec.lease = id;
+    let key = inner.key(&format!("members/{}", inner.name));
+    inner
+        .call(
+            "publish this member",
+            inner.client().put(key, serde_json::to_vec(&rec).expect("record serializes"), Some(PutOptions::new().with_lease(id))),
+        )
+        .await?;
+    Ok(())
+}
+
+fn lost(inner: &Inner, why: &str) {
+    let Some(old) = inner.lease.lock().expect("lock poisoned").take() else { return };
+    // A restarted etcd restores leases with a fresh TTL: revoke this one when etcd is back,
+    // or the member key on it blocks rejoining for a whole TTL.
+    *inner.stale_lease.lock().expect("lock poisoned") = Some(old.id);
+    let n = inner.units.lose_all(why);
+    inner.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+    error!(member = %inner.name, policies = n, reason = why, "cluster lease lost: this member starts nothing until it has rejoined");
+    inner.changed();
+}
+
+/// Keep the lease alive (a keepalive every TTL/3); when it cannot be, give everything up and
+/// register again once etcd is back.
+pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
+    let every = (inner.ttl / 3).max(Duration::from_millis(500));
+    let mut said_away = false;
+    loop {
+        let lease = *inner.lease.lock().expect("lock poisoned");
+        let Some(lease) = lease else {
+            let stale = *inner.stale_lease.lock().expect("lock poisoned");
+            if let Some(id) = stale {
+                match inner.call("revoke the lost lease", inner.client().lease_revoke(id)).await {
+                    Err(EtcdError::Away { reason, .. }) if !reason.contains("not found") => {}
+                    _ => drop(inner.stale_lease.lock().expect("lock poisoned").take()),
+                }
+            }
+            match register(&inner).await {
+                Ok(()) => {
+                    info!(member = %inner.name, "rejoined the cluster");
+                    said_away = false;
+                    continue;
+                }
+                Err(Register::Etcd(e)) if !said_away => {
+                    warn!(error = %e, "etcd still away; retrying every second");
+                    said_away = true;
+                }
+                Err(Register::Taken(_)) if !said_away => {
+                    warn!(member = %inner.name, "the member key of the lost lease is still in etcd; retrying until it expires");
+                    said_away = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
+            continue;
+        };
+        match inner.call("open the lease keepalive", inner.client().lease_keep_alive(lease.id)).await {
+            Err(e) => {
+                if !inner.lease_alive() {
+                    lost(&inner, &e.to_string());
+                } else {
+                    debug!(error = %e, "lease keepalive failed; retrying");
+                }
+            }
+            Ok((mut keeper, mut stream)) => loop {
+                let sent = Instant::now();
+                let answer = tokio::time::timeout(REQUEST_TIMEOUT.min(every * 2), async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                })
+                .await;
+                inner.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
+                match answer {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        if let Some(l) = inner.lease.lock().expect("lock poisoned").as_mut().filter(|l| l.id == lease.id) {
+                            l.deadline = sent + Duration::from_secs(r.ttl() as u64);
+                        }
+                    }
+                    Ok(Ok(Some(_))) => {
+                        lost(&inner, "etcd says the lease expired");
+                        break;
+                    }
+                    _ => {
+                        if !inner.lease_alive() {
+                            lost(&inner, "no keepalive answered before the lease ran out");
+                        }
+                        break;
+                    }
+                }
+                tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(every) => {} }
+            },
+        }
+        tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(500)) => {} }
+    }
+}
+
+/// What a key under the prefix changes in the member's picture. True: membership or locks
+/// changed (ownership may have).
+fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
+    let Ok(key) = kv.key_str() else { return false };
+    let Some(rest) = key.strip_prefix(&inner.prefix) else { return false };
+    if let Some(name) = rest.strip_prefix("members/") {
+        let mut m = inner.members.lock().expect("lock poisoned");
+        if deleted {
+            return m.remove(name).is_some();
+        }
+        match serde_json::from_slice::<MemberRecord>(kv.value()).ok().filter(|r| r.name == name && kv.value().len() <= MAX_RECORD) {
+            Some(rec) => return m.insert(name.to_owned(), rec.clone()).as_ref() != Some(&rec),
+            None => {
+                warn!(key, "unreadable member record in etcd ignored");
+                return false;
+            }
+        }
+    }
+    if let Some(unit) = rest.strip_prefix("locks/") {
+        let mut l = inner.locks.lock().expect("lock poisoned");
+        if deleted {
+            return l.remove(unit).is_some();
+        }
+        l.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
+        return true;
+    }
+    if !deleted {
+        if let Some(work) = incoming(inner, rest, key, kv.value()) {
+            let _ = inner.inbox.send(work);
+        }
+    }
+    false
+}
+
+/// Watch everything under the prefix: a snapshot, then changes from the revision after it.
+/// A broken watch (etcd restarted, history compacted) starts over with a new snapshot.
+pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut said_away = false;
+    loop {
+        let snap = inner.call("read the cluster", inner.client().get(inner.prefix.clone(), Some(GetOptions::new().with_prefix()))).await;
+        match snap {
+            Err(e) => {
+                if !said_away {
+                    warn!(error = %e, "cannot watch the cluster; retrying every second");
+                    said_away = true;
+                }
+            }
+            Ok(r) => {
+                said_away = false;
+                let rev = r.header().map_or(0, |h| h.revision());
+                inner.members.lock().expect("lock poisoned").clear();
+                inner.locks.lock().expect("lock poisoned").clear();
+                for kv in r.kvs() {
+                    apply(&inner, kv, false);
+                }
+                inner.changed();
+                let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+                match inner.call("watch the cluster", inner.client().watch(inner.prefix.clone(), Some(opts))).await {
+                    Err(e) => warn!(error = %e, "cannot watch the cluster; retrying"),
+                    Ok(mut stream) => loop {
+                        let msg = tokio::select! {
+                            () = stop.cancelled() => return,
+                            m = stream.message() => m,
+                        };
+                        match msg {
+                            Ok(Some(w)) if !w.canceled() => {
+                                let mut changed = false;
+                                for ev in w.events() {
+                                    if let Some(kv) = ev.kv() {
+                                        changed |= apply(&inner, kv, ev.event_type() == EventType::Delete);
+                                    }
+                                }
+                                if changed {
+                                    inner.changed();
+                                }
+                            }
+                            Ok(Some(_)) | Ok(None) => break,
+                            Err(e) => {
+                                debug!(error = %e, "cluster watch broke; starting over");
+                                break;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
+    }
+}
+
+/// The policies this member should hold now, by rendezvous hashing over the live members.
+fn desired(inner: &Inner) -> BTreeSet<String> {
+    if !inner.lease_alive() {
+        return BTreeSet::new();
+    }
+    let mut members = inner.members.lock().expect("lock poisoned").clone();
+    let me = inner.record.lock().expect("lock poisoned").clone();
+    members.insert(me.name.clone(), me.clone());
+    me.policies.keys().filter(|p| owner(p, &members) == Some(inner.name.as_str())).cloned().collect()
+}
+
+/// Take the policies this member should own and give up the others, whenever membership,
+/// locks or the lease change (and every few seconds, to retry what failed).
+pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut changes = inner.generation.subscribe();
+    loop {
+        let want = desired(&inner);
+        let held: BTreeSet<String> = inner.units.names().into_iter().collect();
+        for unit in held.difference(&want) {
+            let (inner, unit) = (inner.clone(), unit.clone());
+            let wait = *inner.handover_wait.lock().expect("lock poisoned");
+            if let Some(h) = inner.units.start_release(&unit) {
+                tokio::spawn(async move { inner.release(&unit, h, wait).await });
+            }
+        }
+        for unit in want.difference(&held) {
+            let busy =
+                inner.units.releasing(unit) || inner.locks.lock().expect("lock poisoned").get(unit).is_some_and(|h| h != &inner.name);
+            if busy || stop.is_cancelled() {
+                continue; // its holder is finishing; the watch sees the lock go
+            }
+            match inner.acquire(unit).await {
+                Ok(true) => deliver_waiting(&inner, unit).await,
+                Ok(false) => {}
+                Err(e) => warn!(policy = %unit, error = %e, "could not take a policy lock; retrying"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// A policy just taken: the events and run requests waiting for it.
+async fn deliver_waiting(inner: &Inner, unit: &str) {
+    let prefix = inner.key(&format!("events/{unit}/"));
+    match inner.call("read waiting events", inner.client().get(prefix, Some(GetOptions::new().with_prefix()))).await {
+        Ok(r) => {
+            for kv in r.kvs() {
+                apply(inner, kv, false);
+            }
+        }
+        Err(e) => warn!(policy = unit, error = %e, "cannot read the events waiting for this policy; they run when it is read again"),
+    }
+}
+
+/// The `cluster` part of `/status`.
+pub(super) async fn status(inner: &Inner) -> serde_json::Value {
+    let members = inner.members.lock().expect("lock poisoned").clone();
+    let locks = inner.locks.lock().expect("lock poisoned").clone();
+    let ages = join_all(members.values().map(|m| async move {
+        let ttl = tokio::time::timeout(Duration::from_secs(1), inner.client().lease_time_to_live(m.lease, None)).await;
+        match ttl {
+            // Seconds since the last keepalive etcd saw (TTL granted minus TTL left).
+            Ok(Ok(r)) if r.ttl() >= 0 => Some((r.granted_ttl() - r.ttl()).max(0)),
+            _ => None,
+        }
+    }))
+    .await;
+    let mut holds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (unit, holder) in &locks {
+        holds.entry(holder.as_str()).or_default().push(unit);
+    }
+    let list: Vec<serde_json::Value> = members
+        .values()
+        .zip(ages)
+        .map(|(m, age)| {
+            let owns: Vec<&String> = m.policies.keys().filter(|p| owner(p, &members) == Some(m.name.as_str())).collect();
+            serde_json::json!({
+                "name": m.name, "host": m.host, "pid": m.pid, "api": m.api, "started_ms": m.started_ms,
+                "heartbeat_age_seconds": age, "policies": m.policies.len(), "owns": owns,
+                "holds": holds.get(m.name.as_str()).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "member": inner.name,
+        "etcd": inner.endpoints,
+        "lease_ttl_seconds": inner.ttl.as_secs(),
+        "joined": inner.lease_alive(),
+        "holds": inner.units.names(),
+        "members": list,
+        "mismatches": mismatches(&members),
+    })
+}
