@@ -194,6 +194,15 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// A member record as etcd holds it, if it is one ferry wrote for that name.
+fn member_record(name: &str, value: &[u8]) -> Option<MemberRecord> {
+    let rec = (value.len() <= MAX_RECORD).then(|| serde_json::from_slice::<MemberRecord>(value).ok()).flatten().filter(|r| r.name == name);
+    if rec.is_none() {
+        warn!(member = name, "unreadable member record in etcd ignored");
+    }
+    rec
+}
+
 /// What a key under the prefix changes in the member's picture. True: membership or locks
 /// changed (ownership may have).
 fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
@@ -204,13 +213,10 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
         if deleted {
             return m.remove(name).is_some();
         }
-        match serde_json::from_slice::<MemberRecord>(kv.value()).ok().filter(|r| r.name == name && kv.value().len() <= MAX_RECORD) {
-            Some(rec) => return m.insert(name.to_owned(), rec.clone()).as_ref() != Some(&rec),
-            None => {
-                warn!(key, "unreadable member record in etcd ignored");
-                return false;
-            }
-        }
+        return match member_record(name, kv.value()) {
+            Some(rec) => m.insert(name.to_owned(), rec.clone()).as_ref() != Some(&rec),
+            None => false,
+        };
     }
     if let Some(unit) = rest.strip_prefix("locks/") {
         let mut l = inner.locks.lock().expect("lock poisoned");
@@ -226,6 +232,27 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
         }
     }
     false
+}
+
+/// Replace the picture of members and locks at once (never a moment with none of them,
+/// which would make this member want every policy), then deliver waiting work.
+fn snapshot(inner: &Inner, kvs: &[KeyValue]) {
+    let (mut members, mut locks) = (BTreeMap::new(), BTreeMap::new());
+    for kv in kvs {
+        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.prefix)) else { continue };
+        if let Some(name) = rest.strip_prefix("members/") {
+            if let Some(rec) = member_record(name, kv.value()) {
+                members.insert(name.to_owned(), rec);
+            }
+        } else if let Some(unit) = rest.strip_prefix("locks/") {
+            locks.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
+        } else {
+            apply(inner, kv, false);
+        }
+    }
+    *inner.members.lock().expect("lock poisoned") = members;
+    *inner.locks.lock().expect("lock poisoned") = locks;
+    inner.changed();
 }
 
 /// Watch everything under the prefix: a snapshot, then changes from the revision after it.
@@ -244,12 +271,7 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
             Ok(r) => {
                 said_away = false;
                 let rev = r.header().map_or(0, |h| h.revision());
-                inner.members.lock().expect("lock poisoned").clear();
-                inner.locks.lock().expect("lock poisoned").clear();
-                for kv in r.kvs() {
-                    apply(&inner, kv, false);
-                }
-                inner.changed();
+                snapshot(&inner, r.kvs());
                 let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
                 match inner.call("watch the cluster", inner.client().watch(inner.prefix.clone(), Some(opts))).await {
                     Err(e) => warn!(error = %e, "cannot watch the cluster; retrying"),

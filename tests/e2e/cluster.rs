@@ -56,6 +56,19 @@ fn tag_writes(r: &TestRegistry) -> std::collections::BTreeMap<String, usize> {
     out
 }
 
+/// Within `secs`, the target has every `(repository, tag)`.
+async fn arrive(secs: u64, dst: &Reader, tags: &[(String, &str)]) -> bool {
+    wait_for(secs, || async {
+        for (repo, tag) in tags {
+            if dst.manifest(repo, tag).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 /// `GET /v1/runs/{id}` (it needs the API token).
 async fn run_view(port: u16, id: u64) -> String {
     let c = crate::support::http_client().build().unwrap();
@@ -126,17 +139,8 @@ async fn three_members_share_nine_policies_write_each_tag_once_and_fail_over() {
         }
     }
     let d = Reader::new(&dst.url);
-    let arrived = wait_for(30, || async {
-        for i in 0..9 {
-            for tag in ["v1", "v2"] {
-                if d.manifest(&format!("r{i}"), tag).await.is_none() {
-                    return false;
-                }
-            }
-        }
-        true
-    })
-    .await;
+    let all: Vec<(String, &str)> = (0..9).flat_map(|i| [(format!("r{i}"), "v1"), (format!("r{i}"), "v2")]).collect();
+    let arrived = arrive(30, &d, &all).await;
     let log_files: Vec<std::path::PathBuf> = daemons.iter().flatten().map(|d| d.log.clone()).collect();
     let logs = || log_files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect::<Vec<_>>().join("\n----\n");
     assert!(arrived, "not every tag arrived:\n{}", logs());
@@ -182,15 +186,8 @@ async fn three_members_share_nine_policies_write_each_tag_once_and_fail_over() {
         push.image(&format!("r{i}"), "v3", &small(500 + i as u64)).await;
     }
     let survivor = names.iter().position(|n| *n == "c").unwrap();
-    let moved = wait_for(6 + 10, || async {
-        for p in &lost {
-            if d.manifest(&format!("r{}", &p[1..]), "v3").await.is_none() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let v3: Vec<(String, &str)> = lost.iter().map(|p| (format!("r{}", &p[1..]), "v3")).collect();
+    let moved = arrive(6 + 10, &d, &v3).await;
     assert!(moved, "{lost:?} not taken over within lease_ttl + 10 s:\n{}", logs());
     println!("failover: kill -9 → new tags of {} policies on the target in {:?}", lost.len(), killed.elapsed());
     assert!(wait_for(5, || all_held(ports[survivor], 2, 9)).await, "{:?}", holders(ports[survivor]).await);
@@ -245,15 +242,7 @@ async fn an_etcd_outage_longer_than_the_lease_is_survived_and_work_resumes() {
         push.image(&format!("r{i}"), "after", &small(900 + i as u64)).await;
     }
     let d = Reader::new(&dst.url);
-    let resumed = wait_for(20, || async {
-        for i in 0..4 {
-            if d.manifest(&format!("r{i}"), "after").await.is_none() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let resumed = arrive(20, &d, &(0..4).map(|i| (format!("r{i}"), "after")).collect::<Vec<_>>()).await;
     assert!(resumed, "work did not resume after etcd came back:\n{}\n----\n{}", daemons[0].log(), daemons[1].log());
     assert!(wait_for(10, || all_held(ports[0], 2, 4)).await, "{:?}", holders(ports[0]).await);
     assert!(daemons[0].log().contains("rejoined the cluster"), "{}", daemons[0].log());
@@ -358,15 +347,7 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     let (da, db) = (Daemon::start(&a, pa, "daemon.log"), Daemon::start(&b, pb, "daemon.log"));
     assert!(da.ready().await && db.ready().await);
     let d = Reader::new(&dst.url);
-    let all = wait_for(20, || async {
-        for i in 0..3 {
-            if d.manifest(&format!("r{i}"), "v1").await.is_none() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let all = arrive(20, &d, &(0..3).map(|i| (format!("r{i}"), "v1")).collect::<Vec<_>>()).await;
     assert!(all, "{}\n----\n{}", da.log(), db.log());
     assert!(wait_for(10, || all_held(pa, 2, 3)).await, "{:?}", holders(pa).await);
     let h = holders(pa).await;
