@@ -128,6 +128,9 @@ fn print_cluster(c: &Value) {
             holds.join(", ")
         );
     }
+    if let Some(n) = c["events_waiting"].as_u64().filter(|n| *n > 0) {
+        println!("  {n} events or run requests waiting in etcd for their policy's owner");
+    }
     for m in c["mismatches"].as_array().into_iter().flatten() {
         let list = |k: &str| m[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
         if m["differs"] == true {

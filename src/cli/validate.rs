@@ -19,6 +19,15 @@ pub fn run(config: &Path) -> ExitCode {
             "daemon API: POST endpoints (webhooks, runs on request) are off; set daemon.api_token_env or daemon.api_token_file to enable them"
         );
     }
+    if let Some(c) = &cfg.cluster {
+        println!(
+            "cluster: member `{}`, etcd {}, lease_ttl {}s, keys under {}",
+            c.member,
+            c.etcd.join(", "),
+            c.lease_ttl.as_secs(),
+            c.prefix
+        );
+    }
     println!("{}: ok, {} registries, {} policies", config.display(), cfg.registries.len(), cfg.policies.len());
     ExitCode::SUCCESS
 }

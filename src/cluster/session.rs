@@ -377,6 +377,15 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
         }
     }))
     .await;
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(1),
+        inner.client().get(inner.key("events/"), Some(GetOptions::new().with_prefix().with_count_only())),
+    )
+    .await;
+    let waiting = match waiting {
+        Ok(Ok(r)) => Some(r.count()),
+        _ => None,
+    };
     let mut holds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (unit, holder) in &locks {
         holds.entry(holder.as_str()).or_default().push(unit);
@@ -401,5 +410,7 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
         "holds": inner.units.names(),
         "members": list,
         "mismatches": mismatches(&members),
+        // Events and run requests accepted by any member, not yet done by their owner.
+        "events_waiting": waiting,
     })
 }

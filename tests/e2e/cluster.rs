@@ -144,6 +144,8 @@ async fn three_members_share_nine_policies_write_each_tag_once_and_fail_over() {
     let log_files: Vec<std::path::PathBuf> = daemons.iter().flatten().map(|d| d.log.clone()).collect();
     let logs = || log_files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect::<Vec<_>>().join("\n----\n");
     assert!(arrived, "not every tag arrived:\n{}", logs());
+    // Every event handed over through etcd was done and its key deleted.
+    assert!(wait_for(10, || async { status(ports[0]).await["cluster"]["events_waiting"] == 0 }).await, "{}", status(ports[0]).await);
     let writes = tag_writes(&dst);
     assert_eq!(writes.len(), 18, "{writes:?}");
     assert!(writes.values().all(|n| *n == 1), "a tag written more than once: {writes:?}");
@@ -341,8 +343,9 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     // a: p0, p1; b: p1 (written differently), p2. p0 can only run on a, p2 only on b.
     let (pa, pb) = (free_port(), free_port());
     let (p1a, mut p1b) = (policy(1, false), policy(1, false));
+    let p1a_copy = p1a.clone();
     p1b.1.push_str("jitter = \"1s\"\n");
-    let a = member("a", &etcd.url, "3s", &src.url, &dst.url, pa, &[policy(0, false), p1a]);
+    let a = member("a", &etcd.url, "3s", &src.url, &dst.url, pa, &[policy(0, false), p1a_copy]);
     let b = member("b", &etcd.url, "3s", &src.url, &dst.url, pb, &[p1b, policy(2, false)]);
     let (da, db) = (Daemon::start(&a, pa, "daemon.log"), Daemon::start(&b, pb, "daemon.log"));
     assert!(da.ready().await && db.ready().await);
@@ -360,6 +363,9 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     assert_eq!(find("p2")["missing_on"], serde_json::json!(["a"]));
     assert_eq!(find("p1")["differs"], true);
     assert!(da.log().contains("p0") && !db.log().contains("policy taken: this member runs it now policy=\"p0\""));
+    let (_, page) = daemon_get(pa, "/").await.unwrap();
+    assert!(page.contains("id=cluster") && page.contains("data-member=\"a\"") && page.contains("data-member=\"b\""), "{page}");
+    assert!(page.contains("Policy p1: defined differently"), "{page}");
     // Beside a running member, `ferry status` shows the cluster and `ferry sync` goes through it.
     let out = a.run(&["status"]);
     assert_eq!(out.code, 0, "{}", out.all());
@@ -373,6 +379,19 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     let out = a.run(&["sync", "--policy", "p1"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(d.manifest("r1", "v2").await.is_some(), "{}", out.all());
+    // The rest of the rollout reaches b (SIGHUP): it publishes its new policy set and only
+    // p2 is left unlike (a still lacks it).
+    std::fs::write(b.path().join("policies").join(&p1a.0), &p1a.1).unwrap();
+    let p0 = policy(0, false);
+    std::fs::write(b.path().join("policies").join(&p0.0), &p0.1).unwrap();
+    signal(&db.child, "HUP");
+    let converged = wait_for(10, || async {
+        let v = status(pa).await;
+        v["cluster"]["mismatches"].as_array().is_some_and(|m| m.len() == 1 && m[0]["policy"] == "p2")
+    })
+    .await;
+    assert!(converged, "{}\n{}", status(pa).await, db.log());
+    assert!(wait_for(10, || all_held(pa, 2, 3)).await, "{:?}", holders(pa).await);
     assert_eq!(da.stop().0, 0);
     assert_eq!(db.stop().0, 0);
 }

@@ -245,3 +245,33 @@ fn completions_load_in_bash_and_the_man_page_covers_every_command() {
     }
     f.run(&["completions", "tcsh"]).assert_code(2);
 }
+
+#[test]
+fn cluster_settings_are_checked_field_by_field() {
+    let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
+    let path = f.config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let good = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nmember = \"edge-a\"\nlease_ttl = \"5s\"\n";
+    std::fs::write(&path, format!("{text}\n{good}")).unwrap();
+    let run = f.run(&["validate"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("cluster: member `edge-a`, etcd http://127.0.0.1:2379, lease_ttl 5s, keys under /ferry/"),
+        "{}",
+        run.stdout
+    );
+    let bad = "[cluster]\netcd = [\"127.0.0.1:2379\"]\nmember = \"two words\"\nlease_ttl = \"1s\"\nusername = \"ferry\"\n";
+    std::fs::write(&path, format!("{text}\n{bad}")).unwrap();
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    let line = |n: usize| text.lines().count() + 1 + n;
+    for (l, want) in [
+        (2, "cluster.etcd: `127.0.0.1:2379` is not an etcd client URL"),
+        (3, "cluster.member: 1 to 64 characters"),
+        (4, "cluster.lease_ttl: must be between 2s and 5m"),
+        (5, "cluster.username: needs password_env or password_file"),
+    ] {
+        let at = format!("ferry.toml:{}:", line(l));
+        assert!(run.stderr.lines().any(|e| e.contains(&at) && e.contains(want)), "`{at}` `{want}` in:\n{}", run.stderr);
+    }
+}

@@ -149,8 +149,50 @@ pub fn render(doc: &Value) -> String {
         });
         let _ = write!(h, "<tr><td>{}</td><td>{} / {}</td><td>{}</td></tr>", esc(name), c["limit"], c["max"], esc(&rate));
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>");
+    cluster(&mut h, &doc["cluster"]);
+    h.push_str("</body></html>\n");
     h
+}
+
+/// Members, heartbeats and holdings; policies the members do not agree on.
+fn cluster(h: &mut String, c: &Value) {
+    if c.is_null() {
+        return;
+    }
+    if c["joined"] != true {
+        h.push_str("<h2>Cluster</h2><p class=failed>This member has not joined the cluster (etcd unreachable?).</p>");
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>Cluster</h2><p class=muted>This member: {}; etcd {}</p><table id=cluster><tr><th>Member</th><th>Host / pid</th><th>Last heartbeat</th><th>Holds</th></tr>",
+        esc(c["member"].as_str().unwrap_or("")),
+        esc(c["etcd"].as_str().unwrap_or(""))
+    );
+    for m in c["members"].as_array().into_iter().flatten() {
+        let beat = m["heartbeat_age_seconds"].as_i64().map_or("?".to_owned(), |s| format!("{s} s ago"));
+        let _ = write!(
+            h,
+            "<tr data-member=\"{0}\"><td>{0}</td><td>{1} / {2}</td><td>{beat}</td><td>{3}</td></tr>",
+            esc(m["name"].as_str().unwrap_or("")),
+            esc(m["host"].as_str().unwrap_or("")),
+            m["pid"],
+            list(m["holds"].as_array(), 50)
+        );
+    }
+    h.push_str("</table>");
+    for m in c["mismatches"].as_array().into_iter().flatten() {
+        let names = |k: &str| m[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
+        let how = if m["differs"] == true { "defined differently" } else { "not defined everywhere" };
+        let _ = write!(
+            h,
+            "<p class=held>Policy {}: {how} (defined on {}; missing on {}).</p>",
+            esc(m["policy"].as_str().unwrap_or("")),
+            esc(&names("defined_on")),
+            esc(&names("missing_on"))
+        );
+    }
 }
 
 #[cfg(test)]
