@@ -3,7 +3,10 @@
 //! lost when a member dies. The owner deletes it once the work is done; a new owner finds
 //! the keys still there when it takes the policy. Run results go back under `results/`.
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -38,11 +41,42 @@ pub enum Incoming {
     Result { id: u64, view: serde_json::Value },
 }
 
-pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, EtcdError> {
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("{0} events and run requests are waiting in etcd (daemon.max_pending_events); try again later")]
+    Full(i64),
+}
+
+/// How long a count of the waiting keys is trusted: a burst of webhooks costs one count a second.
+const COUNT_FOR: Duration = Duration::from_secs(1);
+
+/// Waiting keys in etcd, counted at most once a second.
+async fn waiting(inner: &Inner) -> Result<i64, EtcdError> {
+    let cached = *inner.waiting.lock().expect("lock poisoned");
+    if let Some((_, n)) = cached.filter(|(at, _)| at.elapsed() < COUNT_FOR) {
+        return Ok(n);
+    }
+    let opts = GetOptions::new().with_prefix().with_count_only();
+    let n = inner.call("count waiting events", inner.client().get(inner.key("events/"), Some(opts))).await?.count();
+    *inner.waiting.lock().expect("lock poisoned") = Some((Instant::now(), n));
+    Ok(n)
+}
+
+pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, HandoffError> {
+    let n = waiting(inner).await?;
+    if n >= inner.max_waiting.load(Ordering::Relaxed) as i64 {
+        return Err(HandoffError::Full(n));
+    }
     let key = inner.key(&format!("events/{}/{id}", h.key.policy));
     let value = serde_json::to_vec(h).expect("handoff serializes");
     let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(key, value, None)]);
-    Ok(inner.call("hand an event to its policy's owner", inner.client().txn(txn)).await?.succeeded())
+    let added = inner.call("hand an event to its policy's owner", inner.client().txn(txn)).await?.succeeded();
+    if let Some((_, n)) = inner.waiting.lock().expect("lock poisoned").as_mut() {
+        *n += i64::from(added);
+    }
+    Ok(added)
 }
 
 pub(super) async fn remove(inner: &Inner, keys: &[String]) {

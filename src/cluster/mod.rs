@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::config::ClusterSettings;
 pub use etcd::EtcdError;
-pub use handoff::{Handoff, Incoming};
+pub use handoff::{Handoff, HandoffError, Incoming};
 pub use members::MemberRecord;
 pub use units::Claim;
 
@@ -92,6 +92,12 @@ pub(crate) struct Inner {
     counters: Counters,
     /// How long a release waits for the runs of a policy it gives up.
     handover_wait: Mutex<Duration>,
+    /// Handed-over work could not be queued here: read the waiting keys again.
+    rescan: std::sync::atomic::AtomicBool,
+    /// Most events and run requests waiting in etcd before new ones are refused
+    /// (`daemon.max_pending_events`, cluster-wide), and the last count (when, how many).
+    max_waiting: std::sync::atomic::AtomicUsize,
+    waiting: Mutex<Option<(Instant, i64)>>,
 }
 
 impl Inner {
@@ -124,6 +130,19 @@ impl Inner {
     }
 }
 
+/// What this member brings from its own config (a reload changes all but `api`).
+pub struct Local {
+    /// The daemon's API address, shown to the other members.
+    pub api: std::net::SocketAddr,
+    /// Each policy it defines: name → fingerprint.
+    pub policies: BTreeMap<String, String>,
+    /// How long giving a policy up waits for its runs (`daemon.stop_timeout`).
+    pub handover_wait: Duration,
+    /// Events and run requests waiting in etcd, cluster-wide, before new ones are refused
+    /// (`daemon.max_pending_events`).
+    pub max_waiting: usize,
+}
+
 /// A running cluster membership. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -144,12 +163,11 @@ impl Cluster {
     /// See above.
     pub async fn join(
         settings: &ClusterSettings,
-        api: std::net::SocketAddr,
-        policies: BTreeMap<String, String>,
-        handover_wait: Duration,
+        local: Local,
         inbox: mpsc::UnboundedSender<Incoming>,
         stop: &CancellationToken,
     ) -> Result<Cluster, ClusterError> {
+        let Local { api, policies, handover_wait, max_waiting } = local;
         let endpoints = settings.etcd.join(",");
         let mut delay = Duration::from_secs(1);
         let client = loop {
@@ -189,6 +207,9 @@ impl Cluster {
             inbox,
             counters: Counters::default(),
             handover_wait: Mutex::new(handover_wait),
+            rescan: std::sync::atomic::AtomicBool::new(false),
+            max_waiting: std::sync::atomic::AtomicUsize::new(max_waiting),
+            waiting: Mutex::new(None),
         });
         session::first_registration(&inner, stop).await?;
         info!(member = %inner.name, etcd = %inner.endpoints, lease_ttl = ?inner.ttl, "joined the cluster");
@@ -218,10 +239,11 @@ impl Cluster {
         self.inner.generation.subscribe()
     }
 
-    /// A reloaded config: publish the new policy set (name → fingerprint) and rebalance.
-    /// `handover_wait`: how long giving a policy up waits for its runs (`daemon.stop_timeout`).
-    pub async fn reconfigure(&self, handover_wait: Duration, policies: BTreeMap<String, String>) {
+    /// A reloaded config: publish the new policy set and rebalance.
+    pub async fn reconfigure(&self, local: Local) {
+        let Local { policies, handover_wait, max_waiting, .. } = local;
         *self.inner.handover_wait.lock().expect("lock poisoned") = handover_wait;
+        self.inner.max_waiting.store(max_waiting, Ordering::Relaxed);
         let rec = {
             let mut r = self.inner.record.lock().expect("lock poisoned");
             r.policies = policies;
@@ -238,8 +260,14 @@ impl Cluster {
     ///
     /// # Errors
     /// When etcd cannot take it: the caller refuses the event (503) so its sender retries.
-    pub async fn hand_off(&self, h: &Handoff, id: &str) -> Result<bool, EtcdError> {
+    pub async fn hand_off(&self, h: &Handoff, id: &str) -> Result<bool, HandoffError> {
         handoff::put(&self.inner, h, id).await
+    }
+
+    /// Work handed here could not be queued now (the queue is full): read it again later.
+    pub fn rescan_later(&self) {
+        self.inner.rescan.store(true, Ordering::Relaxed);
+        self.inner.changed();
     }
 
     /// The owner is done with these waiting keys.

@@ -234,25 +234,72 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
     false
 }
 
-/// Replace the picture of members and locks at once (never a moment with none of them,
-/// which would make this member want every policy), then deliver waiting work.
-fn snapshot(inner: &Inner, kvs: &[KeyValue]) {
-    let (mut members, mut locks) = (BTreeMap::new(), BTreeMap::new());
-    for kv in kvs {
-        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.prefix)) else { continue };
-        if let Some(name) = rest.strip_prefix("members/") {
-            if let Some(rec) = member_record(name, kv.value()) {
-                members.insert(name.to_owned(), rec);
+/// Keys read per request when scanning a range.
+const PAGE: i64 = 500;
+/// Most keys one scan reads: far beyond any real cluster, a bound against a polluted prefix.
+const MAX_SCAN: usize = 200_000;
+
+/// The first key after every key starting with `prefix` (which ends in `/`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Every key under `prefix`, page by page, all at one revision (`rev`, or the first page's).
+/// Returns that revision.
+async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each: impl FnMut(&KeyValue)) -> Result<i64, EtcdError> {
+    let end = prefix_end(prefix);
+    let (mut start, mut rev, mut seen) = (prefix.as_bytes().to_vec(), rev, 0);
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(r) = rev {
+            opts = opts.with_revision(r);
+        }
+        let resp = inner.call("read the cluster", inner.client().get(start.clone(), Some(opts))).await?;
+        let at = *rev.get_or_insert(resp.header().map_or(0, |h| h.revision()));
+        resp.kvs().iter().for_each(&mut each);
+        seen += resp.kvs().len();
+        match resp.kvs().last() {
+            Some(kv) if resp.more() && seen < MAX_SCAN => {
+                start = kv.key().to_vec();
+                start.push(0);
             }
-        } else if let Some(unit) = rest.strip_prefix("locks/") {
-            locks.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
-        } else {
-            apply(inner, kv, false);
+            _ => return Ok(at),
         }
     }
+}
+
+/// Replace the picture of members and locks at once (never a moment with none of them,
+/// which would make this member want every policy), read results of runs asked for here,
+/// and the work waiting for the policies held. Returns the revision the watch goes on from.
+async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
+    let (mut members, mut locks, mut results) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    let rev = scan(inner, &inner.key("members/"), None, |kv| {
+        if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.key("members/"))) {
+            members.extend(member_record(name, kv.value()).map(|r| (name.to_owned(), r)));
+        }
+    })
+    .await?;
+    scan(inner, &inner.key("locks/"), Some(rev), |kv| {
+        if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.key("locks/"))) {
+            locks.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
+        }
+    })
+    .await?;
+    scan(inner, &inner.key(&format!("results/{}/", inner.name)), Some(rev), |kv| results.push(kv.clone())).await?;
     *inner.members.lock().expect("lock poisoned") = members;
     *inner.locks.lock().expect("lock poisoned") = locks;
     inner.changed();
+    for kv in &results {
+        apply(inner, kv, false);
+    }
+    for unit in inner.units.names() {
+        deliver_waiting(inner, &unit).await;
+    }
+    Ok(rev)
 }
 
 /// Watch everything under the prefix: a snapshot, then changes from the revision after it.
@@ -260,7 +307,7 @@ fn snapshot(inner: &Inner, kvs: &[KeyValue]) {
 pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
     let mut said_away = false;
     loop {
-        let snap = inner.call("read the cluster", inner.client().get(inner.prefix.clone(), Some(GetOptions::new().with_prefix()))).await;
+        let snap = snapshot(&inner).await;
         match snap {
             Err(e) => {
                 if !said_away {
@@ -268,10 +315,8 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
                     said_away = true;
                 }
             }
-            Ok(r) => {
+            Ok(rev) => {
                 said_away = false;
-                let rev = r.header().map_or(0, |h| h.revision());
-                snapshot(&inner, r.kvs());
                 let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
                 match inner.call("watch the cluster", inner.client().watch(inner.prefix.clone(), Some(opts))).await {
                     Err(e) => warn!(error = %e, "cannot watch the cluster; retrying"),
@@ -343,6 +388,12 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
                 Err(e) => warn!(policy = %unit, error = %e, "could not take a policy lock; retrying"),
             }
         }
+        // Work this member could not queue (its queue was full) is still in etcd: read again.
+        if inner.rescan.swap(false, Ordering::Relaxed) {
+            for unit in inner.units.names() {
+                deliver_waiting(&inner, &unit).await;
+            }
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             r = changes.changed() => if r.is_err() { return },
@@ -351,16 +402,15 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// A policy just taken: the events and run requests waiting for it.
-async fn deliver_waiting(inner: &Inner, unit: &str) {
-    let prefix = inner.key(&format!("events/{unit}/"));
-    match inner.call("read waiting events", inner.client().get(prefix, Some(GetOptions::new().with_prefix()))).await {
-        Ok(r) => {
-            for kv in r.kvs() {
-                apply(inner, kv, false);
-            }
-        }
-        Err(e) => warn!(policy = unit, error = %e, "cannot read the events waiting for this policy; they run when it is read again"),
+/// A policy just taken (or the watch restarted): the events and run requests waiting for it.
+pub(super) async fn deliver_waiting(inner: &Inner, unit: &str) {
+    if let Err(e) = scan(inner, &inner.key(&format!("events/{unit}/")), None, |kv| {
+        apply(inner, kv, false);
+    })
+    .await
+    {
+        warn!(policy = unit, error = %e, "cannot read the events waiting for this policy; they run when it is read again");
+        inner.rescan.store(true, Ordering::Relaxed);
     }
 }
 

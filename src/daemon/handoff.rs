@@ -55,8 +55,9 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
         shared.queue.enqueue(h.key.clone(), &h.registry, local, Some(etcd_key.clone())).map_err(|e| e.to_string())
     };
     if let Err(e) = queued {
-        // Left in etcd: the next delivery (a rescan when the policy is taken again) retries it.
+        // Left in etcd: read again shortly.
         debug!(key = %etcd_key, error = %e, "handed-over work not queued yet");
+        cluster.rescan_later();
         return;
     }
     if let (Some(lid), Some(origin), Some(rid)) = (local, h.origin.clone(), h.request) {

@@ -148,9 +148,14 @@ pub fn describe(t: &Trigger) -> String {
     }
 }
 
-/// What this member publishes to the cluster: each policy it defines, with its fingerprint.
-fn policies_of(config: &Config) -> std::collections::BTreeMap<String, String> {
-    config.policies.iter().map(|p| (p.name.clone(), p.fingerprint.clone())).collect()
+/// What this member brings to the cluster from its config.
+fn local(config: &Config) -> crate::cluster::Local {
+    crate::cluster::Local {
+        api: config.daemon.listen,
+        policies: config.policies.iter().map(|p| (p.name.clone(), p.fingerprint.clone())).collect(),
+        handover_wait: config.daemon.stop_timeout,
+        max_waiting: config.daemon.max_pending_events,
+    }
 }
 
 /// Tell systemd (Type=notify) how we are doing; a no-op outside systemd.
@@ -214,8 +219,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     }
     let root = CancellationToken::new();
     let (inbox, incoming) = mpsc::unbounded_channel();
-    let cluster_settings =
-        config.cluster.as_ref().map(|c| (c.clone(), config.daemon.listen, policies_of(&config), config.daemon.stop_timeout));
+    let cluster_settings = config.cluster.clone().map(|c| (c, local(&config)));
     let app = Arc::new(App::new(config, Some(state.clone()))?);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
@@ -231,11 +235,11 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     // Health and metrics answer while the cluster is joined (readyz says not yet).
     let http_tasks = TaskTracker::new();
     http_tasks.spawn(api::serve(listener, shared.clone(), root.clone(), http_tasks.clone()));
-    if let Some((settings, listen, policies, wait)) = cluster_settings {
+    if let Some((settings, local)) = cluster_settings {
         // Signals are honoured while etcd is awaited: a member that cannot join yet must
         // still stop when told to.
         let joined = tokio::select! {
-            r = Cluster::join(&settings, listen, policies, wait, inbox, &root) => r,
+            r = Cluster::join(&settings, local, inbox, &root) => r,
             _ = int.recv() => Err(ClusterError::Stopped),
             _ = term.recv() => Err(ClusterError::Stopped),
         };
@@ -296,7 +300,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                 app = Arc::new(new);
                 *shared.app.write().expect("lock poisoned") = app.clone();
                 if let Some(c) = shared.cluster() {
-                    c.reconfigure(app.config.daemon.stop_timeout, policies_of(&app.config)).await;
+                    c.reconfigure(local(&app.config)).await;
                 }
             }
             None => {

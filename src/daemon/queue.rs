@@ -37,7 +37,7 @@ pub enum QueueError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("cannot hand the event to its policy's owner: {0}")]
-    Cluster(#[from] crate::cluster::EtcdError),
+    Cluster(#[from] crate::cluster::HandoffError),
 }
 
 /// What a journal key asks for, as a planning scope.

@@ -395,3 +395,28 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     assert_eq!(da.stop().0, 0);
     assert_eq!(db.stop().0, 0);
 }
+
+#[tokio::test]
+async fn events_waiting_in_etcd_are_bounded_cluster_wide() {
+    let etcd = TestEtcd::start();
+    let src = TestRegistry::start();
+    // The target refuses connections: targeted runs fail and are retried, so events stay.
+    let port = free_port();
+    let f = member("a", &etcd.url, "3s", &src.url, "http://127.0.0.1:1", port, &[policy(0, true)]);
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(f.config(), text.replacen("[daemon]\n", "[daemon]\nmax_pending_events = 3\n", 1)).unwrap();
+    let daemon = Daemon::start(&f, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let body = serde_json::json!({ "events": [{ "id": format!("ev-{i}"), "timestamp": "2026-11-25T00:00:00Z", "action": "push",
+            "target": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "r0", "tag": format!("t{i}"),
+                        "digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" } }] });
+        let (code, text) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), "application/json", body.to_string().into_bytes()).await;
+        codes.push((code, text));
+    }
+    assert!(codes[..3].iter().all(|(c, _)| *c == 202), "{codes:?}");
+    assert!(codes[3..].iter().all(|(c, t)| *c == 503 && t.contains("waiting in etcd")), "{codes:?}");
+    assert_eq!(etcd.ctl(&["get", "--prefix", "--keys-only", "/ferry/events/"]).unwrap().lines().filter(|l| !l.is_empty()).count(), 3);
+    assert_eq!(daemon.stop().0, 0);
+}
