@@ -37,8 +37,9 @@ pub struct Handoff {
 pub enum Incoming {
     /// Waiting work of a policy this member holds.
     Work { etcd_key: String, handoff: Handoff },
-    /// How a run asked for on this member went on the member that ran it.
-    Result { id: u64, view: serde_json::Value },
+    /// How a run asked for on this member went on the member that ran it (its key is
+    /// deleted once read).
+    Result { etcd_key: String, id: u64, view: serde_json::Value },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,5 +125,5 @@ pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) 
         return None;
     }
     let id = id.parse().ok()?;
-    serde_json::from_slice(value).ok().map(|view| Incoming::Result { id, view })
+    serde_json::from_slice(value).ok().map(|view| Incoming::Result { etcd_key: full_key.to_owned(), id, view })
 }

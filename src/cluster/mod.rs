@@ -270,7 +270,7 @@ impl Cluster {
         self.inner.changed();
     }
 
-    /// The owner is done with these waiting keys.
+    /// Delete these keys: their work is done, or their result was read.
     pub async fn done(&self, keys: &[String]) {
         handoff::remove(&self.inner, keys).await;
     }

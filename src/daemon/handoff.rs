@@ -24,7 +24,12 @@ pub async fn pump(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Inc
             i = incoming.recv() => match i { Some(i) => i, None => return },
         };
         match item {
-            Incoming::Result { id, view } => shared.runs.apply_remote(id, &view),
+            Incoming::Result { etcd_key, id, view } => {
+                shared.runs.apply_remote(id, &view);
+                if let Some(c) = shared.cluster() {
+                    c.done(&[etcd_key]).await;
+                }
+            }
             Incoming::Work { etcd_key, handoff } => take(&shared, etcd_key, handoff, &stop).await,
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::etcd::TestEtcd;
 use crate::support::images::{self, Format, Pusher};
 use crate::support::registry::{RegistryOpts, TestRegistry};
-use crate::support::{daemon_get, daemon_post, free_port, metric, signal, wait_for, Daemon, Ferry, Reader};
+use crate::support::{daemon_get, daemon_post, free_port, metric, signal, wait_for, wait_until, Daemon, Ferry, Reader};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const NEVER: &str = "0 0 1 1 *";
@@ -176,6 +176,8 @@ async fn three_members_share_nine_policies_write_each_tag_once_and_fail_over() {
     let run = || async move { run_view(ports[asker], id).await };
     let done = wait_for(20, || async { run().await.contains("\"outcome\": \"ok\"") }).await;
     assert!(done, "run on request through etcd: {}\n{}", run().await, logs());
+    let results_left = || etcd.ctl(&["get", "--prefix", "--keys-only", "/ferry/results/"]).unwrap();
+    assert!(wait_until(5, || results_left().trim().is_empty()), "result keys left in etcd: {}", results_left());
 
     // kill -9 of a member other than c: its policies run elsewhere, new pushes arrive.
     let victim = names.iter().position(|n| *n != "c" && !spread.iter().find(|(m, _)| m == n).unwrap().1.is_empty()).unwrap();
@@ -412,7 +414,8 @@ async fn events_waiting_in_etcd_are_bounded_cluster_wide() {
         let body = serde_json::json!({ "events": [{ "id": format!("ev-{i}"), "timestamp": "2026-11-25T00:00:00Z", "action": "push",
             "target": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "r0", "tag": format!("t{i}"),
                         "digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" } }] });
-        let (code, text) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), "application/json", body.to_string().into_bytes()).await;
+        let (code, text) =
+            daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), "application/json", body.to_string().into_bytes()).await;
         codes.push((code, text));
     }
     assert!(codes[..3].iter().all(|(c, _)| *c == 202), "{codes:?}");
