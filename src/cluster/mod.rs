@@ -58,8 +58,8 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn fence(&self, outcome: &str) {
-        let c = if outcome == "ok" { &self.fence_ok } else { &self.fence_refused };
+    fn fence(&self, ok: bool) {
+        let c = if ok { &self.fence_ok } else { &self.fence_refused };
         c.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -131,6 +131,9 @@ impl Inner {
                 _ => return Ok(false),
             }
         };
+        if self.lease_id() != Some(lease) {
+            return Ok(false); // the lease was lost meanwhile, and the lock with it
+        }
         let held = Held { rev, token: CancellationToken::new(), active: Arc::new(AtomicUsize::new(0)) };
         self.units.held.lock().expect("lock poisoned").insert(unit.to_owned(), held);
         self.counters.ownership_changes.fetch_add(1, Ordering::Relaxed);
@@ -213,8 +216,7 @@ impl Fence for UnitFence {
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         async move {
             let r = self.verify().await;
-            let outcome = if r.is_ok() { "ok" } else { "refused" };
-            self.inner.counters.fence(outcome);
+            self.inner.counters.fence(r.is_ok());
             if r.is_err() {
                 self.run.cancel();
             }
