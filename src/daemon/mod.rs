@@ -238,11 +238,21 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     if let Some((settings, local)) = cluster_settings {
         // Signals are honoured while etcd is awaited: a member that cannot join yet must
         // still stop when told to.
+        // Under systemd (Type=notify) the start is not done until READY=1: keep extending its
+        // start timeout while etcd is awaited, rather than being killed and restarted for it.
+        let joining = async {
+            loop {
+                notify("STATUS=joining the cluster: waiting for etcd\nEXTEND_TIMEOUT_USEC=60000000");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        };
         let joined = tokio::select! {
             r = Cluster::join(&settings, local, inbox, &root) => r,
+            () = joining => unreachable!("loops forever"),
             _ = int.recv() => Err(ClusterError::Stopped),
             _ = term.recv() => Err(ClusterError::Stopped),
         };
+        notify("STATUS=");
         match joined {
             Ok(c) => drop(shared.cluster.set(c)),
             Err(ClusterError::Stopped) => return Ok(()),

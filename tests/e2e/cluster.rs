@@ -264,8 +264,20 @@ async fn a_member_waits_for_an_unreachable_etcd_and_joins_when_it_comes() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     Pusher::new(&src.url).image("r0", "v1", &small(1)).await;
     let port = free_port();
-    let f = member("a", &etcd.url, "3s", &src.url, &dst.url, port, &[policy(0, false)]);
+    let mut f = member("a", &etcd.url, "3s", &src.url, &dst.url, port, &[policy(0, false)]);
+    // As systemd would (Type=notify): the start is extended while etcd is awaited, then ready.
+    let sock_path = f.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    f.env.push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
     let daemon = Daemon::start(&f, port, "daemon.log");
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.contains("EXTEND_TIMEOUT_USEC=") && first.contains("waiting for etcd"), "{first}");
     assert!(wait_for(15, || async { daemon.log().contains("etcd unreachable") }).await, "{}", daemon.log());
     // Alive and answering, but not ready, and refusing work it could not hand on.
     assert_eq!(daemon_get(port, "/healthz").await.map(|r| r.0), Some(200));
@@ -276,6 +288,7 @@ async fn a_member_waits_for_an_unreachable_etcd_and_joins_when_it_comes() {
     assert!(Reader::new(&dst.url).manifest("r0", "v1").await.is_none(), "copied without the cluster");
     etcd.resume();
     assert!(daemon.ready().await, "{}", daemon.log());
+    assert!((0..5).map(|_| next()).any(|m| m.contains("READY=1")), "no READY=1 after joining");
     let d = Reader::new(&dst.url);
     assert!(wait_for(15, || async { d.manifest("r0", "v1").await.is_some() }).await, "{}", daemon.log());
     assert_eq!(daemon.stop().0, 0);
