@@ -217,7 +217,8 @@ impl Fence for UnitFence {
         async move {
             let r = self.verify().await;
             self.inner.counters.fence(r.is_ok());
-            if r.is_err() {
+            if let Err(e) = &r {
+                warn!(policy = %self.unit, "{e}; the run stops");
                 self.run.cancel();
             }
             r

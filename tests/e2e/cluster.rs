@@ -436,3 +436,26 @@ async fn events_waiting_in_etcd_are_bounded_cluster_wide() {
     assert_eq!(etcd.ctl(&["get", "--prefix", "--keys-only", "/ferry/events/"]).unwrap().lines().filter(|l| !l.is_empty()).count(), 3);
     assert_eq!(daemon.stop().0, 0);
 }
+
+#[tokio::test]
+async fn a_lock_lost_behind_a_members_back_stops_its_next_tag_write() {
+    let etcd = TestEtcd::start();
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let port = free_port();
+    let f = member("a", &etcd.url, "5s", &src.url, &dst.url, port, &[policy(0, false)]);
+    let daemon = Daemon::start(&f, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    assert!(wait_for(10, || all_held(port, 1, 1)).await, "{:?}", holders(port).await);
+    // An operator (or an expired lease etcd noticed first) removes the lock: the member still
+    // believes it holds p0, so only the fence can stop its next write.
+    etcd.ctl(&["del", "/ferry/locks/p0"]).unwrap();
+    Pusher::new(&src.url).image("r0", "v9", &small(99)).await;
+    let d = Reader::new(&dst.url);
+    assert!(arrive(20, &d, &[("r0".into(), "v9")]).await, "{}", daemon.log());
+    assert!(metric(port, "ferry_cluster_fence_checks_total", ("outcome", "refused")).await.unwrap_or(0.0) >= 1.0, "{}", daemon.log());
+    assert!(daemon.log().contains("is no longer held by cluster member `a`; write not done"), "{}", daemon.log());
+    // Taken again (a new lock), and the tag written once, by the holder of that lock.
+    assert!(etcd.ctl(&["get", "/ferry/locks/p0"]).unwrap().contains('a'));
+    assert_eq!(tag_writes(&dst).get("r0:v9"), Some(&1));
+    assert_eq!(daemon.stop().0, 0);
+}
