@@ -459,3 +459,42 @@ async fn a_lock_lost_behind_a_members_back_stops_its_next_tag_write() {
     assert_eq!(tag_writes(&dst).get("r0:v9"), Some(&1));
     assert_eq!(daemon.stop().0, 0);
 }
+
+#[tokio::test]
+async fn an_event_accepted_before_its_owner_dies_is_done_by_the_next_owner() {
+    use std::sync::atomic::Ordering;
+    let etcd = TestEtcd::start();
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.url).image("r0", "v1", &small(5)).await;
+    // The target answers 503 to everything until the owner is gone.
+    let proxy = crate::support::faults::FaultProxy::start(dst.host());
+    proxy.faults.every_503.store(1, Ordering::SeqCst);
+    let ports = [free_port(), free_port()];
+    let folders: Vec<Ferry> =
+        ["a", "b"].iter().zip(ports).map(|(n, p)| member(n, &etcd.url, "3s", &src.url, &proxy.url(), p, &[policy(0, true)])).collect();
+    let mut daemons: Vec<Option<Daemon>> = folders.iter().zip(ports).map(|(f, p)| Some(Daemon::start(f, p, "daemon.log"))).collect();
+    for d in daemons.iter().flatten() {
+        assert!(d.ready().await, "{}", d.log());
+    }
+    assert!(wait_for(10, || all_held(ports[0], 2, 1)).await, "{:?}", holders(ports[0]).await);
+    let h = holders(ports[0]).await;
+    let owner = h.iter().position(|(_, u)| !u.is_empty()).unwrap();
+    let other = 1 - owner;
+    let body = serde_json::json!({ "events": [{ "id": "ev-1", "timestamp": "2026-11-25T00:00:00Z", "action": "push",
+        "target": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "r0", "tag": "v1",
+                    "digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" } }] });
+    let (code, text) =
+        daemon_post(ports[other], "/v1/events/distribution/src", Some(TOKEN), "application/json", body.to_string().into_bytes()).await;
+    assert_eq!(code, 202, "{text}");
+    let owner_log = daemons[owner].as_ref().unwrap().log.clone();
+    let failing = wait_until(15, || std::fs::read_to_string(&owner_log).unwrap_or_default().contains("list tags: HTTP 503"));
+    assert!(failing, "{}", std::fs::read_to_string(&owner_log).unwrap_or_default());
+    signal(&daemons[owner].as_ref().unwrap().child, "KILL");
+    daemons[owner].take();
+    proxy.faults.every_503.store(0, Ordering::SeqCst);
+    let d = Reader::new(&dst.url);
+    let done = arrive(3 + 10, &d, &[("r0".into(), "v1")]).await;
+    assert!(done, "the event died with its owner:\n{}", daemons[other].as_ref().unwrap().log());
+    assert!(wait_for(10, || async { status(ports[other]).await["cluster"]["events_waiting"] == 0 }).await);
+    assert_eq!(daemons[other].take().unwrap().stop().0, 0);
+}
