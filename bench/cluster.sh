@@ -8,24 +8,30 @@
 #   3. failover, --trials times (default 3): kill -9 of a member holding a probe policy, then a
 #      new `latest` pushed to that policy's repository: seconds until the target has it
 #      (lease_ttl 5s); the member is restarted and takes its share back between trials;
-#   4. every tag written once over the whole run (target access log: PUT per repo:tag). The
+#   4. events through the cluster: a second source registry notifies a member that does not
+#      own the event policy, so every event crosses etcd to the owner: push → tag on the
+#      target, --pushes small images one at a time (p50, p95, max);
+#   5. every tag written once over the whole run (target access log: PUT per repo:tag). The
 #      Distribution access log does not say which member sent a request, so "no policy run
 #      twice at once" shows as no tag written twice, across the kills and restarts.
 #
-#   bench/cluster.sh [--policies 300] [--members 3] [--trials 3]
+#   bench/cluster.sh [--policies 300] [--members 3] [--trials 3] [--pushes 30]
 # Needs: cargo, docker-registry, etcd, curl, bc (apt-get installs them when root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-POLICIES=300 MEMBERS=3 TRIALS=3 OUT=/tmp/ferry-bench-cluster
+POLICIES=300 MEMBERS=3 TRIALS=3 PUSHES=30 OUT=/tmp/ferry-bench-cluster
 while [ $# -gt 0 ]; do
   case "$1" in
     --policies) POLICIES=$2; shift 2 ;; --members) MEMBERS=$2; shift 2 ;; --trials) TRIALS=$2; shift 2 ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    --pushes) PUSHES=$2; shift 2 ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
 done
 source bench/lib.sh
 bench_needs docker-registry curl bc etcd
-bench_build
+bench_build events_bench
+BENCH="$PWD/target/release/examples/events_bench"
+TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 rm -rf "$OUT"; mkdir -p "$OUT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EP=$(free_port) PP=$(free_port)
@@ -34,6 +40,7 @@ etcd --name b --data-dir "$OUT/etcd" --listen-client-urls "http://127.0.0.1:$EP"
   --log-level warn >"$OUT/etcd.log" 2>&1 & echo $! >"$OUT/etcd.pid"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EP/health" | grep -q true && break; sleep 0.1; done
 SRC=$(start_registry src) DST=$(start_registry dst)
+EVPORT=$(free_port)   # the notifying source starts once the event policy's owner is known
 PROBES=10
 "$CORPUS" --registry "http://$SRC" --prefix load/app --repos "$POLICIES" --tags 1 --base-size 16KiB \
   --repo-layer 4KiB --app-min 1KiB --app-max 2KiB --index-every 0 --seed 5 >/dev/null
@@ -47,12 +54,14 @@ done >"$OUT/policies/all.toml"
 for i in $(seq 0 $((PROBES - 1))); do
   printf '[[policy]]\nname = "probe%d"\nsource = "src"\ntargets = ["dst"]\nrepositories = ["probe/r%d-000"]\ninterval = "10s"\n' "$i" "$i"
 done >"$OUT/policies/probes.toml"
+printf '[[policy]]\nname = "ev"\nsource = "evsrc"\ntargets = ["dst"]\nrepositories = ["bench/events"]\nschedule = "0 0 1 1 *"\nevents = true\n' >"$OUT/policies/ev.toml"
 declare -a PORT PID
 for m in $(seq 1 "$MEMBERS"); do
   PORT[$m]=$(free_port)
   mkdir -p "$OUT/m$m"
-  printf '[daemon]\nstate_dir = "state"\npolicies = "../policies"\nlisten = "127.0.0.1:%s"\n[registries.src]\nurl = "http://%s"\n[registries.dst]\nurl = "http://%s"\n[cluster]\netcd = ["http://127.0.0.1:%s"]\nmember = "m%s"\nlease_ttl = "5s"\n' \
-    "${PORT[$m]}" "$SRC" "$DST" "$EP" "$m" >"$OUT/m$m/ferry.toml"
+  printf '%s\n' "$TOKEN" >"$OUT/m$m/token"
+  printf '[daemon]\nstate_dir = "state"\npolicies = "../policies"\nlisten = "127.0.0.1:%s"\napi_token_file = "token"\n[registries.src]\nurl = "http://%s"\n[registries.evsrc]\nurl = "http://127.0.0.1:%s"\n[registries.dst]\nurl = "http://%s"\n[cluster]\netcd = ["http://127.0.0.1:%s"]\nmember = "m%s"\nlease_ttl = "5s"\n' \
+    "${PORT[$m]}" "$SRC" "$EVPORT" "$DST" "$EP" "$m" >"$OUT/m$m/ferry.toml"
 done
 start_member() {
   "$FERRY" --config "$OUT/m$1/ferry.toml" -q daemon 2>>"$OUT/m$1/daemon.log" & PID[$1]=$!; echo "${PID[$1]}" >"$OUT/m$1.pid"
@@ -62,7 +71,7 @@ ready() { for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:${PORT[$1]}/ready
 settled() {  # every member holds exactly what rendezvous hashing gives it
   curl -sf "http://127.0.0.1:${PORT[$1]}/status" | python3 -c '
 import json,sys; c=json.load(sys.stdin)["cluster"]; ms=c["members"]
-ok = len(ms)=='"$2"' and all(sorted(m["holds"])==sorted(m["owns"]) for m in ms) and sum(len(m["holds"]) for m in ms)=='"$((POLICIES + PROBES))"'
+ok = len(ms)=='"$2"' and all(sorted(m["holds"])==sorted(m["owns"]) for m in ms) and sum(len(m["holds"]) for m in ms)=='"$((POLICIES + PROBES + 1))"'
 sys.exit(0 if ok else 1)'
 }
 t0=$(date +%s.%N)
@@ -78,7 +87,7 @@ etcd_requests() { curl -sf "http://127.0.0.1:$EP/metrics" | awk '/^grpc_server_m
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/${PID[$1]}/stat"; }
 sleep 15
-echo "== 2. idle minute ($((POLICIES + PROBES)) policies at 10s)"
+echo "== 2. idle minute ($((POLICIES + PROBES)) policies at 10s, 1 on events)"
 declare -a C0 R0
 for m in $(seq 1 "$MEMBERS"); do C0[$m]=$(cpu "$m"); R0[$m]=$(metric "$m" ferry_cluster_etcd_requests_total); done
 E0=$(etcd_requests)
@@ -109,7 +118,34 @@ for m in json.load(sys.stdin)["cluster"]["members"]:
   for _ in $(seq 1 200); do settled 1 "$MEMBERS" && break; sleep 0.2; done
 done
 
-echo "== 4. tag writes (load/ repositories; the probes' tags are rewritten on purpose each trial)"
+echo "== 4. events through the cluster"
+owner=$(curl -sf "http://127.0.0.1:${PORT[1]}/status" | python3 -c '
+import json,sys
+print([m["name"] for m in json.load(sys.stdin)["cluster"]["members"] if "ev" in m["holds"]][0][1:])')
+notified=$(( owner % MEMBERS + 1 ))
+mkdir -p "$OUT/reg-evsrc/data"
+cat >"$OUT/reg-evsrc/config.yml" <<YML
+version: 0.1
+log: {level: info, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $OUT/reg-evsrc/data}}
+http: {addr: "127.0.0.1:$EVPORT", secret: ferry-bench-evsrc}
+notifications:
+  endpoints:
+    - name: ferry
+      url: http://127.0.0.1:${PORT[$notified]}/v1/events/distribution/evsrc
+      headers: {Authorization: [Bearer $TOKEN]}
+      timeout: 2s
+      threshold: 3
+      backoff: 1s
+      ignoredmediatypes: [application/octet-stream]
+      ignore: {actions: [pull]}
+YML
+docker-registry serve "$OUT/reg-evsrc/config.yml" >"$OUT/reg-evsrc/app.log" 2>&1 </dev/null & echo $! >"$OUT/reg-evsrc/pid"
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EVPORT/v2/" >/dev/null && break; sleep 0.1; done
+echo "policy ev held by m$owner; the source notifies m$notified"
+"$BENCH" latency --source "http://127.0.0.1:$EVPORT" --target "http://$DST" --pushes "$PUSHES"
+
+echo "== 5. tag writes (load/ repositories; the probes' tags are rewritten on purpose each trial)"
 awk '/"PUT \/v2\/load\// { if (match($0, /"PUT \/v2\/[^ ]*\/manifests\/[^ ]*/)) { p=substr($0, RSTART+5, RLENGTH-5); if (p !~ /manifests\/sha256:/) n[p]++ } }
      END { twice=0; for (k in n) if (n[k]>1) { twice++; print "written " n[k] " times: " k }; print length(n) " tags written, " twice " more than once" }' "$OUT/reg-dst/access.log"
 for m in $(seq 1 "$MEMBERS"); do echo "m$m peak RSS $(awk '/VmHWM/{print $2}' "/proc/${PID[$m]}/status") KiB"; done
