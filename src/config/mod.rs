@@ -2,7 +2,8 @@
 //! as `FILE:LINE:COL: message`. Imports only `model`.
 //!
 //! One file per part: `daemon` (`[daemon]`), `registries` (`[registries.*]` and bare URLs),
-//! `policies` (the policy folder), `cluster` (`[cluster]`), `types` (what a policy is), `check` (shared validation).
+//! `policies` (the policy folder), `cluster` (`[cluster]`), `types` (what a policy is),
+//! `check` (shared validation).
 
 mod check;
 mod cluster;

@@ -236,10 +236,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     let http_tasks = TaskTracker::new();
     http_tasks.spawn(api::serve(listener, shared.clone(), root.clone(), http_tasks.clone()));
     if let Some((settings, local)) = cluster_settings {
-        // Signals are honoured while etcd is awaited: a member that cannot join yet must
-        // still stop when told to.
-        // Under systemd (Type=notify) the start is not done until READY=1: keep extending its
-        // start timeout while etcd is awaited, rather than being killed and restarted for it.
+        // While etcd is awaited, signals are honoured (a member that cannot join yet must
+        // still stop when told to), and systemd (Type=notify, not started until READY=1) has
+        // its start timeout extended rather than killing and restarting us for the wait.
         let joining = async {
             loop {
                 notify("STATUS=joining the cluster: waiting for etcd\nEXTEND_TIMEOUT_USEC=60000000");

@@ -53,9 +53,10 @@ pub fn scope_of(key: &JournalKey) -> Result<Scope, String> {
 
 struct Item {
     entry: JournalEntry,
-    /// In a cluster: the etcd keys this item stands for (deleted once it is done). An item
-    /// with any is durable in etcd, not in the local journal.
+    /// In a cluster: the etcd keys this item stands for (deleted once it is done).
     remote: Vec<String>,
+    /// It has an entry in the local journal (items that came through etcd are kept there).
+    journaled: bool,
     running: bool,
     /// An event came while running: run again afterwards.
     again: bool,
@@ -89,7 +90,7 @@ impl EventQueue {
         let mut inner = Inner::default();
         for (key, entry) in entries {
             inner.ready.push_back(key.clone());
-            inner.items.insert(key, Item { entry, remote: vec![], running: false, again: false, waiters: vec![] });
+            inner.items.insert(key, Item { entry, remote: vec![], journaled: true, running: false, again: false, waiters: vec![] });
         }
         let n = inner.items.len();
         Ok((EventQueue { state, inner: Mutex::new(inner), wake: Notify::new(), limit: AtomicUsize::new(limit) }, n))
@@ -129,8 +130,15 @@ impl EventQueue {
         if remote.is_none() {
             self.state.journal_put(&key, &entry)?;
         }
-        let item =
-            Item { entry, remote: remote.into_iter().collect(), running: false, again: false, waiters: waiter.into_iter().collect() };
+        let journaled = remote.is_none();
+        let item = Item {
+            entry,
+            remote: remote.into_iter().collect(),
+            journaled,
+            running: false,
+            again: false,
+            waiters: waiter.into_iter().collect(),
+        };
         g.items.insert(key.clone(), item);
         g.ready.push_back(key);
         drop(g);
@@ -173,13 +181,13 @@ impl EventQueue {
         }
         if failed && item.entry.attempts + 1 < MAX_ATTEMPTS {
             item.entry.attempts += 1;
-            if item.remote.is_empty() {
+            if item.journaled {
                 self.state.journal_put(key, &item.entry)?;
             }
             return Ok(Finish::Retry(Duration::from_secs((2u64 << item.entry.attempts.min(8)).min(300))));
         }
         let item = g.items.remove(key).expect("present above");
-        if item.remote.is_empty() {
+        if item.journaled {
             self.state.journal_remove(key)?;
         }
         Ok(Finish::Done(item.remote))
@@ -190,7 +198,7 @@ impl EventQueue {
     /// for the policy's owner.
     fn forget(&self, key: &JournalKey) -> (Vec<u64>, Vec<String>) {
         let item = self.inner.lock().expect("lock poisoned").items.remove(key);
-        if item.as_ref().is_some_and(|i| i.remote.is_empty()) {
+        if item.as_ref().is_some_and(|i| i.journaled) {
             if let Err(e) = self.state.journal_remove(key) {
                 warn!(error = %e, "could not remove a journal entry");
             }
