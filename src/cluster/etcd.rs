@@ -83,7 +83,9 @@ pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
     if let (Some(user), Some(password)) = (&s.username, &s.password) {
-        opts = opts.with_user(user.clone(), password.expose().to_owned());
+        // etcd's tokens expire (`--auth-token-ttl`) and die with a restart (simple tokens):
+        // authenticate again rather than fail every request from then on.
+        opts = opts.with_user(user.clone(), password.expose().to_owned()).with_auto_token_refresh(true);
     }
     if s.etcd.iter().any(|u| u.starts_with("https:")) {
         let pem = match &s.ca_pem {

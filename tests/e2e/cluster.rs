@@ -498,3 +498,34 @@ async fn an_event_accepted_before_its_owner_dies_is_done_by_the_next_owner() {
     assert!(wait_for(10, || async { status(ports[other]).await["cluster"]["events_waiting"] == 0 }).await);
     assert_eq!(daemons[other].take().unwrap().stop().0, 0);
 }
+
+#[tokio::test]
+async fn a_member_with_credentials_carries_on_after_etcd_restarts() {
+    // Tokens that expire after 1 s without use, and die with a restart.
+    let mut etcd = TestEtcd::start_args(&["--auth-token-ttl", "1"]);
+    etcd.enable_auth("right-password-1");
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let port = free_port();
+    let f = member("a", &etcd.url, "3s", &src.url, &dst.url, port, &[policy(0, false)]);
+    std::fs::write(f.path().join("etcd-pass"), "right-password-1\n").unwrap();
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(
+        f.config(),
+        text.replace("lease_ttl = \"3s\"\n", "lease_ttl = \"3s\"\nusername = \"root\"\npassword_file = \"etcd-pass\"\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&f, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    assert!(wait_for(10, || all_held(port, 1, 1)).await, "{:?}", holders(port).await);
+    // Past the token's TTL, then a restart that forgets every token: the member must
+    // authenticate again by itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    etcd.pause();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    etcd.resume();
+    Pusher::new(&src.url).image("r0", "after-restart", &small(61)).await;
+    let d = Reader::new(&dst.url);
+    assert!(arrive(20, &d, &[("r0".into(), "after-restart")]).await, "{}", daemon.log());
+    assert!(!daemon.log().contains("right-password-1"));
+    assert_eq!(daemon.stop().0, 0);
+}

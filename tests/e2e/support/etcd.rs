@@ -15,6 +15,8 @@ pub struct TestEtcd {
     pub dir: TempDir,
     /// Server certificate and key: clients connect with https.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More `etcd` flags.
+    pub args: Vec<String>,
 }
 
 impl TestEtcd {
@@ -26,7 +28,16 @@ impl TestEtcd {
         let dir = tempfile::tempdir().unwrap();
         let (port, peer) = (super::free_port(), super::free_port());
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut e = TestEtcd { child: None, port, peer, url: format!("{scheme}://127.0.0.1:{port}"), dir, tls };
+        let mut e = TestEtcd { child: None, port, peer, url: format!("{scheme}://127.0.0.1:{port}"), dir, tls, args: vec![] };
+        e.resume();
+        e
+    }
+
+    /// Started with more flags.
+    pub fn start_args(args: &[&str]) -> Self {
+        let mut e = Self::start();
+        e.pause();
+        e.args = args.iter().map(|a| (*a).to_owned()).collect();
         e.resume();
         e
     }
@@ -45,6 +56,7 @@ impl TestEtcd {
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -58,7 +70,9 @@ impl TestEtcd {
         }
         if self.tls.is_none() {
             // Answers once it has a leader.
-            while self.ctl(&["endpoint", "health"]).is_err() {
+            // With auth on, an anonymous health check is refused by a healthy etcd.
+            let healthy = |r: Result<String, String>| r.is_ok() || r.is_err_and(|e| e.contains("user name is empty"));
+            while !healthy(self.ctl(&["endpoint", "health"])) {
                 assert!(start.elapsed() < Duration::from_secs(20), "etcd not healthy:\n{}", self.log());
                 std::thread::sleep(Duration::from_millis(100));
             }
