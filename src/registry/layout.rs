@@ -28,6 +28,9 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// How old an unreferenced blob must be before a delete removes it.
 const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+/// An upload file untouched this long was abandoned (its blob no longer wanted, or its
+/// checkpoint lost): removed when the repository is next written or collected.
+const UPLOAD_ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Folders walked below the root to find repositories (`a/b/c` is three deep).
 const MAX_DEPTH: usize = 8;
 
@@ -359,6 +362,7 @@ impl Layout {
         let from = mount.map(|(d, from)| (self.blob_path(from, d), self.blob_path(repo, d)));
         let tmp = dir.join("blobs").join(format!(".upload-{}-{:x}", std::process::id(), rand_id()));
         blocking(move || {
+            sweep_abandoned(&dir.join("blobs"));
             // A mount within the same folder is a hard link: no bytes copied.
             if let Some((src, dst)) = from {
                 if dst.is_file() || std::fs::hard_link(&src, &dst).is_ok() {
@@ -453,8 +457,21 @@ impl Layout {
     }
 }
 
-/// Remove the blobs of a layout that no index entry reaches (after a delete).
+/// Remove `.upload-*` files of `blobs` untouched for `UPLOAD_ABANDONED` (best effort: a
+/// file that cannot be removed now is tried again next time).
+fn sweep_abandoned(blobs: &Path) {
+    for e in std::fs::read_dir(blobs).into_iter().flatten().flatten() {
+        let stale = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > UPLOAD_ABANDONED));
+        if stale && e.file_name().to_string_lossy().starts_with(".upload-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Remove the blobs of a layout that no index entry reaches (after a delete), and uploads
+/// abandoned long ago.
 fn collect_garbage(dir: &Path, index: &Value) -> Io<()> {
+    sweep_abandoned(&dir.join("blobs"));
     let blobs = dir.join("blobs/sha256");
     let mut keep = HashSet::new();
     let mut queue: Vec<(String, String)> = index["manifests"]

@@ -117,9 +117,17 @@ async fn registry_to_layout_folder_to_registry_keeps_every_digest() {
     for e in std::fs::read_dir(usb.path().join("solo/blobs/sha256")).unwrap().flatten() {
         std::fs::File::options().write(true).open(e.path()).unwrap().set_modified(old).unwrap();
     }
+    // An upload abandoned two days ago goes with the collection; one of a minute ago stays.
+    let (stale, fresh) = (usb.path().join("solo/blobs/.upload-1-dead"), usb.path().join("solo/blobs/.upload-2-live"));
+    std::fs::write(&stale, b"half a layer").unwrap();
+    std::fs::write(&fresh, b"half a layer").unwrap();
+    let two_days = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(two_days).unwrap();
     let run = inside.run(&["sync"]);
     run.assert_code(0);
     assert_eq!(run.summary("deleted"), 1, "{}", run.all());
+    assert!(!stale.exists() && fresh.exists(), "abandoned uploads: stale {} fresh {}", stale.exists(), fresh.exists());
+    std::fs::remove_file(&fresh).unwrap();
     assert!(!blob(&only_v1.digest).exists(), "v1's own layer stayed");
     assert!(blob(&v2.digest).is_file(), "v2 went too");
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(usb.path().join("solo/index.json")).unwrap()).unwrap();
