@@ -130,22 +130,7 @@ impl App {
     pub fn new(config: Config, state: Option<StateStore>) -> Result<Self, AppError> {
         let mut registries = BTreeMap::new();
         for (key, spec) in &config.registries {
-            let ep = Endpoint {
-                name: spec.name.clone(),
-                url: spec.url.clone(),
-                credentials: spec.credentials.clone(),
-                ca_pem: spec.ca_pem.clone(),
-                max_concurrent: spec.max_concurrent,
-                bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
-                retry: RetryPolicy::default(),
-                request_timeout: spec.request_timeout,
-                stall_timeout: spec.stall_timeout,
-                list_limit: spec.list_limit,
-                list_timeout: spec.list_timeout,
-                rate_limit_reserve: spec.rate_limit_reserve,
-                rate_limit_max_wait: spec.rate_limit_max_wait,
-            };
-            registries.insert(key.clone(), Registry::new(ep)?);
+            registries.insert(key.clone(), Registry::new(endpoint(spec))?);
         }
         let d = &config.daemon;
         let shared = CopyShared::new(CopyOptions {
@@ -158,9 +143,16 @@ impl App {
     }
 
     /// Share `older`'s repository locks: targeted runs started under the config before a
-    /// reload may still be going, and must not overlap the new config's runs.
+    /// reload may still be going, and must not overlap the new config's runs. Keep its
+    /// client of every registry the reload left unchanged: what it learnt (a rationed pull
+    /// budget and its pause, the adaptive concurrency, open connections) is still true.
     pub fn after(mut self, older: &App) -> Self {
         self.repo_locks = older.repo_locks.clone();
+        for (key, reg) in &mut self.registries {
+            if let Some(old) = older.registries.get(key).filter(|o| o.is_for(&endpoint(&self.config.registries[key]))) {
+                *reg = old.clone();
+            }
+        }
         self
     }
 
@@ -413,6 +405,25 @@ impl App {
             .iter()
             .map(|p| copier.copy_repo(p, source, self.registry(&p.target), &fan).instrument(info_span!("copy", target = %p.target)));
         join_all(copies).await
+    }
+}
+
+/// How to reach a configured registry.
+fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
+    Endpoint {
+        name: spec.name.clone(),
+        url: spec.url.clone(),
+        credentials: spec.credentials.clone(),
+        ca_pem: spec.ca_pem.clone(),
+        max_concurrent: spec.max_concurrent,
+        bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
+        retry: RetryPolicy::default(),
+        request_timeout: spec.request_timeout,
+        stall_timeout: spec.stall_timeout,
+        list_limit: spec.list_limit,
+        list_timeout: spec.list_timeout,
+        rate_limit_reserve: spec.rate_limit_reserve,
+        rate_limit_max_wait: spec.rate_limit_max_wait,
     }
 }
 

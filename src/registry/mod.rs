@@ -33,6 +33,7 @@ pub use retry::RetryPolicy;
 pub use upload::{UploadSession, UploadStart};
 
 /// Everything needed to talk to one registry; built by the composition root from config.
+#[derive(Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,
     pub url: url::Url,
@@ -102,6 +103,8 @@ struct Inner {
     budget_max_wait: Duration,
     /// Set for `oci:` URLs: the registry is a folder of OCI layouts, not an HTTP server.
     layout: Option<layout::Layout>,
+    /// What it was built from: a reload that leaves it unchanged keeps this client.
+    endpoint: Endpoint,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -134,8 +137,10 @@ impl Registry {
         }
         let http = builder.build().map_err(|e| protocol(format!("HTTP client: {e}")))?;
         let layout = (ep.url.scheme() == "oci").then(|| layout::Layout::new(std::path::PathBuf::from(ep.url.path())));
+        let endpoint = ep.clone();
         Ok(Registry {
             inner: Arc::new(Inner {
+                endpoint,
                 budget: budget::Budget::new(&ep.name, ep.rate_limit_reserve),
                 auth: auth::Auth::new(&ep.name, ep.credentials),
                 name: ep.name,
@@ -162,6 +167,11 @@ impl Registry {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Built from exactly this endpoint (credentials included).
+    pub fn is_for(&self, ep: &Endpoint) -> bool {
+        self.inner.endpoint == *ep
     }
 
     /// Requests this registry gets at once now, and the most it may get (`max_concurrent`).

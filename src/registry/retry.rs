@@ -13,7 +13,7 @@ use super::error::RegistryError;
 /// Longest `Retry-After` we honour; a registry asking for an hour is better reported than obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryPolicy {
     pub initial: Duration,
     pub max_interval: Duration,

@@ -88,4 +88,12 @@ async fn a_spent_budget_that_does_not_refill_in_time_fails_with_when_it_resumes(
     );
     assert!(daemon.log().contains("rate limit: pausing counted requests"), "{}", daemon.log());
     assert!(proxy.faults.pulls_refused.load(Ordering::SeqCst) <= 3, "the daemon waits instead of drawing refusals");
+    // A reload that leaves the registry alone keeps what its client learnt: the budget is
+    // still known to be spent, so the new config's runs do not draw refusals either.
+    crate::support::signal(&daemon.child, "HUP");
+    assert!(wait_for(10, || async { daemon.log().contains("config reloaded") }).await, "{}", daemon.log());
+    let (_, status) = daemon_get(port, "/status").await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(doc["rate_limits"][0]["remaining"].as_u64(), Some(0), "budget forgotten by the reload: {status}");
+    assert!(metric(port, "ferry_registry_rate_limit_paused_seconds_total", ("registry", "src")).await.unwrap_or(0.0) >= 15.0);
 }
