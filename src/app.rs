@@ -145,9 +145,13 @@ impl App {
     /// Share `older`'s repository locks: targeted runs started under the config before a
     /// reload may still be going, and must not overlap the new config's runs. Keep its
     /// client of every registry the reload left unchanged: what it learnt (a rationed pull
-    /// budget and its pause, the adaptive concurrency, open connections) is still true.
+    /// budget and its pause, the adaptive concurrency, open connections) is still true. The
+    /// notifier too, when `[[notify]]` is unchanged.
     pub fn after(mut self, older: &App) -> Self {
         self.repo_locks = older.repo_locks.clone();
+        if self.config.notify == older.config.notify {
+            self.notifier = older.notifier.clone(); // its counters and deliveries in flight
+        }
         for (key, reg) in &mut self.registries {
             if let Some(old) = older.registries.get(key).filter(|o| o.is_for(&endpoint(&self.config.registries[key]))) {
                 *reg = old.clone();

@@ -9,7 +9,7 @@ use crate::model::Secret;
 /// What a run can be notified for.
 pub const OUTCOMES: [&str; 4] = ["failed", "held", "conflict", "succeeded"];
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct NotifySpec {
     pub url: url::Url,
     /// A subset of OUTCOMES.
