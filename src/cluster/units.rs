@@ -197,10 +197,13 @@ impl UnitFence {
         match self.inner.call("check a policy lock", self.inner.client().txn(txn)).await {
             Ok(r) if r.succeeded() => Ok(()),
             Ok(_) => {
-                // Deleted or taken over behind our back (an operator, or our lease expired in etcd).
-                if let Some(h) = self.inner.units.held.lock().expect("lock poisoned").remove(&self.unit) {
-                    h.token.cancel();
+                // Deleted or taken over behind our back (an operator, or our lease expired in
+                // etcd): forget this lock (not a newer one taken since) so it is taken again.
+                let mut held = self.inner.units.held.lock().expect("lock poisoned");
+                if held.get(&self.unit).is_some_and(|h| h.rev == self.rev) {
+                    held.remove(&self.unit).expect("present").token.cancel();
                 }
+                drop(held);
                 self.inner.changed();
                 Err(lost())
             }
