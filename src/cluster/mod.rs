@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     handover_wait: Mutex<Duration>,
     /// Handed-over work could not be queued here: read the waiting keys again.
     rescan: std::sync::atomic::AtomicBool,
+    /// The watch has read the members once: until then this member would think itself alone
+    /// and want every policy.
+    synced: std::sync::atomic::AtomicBool,
     /// Most events and run requests waiting in etcd before new ones are refused
     /// (`daemon.max_pending_events`, cluster-wide), and the last count (when, how many).
     max_waiting: std::sync::atomic::AtomicUsize,
@@ -208,6 +211,7 @@ impl Cluster {
             counters: Counters::default(),
             handover_wait: Mutex::new(handover_wait),
             rescan: std::sync::atomic::AtomicBool::new(false),
+            synced: std::sync::atomic::AtomicBool::new(false),
             max_waiting: std::sync::atomic::AtomicUsize::new(max_waiting),
             waiting: Mutex::new(None),
         });

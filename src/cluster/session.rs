@@ -292,6 +292,7 @@ async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
     scan(inner, &inner.key(&format!("results/{}/", inner.name)), Some(rev), |kv| results.push(kv.clone())).await?;
     *inner.members.lock().expect("lock poisoned") = members;
     *inner.locks.lock().expect("lock poisoned") = locks;
+    inner.synced.store(true, Ordering::Relaxed);
     inner.changed();
     for kv in &results {
         apply(inner, kv, false);
@@ -353,7 +354,7 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
 
 /// The policies this member should hold now, by rendezvous hashing over the live members.
 fn desired(inner: &Inner) -> BTreeSet<String> {
-    if !inner.lease_alive() {
+    if !inner.lease_alive() || !inner.synced.load(Ordering::Relaxed) {
         return BTreeSet::new();
     }
     let mut members = inner.members.lock().expect("lock poisoned").clone();
