@@ -12,7 +12,19 @@ use super::StatusArgs;
 /// daemon's `/status` endpoint (the same document, plus its schedule).
 async fn document(cfg: &crate::config::Config) -> Result<Value, String> {
     match StateStore::open(&cfg.daemon.state_dir) {
-        Ok(store) => Ok(serde_json::to_value(store.status().map_err(|e| e.to_string())?).expect("status serializes")),
+        Ok(store) => {
+            let mut doc = serde_json::to_value(store.status().map_err(|e| e.to_string())?).expect("status serializes");
+            // No daemon here, but the cluster it belongs to can still be read from etcd.
+            if let Some(settings) = &cfg.cluster {
+                let peek = crate::cluster::Cluster::peek(settings, crate::daemon::local(cfg));
+                doc["cluster"] = match tokio::time::timeout(std::time::Duration::from_secs(10), peek).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+                    Err(_) => serde_json::json!({ "error": "etcd did not answer within 10 s" }),
+                };
+            }
+            Ok(doc)
+        }
         Err(open_error) => {
             let client = super::remote::DaemonClient::new(cfg)?;
             client.status().await.map_err(|e| format!("{open_error}; and {e}"))
@@ -110,11 +122,18 @@ fn print_cluster(c: &Value) {
     if c.is_null() {
         return;
     }
-    if c["joined"] != true {
-        println!("\ncluster: this member has not joined (etcd unreachable?)");
+    if let Some(e) = c["error"].as_str() {
+        println!("\ncluster: cannot be read: {e}");
         return;
     }
-    println!("\ncluster (this member: {}, etcd {}):", c["member"].as_str().unwrap_or(""), c["etcd"].as_str().unwrap_or(""));
+    if c["daemon_running"] == false {
+        println!("\ncluster (this member's daemon is not running; etcd {}):", c["etcd"].as_str().unwrap_or(""));
+    } else if c["joined"] != true {
+        println!("\ncluster: this member has not joined (etcd unreachable?)");
+        return;
+    } else {
+        println!("\ncluster (this member: {}, etcd {}):", c["member"].as_str().unwrap_or(""), c["etcd"].as_str().unwrap_or(""));
+    }
     println!("  {:<20} {:<24} {:>10} {:>9}  HOLDS", "MEMBER", "HOST / PID", "HEARTBEAT", "POLICIES");
     for m in c["members"].as_array().into_iter().flatten() {
         let heartbeat = m["heartbeat_age_seconds"].as_i64().map_or("?".to_owned(), |s| format!("{s}s ago"));

@@ -104,6 +104,47 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    fn new(
+        settings: &ClusterSettings,
+        client: etcd_client::Client,
+        api: std::net::SocketAddr,
+        policies: BTreeMap<String, String>,
+        handover_wait: Duration,
+        max_waiting: usize,
+        inbox: mpsc::UnboundedSender<Incoming>,
+    ) -> Self {
+        let record = MemberRecord {
+            name: settings.member.clone(),
+            host: crate::model::hostname(),
+            pid: std::process::id(),
+            started_ms: crate::model::now_ms(),
+            api: api.to_string(),
+            policies,
+            lease: 0,
+        };
+        Inner {
+            name: settings.member.clone(),
+            prefix: settings.prefix.clone(),
+            endpoints: settings.etcd.join(","),
+            ttl: settings.lease_ttl,
+            client,
+            record: Mutex::new(record),
+            lease: Mutex::new(None),
+            stale_lease: Mutex::new(None),
+            members: Mutex::default(),
+            locks: Mutex::default(),
+            units: units::Units::default(),
+            generation: watch::channel(0).0,
+            inbox,
+            counters: Counters::default(),
+            handover_wait: Mutex::new(handover_wait),
+            rescan: std::sync::atomic::AtomicBool::new(false),
+            synced: std::sync::atomic::AtomicBool::new(false),
+            max_waiting: std::sync::atomic::AtomicUsize::new(max_waiting),
+            waiting: Mutex::new(None),
+        }
+    }
+
     fn client(&self) -> etcd_client::Client {
         self.client.clone()
     }
@@ -171,7 +212,6 @@ impl Cluster {
         stop: &CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         let Local { api, policies, handover_wait, max_waiting } = local;
-        let endpoints = settings.etcd.join(",");
         let mut delay = Duration::from_secs(1);
         let client = loop {
             match etcd::connect(settings).await {
@@ -185,36 +225,7 @@ impl Cluster {
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         };
-        let record = MemberRecord {
-            name: settings.member.clone(),
-            host: crate::model::hostname(),
-            pid: std::process::id(),
-            started_ms: crate::model::now_ms(),
-            api: api.to_string(),
-            policies,
-            lease: 0,
-        };
-        let inner = Arc::new(Inner {
-            name: settings.member.clone(),
-            prefix: settings.prefix.clone(),
-            endpoints,
-            ttl: settings.lease_ttl,
-            client,
-            record: Mutex::new(record),
-            lease: Mutex::new(None),
-            stale_lease: Mutex::new(None),
-            members: Mutex::default(),
-            locks: Mutex::default(),
-            units: units::Units::default(),
-            generation: watch::channel(0).0,
-            inbox,
-            counters: Counters::default(),
-            handover_wait: Mutex::new(handover_wait),
-            rescan: std::sync::atomic::AtomicBool::new(false),
-            synced: std::sync::atomic::AtomicBool::new(false),
-            max_waiting: std::sync::atomic::AtomicUsize::new(max_waiting),
-            waiting: Mutex::new(None),
-        });
+        let inner = Arc::new(Inner::new(settings, client, api, policies, handover_wait, max_waiting, inbox));
         session::first_registration(&inner, stop).await?;
         info!(member = %inner.name, etcd = %inner.endpoints, lease_ttl = ?inner.ttl, "joined the cluster");
         let cluster = Cluster { inner, tasks: TaskTracker::new(), stop: stop.child_token() };
@@ -222,6 +233,20 @@ impl Cluster {
         cluster.tasks.spawn(session::watch(cluster.inner.clone(), cluster.stop.clone()));
         cluster.tasks.spawn(session::reconcile(cluster.inner.clone(), cluster.stop.clone()));
         Ok(cluster)
+    }
+
+    /// The cluster as etcd holds it now, read without joining: for `ferry status` on a
+    /// member whose daemon is not running. Waits for etcd at most a few seconds.
+    ///
+    /// # Errors
+    /// When etcd cannot be read.
+    pub async fn peek(settings: &ClusterSettings, local: Local) -> Result<serde_json::Value, ClusterError> {
+        let client = etcd::connect(settings).await?;
+        let inner = Inner::new(settings, client, local.api, local.policies, local.handover_wait, 0, mpsc::unbounded_channel().0);
+        session::read_members(&inner).await?;
+        let mut doc = session::status(&inner).await;
+        doc["daemon_running"] = false.into();
+        Ok(doc)
     }
 
     pub fn member(&self) -> &str {

@@ -272,11 +272,21 @@ async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each: impl FnMu
     }
 }
 
-/// Replace the picture of members and locks at once (never a moment with none of them,
-/// which would make this member want every policy), read results of runs asked for here,
-/// and the work waiting for the policies held. Returns the revision the watch goes on from.
-async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
-    let (mut members, mut locks, mut results) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+/// Read members and locks (for a look at the cluster from outside it).
+pub(super) async fn read_members(inner: &Inner) -> Result<i64, EtcdError> {
+    let (mut members, mut locks) = (BTreeMap::new(), BTreeMap::new());
+    let rev = scan_members(inner, &mut members, &mut locks).await?;
+    *inner.members.lock().expect("lock poisoned") = members;
+    *inner.locks.lock().expect("lock poisoned") = locks;
+    Ok(rev)
+}
+
+/// Members and lock holders, both at one revision (returned).
+async fn scan_members(
+    inner: &Inner,
+    members: &mut BTreeMap<String, MemberRecord>,
+    locks: &mut BTreeMap<String, String>,
+) -> Result<i64, EtcdError> {
     let rev = scan(inner, &inner.key("members/"), None, |kv| {
         if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.key("members/"))) {
             members.extend(member_record(name, kv.value()).map(|r| (name.to_owned(), r)));
@@ -289,6 +299,15 @@ async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
         }
     })
     .await?;
+    Ok(rev)
+}
+
+/// Replace the picture of members and locks at once (never a moment with none of them,
+/// which would make this member want every policy), read results of runs asked for here,
+/// and the work waiting for the policies held. Returns the revision the watch goes on from.
+async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
+    let (mut members, mut locks, mut results) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    let rev = scan_members(inner, &mut members, &mut locks).await?;
     scan(inner, &inner.key(&format!("results/{}/", inner.name)), Some(rev), |kv| results.push(kv.clone())).await?;
     *inner.members.lock().expect("lock poisoned") = members;
     *inner.locks.lock().expect("lock poisoned") = locks;

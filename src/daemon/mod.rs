@@ -149,7 +149,7 @@ pub fn describe(t: &Trigger) -> String {
 }
 
 /// What this member brings to the cluster from its config.
-fn local(config: &Config) -> crate::cluster::Local {
+pub fn local(config: &Config) -> crate::cluster::Local {
     crate::cluster::Local {
         api: config.daemon.listen,
         policies: config.policies.iter().map(|p| (p.name.clone(), p.fingerprint.clone())).collect(),

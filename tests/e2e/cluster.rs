@@ -408,6 +408,13 @@ async fn members_with_different_policy_sets_run_only_what_they_define_and_say_so
     assert!(converged, "{}\n{}", status(pa).await, db.log());
     assert!(wait_for(10, || all_held(pa, 2, 3)).await, "{:?}", holders(pa).await);
     assert_eq!(da.stop().0, 0);
+    // a's daemon is down; `ferry status` there still reads the cluster from etcd.
+    assert!(wait_for(10, || all_held(pb, 1, 3)).await, "{:?}", holders(pb).await);
+    let out = a.run(&["status"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("this member's daemon is not running"), "{}", out.stdout);
+    let row = out.stdout.lines().find(|l| l.trim_start().starts_with("b ")).unwrap_or_else(|| panic!("no row for b:\n{}", out.stdout));
+    assert!(row.contains("p0, p1, p2"), "{row}");
     assert_eq!(db.stop().0, 0);
 }
 
