@@ -30,5 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(cli::run(cli))
+    let code = runtime.block_on(cli::run(cli));
+    // Not dropped: that would stop the worker threads, and tasks still parked on them (idle
+    // pooled connections) are dropped while those threads' thread-locals are being torn down.
+    // At trace level such a drop logs, tracing-subscriber's formatting buffer (a thread-local)
+    // is already gone, and the process aborts. Every command has flushed what it keeps by now.
+    std::mem::forget(runtime);
+    code
 }
