@@ -16,7 +16,7 @@
 #      twice at once" shows as no tag written twice, across the kills and restarts.
 #
 #   bench/cluster.sh [--policies 300] [--members 3] [--trials 3] [--pushes 30]
-# Needs: cargo, docker-registry, etcd, curl, bc (apt-get installs them when root).
+# Needs: cargo, docker-registry, etcd (etcd-server), curl, bc (apt-get installs them when root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POLICIES=300 MEMBERS=3 TRIALS=3 PUSHES=30 OUT=/tmp/ferry-bench-cluster
@@ -28,7 +28,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 source bench/lib.sh
-bench_needs docker-registry curl bc etcd
+bench_needs docker-registry curl bc
+if ! command -v etcd >/dev/null; then   # the command is etcd, Debian's package etcd-server
+  [ "$(id -u)" = 0 ] || { echo "bench: missing etcd: sudo apt-get install -y etcd-server" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
 bench_build events_bench
 BENCH="$PWD/target/release/examples/events_bench"
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
