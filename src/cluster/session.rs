@@ -386,6 +386,11 @@ fn desired(inner: &Inner) -> BTreeSet<String> {
 /// locks or the lease change (and every few seconds, to retry what failed).
 pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
     let mut changes = inner.generation.subscribe();
+    // Members started together (a rollout, a power cut) would each take what is free before
+    // the others joined, then hand most of it over within a second, cutting runs short: give
+    // the others a moment to register first.
+    let grace = (inner.ttl / 3).min(Duration::from_secs(2));
+    tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(grace) => {} }
     loop {
         let want = desired(&inner);
         let held: BTreeSet<String> = inner.units.names().into_iter().collect();
