@@ -127,3 +127,36 @@ pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) 
     let id = id.parse().ok()?;
     serde_json::from_slice(value).ok().map(|view| Incoming::Result { etcd_key: full_key.to_owned(), id, view })
 }
+
+/// Waiting work for a policy that no live member defines is kept this long (its owner may be
+/// restarting, or a config rollout may bring the policy back), then deleted as moot.
+const ORPHAN_AFTER: Duration = Duration::from_secs(3600);
+
+/// Delete waiting work whose policy no live member defines and that is older than
+/// `ORPHAN_AFTER`. Returns how many keys went. One member does it (the first by name).
+pub(super) async fn sweep_orphans(inner: &Inner) -> Result<usize, EtcdError> {
+    let prefix = inner.key("events/");
+    let count = inner
+        .call("count waiting events", inner.client().get(prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only())))
+        .await?;
+    if count.count() == 0 {
+        return Ok(0);
+    }
+    let defined: std::collections::BTreeSet<String> =
+        inner.members.lock().expect("lock poisoned").values().flat_map(|m| m.policies.keys().cloned()).collect();
+    let cutoff = crate::model::now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
+    let mut orphans = Vec::new();
+    super::session::scan(inner, &prefix, None, |kv| {
+        let Some(policy) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)).and_then(|r| r.split('/').next()) else { return };
+        let old = serde_json::from_slice::<Handoff>(kv.value()).map_or(true, |h| h.accepted_ms < cutoff);
+        if !defined.contains(policy) && old {
+            orphans.push(String::from_utf8_lossy(kv.key()).into_owned());
+        }
+    })
+    .await?;
+    if !orphans.is_empty() {
+        warn!(keys = orphans.len(), "deleting events waiting over an hour for policies no member defines");
+        remove(inner, &orphans).await;
+    }
+    Ok(orphans.len())
+}

@@ -234,6 +234,9 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
     false
 }
 
+/// How often the sweeper looks for waiting work nobody can do.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
 /// Keys read per request when scanning a range.
 const PAGE: i64 = 500;
 /// Most keys one scan reads: far beyond any real cluster, a bound against a polluted prefix.
@@ -250,7 +253,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// Every key under `prefix`, page by page, all at one revision (`rev`, or the first page's).
 /// Returns that revision.
-async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each: impl FnMut(&KeyValue)) -> Result<i64, EtcdError> {
+pub(super) async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each: impl FnMut(&KeyValue)) -> Result<i64, EtcdError> {
     let end = prefix_end(prefix);
     let (mut start, mut rev, mut seen) = (prefix.as_bytes().to_vec(), rev, 0);
     loop {
@@ -391,6 +394,7 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
     // the others a moment to register first.
     let grace = (inner.ttl / 3).min(Duration::from_secs(2));
     tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(grace) => {} }
+    let mut last_sweep: Option<Instant> = None;
     loop {
         let want = desired(&inner);
         let held: BTreeSet<String> = inner.units.names().into_iter().collect();
@@ -411,6 +415,14 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
                 Ok(true) => deliver_waiting(&inner, unit).await,
                 Ok(false) => {}
                 Err(e) => warn!(policy = %unit, error = %e, "could not take a policy lock; retrying"),
+            }
+        }
+        // Waiting work of policies gone from every member, swept by the first member by name.
+        let sweeper = inner.members.lock().expect("lock poisoned").keys().next() == Some(&inner.name);
+        if sweeper && last_sweep.is_none_or(|t: Instant| t.elapsed() > SWEEP_EVERY) && inner.lease_alive() {
+            last_sweep = Some(Instant::now());
+            if let Err(e) = super::handoff::sweep_orphans(&inner).await {
+                debug!(error = %e, "sweep of orphaned events failed; next time");
             }
         }
         // Work this member could not queue (its queue was full) is still in etcd: read again.

@@ -539,3 +539,26 @@ async fn a_member_with_credentials_carries_on_after_etcd_restarts() {
     assert!(!daemon.log().contains("right-password-1"));
     assert_eq!(daemon.stop().0, 0);
 }
+
+#[tokio::test]
+async fn events_left_for_a_policy_no_member_defines_are_swept_after_an_hour() {
+    let etcd = TestEtcd::start();
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let record = |accepted_ms: u64| {
+        serde_json::json!({ "key": { "policy": "gone", "repository": "r0", "tag": "v1", "action": "push" },
+                            "registry": "src", "accepted_ms": accepted_ms })
+        .to_string()
+    };
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    etcd.ctl(&["put", "/ferry/events/gone/old", &record(now_ms - 2 * 3600 * 1000)]).unwrap();
+    etcd.ctl(&["put", "/ferry/events/gone/recent", &record(now_ms - 60 * 1000)]).unwrap();
+    let port = free_port();
+    let f = member("a", &etcd.url, "3s", &src.url, &dst.url, port, &[policy(0, false)]);
+    let daemon = Daemon::start(&f, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    let keys = || etcd.ctl(&["get", "--prefix", "--keys-only", "/ferry/events/"]).unwrap();
+    assert!(wait_until(10, || !keys().contains("/ferry/events/gone/old")), "{}\n{}", keys(), daemon.log());
+    // Recent work for a missing policy stays: its only member may be restarting.
+    assert!(keys().contains("/ferry/events/gone/recent"), "{}", keys());
+    assert_eq!(daemon.stop().0, 0);
+}
