@@ -82,7 +82,7 @@ pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
         .with_keep_alive((s.lease_ttl / 3).max(Duration::from_secs(1)), CONNECT_TIMEOUT)
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
-    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+    if let Some((user, password)) = &s.login {
         // etcd's tokens expire (`--auth-token-ttl`) and die with a restart (simple tokens):
         // authenticate again rather than fail every request from then on.
         opts = opts.with_user(user.clone(), password.expose().to_owned()).with_auto_token_refresh(true);

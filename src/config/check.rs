@@ -42,6 +42,32 @@ pub(super) fn secret(
     }
 }
 
+/// `username` with `password_env` or `password_file` under `section` (`registries.hub`,
+/// `cluster`): both, or neither. `span`: the section's, for a password without a username.
+pub(super) fn login(
+    username: Option<&Spanned<String>>,
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    section: &str,
+    span: Range<usize>,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<(String, Secret)> {
+    let password = secret(env, file, &format!("{section}.password"), base, sink).map(|(p, _)| p);
+    match (username, password) {
+        (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
+        (Some(u), None) if env.is_none() && file.is_none() => {
+            sink.err(u.span(), format!("{section}.username: needs password_env or password_file"));
+            None
+        }
+        (None, Some(_)) => {
+            sink.err(span, format!("{section}: a password is given but no username"));
+            None
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn positive(n: &Spanned<i64>, field: &str, sink: &mut Sink) -> Option<usize> {
     match usize::try_from(*n.get_ref()) {
         Ok(v) if (1..=1024).contains(&v) => Some(v),

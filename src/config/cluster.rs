@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::check::{pem_file, secret};
+use super::check::{login, pem_file};
 use super::diag::Sink;
 use super::raw::RawConfig;
 use super::schedule::parse_interval;
@@ -20,8 +20,8 @@ pub struct ClusterSettings {
     /// Every key ferry writes lives under it; several ferry clusters can share one etcd.
     pub prefix: String,
     pub ca_pem: Option<Vec<u8>>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
+    /// Username and password for etcd's authentication.
+    pub login: Option<(String, Secret)>,
 }
 
 pub(super) fn cluster_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Option<ClusterSettings> {
@@ -78,13 +78,6 @@ pub(super) fn cluster_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) ->
     if ca_pem.is_some() && etcd.iter().all(|u| u.starts_with("http:")) {
         sink.err(span.clone(), "cluster.ca_file: given, but the etcd URLs are http://; use https:// URLs");
     }
-    let password = secret(c.password_env.as_ref(), c.password_file.as_ref(), "cluster.password", base, sink).map(|(p, _)| p);
-    match (&c.username, &password) {
-        (Some(u), None) if c.password_env.is_none() && c.password_file.is_none() => {
-            sink.err(u.span(), "cluster.username: needs password_env or password_file");
-        }
-        (None, Some(_)) => sink.err(span, "cluster: a password is given but no username"),
-        _ => {}
-    }
-    Some(ClusterSettings { etcd, member, lease_ttl, prefix, ca_pem, username: c.username.as_ref().map(|u| u.get_ref().clone()), password })
+    let login = login(c.username.as_ref(), c.password_env.as_ref(), c.password_file.as_ref(), "cluster", span, base, sink);
+    Some(ClusterSettings { etcd, member, lease_ttl, prefix, ca_pem, login })
 }

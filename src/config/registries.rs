@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::check::{parse_url, positive, rate, secret};
+use super::check::{login, parse_url, positive, rate};
 use super::diag::Sink;
 use super::raw::RawRegistry;
 use crate::model::ByteSize;
@@ -80,20 +80,16 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         },
         _ => None,
     };
-    let password =
-        secret(r.password_env.as_ref(), r.password_file.as_ref(), &format!("registries.{name}.password"), base, sink).map(|(p, _)| p);
-    let credentials = match (&r.username, password) {
-        (Some(u), Some(p)) => Some(Credentials::Password(u.get_ref().clone(), p)),
-        (Some(u), None) if r.password_env.is_none() && r.password_file.is_none() => {
-            sink.err(u.span(), format!("{}: needs password_env or password_file", field("username")));
-            None
-        }
-        (None, Some(_)) => {
-            sink.err(reg.span(), format!("registries.{name}: a password is given but no username"));
-            None
-        }
-        _ => from_docker,
-    };
+    let login = login(
+        r.username.as_ref(),
+        r.password_env.as_ref(),
+        r.password_file.as_ref(),
+        &format!("registries.{name}"),
+        reg.span(),
+        base,
+        sink,
+    );
+    let credentials = login.map(|(u, p)| Credentials::Password(u, p)).or(from_docker);
     let ca_pem = r.ca_file.as_ref().and_then(|f| super::check::pem_file(f, &field("ca_file"), base, sink));
     let max_concurrent =
         r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(DEFAULT_MAX_CONCURRENT);
