@@ -153,7 +153,7 @@ impl App {
             self.notifier = older.notifier.clone(); // its counters and deliveries in flight
         }
         for (key, reg) in &mut self.registries {
-            if let Some(old) = older.registries.get(key).filter(|o| o.is_for(&endpoint(&self.config.registries[key]))) {
+            if let Some(old) = older.registries.get(key).filter(|o| o.same_endpoint(reg)) {
                 *reg = old.clone();
             }
         }

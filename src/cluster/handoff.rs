@@ -54,7 +54,7 @@ pub enum HandoffError {
 const COUNT_FOR: Duration = Duration::from_secs(1);
 
 /// Waiting keys in etcd, counted at most once a second.
-async fn waiting(inner: &Inner) -> Result<i64, EtcdError> {
+pub(super) async fn waiting(inner: &Inner) -> Result<i64, EtcdError> {
     let cached = *inner.waiting.lock().expect("lock poisoned");
     if let Some((_, n)) = cached.filter(|(at, _)| at.elapsed() < COUNT_FOR) {
         return Ok(n);
@@ -135,13 +135,10 @@ const ORPHAN_AFTER: Duration = Duration::from_secs(3600);
 /// Delete waiting work whose policy no live member defines and that is older than
 /// `ORPHAN_AFTER`. Returns how many keys went. One member does it (the first by name).
 pub(super) async fn sweep_orphans(inner: &Inner) -> Result<usize, EtcdError> {
-    let prefix = inner.key("events/");
-    let count = inner
-        .call("count waiting events", inner.client().get(prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only())))
-        .await?;
-    if count.count() == 0 {
+    if waiting(inner).await? == 0 {
         return Ok(0);
     }
+    let prefix = inner.key("events/");
     let defined: std::collections::BTreeSet<String> =
         inner.members.lock().expect("lock poisoned").values().flat_map(|m| m.policies.keys().cloned()).collect();
     let cutoff = crate::model::now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);

@@ -464,15 +464,7 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
         }
     }))
     .await;
-    let waiting = tokio::time::timeout(
-        Duration::from_secs(1),
-        inner.client().get(inner.key("events/"), Some(GetOptions::new().with_prefix().with_count_only())),
-    )
-    .await;
-    let waiting = match waiting {
-        Ok(Ok(r)) => Some(r.count()),
-        _ => None,
-    };
+    let waiting = tokio::time::timeout(Duration::from_secs(1), super::handoff::waiting(inner)).await.ok().and_then(Result::ok);
     let mut holds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (unit, holder) in &locks {
         holds.entry(holder.as_str()).or_default().push(unit);

@@ -82,8 +82,9 @@ impl Shared {
         self.app.read().expect("lock poisoned").clone()
     }
 
-    /// The document `/status` serves and `ferry status --json` prints.
-    pub fn status(&self) -> serde_json::Value {
+    /// The document `/status` serves and `ferry status --json` prints; in a cluster also its
+    /// members and who holds what (asked of etcd).
+    pub async fn status(&self) -> serde_json::Value {
         let mut doc = match self.state.status() {
             Ok(s) => serde_json::to_value(s).expect("status serializes"),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
@@ -97,12 +98,6 @@ impl Shared {
             .collect();
         doc["concurrency"] =
             gauges.iter().map(|g| serde_json::json!({ "registry": g.name, "limit": g.concurrency, "max": g.max_concurrent })).collect();
-        doc
-    }
-
-    /// `status()`, and in a cluster its members and who owns what (asks etcd).
-    pub async fn status_with_cluster(&self) -> serde_json::Value {
-        let mut doc = self.status();
         match self.cluster() {
             Some(c) => doc["cluster"] = c.status().await,
             None if self.clustered => doc["cluster"] = serde_json::json!({ "joined": false }),

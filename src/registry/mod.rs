@@ -169,9 +169,9 @@ impl Registry {
         &self.inner.name
     }
 
-    /// Built from exactly this endpoint (credentials included).
-    pub fn is_for(&self, ep: &Endpoint) -> bool {
-        self.inner.endpoint == *ep
+    /// Built from exactly the same endpoint as `other` (credentials included).
+    pub fn same_endpoint(&self, other: &Registry) -> bool {
+        self.inner.endpoint == other.inner.endpoint
     }
 
     /// Requests this registry gets at once now, and the most it may get (`max_concurrent`).

@@ -82,11 +82,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn page(State(s): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page::render(&s.status_with_cluster().await)).into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page::render(&s.status().await)).into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &s.status_with_cluster().await)
+    json(StatusCode::OK, &s.status().await)
 }
 
 async fn deadline(req: Request, next: Next) -> Response {
