@@ -95,13 +95,14 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
             let tag = if s("tag").is_empty() { String::new() } else { format!(":{}", s("tag")) };
             println!(
-                "  {} {} {}{tag} from {} (accepted {}, {} attempts)",
+                "  {} {} {}{tag} from {} (accepted {}, {} attempts){}",
                 s("policy"),
                 s("action"),
                 s("repository"),
                 s("registry"),
                 time(n(&e["accepted_ms"])),
-                n(&e["attempts"])
+                n(&e["attempts"]),
+                if e["through_etcd"] == true { ", handed over through etcd" } else { "" }
             );
         }
     }

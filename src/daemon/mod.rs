@@ -85,7 +85,8 @@ impl Shared {
     /// The document `/status` serves and `ferry status --json` prints; in a cluster also its
     /// members and who holds what (asked of etcd).
     pub async fn status(&self) -> serde_json::Value {
-        let mut doc = match self.state.status() {
+        let (pending, total) = self.queue.listed(crate::state::PENDING_SHOWN);
+        let mut doc = match self.state.status_with(pending, total) {
             Ok(s) => serde_json::to_value(s).expect("status serializes"),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };

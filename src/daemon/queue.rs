@@ -22,7 +22,7 @@ use crate::app::PolicyRun;
 use crate::model::now_ms;
 use crate::model::RepoName;
 use crate::plan::Scope;
-use crate::state::{JournalEntry, JournalKey, StateError, StateStore};
+use crate::state::{JournalEntry, JournalKey, PendingEvent, StateError, StateStore};
 
 /// Targeted runs in flight at once; each is one repository and is itself bounded by the
 /// shared blob slots and the registries' `max_concurrent`.
@@ -102,6 +102,19 @@ impl EventQueue {
 
     pub fn pending(&self) -> usize {
         self.inner.lock().expect("lock poisoned").items.len()
+    }
+
+    /// The oldest `max` items waiting or running, oldest first, and how many in all.
+    pub fn listed(&self, max: usize) -> (Vec<PendingEvent>, usize) {
+        let inner = self.inner.lock().expect("lock poisoned");
+        let mut all: Vec<(&JournalKey, &Item)> = inner.items.iter().collect();
+        let total = all.len();
+        if total > max {
+            all.select_nth_unstable_by_key(max, |(_, i)| i.entry.accepted_ms);
+            all.truncate(max);
+        }
+        all.sort_by_key(|(_, i)| i.entry.accepted_ms);
+        (all.into_iter().map(|(k, i)| PendingEvent::new(k.clone(), &i.entry, !i.journaled)).collect(), total)
     }
 
     /// Add work (journaled, not yet flushed: the caller awaits `StateStore::commit` before it

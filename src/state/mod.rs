@@ -143,9 +143,19 @@ pub struct PendingEvent {
     pub accepted_ms: u64,
     pub events: u64,
     pub attempts: u32,
+    /// Handed to this cluster member through etcd, which keeps it (not in the local journal).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub through_etcd: bool,
 }
 
-const PENDING_SHOWN: usize = 100;
+impl PendingEvent {
+    pub fn new(key: JournalKey, e: &JournalEntry, through_etcd: bool) -> Self {
+        PendingEvent { key, registry: e.registry.clone(), accepted_ms: e.accepted_ms, events: e.events, attempts: e.attempts, through_etcd }
+    }
+}
+
+/// Pending events a status lists; the total counts them all.
+pub const PENDING_SHOWN: usize = 100;
 
 /// An upload in flight, as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -346,15 +356,17 @@ impl StateStore {
         Ok(())
     }
 
-    /// The last run of each policy and the uploads in flight.
+    /// The last run of each policy, the uploads in flight and what the journal holds.
     pub fn status(&self) -> Result<Status, StateError> {
         let (pending, _) = self.journal_all()?;
-        let pending_events_total = pending.len();
-        let pending_events = pending
-            .into_iter()
-            .take(PENDING_SHOWN)
-            .map(|(key, e)| PendingEvent { key, registry: e.registry, accepted_ms: e.accepted_ms, events: e.events, attempts: e.attempts })
-            .collect();
+        let total = pending.len();
+        let shown = pending.into_iter().take(PENDING_SHOWN).map(|(key, e)| PendingEvent::new(key, &e, false)).collect();
+        self.status_with(shown, total)
+    }
+
+    /// The same, with pending events the caller knows better: a daemon's queue also holds
+    /// work a cluster handed it through etcd, which its journal does not.
+    pub fn status_with(&self, pending_events: Vec<PendingEvent>, pending_events_total: usize) -> Result<Status, StateError> {
         Ok(Status { runs: self.last_runs()?, uploads_in_flight: self.uploads_in_flight()?, pending_events, pending_events_total })
     }
 

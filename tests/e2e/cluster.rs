@@ -499,6 +499,13 @@ async fn an_event_accepted_before_its_owner_dies_is_done_by_the_next_owner() {
     let owner_log = daemons[owner].as_ref().unwrap().log.clone();
     let failing = wait_until(15, || std::fs::read_to_string(&owner_log).unwrap_or_default().contains("list tags: HTTP 503"));
     assert!(failing, "{}", std::fs::read_to_string(&owner_log).unwrap_or_default());
+    // The owner lists what it holds for others, though its own journal does not have it.
+    let doc = status(ports[owner]).await;
+    let listed = doc["pending_events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        doc["pending_events_total"] == 1 && listed.iter().any(|e| e["repository"] == "r0" && e["tag"] == "v1" && e["through_etcd"] == true),
+        "{doc}"
+    );
     signal(&daemons[owner].as_ref().unwrap().child, "KILL");
     daemons[owner].take();
     proxy.faults.every_503.store(0, Ordering::SeqCst);

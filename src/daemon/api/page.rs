@@ -122,10 +122,11 @@ pub fn render(doc: &Value) -> String {
         h.push_str("<table id=events><tr><th>Policy</th><th>Event</th><th>Accepted</th><th>Attempts</th></tr>");
         for e in pending {
             let what = format!(
-                "{} {}{}",
+                "{} {}{}{}",
                 e["action"].as_str().unwrap_or(""),
                 e["repository"].as_str().unwrap_or(""),
-                e["tag"].as_str().filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default()
+                e["tag"].as_str().filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default(),
+                if e["through_etcd"] == true { " (through etcd)" } else { "" }
             );
             let _ = write!(
                 h,
