@@ -28,8 +28,11 @@ FERRY="$PWD/target/debug/ferry"
 CORPUS="$PWD/target/debug/examples/corpus"
 
 WORK=$(mktemp -d /tmp/ferry-demo.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# Registries start inside $(...), a subshell, so their PIDs are kept in files, not a variable.
+cleanup() {
+  for f in "$WORK"/*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 # Start a registry on a free port; print its URL once it listens.
@@ -43,7 +46,7 @@ storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}
 http: {addr: "127.0.0.1:0", secret: ferry-demo-$name}
 YML
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-  PIDS+=($!)
+  echo $! >"$dir/pid"
   for _ in $(seq 1 100); do
     local addr
     addr=$(grep -o 'listening on [0-9.:]*' "$dir/log" | head -1 | cut -d' ' -f3 || true)
