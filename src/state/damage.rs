@@ -71,8 +71,9 @@ impl StateStore {
     }
 
     /// A failed store operation whose only cost is `cost`: said once per kind, counted always.
-    pub(super) fn lost<T: Default>(&self, r: Result<T, StateError>, cost: &'static str) -> T {
+    pub(super) fn lost<T: Default, E: Into<StateError>>(&self, r: Result<T, E>, cost: &'static str) -> T {
         r.unwrap_or_else(|e| {
+            let e: StateError = e.into();
             self.damage.failed.fetch_add(1, Ordering::Relaxed);
             if self.damage.first_time(cost) {
                 tracing::warn!(error = %e, "state store failing; {cost} (replication goes on)");

@@ -255,7 +255,7 @@ impl StateStore {
 
     pub fn upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Option<UploadRecord> {
         let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
-        let v = self.lost(self.uploads.get(&k).map_err(StateError::from), CHECKPOINTS)?;
+        let v = self.lost(self.uploads.get(&k), CHECKPOINTS)?;
         self.read(&self.uploads, &k, &v, CHECKPOINTS)
     }
 
@@ -272,7 +272,7 @@ impl StateStore {
 
     pub fn forget_upload(&self, target: &str, repo: &RepoName, digest: &Digest) {
         let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
-        self.lost(self.uploads.remove(k).map(drop).map_err(StateError::from), CHECKPOINTS);
+        self.lost(self.uploads.remove(k).map(drop), CHECKPOINTS);
     }
 
     pub fn uploads_in_flight(&self) -> Result<Vec<InFlight>, StateError> {
@@ -291,7 +291,7 @@ impl StateStore {
     /// Remember that `repo` on `target` holds `digest`, so later copies can mount it.
     pub fn blob_known(&self, target: &str, repo: &RepoName, digest: &Digest) {
         let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
-        self.lost(self.blobs.insert(k, &[]).map(drop).map_err(StateError::from), MOUNTS);
+        self.lost(self.blobs.insert(k, &[]).map(drop), MOUNTS);
     }
 
     /// A repository on `target` other than `except` known to hold `digest`.
@@ -299,7 +299,7 @@ impl StateStore {
         let prefix = key(&[target.as_bytes(), digest.as_str().as_bytes(), b""]);
         let found = self.blobs.scan_prefix(&prefix).keys().find_map(|k| match k {
             Ok(k) => std::str::from_utf8(&k[prefix.len()..]).ok().filter(|r| *r != except.as_str()).and_then(|r| r.parse().ok()).map(Ok),
-            Err(e) => Some(Err(StateError::from(e))),
+            Err(e) => Some(Err(e)),
         });
         self.lost(found.transpose(), MOUNTS)
     }
@@ -307,13 +307,13 @@ impl StateStore {
     /// Whether the store believes `repo` on `target` holds `digest`.
     pub fn blob_in(&self, target: &str, repo: &RepoName, digest: &Digest) -> bool {
         let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
-        self.lost(self.blobs.contains_key(k).map_err(StateError::from), MOUNTS)
+        self.lost(self.blobs.contains_key(k), MOUNTS)
     }
 
     /// A mount source turned out not to hold the blob (garbage-collected): stop offering it.
     pub fn blob_gone(&self, target: &str, repo: &RepoName, digest: &Digest) {
         let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
-        self.lost(self.blobs.remove(k).map(drop).map_err(StateError::from), MOUNTS);
+        self.lost(self.blobs.remove(k).map(drop), MOUNTS);
     }
 
     /// When `key` was first seen (Unix ms), recording `now` if it never was.
@@ -324,17 +324,17 @@ impl StateStore {
             Err(current) => current.current.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(now, u64::from_be_bytes),
         });
         // Unknown reads as first seen now: a gated image waits its min_age again, never less.
-        self.lost(seen.map(Some).map_err(StateError::from), FIRST_SEEN).unwrap_or(now)
+        self.lost(seen.map(Some), FIRST_SEEN).unwrap_or(now)
     }
 
     pub fn filtered_index(&self, key: &str) -> Option<Digest> {
-        let v = self.lost(self.memo.get(format!("filtered:{key}")).map_err(StateError::from), FILTERED)?;
+        let v = self.lost(self.memo.get(format!("filtered:{key}")), FILTERED)?;
         String::from_utf8(v.to_vec()).ok()?.parse().ok()
     }
 
     pub fn remember_filtered_index(&self, key: &str, digest: &Digest) {
         let saved = self.memo.insert(format!("filtered:{key}"), digest.as_str().as_bytes());
-        self.lost(saved.map(drop).map_err(StateError::from), FILTERED);
+        self.lost(saved.map(drop), FILTERED);
     }
 
     /// Record a run, keeping the last `keep` of its policy. Not flushed here: sled writes

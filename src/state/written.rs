@@ -40,7 +40,7 @@ impl StateStore {
     /// The record for a target tag; a damaged record reads as none (the tag is then asked).
     pub fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<WrittenRecord> {
         let k = written_key(target, repo, tag);
-        let v = self.lost(self.written.get(&k).map_err(StateError::from), WRITTEN)?;
+        let v = self.lost(self.written.get(&k), WRITTEN)?;
         self.read(&self.written, &k, &v, WRITTEN)
     }
 
@@ -49,7 +49,7 @@ impl StateStore {
     pub fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
         let rec = WrittenRecord { v: VERSION, source: source.clone(), target: target_digest.clone(), at_ms: super::now_ms() };
         let saved = self.written.insert(written_key(target, repo, tag), serde_json::to_vec(&rec).expect("records serialize"));
-        self.lost(saved.map(drop).map_err(StateError::from), WRITTEN);
+        self.lost(saved.map(drop), WRITTEN);
     }
 
     /// Drop the records of `repo` on `target` whose tag `keep` does not hold (gone from the
