@@ -6,12 +6,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{GetOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::etcd::EtcdError;
-use super::Inner;
+use super::{Created, Inner};
 use crate::state::JournalKey;
 
 /// Largest record read back from etcd; anything bigger was not written by ferry.
@@ -72,8 +72,7 @@ pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, Ha
     }
     let key = inner.key(&format!("events/{}/{id}", h.key.policy));
     let value = serde_json::to_vec(h).expect("handoff serializes");
-    let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(key, value, None)]);
-    let added = inner.call("hand an event to its policy's owner", inner.client().txn(txn)).await?.succeeded();
+    let added = matches!(inner.create("hand an event to its policy's owner", key, value, None).await?, Created::Now(_));
     if let Some((_, n)) = inner.waiting.lock().expect("lock poisoned").as_mut() {
         *n += i64::from(added);
     }

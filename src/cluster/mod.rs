@@ -165,6 +165,24 @@ impl Inner {
         self.lease_alive().then(|| self.lease.lock().expect("lock poisoned").map(|l| l.id)).flatten()
     }
 
+    /// Write `value` at `key` (on `lease`, if given) only if no such key exists, in one
+    /// transaction that otherwise reads what is there.
+    async fn create(&self, what: &str, key: String, value: Vec<u8>, lease: Option<i64>) -> Result<Created, EtcdError> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, lease.map(|l| PutOptions::new().with_lease(l)))])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.call(what, self.client().txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(Created::Now(resp.header().map_or(0, |h| h.revision())));
+        }
+        Ok(Created::Exists(resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        })))
+    }
+
     fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
@@ -172,6 +190,14 @@ impl Inner {
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
+}
+
+/// What a create-if-absent write found.
+enum Created {
+    /// Written, at this revision (the key's create revision).
+    Now(i64),
+    /// The key was there already: what it holds, when the read came back.
+    Exists(Option<etcd_client::KeyValue>),
 }
 
 /// What this member brings from its own config (a reload changes all but `api`).

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::etcd::{EtcdError, REQUEST_TIMEOUT};
 use super::handoff::{incoming, MAX_RECORD};
 use super::members::{mismatches, owner, MemberRecord};
-use super::{ClusterError, Inner, Lease};
+use super::{ClusterError, Created, Inner, Lease};
 
 enum Register {
     Etcd(EtcdError),
@@ -41,18 +41,10 @@ async fn register(inner: &Inner) -> Result<(), Register> {
     let mut rec = inner.record.lock().expect("lock poisoned").clone();
     rec.lease = id;
     let key = inner.key(&format!("members/{}", inner.name));
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key.clone(), serde_json::to_vec(&rec).expect("record serializes"), Some(PutOptions::new().with_lease(id)))])
-        .or_else([TxnOp::get(key, None)]);
-    let resp = inner.call("register this member", inner.client().txn(txn)).await?;
-    if !resp.succeeded() {
+    let value = serde_json::to_vec(&rec).expect("record serializes");
+    if let Created::Exists(kv) = inner.create("register this member", key, value, Some(id)).await? {
         let _ = inner.call("revoke an unused lease", inner.client().lease_revoke(id)).await;
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()),
-            _ => None,
-        });
-        return Err(Register::Taken(holder));
+        return Err(Register::Taken(kv.and_then(|kv| serde_json::from_slice(kv.value()).ok())));
     }
     *inner.record.lock().expect("lock poisoned") = rec.clone();
     *inner.lease.lock().expect("lock poisoned") = Some(Lease { id, deadline: sent + Duration::from_secs(grant.ttl().max(1) as u64) });

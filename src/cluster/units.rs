@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::etcd::EtcdError;
-use super::Inner;
+use super::{Created, Inner};
 use crate::copy::Fence;
 
 /// A lock this member holds.
@@ -112,24 +112,11 @@ impl Inner {
     /// watch says when it is released).
     pub(super) async fn acquire(self: &Arc<Self>, unit: &str) -> Result<bool, EtcdError> {
         let Some(lease) = self.lease_id() else { return Ok(false) };
-        let key = self.lock_key(unit);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), self.name.clone(), Some(PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = self.call("take a policy lock", self.client().txn(txn)).await?;
-        let rev = if resp.succeeded() {
-            resp.header().map_or(0, |h| h.revision())
-        } else {
+        let rev = match self.create("take a policy lock", self.lock_key(unit), self.name.clone().into_bytes(), Some(lease)).await? {
+            Created::Now(rev) => rev,
             // Ours already (taken under this lease before a failed release): adopt it.
-            let kv = resp.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-                _ => None,
-            });
-            match kv {
-                Some(kv) if kv.lease() == lease && kv.value() == self.name.as_bytes() => kv.create_revision(),
-                _ => return Ok(false),
-            }
+            Created::Exists(Some(kv)) if kv.lease() == lease && kv.value() == self.name.as_bytes() => kv.create_revision(),
+            Created::Exists(_) => return Ok(false),
         };
         if self.lease_id() != Some(lease) {
             return Ok(false); // the lease was lost meanwhile, and the lock with it
