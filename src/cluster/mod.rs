@@ -192,6 +192,20 @@ impl Inner {
     }
 }
 
+/// This member's view of the cluster and its counters, for `/metrics`.
+pub struct Gauges {
+    pub member: String,
+    /// Live members, as this member sees them.
+    pub members: usize,
+    /// Policies this member holds.
+    pub owned: usize,
+    pub ownership_changes: u64,
+    pub lease_lost: u64,
+    pub fence_ok: u64,
+    pub fence_refused: u64,
+    pub etcd_requests: u64,
+}
+
 /// What a create-if-absent write found.
 enum Created {
     /// Written, at this revision (the key's create revision).
@@ -358,27 +372,19 @@ impl Cluster {
         session::status(&self.inner).await
     }
 
-    /// Metric lines (Prometheus text).
-    pub fn metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// What `/metrics` shows of this member's cluster.
+    pub fn gauges(&self) -> Gauges {
         let i = &self.inner;
-        let members = i.members.lock().expect("lock poisoned").len();
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let m = &i.name;
-        let _ = write!(
-            out,
-            "# HELP ferry_cluster_members Live members of the cluster, as this member sees them.\n# TYPE ferry_cluster_members gauge\nferry_cluster_members{{member=\"{m}\"}} {members}\n\
-             # HELP ferry_cluster_owned_units Policies this member holds.\n# TYPE ferry_cluster_owned_units gauge\nferry_cluster_owned_units{{member=\"{m}\"}} {}\n\
-             # HELP ferry_cluster_ownership_changes_total Policies taken or handed over by this member.\n# TYPE ferry_cluster_ownership_changes_total counter\nferry_cluster_ownership_changes_total{{member=\"{m}\"}} {}\n\
-             # HELP ferry_cluster_lease_lost_total Times this member's lease could not be kept alive.\n# TYPE ferry_cluster_lease_lost_total counter\nferry_cluster_lease_lost_total{{member=\"{m}\"}} {}\n\
-             # HELP ferry_cluster_fence_checks_total Checks before tag writes that this member still holds the policy.\n# TYPE ferry_cluster_fence_checks_total counter\nferry_cluster_fence_checks_total{{member=\"{m}\",outcome=\"ok\"}} {}\nferry_cluster_fence_checks_total{{member=\"{m}\",outcome=\"refused\"}} {}\n\
-             # HELP ferry_cluster_etcd_requests_total Requests this member sent to etcd (keepalives included).\n# TYPE ferry_cluster_etcd_requests_total counter\nferry_cluster_etcd_requests_total{{member=\"{m}\"}} {}\n",
-            i.units.names().len(),
-            c(&i.counters.ownership_changes),
-            c(&i.counters.lease_lost),
-            c(&i.counters.fence_ok),
-            c(&i.counters.fence_refused),
-            c(&i.counters.etcd_requests),
-        );
+        Gauges {
+            member: i.name.clone(),
+            members: i.members.lock().expect("lock poisoned").len(),
+            owned: i.units.names().len(),
+            ownership_changes: c(&i.counters.ownership_changes),
+            lease_lost: c(&i.counters.lease_lost),
+            fence_ok: c(&i.counters.fence_ok),
+            fence_refused: c(&i.counters.fence_refused),
+            etcd_requests: c(&i.counters.etcd_requests),
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct Live<'a> {
     pub state_damage: (u64, u64),
     /// Notifications delivered and given up.
     pub notifications: (u64, u64),
+    /// In a cluster: this member's view of it.
+    pub cluster: Option<&'a crate::cluster::Gauges>,
 }
 
 #[derive(Default)]
@@ -134,7 +136,8 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self, live: &Live<'_>) -> String {
-        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed), notifications: (sent, lost) } = *live;
+        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed), notifications: (sent, lost), cluster } =
+            *live;
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -254,6 +257,37 @@ impl Metrics {
             "[[notify]] documents by outcome: delivered, or given up after retries (or refused with a 4xx).",
             vec![(labels(&[("outcome", "delivered")]), sent as f64), (labels(&[("outcome", "given_up")]), lost as f64)],
         );
+        if let Some(c) = cluster {
+            let member = |v: f64| vec![(labels(&[("member", &c.member)]), v)];
+            family("ferry_cluster_members", "gauge", "Live members of the cluster, as this member sees them.", member(c.members as f64));
+            family("ferry_cluster_owned_units", "gauge", "Policies this member holds.", member(c.owned as f64));
+            family(
+                "ferry_cluster_ownership_changes_total",
+                "counter",
+                "Policies taken or handed over by this member.",
+                member(c.ownership_changes as f64),
+            );
+            family(
+                "ferry_cluster_lease_lost_total",
+                "counter",
+                "Times this member's lease could not be kept alive.",
+                member(c.lease_lost as f64),
+            );
+            family(
+                "ferry_cluster_fence_checks_total",
+                "counter",
+                "Checks before tag writes that this member still holds the policy.",
+                [("ok", c.fence_ok), ("refused", c.fence_refused)]
+                    .map(|(o, v)| (labels(&[("member", &c.member), ("outcome", o)]), v as f64))
+                    .to_vec(),
+            );
+            family(
+                "ferry_cluster_etcd_requests_total",
+                "counter",
+                "Requests this member sent to etcd (keepalives included).",
+                member(c.etcd_requests as f64),
+            );
+        }
         let latency = self.latency.lock().expect("lock poisoned").clone();
         let name = "ferry_event_to_replicated_seconds";
         let _ = writeln!(out, "# HELP {name} From accepting an event to its targeted run writing the tag.\n# TYPE {name} histogram");

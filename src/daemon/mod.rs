@@ -111,17 +111,15 @@ impl Shared {
         let uploads = self.state.uploads_in_flight().map(|u| u.len()).unwrap_or(0);
         let app = self.app();
         let registries = app.registry_gauges();
-        let mut text = self.metrics.render(&metrics::Live {
+        let cluster = self.cluster().map(Cluster::gauges);
+        self.metrics.render(&metrics::Live {
             uploads_in_flight: uploads,
             registries: &registries,
             journal_pending: self.queue.pending(),
             state_damage: self.state.damage(),
             notifications: app.notifier().counts(),
-        });
-        if let Some(c) = self.cluster() {
-            c.metrics(&mut text);
-        }
-        text
+            cluster: cluster.as_ref(),
+        })
     }
 
     /// Ask the loop of `policy` for a full run now.
