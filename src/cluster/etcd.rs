@@ -67,8 +67,8 @@ impl EtcdError {
         }
     }
 
-    pub fn timeout(endpoints: &str, what: &str) -> Self {
-        Self::Away { endpoints: endpoints.to_owned(), reason: format!("{what}: no answer within {}s", REQUEST_TIMEOUT.as_secs()) }
+    fn timeout(endpoints: &str, what: &str, limit: Duration) -> Self {
+        Self::Away { endpoints: endpoints.to_owned(), reason: format!("{what}: no answer within {}s", limit.as_secs()) }
     }
 }
 
@@ -97,11 +97,7 @@ pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
         };
         opts = opts.with_tls(TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT + CONNECT_TIMEOUT, Client::connect(&s.etcd, Some(opts))).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(EtcdError::from_client(&endpoints, &e)),
-        Err(_) => Err(EtcdError::timeout(&endpoints, "connect")),
-    }
+    within(&endpoints, "connect", REQUEST_TIMEOUT + CONNECT_TIMEOUT, Client::connect(&s.etcd, Some(opts))).await
 }
 
 /// Run one etcd request with the deadline every request gets.
@@ -110,9 +106,18 @@ pub async fn call<T>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, EtcdError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+    within(endpoints, what, REQUEST_TIMEOUT, f).await
+}
+
+async fn within<T>(
+    endpoints: &str,
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(EtcdError::from_client(endpoints, &e)),
-        Err(_) => Err(EtcdError::timeout(endpoints, what)),
+        Err(_) => Err(EtcdError::timeout(endpoints, what, limit)),
     }
 }

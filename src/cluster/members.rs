@@ -20,7 +20,7 @@ pub struct MemberRecord {
     /// Each policy this member defines, with a fingerprint of its definition: members that
     /// disagree (a config rolled out halfway) are reported.
     pub policies: BTreeMap<String, String>,
-    /// The member's lease (hex), so `/status` can ask etcd when it was last renewed.
+    /// The member's lease id, so `/status` can ask etcd when it was last renewed.
     #[serde(default)]
     pub lease: i64,
 }

@@ -157,12 +157,13 @@ impl Inner {
     /// The lease may still be relied on: its deadline is more than a safety margin away (a
     /// tag write that starts now must end before another member could take the policy).
     fn lease_alive(&self) -> bool {
-        let margin = (self.ttl / 5).min(Duration::from_secs(2));
-        self.lease.lock().expect("lock poisoned").is_some_and(|l| Instant::now() + margin < l.deadline)
+        self.lease_id().is_some()
     }
 
+    /// The lease, while it may still be relied on.
     fn lease_id(&self) -> Option<i64> {
-        self.lease_alive().then(|| self.lease.lock().expect("lock poisoned").map(|l| l.id)).flatten()
+        let margin = (self.ttl / 5).min(Duration::from_secs(2));
+        self.lease.lock().expect("lock poisoned").filter(|l| Instant::now() + margin < l.deadline).map(|l| l.id)
     }
 
     /// Write `value` at `key` (on `lease`, if given) only if no such key exists, in one
@@ -189,6 +190,22 @@ impl Inner {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+}
+
+/// Say that etcd is away; returns how long to wait before the next try (doubling up to 10 s).
+fn away(e: &EtcdError, delay: &mut Duration) -> Duration {
+    let wait = *delay;
+    warn!(error = %e, retry_in = ?wait, "etcd unreachable: this member runs nothing until it joins the cluster");
+    *delay = (wait * 2).min(Duration::from_secs(10));
+    wait
+}
+
+/// Wait `d`, unless told to stop first.
+async fn pause(stop: &CancellationToken, d: Duration) -> Result<(), ClusterError> {
+    tokio::select! {
+        () = stop.cancelled() => Err(ClusterError::Stopped),
+        () = tokio::time::sleep(d) => Ok(()),
     }
 }
 
@@ -257,13 +274,8 @@ impl Cluster {
             match etcd::connect(settings).await {
                 Ok(c) => break c,
                 Err(e) if e.is_fatal() => return Err(e.into()),
-                Err(e) => warn!(error = %e, retry_in = ?delay, "etcd unreachable: this member runs nothing until it joins the cluster"),
+                Err(e) => pause(stop, away(&e, &mut delay)).await?,
             }
-            tokio::select! {
-                () = stop.cancelled() => return Err(ClusterError::Stopped),
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
         };
         let inner = Arc::new(Inner::new(settings, client, api, policies, handover_wait, max_waiting, inbox));
         session::first_registration(&inner, stop).await?;

@@ -60,13 +60,10 @@ pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) 
     let mut taken_since: Option<Instant> = None;
     let mut delay = Duration::from_secs(1);
     loop {
-        match register(inner).await {
+        let wait = match register(inner).await {
             Ok(()) => return Ok(()),
             Err(Register::Etcd(e)) if e.is_fatal() => return Err(e.into()),
-            Err(Register::Etcd(e)) => {
-                warn!(error = %e, retry_in = ?delay, "etcd unreachable: this member runs nothing until it joins the cluster");
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            Err(Register::Etcd(e)) => super::away(&e, &mut delay),
             Err(Register::Taken(holder)) => {
                 let (host, pid) = holder.map_or_else(|| ("?".to_owned(), 0), |h| (h.host, h.pid));
                 let since = *taken_since.get_or_insert_with(|| {
@@ -77,12 +74,10 @@ pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) 
                     return Err(ClusterError::DuplicateMember { name: inner.name.clone(), host, pid });
                 }
                 delay = Duration::from_secs(1);
+                delay
             }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return Err(ClusterError::Stopped),
-            () = tokio::time::sleep(delay) => {}
-        }
+        };
+        super::pause(stop, wait).await?;
     }
 }
 
@@ -282,14 +277,15 @@ async fn scan_members(
     members: &mut BTreeMap<String, MemberRecord>,
     locks: &mut BTreeMap<String, String>,
 ) -> Result<i64, EtcdError> {
-    let rev = scan(inner, &inner.key("members/"), None, |kv| {
-        if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.key("members/"))) {
+    let (member_keys, lock_keys) = (inner.key("members/"), inner.key("locks/"));
+    let rev = scan(inner, &member_keys, None, |kv| {
+        if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&member_keys)) {
             members.extend(member_record(name, kv.value()).map(|r| (name.to_owned(), r)));
         }
     })
     .await?;
-    scan(inner, &inner.key("locks/"), Some(rev), |kv| {
-        if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&inner.key("locks/"))) {
+    scan(inner, &lock_keys, Some(rev), |kv| {
+        if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&lock_keys)) {
             locks.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
         }
     })
