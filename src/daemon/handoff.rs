@@ -45,16 +45,10 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
         cluster.done(&[etcd_key]).await;
         return;
     }
-    let local = h.request.map(|_| {
-        shared.runs.create(
-            &policy.name,
-            Some(h.key.repository.as_str()).filter(|r| !r.is_empty()),
-            Some(h.key.tag.as_str()).filter(|t| !t.is_empty()),
-        )
-    });
+    let local = h.request.map(|_| shared.runs.create(&h.key));
     let full = h.key.repository.is_empty();
     let queued = if full {
-        let id = local.unwrap_or_else(|| shared.runs.create(&policy.name, None, None));
+        let id = local.unwrap_or_else(|| shared.runs.create(&h.key));
         shared.request_full_run(&policy.name, id, RunOptions { force_delete: h.force_delete, verify: h.verify })
     } else {
         shared.queue.enqueue(h.key.clone(), &h.registry, local, Some(etcd_key.clone())).map_err(|e| e.to_string())

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::app::PolicyRun;
 use crate::model::now_ms;
-use crate::state::Counts;
+use crate::state::{Counts, JournalKey};
 
 /// Finished runs kept for clients that poll late; the oldest go first.
 const KEEP: usize = 1000;
@@ -40,7 +40,9 @@ pub struct RunBook {
 }
 
 impl RunBook {
-    pub fn create(&self, policy: &str, repository: Option<&str>, tag: Option<&str>) -> u64 {
+    /// A run asked for: of the whole policy, or of the repository (and tag) `key` names.
+    pub fn create(&self, key: &JournalKey) -> u64 {
+        let named = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let mut g = self.inner.lock().expect("lock poisoned");
         g.0 += 1;
         let id = g.0;
@@ -48,9 +50,9 @@ impl RunBook {
             id,
             RunView {
                 id,
-                policy: policy.to_owned(),
-                repository: repository.map(str::to_owned),
-                tag: tag.map(str::to_owned),
+                policy: key.policy.clone(),
+                repository: named(&key.repository),
+                tag: named(&key.tag),
                 state: "queued",
                 outcome: None,
                 counts: Counts::default(),

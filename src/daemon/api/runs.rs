@@ -42,14 +42,15 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let Some(policy) = app.config.policies.iter().find(|p| p.name == req.policy) else {
         return reply(StatusCode::NOT_FOUND, format!("no policy named `{}`", req.policy.chars().take(100).collect::<String>()));
     };
+    let key = match run_key(policy, req.repository.as_deref(), req.tag.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+    };
     if let Some(c) = s.cluster() {
-        return hand_off(&s, c, policy, &req).await;
+        return hand_off(&s, c, policy, key, &req).await;
     }
-    let Some(repo) = req.repository.as_deref() else {
-        if req.tag.is_some() {
-            return reply(StatusCode::BAD_REQUEST, "a tag needs its repository");
-        }
-        let id = s.runs.create(&policy.name, None, None);
+    let id = s.runs.create(&key);
+    if key.repository.is_empty() {
         return match s.request_full_run(&policy.name, id, RunOptions { force_delete: req.force_delete, verify: req.verify }) {
             Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
             Err(why) => {
@@ -57,18 +58,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
                 reply(StatusCode::SERVICE_UNAVAILABLE, why)
             }
         };
-    };
-    let (repo, tag) = match target_of(policy, repo, req.tag.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e),
-    };
-    let id = s.runs.create(&policy.name, Some(repo.as_str()), tag.as_ref().map(Tag::as_str));
-    let key = JournalKey {
-        policy: policy.name.clone(),
-        repository: repo.to_string(),
-        tag: tag.map(String::from).unwrap_or_default(),
-        action: "run".into(),
-    };
+    }
     let queued = s.queue.enqueue(key, &policy.source, Some(id), None).map_err(|e| e.to_string());
     match queued {
         Ok(()) => match s.state.commit().await {
@@ -82,29 +72,30 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
-/// The repository and tag a run request names, checked against the policy.
-fn target_of(policy: &Policy, repo: &str, tag: Option<&str>) -> Result<(RepoName, Option<Tag>), String> {
-    let repo: RepoName = repo.parse()?;
-    if !policy.repositories.covers(&repo) {
-        return Err(format!("policy `{}` does not replicate repository `{repo}`", policy.name));
-    }
-    Ok((repo, tag.map(str::parse).transpose()?))
+/// The journal key of a run request: the whole policy, a repository, or one tag of it,
+/// checked against the policy.
+fn run_key(policy: &Policy, repo: Option<&str>, tag: Option<&str>) -> Result<JournalKey, String> {
+    let (repository, tag) = match (repo, tag) {
+        (None, Some(_)) => return Err("a tag needs its repository".into()),
+        (None, None) => (String::new(), String::new()),
+        (Some(r), t) => {
+            let repo: RepoName = r.parse()?;
+            if !policy.repositories.covers(&repo) {
+                return Err(format!("policy `{}` does not replicate repository `{repo}`", policy.name));
+            }
+            let tag: Option<Tag> = t.map(str::parse).transpose()?;
+            (repo.to_string(), tag.map(String::from).unwrap_or_default())
+        }
+    };
+    Ok(JournalKey { policy: policy.name.clone(), repository, tag, action: "run".into() })
 }
 
 /// In a cluster: the request goes to the policy's owner through etcd (which may be this
 /// member); its result comes back the same way and `GET /v1/runs/{id}` here shows it.
-async fn hand_off(s: &Shared, c: &crate::cluster::Cluster, policy: &Policy, req: &RunRequest) -> Response {
-    let (repository, tag) = match (req.repository.as_deref(), req.tag.as_deref()) {
-        (None, Some(_)) => return reply(StatusCode::BAD_REQUEST, "a tag needs its repository"),
-        (None, None) => (String::new(), String::new()),
-        (Some(r), t) => match target_of(policy, r, t) {
-            Ok((r, t)) => (r.to_string(), t.map(String::from).unwrap_or_default()),
-            Err(e) => return reply(StatusCode::BAD_REQUEST, e),
-        },
-    };
-    let id = s.runs.create(&policy.name, Some(repository.as_str()).filter(|r| !r.is_empty()), Some(tag.as_str()).filter(|t| !t.is_empty()));
+async fn hand_off(s: &Shared, c: &crate::cluster::Cluster, policy: &Policy, key: JournalKey, req: &RunRequest) -> Response {
+    let id = s.runs.create(&key);
     let h = Handoff {
-        key: JournalKey { policy: policy.name.clone(), repository, tag, action: "run".into() },
+        key,
         registry: policy.source.clone(),
         accepted_ms: crate::model::now_ms(),
         origin: Some(c.member().to_owned()),
