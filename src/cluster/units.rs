@@ -78,6 +78,14 @@ pub struct Claim {
     link: tokio::task::JoinHandle<()>,
 }
 
+impl Claim {
+    /// What a run gets: the claim's cancel token and fence; outside a cluster (no claim),
+    /// `outside` and no fence.
+    pub fn guards(claim: Option<&Claim>, outside: &CancellationToken) -> (CancellationToken, Option<Arc<dyn Fence>>) {
+        claim.map_or_else(|| (outside.clone(), None), |c| (c.cancel.clone(), Some(c.fence.clone())))
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         self.active.fetch_sub(1, Ordering::AcqRel);

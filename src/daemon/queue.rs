@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::app::PolicyRun;
+use crate::cluster::Claim;
 use crate::model::now_ms;
 use crate::model::RepoName;
 use crate::plan::Scope;
@@ -265,19 +266,16 @@ impl EventQueue {
             }
         };
         // In a cluster, only while this member holds the policy; otherwise its owner has it.
-        let claim = match shared.cluster() {
-            None => None,
-            Some(c) => match c.claim(&policy.name, stop) {
-                Some(claim) => Some(claim),
-                None => {
-                    let (mut all, _) = self.forget(&key);
-                    all.extend(waiters);
-                    shared.runs.moved(&all);
-                    return;
-                }
-            },
+        let claim = match shared.cluster().map(|c| c.claim(&policy.name, stop)) {
+            Some(None) => {
+                let (mut all, _) = self.forget(&key);
+                all.extend(waiters);
+                shared.runs.moved(&all);
+                return;
+            }
+            held => held.flatten(),
         };
-        let (cancel, fence) = claim.as_ref().map_or((stop.clone(), None), |c| (c.cancel.clone(), Some(c.fence.clone())));
+        let (cancel, fence) = Claim::guards(claim.as_ref(), stop);
         shared.runs.running(&waiters);
         let run: PolicyRun = app.run_targeted(policy, &repo, &scope, &cancel, fence).await;
         drop(claim);

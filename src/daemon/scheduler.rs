@@ -82,8 +82,8 @@ pub async fn policy_loop(
     let policy = &app.config.policies[index];
     let name = policy.name.as_str();
     let metrics = &shared.metrics;
-    let mut next = if run_now { Some(Utc::now()) } else { first_run(&policy.trigger, Utc::now()) };
-    let mut next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+    let jittered = |at: Option<DateTime<Utc>>| at.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+    let mut next_at = jittered(if run_now { Some(Utc::now()) } else { first_run(&policy.trigger, Utc::now()) });
     // In a cluster, an interval policy this member takes over runs at once: its previous
     // owner may be long gone. A scheduled one waits for its next tick, as it would have.
     let mut taken = match (shared.cluster(), &policy.trigger) {
@@ -111,19 +111,18 @@ pub async fn policy_loop(
         let ids: Vec<u64> = asked.iter().map(|a| a.id).collect();
         let opts = RunOptions { force_delete: asked.iter().any(|a| a.opts.force_delete), verify: asked.iter().any(|a| a.opts.verify) };
         let started = Utc::now();
-        let claim = shared.cluster().map(|c| c.claim(name, &stop));
-        let (cancel, fence) = match &claim {
-            None => (stop.clone(), None),
-            Some(Some(c)) => (c.cancel.clone(), Some(c.fence.clone())),
+        let claim = match shared.cluster().map(|c| c.claim(name, &stop)) {
             Some(None) => {
                 // Another member holds it: that member runs it on the same schedule.
                 debug!(policy = name, "held by another cluster member; not run here");
                 shared.runs.moved(&ids);
                 let (n, _) = after_run(&policy.trigger, started, Utc::now());
-                next_at = n.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+                next_at = jittered(n);
                 continue;
             }
+            held => held.flatten(),
         };
+        let (cancel, fence) = crate::cluster::Claim::guards(claim.as_ref(), &stop);
         metrics.started(name);
         shared.runs.running(&ids);
         let run = app.run_policy(policy, &cancel, fence, opts).instrument(info_span!("run", policy = name)).await;
@@ -143,8 +142,7 @@ pub async fn policy_loop(
         } else if let Some(n) = n {
             debug!(policy = name, next = %n.format("%Y-%m-%dT%H:%M:%SZ"), "next run");
         }
-        next = n;
-        next_at = next.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
+        next_at = jittered(n);
     }
 }
 
