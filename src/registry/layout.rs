@@ -55,10 +55,12 @@ type IndexCache = Arc<Indexes>;
 type Parsed = (u64, Option<std::time::SystemTime>, Arc<Value>);
 
 impl Indexes {
-    /// After writing `dir`'s index.json.
-    fn written(&self, dir: &Path) {
+    /// Replace `dir`'s index.json with `index`, and forget the parsed copy.
+    fn write(&self, dir: &Path, index: &Value) -> Io<()> {
+        let written = replace(&dir.join("index.json"), serde_json::to_vec_pretty(index).expect("json").as_slice());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.parsed.lock().expect("lock poisoned").remove(dir);
+        written
     }
 }
 
@@ -315,9 +317,7 @@ impl Layout {
             }
             list.retain(|e| e["annotations"][REF_NAME] != tag.as_str());
             list.push(entry);
-            let written = replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice());
-            cache.written(&dir);
-            written
+            cache.write(&dir, &index)
         })
         .await
     }
@@ -331,9 +331,7 @@ impl Layout {
         blocking(move || {
             let Some(mut index) = Self::index(&dir)? else { return Ok(()) };
             index["manifests"].as_array_mut().expect("checked by index()").retain(|e| e["digest"] != digest.as_str());
-            let written = replace(&dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json").as_slice());
-            cache.written(&dir);
-            written?;
+            cache.write(&dir, &index)?;
             collect_garbage(&dir, &index)
         })
         .await
