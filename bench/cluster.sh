@@ -28,16 +28,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 source bench/lib.sh
-bench_needs docker-registry curl bc
-if ! command -v etcd >/dev/null; then   # the command is etcd, Debian's package etcd-server
-  [ "$(id -u)" = 0 ] || { echo "bench: missing etcd: sudo apt-get install -y etcd-server" >&2; exit 1; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-fi
+bench_needs docker-registry curl bc etcd=etcd-server
 bench_build events_bench
 BENCH="$PWD/target/release/examples/events_bench"
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 rm -rf "$OUT"; mkdir -p "$OUT"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EP=$(free_port) PP=$(free_port)
 etcd --name b --data-dir "$OUT/etcd" --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
   --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" --initial-cluster "b=http://127.0.0.1:$PP" \

@@ -1,10 +1,11 @@
 # Shared by the bench scripts: install what is missing, start Distribution registries on
 # loopback with access logs, count requests. Source it after setting OUT.
 
-# bench_needs CMD...: apt-get install the missing ones when root, else say what to install.
+# bench_needs CMD[=PACKAGE]...: apt-get install the missing ones when root, else say what to
+# install. PACKAGE when Debian's package is not named after the command (etcd=etcd-server).
 bench_needs() {
-  local need=()
-  for c in "$@"; do command -v "$c" >/dev/null || need+=("$c"); done
+  local need=() c
+  for c in "$@"; do command -v "${c%%=*}" >/dev/null || need+=("${c#*=}"); done
   [ -x /usr/bin/time ] || need+=(time)
   if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "bench: missing ${need[*]}: sudo apt-get install -y ${need[*]}" >&2; exit 1; }
@@ -76,3 +77,6 @@ same_digests() {
 }
 # skopeo_yaml HOST [PREFIX]: a `skopeo sync --src yaml` file naming those repositories.
 skopeo_yaml() { echo "$1:"; echo "  tls-verify: false"; echo "  images:"; repos "$1" "${2:-}" | sed 's/^/    /; s/$/: []/'; }
+
+# free_port: a loopback port nobody listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -23,7 +23,7 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 SRC=$(start_registry src) DST=$(start_registry dst)
 "$CORPUS" --registry "http://$SRC" --prefix load/app --repos "$POLICIES" --tags 1 --base-size 16KiB \
   --repo-layer 4KiB --app-min 1KiB --app-max 2KiB --index-every 0 --seed 5 >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 mkdir -p "$OUT/ferry/policies"
 printf '[daemon]\nstate_dir = "state"\nlisten = "127.0.0.1:%s"\nrun_history = %s\n[registries.src]\nurl = "http://%s"\n[registries.dst]\nurl = "http://%s"\n' \
   "$PORT" "$HISTORY" "$SRC" "$DST" >"$OUT/ferry/ferry.toml"
