@@ -296,7 +296,9 @@ impl EventQueue {
                 }
             }
             Ok(Finish::Kept) if !stop.is_cancelled() => {
-                self.forget(&key);
+                // The policy moved: requests that joined during the run go with it too.
+                let (waiters, _) = self.forget(&key);
+                shared.runs.moved(&waiters);
             }
             Ok(Finish::Again | Finish::Kept) => {}
             Ok(Finish::Retry(delay)) => {
