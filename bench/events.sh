@@ -5,18 +5,16 @@
 #      explains the copy. --pushes small images, one at a time: p50, p95, max.
 #   2. webhook intake: --posts POSTs of Distribution envelopes (new event id each, 100 tags),
 #      64 at a time: accepted per second, and the daemon's peak RSS after it.
-#   3. idle: 50 event policies (one repository each, nothing to copy): CPU seconds per hour and
-#      RSS over --seconds, with the reconcile at interval 60s (as bench/daemon-figures.sh) and
-#      at 1h (what events make possible). --idle-only runs just this part.
+# What an idle daemon with 50 event policies costs: bench/idle.sh (--interval 1h for a
+# reconcile that events make possible).
 # Needs: cargo, docker-registry, curl, bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PUSHES=30 POSTS=10000 SECONDS_IDLE=120 OUT=/tmp/ferry-events-bench IDLE_ONLY=0
+PUSHES=30 POSTS=10000 OUT=/tmp/ferry-events-bench
 while [ $# -gt 0 ]; do
   case "$1" in
-    --pushes) PUSHES=$2; shift 2 ;; --posts) POSTS=$2; shift 2 ;; --seconds) SECONDS_IDLE=$2; shift 2 ;;
-    --idle-only) IDLE_ONLY=1; shift ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    --pushes) PUSHES=$2; shift 2 ;; --posts) POSTS=$2; shift 2 ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
   esac
 done
 cargo build --quiet --release --bin ferry --example corpus --example events_bench
@@ -60,7 +58,6 @@ start_daemon() {
 }
 kb() { awk "/$1/{print \$2}" "/proc/$DPID/status"; }
 
-if [ "$IDLE_ONLY" = 0 ]; then
 echo "== 1. push → target, events only"
 start_daemon
 "$BENCH" latency --source "http://$SRC" --target "http://$DST" --pushes "$PUSHES"
@@ -71,20 +68,4 @@ echo "daemon RSS before: $(kb VmRSS) KiB"
 "$BENCH" load --url "http://127.0.0.1:$PORT/v1/events/distribution/src" --token "$TOKEN" --posts "$POSTS"
 echo "daemon RSS after: $(kb VmRSS) KiB, peak $(kb VmHWM) KiB; state store $(du -sh "$OUT/ferry/state" | cut -f1)"
 kill -TERM "$DPID"; wait "$DPID" || true
-fi
 
-echo "== 3. idle, 50 event policies (fresh state store)"
-"$CORPUS" --registry "http://$SRC" --prefix idle/app --repos 50 --tags 2 --base-size 256KiB --repo-layer 64KiB --app-min 16KiB --app-max 64KiB --index-every 0 >/dev/null
-for every in 60s 1h; do
-  rm -rf "$OUT"/ferry/policies/*.toml "$OUT/ferry/state"
-  for i in $(seq 0 49); do
-    printf '[[policy]]\nname = "p%02d"\nsource = "src"\ntargets = ["dst"]\nrepositories = ["idle/app-%03d"]\ninterval = "%s"\njitter = "10s"\nevents = true\n' "$i" "$i" "$every" >"$OUT/ferry/policies/p$i.toml"
-  done
-  start_daemon
-  sleep 20   # first runs copy everything; after that every run is a no-op
-  ticks=$(getconf CLK_TCK)
-  cpu() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
-  c0=$(cpu); sleep "$SECONDS_IDLE"; c1=$(cpu)
-  echo "idle, 50 event policies, interval $every: $(echo "scale=2; ($c1-$c0)/$ticks*3600/$SECONDS_IDLE" | bc) CPU s/hour; RSS $(kb VmRSS) KiB (peak $(kb VmHWM) KiB)"
-  kill -TERM "$DPID"; wait "$DPID" || true
-done
