@@ -304,7 +304,11 @@ impl App {
         let memory = &memory;
         let repos = match only {
             Some(r) => Ok(vec![r.clone()]),
-            None => select_repositories(policy, source).await,
+            // Listing only reads: at a stop it ends at once, not after its retries.
+            None => tokio::select! {
+                r = select_repositories(policy, source) => r,
+                () = cancel.cancelled() => Ok(Vec::new()),
+            },
         };
         match repos {
             Err(e) => {
@@ -387,19 +391,26 @@ impl App {
         if copier.cancel_token().is_cancelled() {
             return Vec::new();
         }
-        // In name order, so two runs of the policy never hold each other's locks crosswise.
-        let mut held = Vec::new();
-        for t in policy.targets.iter().collect::<std::collections::BTreeSet<_>>() {
-            held.push(self.repo_locks.lock((policy.name.clone(), t.clone(), repo.clone())).await);
-        }
         let source = self.registry(&policy.source);
-        let reads = SourceReads::new(source);
-        let plans = policy
-            .targets
-            .iter()
-            .map(|t| plan_repo(policy, t, &reads, self.registry(t), repo, memory, opts, scope).instrument(info_span!("plan", target = %t)));
-        let plans = join_all(plans).await;
-        drop(reads);
+        let planned = async {
+            // In name order, so two runs of the policy never hold each other's locks crosswise.
+            let mut held = Vec::new();
+            for t in policy.targets.iter().collect::<std::collections::BTreeSet<_>>() {
+                held.push(self.repo_locks.lock((policy.name.clone(), t.clone(), repo.clone())).await);
+            }
+            let reads = SourceReads::new(source);
+            let plans = policy.targets.iter().map(|t| {
+                plan_repo(policy, t, &reads, self.registry(t), repo, memory, opts, scope).instrument(info_span!("plan", target = %t))
+            });
+            (held, join_all(plans).await)
+        };
+        // Waiting for a lock and planning only read (what planning remembers is best-effort):
+        // at a stop they end at once, instead of running out their retries against a registry
+        // that does not answer while the daemon waits for its stop deadline.
+        let (_held, plans) = tokio::select! {
+            p = planned => p,
+            () = copier.cancel_token().cancelled() => return Vec::new(),
+        };
         let fan = copier.fanout(source, repo);
         for p in plans.iter().filter(|p| p.error.is_none()) {
             p.blobs.iter().filter(|(_, b)| b.on_target != Some(true)).for_each(|(d, _)| fan.expect(&p.target, d));

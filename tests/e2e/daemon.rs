@@ -168,6 +168,27 @@ async fn sigterm_during_a_large_upload_exits_quickly_and_the_next_start_resumes(
 }
 
 #[tokio::test]
+async fn sigterm_while_runs_retry_an_unreachable_source_exits_at_once() {
+    let dst = TestRegistry::start();
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let port = free_port();
+    // One policy names its repository (planning lists its tags), the other a pattern (the run
+    // lists the catalog first): both are retried against a source nobody answers for.
+    let policies = [("one.toml", policy("one", "\"app\"", "1h")), ("all.toml", policy("all", "\"app-*\"", "1h"))];
+    let policies: Vec<(&str, &str)> = policies.iter().map(|(f, p)| (*f, p.as_str())).collect();
+    let ferry = daemon_ferry(&gone, &dst.url, port, "1MiB", &policies);
+    let daemon = Daemon::start(&ferry, port, "daemon.log");
+    assert!(wait_until(30, || daemon.log().matches("retrying").count() >= 4), "no retries:\n{}", daemon.log());
+    let log = daemon.log.clone();
+    let (code, took) = daemon.stop();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{log}");
+    // The stop deadline is 10 s; runs that only wait between retries must not use it.
+    assert!(took < Duration::from_secs(3), "stop took {took:?}:\n{log}");
+    assert!(!log.contains("still busy at the stop deadline"), "{log}");
+}
+
+#[tokio::test]
 async fn faults_are_retried_counted_and_every_digest_matches() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let spec = CorpusSpec { repos: 3, tags: 2, index_every: 3, sign: true, ..CorpusSpec::default() };
