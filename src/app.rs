@@ -306,8 +306,9 @@ impl App {
             Some(r) => Ok(vec![r.clone()]),
             // Listing only reads: at a stop it ends at once, not after its retries.
             None => tokio::select! {
-                r = select_repositories(policy, source) => r,
+                biased;
                 () = cancel.cancelled() => Ok(Vec::new()),
+                r = select_repositories(policy, source) => r,
             },
         };
         match repos {
@@ -388,9 +389,6 @@ impl App {
         opts: RunOptions,
         scope: &Scope,
     ) -> Vec<RepoReport> {
-        if copier.cancel_token().is_cancelled() {
-            return Vec::new();
-        }
         let source = self.registry(&policy.source);
         let planned = async {
             // In name order, so two runs of the policy never hold each other's locks crosswise.
@@ -406,10 +404,12 @@ impl App {
         };
         // Waiting for a lock and planning only read (what planning remembers is best-effort):
         // at a stop they end at once, instead of running out their retries against a registry
-        // that does not answer while the daemon waits for its stop deadline.
+        // that does not answer while the daemon waits for its stop deadline. Cancellation is
+        // looked at first, so a repository reached after the stop is not even started.
         let (_held, plans) = tokio::select! {
-            p = planned => p,
+            biased;
             () = copier.cancel_token().cancelled() => return Vec::new(),
+            p = planned => p,
         };
         let fan = copier.fanout(source, repo);
         for p in plans.iter().filter(|p| p.error.is_none()) {
