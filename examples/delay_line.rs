@@ -34,7 +34,9 @@ async fn main() -> std::io::Result<()> {
         let (client, _) = listener.accept().await?;
         let upstream = args.upstream.clone();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(&upstream).await else { return };
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
             let _ = (client.set_nodelay(true), server.set_nodelay(true));
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
@@ -44,7 +46,11 @@ async fn main() -> std::io::Result<()> {
 }
 
 /// Read as it comes; each piece is written `delay` after it was read, in order.
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, delay: Duration) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
@@ -61,7 +67,10 @@ async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         return;
                     }
                 }

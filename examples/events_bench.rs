@@ -60,20 +60,36 @@ async fn latency(source: &str, target: &str, repo: &str, pushes: usize) {
     let run = std::process::id() as u64;
     for i in 0..pushes {
         let tag = format!("r{run}-{i}");
-        let img = images::image(images::Format::Oci, &[&images::layer(run * 1000 + i as u64, 32 << 10)], "amd64", None, &tag);
+        let img = images::image(
+            images::Format::Oci,
+            &[&images::layer(run * 1000 + i as u64, 32 << 10)],
+            "amd64",
+            None,
+            &tag,
+        );
         for b in &img.blobs {
             pusher.blob(repo, b).await;
         }
         // The clock starts when the push completes: the manifest PUT is what notifies.
         let url = format!("{target}/v2/{repo}/manifests/{tag}");
-        pusher.manifest(repo, &tag, img.media_type, &img.manifest).await;
+        pusher
+            .manifest(repo, &tag, img.media_type, &img.manifest)
+            .await;
         let pushed = Instant::now();
         loop {
-            let rsp = http.head(&url).header("accept", img.media_type).send().await.unwrap();
+            let rsp = http
+                .head(&url)
+                .header("accept", img.media_type)
+                .send()
+                .await
+                .unwrap();
             if rsp.status().is_success() {
                 break;
             }
-            assert!(pushed.elapsed() < Duration::from_secs(60), "{tag} never reached the target");
+            assert!(
+                pushed.elapsed() < Duration::from_secs(60),
+                "{tag} never reached the target"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let secs = pushed.elapsed().as_secs_f64();
@@ -92,7 +108,10 @@ async fn latency(source: &str, target: &str, repo: &str, pushes: usize) {
 }
 
 async fn load(url: &str, token: &str, repo: &str, posts: usize, concurrency: usize, tags: usize) {
-    let http = http_client().pool_max_idle_per_host(concurrency).build().unwrap();
+    let http = http_client()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
     let run = std::process::id();
     let started = Instant::now();
     let codes: Vec<u16> = futures_util::stream::iter(0..posts)
@@ -117,13 +136,28 @@ async fn load(url: &str, token: &str, repo: &str, posts: usize, concurrency: usi
     for c in codes {
         *by.entry(c).or_default() += 1;
     }
-    println!("{posts} webhook POSTs in {secs:.2} s: {:.0} per second; answers {by:?} (0 = no answer)", posts as f64 / secs);
+    println!(
+        "{posts} webhook POSTs in {secs:.2} s: {:.0} per second; answers {by:?} (0 = no answer)",
+        posts as f64 / secs
+    );
 }
 
 #[tokio::main]
 async fn main() {
     match Args::parse().cmd {
-        Cmd::Latency { source, target, repo, pushes } => latency(&source, &target, &repo, pushes).await,
-        Cmd::Load { url, token, repo, posts, concurrency, tags } => load(&url, &token, &repo, posts, concurrency, tags).await,
+        Cmd::Latency {
+            source,
+            target,
+            repo,
+            pushes,
+        } => latency(&source, &target, &repo, pushes).await,
+        Cmd::Load {
+            url,
+            token,
+            repo,
+            posts,
+            concurrency,
+            tags,
+        } => load(&url, &token, &repo, posts, concurrency, tags).await,
     }
 }

@@ -34,6 +34,10 @@ fn main() {
     println!("listening on 127.0.0.1:{}", proxy.port);
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        println!("counted {} refused {}", f.pulls_counted.load(Ordering::SeqCst), f.pulls_refused.load(Ordering::SeqCst));
+        println!(
+            "counted {} refused {}",
+            f.pulls_counted.load(Ordering::SeqCst),
+            f.pulls_refused.load(Ordering::SeqCst)
+        );
     }
 }

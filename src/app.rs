@@ -16,7 +16,9 @@ use crate::model::Digest;
 use crate::model::RepoName;
 use crate::model::Tag;
 use crate::notify::Notifier;
-use crate::plan::{plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope, SourceReads};
+use crate::plan::{
+    plan_repo, select_repositories, Memory, NoMemory, RepoPlan, RunOptions, Scope, SourceReads,
+};
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::state::{now_ms, Counts, RunRecord, StateError, StateStore};
 
@@ -67,13 +69,30 @@ impl Memory for StateMemory<'_> {
         self.0.remember_filtered_index(key, digest);
     }
     fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
-        self.0.written(target, repo, tag).map(|r| (r.source, r.target, r.at_ms))
+        self.0
+            .written(target, repo, tag)
+            .map(|r| (r.source, r.target, r.at_ms))
     }
-    fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
-        self.0.remember_written(target, repo, tag, source, target_digest);
+    fn remember_written(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        source: &Digest,
+        target_digest: &Digest,
+    ) {
+        self.0
+            .remember_written(target, repo, tag, source, target_digest);
     }
-    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &std::collections::HashSet<Tag>) {
-        self.0.forget_written_except(target, repo, &|t| t.parse::<Tag>().is_ok_and(|t| keep.contains(&t)));
+    fn forget_written_except(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        keep: &std::collections::HashSet<Tag>,
+    ) {
+        self.0.forget_written_except(target, repo, &|t| {
+            t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))
+        });
     }
 }
 
@@ -114,7 +133,10 @@ impl App {
     /// When the folder cannot be created or another ferry process holds the store.
     pub fn open_state(config: &Config) -> Result<StateStore, AppError> {
         let dir = &config.daemon.state_dir;
-        std::fs::create_dir_all(dir).map_err(|e| StateError::Open { path: dir.display().to_string(), source: e.into() })?;
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+            path: dir.display().to_string(),
+            source: e.into(),
+        })?;
         Ok(StateStore::open(dir)?)
     }
 
@@ -139,7 +161,14 @@ impl App {
             bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
         });
         let notifier = Notifier::new(config.notify.clone());
-        Ok(App { config, registries, state, shared, repo_locks: Arc::default(), notifier })
+        Ok(App {
+            config,
+            registries,
+            state,
+            shared,
+            repo_locks: Arc::default(),
+            notifier,
+        })
     }
 
     /// Share `older`'s repository locks: targeted runs started under the config before a
@@ -198,7 +227,10 @@ impl App {
     /// trips in sequence: tag lists, then its tags' HEADs in parallel). What each registry
     /// really gets at once is its adaptive limit; blobs are bounded by `max_concurrent_blobs`.
     fn repo_width(&self, policy: &Policy) -> usize {
-        let widest = std::iter::once(&policy.source).chain(&policy.targets).map(|r| self.registry(r).concurrency().1).max();
+        let widest = std::iter::once(&policy.source)
+            .chain(&policy.targets)
+            .map(|r| self.registry(r).concurrency().1)
+            .max();
         (widest.unwrap_or(1) / 2).max(2)
     }
 
@@ -210,7 +242,16 @@ impl App {
         if names.is_empty() {
             return Ok(self.config.policies.iter().collect());
         }
-        names.iter().map(|n| self.config.policies.iter().find(|p| &p.name == n).ok_or_else(|| AppError::UnknownPolicy(n.clone()))).collect()
+        names
+            .iter()
+            .map(|n| {
+                self.config
+                    .policies
+                    .iter()
+                    .find(|p| &p.name == n)
+                    .ok_or_else(|| AppError::UnknownPolicy(n.clone()))
+            })
+            .collect()
     }
 
     /// Plan every (target, repository) of a policy. A source that cannot be listed gives one
@@ -224,7 +265,12 @@ impl App {
                     .targets
                     .iter()
                     .map(|t| {
-                        let mut p = RepoPlan::empty(&policy.name, t, unreachable_repo(), unreachable_repo());
+                        let mut p = RepoPlan::empty(
+                            &policy.name,
+                            t,
+                            unreachable_repo(),
+                            unreachable_repo(),
+                        );
                         p.error = Some(e.to_string());
                         p
                     })
@@ -239,10 +285,18 @@ impl App {
         let by_repo: Vec<Vec<RepoPlan>> = stream::iter(&repos)
             .map(|r| async move {
                 let reads = SourceReads::new(source);
-                let plans = policy
-                    .targets
-                    .iter()
-                    .map(|t| plan_repo(policy, t, &reads, self.registry(t), r, memory, RunOptions::default(), &Scope::All));
+                let plans = policy.targets.iter().map(|t| {
+                    plan_repo(
+                        policy,
+                        t,
+                        &reads,
+                        self.registry(t),
+                        r,
+                        memory,
+                        RunOptions::default(),
+                        &Scope::All,
+                    )
+                });
                 join_all(plans).await
             })
             .buffered(self.repo_width(policy))
@@ -250,7 +304,16 @@ impl App {
             .await;
         // Target by target, as before plans were made for all targets of a repository at once.
         let mut by_repo: Vec<_> = by_repo.into_iter().map(Vec::into_iter).collect();
-        policy.targets.iter().flat_map(|_| by_repo.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>()).collect()
+        policy
+            .targets
+            .iter()
+            .flat_map(|_| {
+                by_repo
+                    .iter_mut()
+                    .filter_map(Iterator::next)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Run one policy now: plan and copy each repository for each target, record the run.
@@ -264,7 +327,8 @@ impl App {
         fence: Option<Arc<dyn Fence>>,
         opts: RunOptions,
     ) -> PolicyRun {
-        self.run(policy, None, &Scope::All, cancel, fence, opts).await
+        self.run(policy, None, &Scope::All, cancel, fence, opts)
+            .await
     }
 
     /// A targeted run: one repository of `policy`, within `scope`, for each target, through
@@ -280,7 +344,15 @@ impl App {
         cancel: &CancellationToken,
         fence: Option<Arc<dyn Fence>>,
     ) -> PolicyRun {
-        self.run(policy, Some(repo), scope, cancel, fence, RunOptions::default()).await
+        self.run(
+            policy,
+            Some(repo),
+            scope,
+            cancel,
+            fence,
+            RunOptions::default(),
+        )
+        .await
     }
 
     async fn run(
@@ -292,7 +364,10 @@ impl App {
         fence: Option<Arc<dyn Fence>>,
         opts: RunOptions,
     ) -> PolicyRun {
-        let state = self.state.clone().expect("run_policy needs the state store");
+        let state = self
+            .state
+            .clone()
+            .expect("run_policy needs the state store");
         let started = now_ms();
         let clock = std::time::Instant::now();
         let copier = Copier::new(self.shared.clone(), state.clone(), cancel.clone(), fence);
@@ -321,7 +396,11 @@ impl App {
                 let reports: Vec<Vec<RepoReport>> = stream::iter(repos)
                     .map(|r| {
                         let span = info_span!("repo", repo = %r);
-                        async move { self.sync_repo(policy, &r, copier, memory, opts, scope).await }.instrument(span)
+                        async move {
+                            self.sync_repo(policy, &r, copier, memory, opts, scope)
+                                .await
+                        }
+                        .instrument(span)
                     })
                     .buffer_unordered(self.repo_width(policy))
                     .collect()
@@ -351,7 +430,10 @@ impl App {
         let c = run.counts();
         // A targeted run that found its tag in sync (a coalesced or repeated event) is not
         // worth a place in the history; one that did something or failed is.
-        if run.scope.is_none() || c.tags_copied + c.deleted + c.held + c.conflicts > 0 || !run.errors.is_empty() {
+        if run.scope.is_none()
+            || c.tags_copied + c.deleted + c.held + c.conflicts > 0
+            || !run.errors.is_empty()
+        {
             let mut rec = RunRecord::new(
                 &policy.name,
                 started,
@@ -393,12 +475,30 @@ impl App {
         let planned = async {
             // In name order, so two runs of the policy never hold each other's locks crosswise.
             let mut held = Vec::new();
-            for t in policy.targets.iter().collect::<std::collections::BTreeSet<_>>() {
-                held.push(self.repo_locks.lock((policy.name.clone(), t.clone(), repo.clone())).await);
+            for t in policy
+                .targets
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                held.push(
+                    self.repo_locks
+                        .lock((policy.name.clone(), t.clone(), repo.clone()))
+                        .await,
+                );
             }
             let reads = SourceReads::new(source);
             let plans = policy.targets.iter().map(|t| {
-                plan_repo(policy, t, &reads, self.registry(t), repo, memory, opts, scope).instrument(info_span!("plan", target = %t))
+                plan_repo(
+                    policy,
+                    t,
+                    &reads,
+                    self.registry(t),
+                    repo,
+                    memory,
+                    opts,
+                    scope,
+                )
+                .instrument(info_span!("plan", target = %t))
             });
             (held, join_all(plans).await)
         };
@@ -413,12 +513,17 @@ impl App {
         };
         let fan = copier.fanout(source, repo);
         for p in plans.iter().filter(|p| p.error.is_none()) {
-            p.blobs.iter().filter(|(_, b)| b.on_target != Some(true)).for_each(|(d, _)| fan.expect(&p.target, d));
+            p.blobs
+                .iter()
+                .filter(|(_, b)| b.on_target != Some(true))
+                .for_each(|(d, _)| fan.expect(&p.target, d));
         }
         fan.settle();
-        let copies = plans
-            .iter()
-            .map(|p| copier.copy_repo(p, source, self.registry(&p.target), &fan).instrument(info_span!("copy", target = %p.target)));
+        let copies = plans.iter().map(|p| {
+            copier
+                .copy_repo(p, source, self.registry(&p.target), &fan)
+                .instrument(info_span!("copy", target = %p.target))
+        });
         join_all(copies).await
     }
 }

@@ -22,7 +22,9 @@ fn give_back_memory_periodically() {
 /// 0.6 MiB less for the same CPU. A setting the user made in the environment wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
         // SAFETY: called before any other thread exists; mallopt only changes a malloc setting.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
@@ -37,7 +39,10 @@ fn main() -> ExitCode {
         give_back_memory_periodically();
     }
     ferry::telemetry::init(cli.log_format, cli.verbosity(), cli.default_level());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -41,7 +41,9 @@ impl Digest {
 impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(format!("malformed digest `{s}`"));
         }
@@ -72,12 +74,15 @@ impl fmt::Debug for Digest {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// This machine's host name (`localhost` when the kernel will not say).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned())
 }
 
 /// Streaming sha256 with a byte count, so size and digest are checked together.
@@ -176,7 +181,8 @@ fn valid_tag(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 impl RepoName {
@@ -211,7 +217,8 @@ struct Probe {
 /// The media type of a manifest body, trusting the body over a header (registries may
 /// answer `application/octet-stream` or `application/json`).
 pub fn manifest_media_type(body: &[u8], header: Option<&str>) -> Result<String, String> {
-    let probe: Probe = serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let probe: Probe =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
     if let Some(mt) = probe.media_type {
         return Ok(mt);
     }
@@ -240,7 +247,8 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
     let mut refs = References::default();
     match manifest_kind(media_type)? {
         ManifestKind::Image => {
-            let m: oci_client::manifest::OciImageManifest = serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
+            let m: oci_client::manifest::OciImageManifest =
+                serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
             refs.blobs.push(desc(&m.config.digest, m.config.size)?);
             for l in &m.layers {
                 // Foreign layers live elsewhere (their `urls`); registries refuse to hold them.
@@ -251,7 +259,8 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
             }
         }
         ManifestKind::Index => {
-            let m: oci_client::manifest::OciImageIndex = serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
+            let m: oci_client::manifest::OciImageIndex =
+                serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
             for c in &m.manifests {
                 refs.manifests.push(desc(&c.digest, c.size)?);
             }
@@ -272,7 +281,12 @@ pub fn tag_version(tag: &str) -> Option<semver::Version> {
     }
     let (core, rest) = t.find(['-', '+']).map_or((t, ""), |i| t.split_at(i));
     let parts: Vec<&str> = core.split('.').collect();
-    if parts.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.is_empty()
+        || parts.len() > 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let padded = format!("{}{}{rest}", core, ".0".repeat(3 - parts.len()));
@@ -287,7 +301,9 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
@@ -297,7 +313,11 @@ impl FromStr for ByteSize {
             "KB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            u => return Err(format!("unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            u => {
+                return Err(format!(
+                    "unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
         };
         let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
         if !n.is_finite() || n < 0.0 {
@@ -402,7 +422,13 @@ mod tests {
 
     #[test]
     fn media_type_falls_back_to_shape() {
-        assert_eq!(manifest_media_type(br#"{"manifests":[]}"#, None).unwrap(), OCI_INDEX);
-        assert_eq!(manifest_media_type(br#"{"layers":[]}"#, Some(DOCKER_MANIFEST)).unwrap(), DOCKER_MANIFEST);
+        assert_eq!(
+            manifest_media_type(br#"{"manifests":[]}"#, None).unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            manifest_media_type(br#"{"layers":[]}"#, Some(DOCKER_MANIFEST)).unwrap(),
+            DOCKER_MANIFEST
+        );
     }
 }

@@ -63,7 +63,11 @@ impl Notifier {
             for kind in kinds.iter().filter(|k| spec.on.iter().any(|o| o == *k)) {
                 let (inner, doc) = (self.inner.clone(), document(run, kind, &self.inner.source));
                 self.inner.tasks.spawn(async move {
-                    let counter = if deliver(&inner.http, &inner.specs[i], &doc).await { &inner.delivered } else { &inner.given_up };
+                    let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
+                        &inner.delivered
+                    } else {
+                        &inner.given_up
+                    };
                     counter.fetch_add(1, Ordering::Relaxed);
                 });
             }
@@ -72,13 +76,19 @@ impl Notifier {
 
     /// Notifications delivered and given up since start.
     pub fn counts(&self) -> (u64, u64) {
-        (self.inner.delivered.load(Ordering::Relaxed), self.inner.given_up.load(Ordering::Relaxed))
+        (
+            self.inner.delivered.load(Ordering::Relaxed),
+            self.inner.given_up.load(Ordering::Relaxed),
+        )
     }
 
     /// Wait up to `bound` for deliveries in flight (what `ferry sync` does before it exits).
     pub async fn settle(&self, bound: Duration) {
         self.inner.tasks.close();
-        if tokio::time::timeout(bound, self.inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(bound, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(waited = ?bound, "notifications still being retried at exit; given up");
         }
         self.inner.tasks.reopen();
@@ -106,13 +116,38 @@ fn outcomes(run: &RunRecord) -> Vec<&'static str> {
 fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
     let c = &run.counts;
     let what = match kind {
-        "failed" => format!("failed: {} failure(s){}", c.failures, run.errors.first().map(|e| format!("; first: {e}")).unwrap_or_default()),
-        "held" => format!("held back {} tag(s){}", c.held, run.held.first().map(|h| format!("; first: {h}")).unwrap_or_default()),
-        "conflict" => format!("met {} conflict(s) (target tags that moved; overwrite = false)", c.conflicts),
-        _ => format!("succeeded: {} tag(s) copied, {} in sync", c.tags_copied, c.tags_in_sync),
+        "failed" => format!(
+            "failed: {} failure(s){}",
+            c.failures,
+            run.errors
+                .first()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        ),
+        "held" => format!(
+            "held back {} tag(s){}",
+            c.held,
+            run.held
+                .first()
+                .map(|h| format!("; first: {h}"))
+                .unwrap_or_default()
+        ),
+        "conflict" => format!(
+            "met {} conflict(s) (target tags that moved; overwrite = false)",
+            c.conflicts
+        ),
+        _ => format!(
+            "succeeded: {} tag(s) copied, {} in sync",
+            c.tags_copied, c.tags_in_sync
+        ),
     };
-    let scope = run.scope.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
-    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(run.ended_ms as i64).unwrap_or_default();
+    let scope = run
+        .scope
+        .as_ref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(run.ended_ms as i64)
+        .unwrap_or_default();
     json!({
         "specversion": "1.0",
         "id": format!("{}-{}-{kind}", run.policy, run.started_ms),
@@ -131,7 +166,13 @@ async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Va
     let body = doc.to_string();
     let mut wait = FIRST_RETRY;
     for attempt in 1..=ATTEMPTS {
-        let mut req = http.post(spec.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/cloudevents+json").body(body.clone());
+        let mut req = http
+            .post(spec.url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/cloudevents+json",
+            )
+            .body(body.clone());
         if let Some(t) = &spec.bearer_token {
             req = req.bearer_auth(t.expose());
         }
@@ -145,12 +186,26 @@ async fn deliver(http: &reqwest::Client, spec: &NotifySpec, doc: &serde_json::Va
                 debug!(host, kind = %doc["type"], "notification delivered");
                 return true;
             }
-            Ok(r) if r.status().is_client_error() && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                warn!(host, status = r.status().as_u16(), "notification refused; not retried");
+            Ok(r)
+                if r.status().is_client_error()
+                    && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                warn!(
+                    host,
+                    status = r.status().as_u16(),
+                    "notification refused; not retried"
+                );
                 return false;
             }
-            Ok(r) => debug!(host, status = r.status().as_u16(), attempt, "notification not taken; retrying"),
-            Err(e) => debug!(host, error = %e.without_url(), attempt, "notification not delivered; retrying"),
+            Ok(r) => debug!(
+                host,
+                status = r.status().as_u16(),
+                attempt,
+                "notification not taken; retrying"
+            ),
+            Err(e) => {
+                debug!(host, error = %e.without_url(), attempt, "notification not delivered; retrying")
+            }
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(wait).await;

@@ -6,13 +6,19 @@ use proptest::prelude::*;
 
 use crate::config::schedule::{parse_interval, parse_schedule};
 use crate::config::TagRules;
-use crate::model::{manifest_media_type, manifest_references, tag_version, ByteSize, Digest, RepoName, Tag};
+use crate::model::{
+    manifest_media_type, manifest_references, tag_version, ByteSize, Digest, RepoName, Tag,
+};
 
 /// Text that is mostly the characters these formats are made of, so inputs get past the first
 /// check often enough to reach the deeper code.
 fn near(alphabet: &'static str, max: usize) -> impl Strategy<Value = String> {
     let chars: Vec<char> = alphabet.chars().collect();
-    prop::collection::vec(prop_oneof![9 => prop::sample::select(chars), 1 => any::<char>()], 0..max).prop_map(|v| v.into_iter().collect())
+    prop::collection::vec(
+        prop_oneof![9 => prop::sample::select(chars), 1 => any::<char>()],
+        0..max,
+    )
+    .prop_map(|v| v.into_iter().collect())
 }
 
 /// A valid manifest or index, then damaged: a field replaced by any JSON-ish value.

@@ -36,10 +36,15 @@ pub fn man() -> ExitCode {
     let page = clap_mangen::Man::new(cmd.clone());
     let rendered = page.render(&mut out).and_then(|()| {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            out.extend_from_slice(format!(".SH \"FERRY {}\"\n", sub.get_name().to_uppercase()).as_bytes());
+            out.extend_from_slice(
+                format!(".SH \"FERRY {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+            );
             let man = clap_mangen::Man::new(sub.clone());
             man.render_description_section(&mut out)?;
-            if sub.get_arguments().any(|a| !a.is_hide_set() && !a.is_global_set()) {
+            if sub
+                .get_arguments()
+                .any(|a| !a.is_hide_set() && !a.is_global_set())
+            {
                 man.render_options_section(&mut out)?;
             }
         }

@@ -22,7 +22,12 @@ use crate::telemetry::LogFormat;
 #[command(version, about = "Policy-driven OCI image replication")]
 pub struct Cli {
     /// Main config file.
-    #[arg(long, global = true, env = "FERRY_CONFIG", default_value = "/etc/ferry/ferry.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CONFIG",
+        default_value = "/etc/ferry/ferry.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -113,7 +118,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Validate => validate::run(&cli.config),
         Command::Plan(a) => plan::run(&cli.config, a).await,
-        Command::Sync(a) if a.dry_run => plan::run(&cli.config, &PlanArgs { policies: a.policies.clone(), json: false }).await,
+        Command::Sync(a) if a.dry_run => {
+            plan::run(
+                &cli.config,
+                &PlanArgs {
+                    policies: a.policies.clone(),
+                    json: false,
+                },
+            )
+            .await
+        }
         Command::Sync(a) => sync::run(&cli.config, a).await,
         Command::Daemon => daemon::run(&cli.config).await,
         Command::Status(a) => status::run(&cli.config, a).await,
@@ -128,7 +142,11 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
         for d in &diags {
             eprintln!("{d}");
         }
-        eprintln!("{} problem{} found", diags.len(), if diags.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{} problem{} found",
+            diags.len(),
+            if diags.len() == 1 { "" } else { "s" }
+        );
         ExitCode::from(2)
     })
 }

@@ -23,7 +23,10 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
     }
     let failed = plans.iter().filter(|p| p.error.is_some()).count();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plans).expect("plans serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plans).expect("plans serialize")
+        );
     } else {
         let mut policy = "";
         for p in &plans {

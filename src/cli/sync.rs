@@ -18,7 +18,12 @@ use crate::state::{Counts, StateError};
 fn stop_on_signals(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         warn!("stopping: finishing the chunks in flight (signal again to abort now)");
         cancel.cancel();
@@ -112,7 +117,9 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
             return super::fail(msg, 1);
         }
         Ok(s) => s,
-        Err(crate::app::AppError::State(StateError::Locked { path })) => return through_daemon(&cfg, args, &path).await,
+        Err(crate::app::AppError::State(StateError::Locked { path })) => {
+            return through_daemon(&cfg, args, &path).await
+        }
         Err(e) => return super::fail(e, 1),
     };
     let app = match App::new(cfg, Some(state)) {
@@ -125,13 +132,31 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     stop_on_signals(cancel.clone());
-    let runs = futures_util::future::join_all(
-        policies.iter().map(|p| app.run_policy(p, &cancel, None, RunOptions { force_delete: args.force_delete, verify: args.verify })),
-    );
-    let runs = if std::io::stderr().is_terminal() { with_progress(&app, runs).await } else { runs.await };
+    let runs = futures_util::future::join_all(policies.iter().map(|p| {
+        app.run_policy(
+            p,
+            &cancel,
+            None,
+            RunOptions {
+                force_delete: args.force_delete,
+                verify: args.verify,
+            },
+        )
+    }));
+    let runs = if std::io::stderr().is_terminal() {
+        with_progress(&app, runs).await
+    } else {
+        runs.await
+    };
     let outcomes: Vec<Outcome> = runs
         .into_iter()
-        .map(|r| Outcome { counts: r.counts(), policy: r.policy, errors: r.errors, held: r.held, interrupted: r.interrupted })
+        .map(|r| Outcome {
+            counts: r.counts(),
+            policy: r.policy,
+            errors: r.errors,
+            held: r.held,
+            interrupted: r.interrupted,
+        })
         .collect();
     // Failure notifications are retried in the background; give them a moment, not forever.
     app.notifier().settle(NOTIFY_WAIT).await;
@@ -147,16 +172,26 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
 /// A daemon holds the state store: ask it to run each policy, wait, and report as if the
 /// runs were ours.
 async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &str) -> ExitCode {
-    let names: Vec<String> =
-        if args.policies.is_empty() { cfg.policies.iter().map(|p| p.name.clone()).collect() } else { args.policies.clone() };
-    if let Some(n) = names.iter().find(|n| !cfg.policies.iter().any(|p| &p.name == *n)) {
+    let names: Vec<String> = if args.policies.is_empty() {
+        cfg.policies.iter().map(|p| p.name.clone()).collect()
+    } else {
+        args.policies.clone()
+    };
+    if let Some(n) = names
+        .iter()
+        .find(|n| !cfg.policies.iter().any(|p| &p.name == *n))
+    {
         return super::fail(crate::app::AppError::UnknownPolicy(n.clone()), 2);
     }
     let client = match DaemonClient::new(cfg) {
         Ok(c) => c,
         Err(e) => return super::fail(e, 1),
     };
-    eprintln!("ferry: the daemon holds {store}; asking it to run {} at {}", names.join(", "), client.base());
+    eprintln!(
+        "ferry: the daemon holds {store}; asking it to run {} at {}",
+        names.join(", "),
+        client.base()
+    );
     let mut ids = Vec::new();
     for n in &names {
         match client.start_run(&serde_json::json!({ "policy": n, "force_delete": args.force_delete, "verify": args.verify })).await {
@@ -174,8 +209,13 @@ async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &st
             Ok(v) => v,
             Err(e) => return super::fail(e, 1),
         };
-        let strings =
-            |k: &str| -> Vec<String> { v[k].as_array().into_iter().flatten().filter_map(|e| e.as_str().map(str::to_owned)).collect() };
+        let strings = |k: &str| -> Vec<String> {
+            v[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        };
         outcomes.push(Outcome {
             policy,
             counts: serde_json::from_value(v["counts"].clone()).unwrap_or_default(),

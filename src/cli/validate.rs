@@ -9,7 +9,13 @@ pub fn run(config: &Path) -> ExitCode {
     for p in &cfg.policies {
         let events = if p.events { ", events" } else { "" };
         let trigger = crate::daemon::describe(&p.trigger);
-        println!("policy {}: {} → {} ({trigger}{events}) [{}]", p.name, p.source, p.targets.join(", "), p.file.display());
+        println!(
+            "policy {}: {} → {} ({trigger}{events}) [{}]",
+            p.name,
+            p.source,
+            p.targets.join(", "),
+            p.file.display()
+        );
     }
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
@@ -28,6 +34,11 @@ pub fn run(config: &Path) -> ExitCode {
             c.prefix
         );
     }
-    println!("{}: ok, {} registries, {} policies", config.display(), cfg.registries.len(), cfg.policies.len());
+    println!(
+        "{}: ok, {} registries, {} policies",
+        config.display(),
+        cfg.registries.len(),
+        cfg.policies.len()
+    );
     ExitCode::SUCCESS
 }

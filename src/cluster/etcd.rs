@@ -45,7 +45,9 @@ impl EtcdError {
             source = s.source();
         }
         let lower = reason.to_ascii_lowercase();
-        let tls = ["certificate", "handshake", "unknownissuer", "tls"].iter().any(|w| lower.contains(w));
+        let tls = ["certificate", "handshake", "unknownissuer", "tls"]
+            .iter()
+            .any(|w| lower.contains(w));
         if tls {
             reason.push_str(" (TLS: is cluster.ca_file the CA that signed etcd's certificate, and the URL's host in it?)");
         }
@@ -68,7 +70,10 @@ impl EtcdError {
     }
 
     fn timeout(endpoints: &str, what: &str, limit: Duration) -> Self {
-        Self::Away { endpoints: endpoints.to_owned(), reason: format!("{what}: no answer within {}s", limit.as_secs()) }
+        Self::Away {
+            endpoints: endpoints.to_owned(),
+            reason: format!("{what}: no answer within {}s", limit.as_secs()),
+        }
     }
 }
 
@@ -79,13 +84,18 @@ pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive((s.lease_ttl / 3).max(Duration::from_secs(1)), CONNECT_TIMEOUT)
+        .with_keep_alive(
+            (s.lease_ttl / 3).max(Duration::from_secs(1)),
+            CONNECT_TIMEOUT,
+        )
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
     if let Some((user, password)) = &s.login {
         // etcd's tokens expire (`--auth-token-ttl`) and die with a restart (simple tokens):
         // authenticate again rather than fail every request from then on.
-        opts = opts.with_user(user.clone(), password.expose().to_owned()).with_auto_token_refresh(true);
+        opts = opts
+            .with_user(user.clone(), password.expose().to_owned())
+            .with_auto_token_refresh(true);
     }
     if s.etcd.iter().any(|u| u.starts_with("https:")) {
         let pem = match &s.ca_pem {
@@ -95,9 +105,16 @@ pub async fn connect(s: &ClusterSettings) -> Result<Client, EtcdError> {
                 reason: format!("https:// without cluster.ca_file, and the system CAs ({SYSTEM_CAS}) cannot be read: {e}"),
             })?,
         };
-        opts = opts.with_tls(TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
+        opts = opts
+            .with_tls(TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
     }
-    within(&endpoints, "connect", REQUEST_TIMEOUT + CONNECT_TIMEOUT, Client::connect(&s.etcd, Some(opts))).await
+    within(
+        &endpoints,
+        "connect",
+        REQUEST_TIMEOUT + CONNECT_TIMEOUT,
+        Client::connect(&s.etcd, Some(opts)),
+    )
+    .await
 }
 
 /// Run one etcd request with the deadline every request gets.

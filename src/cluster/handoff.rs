@@ -39,7 +39,11 @@ pub enum Incoming {
     Work { etcd_key: String, handoff: Handoff },
     /// How a run asked for on this member went on the member that ran it (its key is
     /// deleted once read).
-    Result { etcd_key: String, id: u64, view: serde_json::Value },
+    Result {
+        etcd_key: String,
+        id: u64,
+        view: serde_json::Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +64,13 @@ pub(super) async fn waiting(inner: &Inner) -> Result<i64, EtcdError> {
         return Ok(n);
     }
     let opts = GetOptions::new().with_prefix().with_count_only();
-    let n = inner.call("count waiting events", inner.client().get(inner.key("events/"), Some(opts))).await?.count();
+    let n = inner
+        .call(
+            "count waiting events",
+            inner.client().get(inner.key("events/"), Some(opts)),
+        )
+        .await?
+        .count();
     *inner.waiting.lock().expect("lock poisoned") = Some((Instant::now(), n));
     Ok(n)
 }
@@ -72,7 +82,12 @@ pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, Ha
     }
     let key = inner.key(&format!("events/{}/{id}", h.key.policy));
     let value = serde_json::to_vec(h).expect("handoff serializes");
-    let added = matches!(inner.create("hand an event to its policy's owner", key, value, None).await?, Created::Now(_));
+    let added = matches!(
+        inner
+            .create("hand an event to its policy's owner", key, value, None)
+            .await?,
+        Created::Now(_)
+    );
     if let Some((_, n)) = inner.waiting.lock().expect("lock poisoned").as_mut() {
         *n += i64::from(added);
     }
@@ -82,8 +97,16 @@ pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, Ha
 pub(super) async fn remove(inner: &Inner, keys: &[String]) {
     // etcd takes at most 128 operations per transaction by default.
     for chunk in keys.chunks(100) {
-        let txn = Txn::new().and_then(chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect::<Vec<_>>());
-        if let Err(e) = inner.call("remove done events", inner.client().txn(txn)).await {
+        let txn = Txn::new().and_then(
+            chunk
+                .iter()
+                .map(|k| TxnOp::delete(k.clone(), None))
+                .collect::<Vec<_>>(),
+        );
+        if let Err(e) = inner
+            .call("remove done events", inner.client().txn(txn))
+            .await
+        {
             warn!(error = %e, keys = chunk.len(), "could not remove finished events from etcd; their policy's next owner runs them again");
         }
     }
@@ -94,15 +117,27 @@ pub(super) async fn report(inner: &Inner, origin: &str, id: u64, view: &serde_js
     // On our lease: a result nobody collects (its member is gone) goes away with us.
     let opts = inner.lease_id().map(|l| PutOptions::new().with_lease(l));
     let value = serde_json::to_vec(view).expect("run view serializes");
-    if let Err(e) = inner.call("report a run result", inner.client().put(key, value, opts)).await {
+    if let Err(e) = inner
+        .call("report a run result", inner.client().put(key, value, opts))
+        .await
+    {
         warn!(error = %e, origin, id, "could not report a run's result to the member that was asked for it");
     }
 }
 
 /// A watched `events/` or `results/` key and its value, as work for this member (or nothing).
-pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) -> Option<Incoming> {
+pub(super) fn incoming(
+    inner: &Inner,
+    rest: &str,
+    full_key: &str,
+    value: &[u8],
+) -> Option<Incoming> {
     if value.len() > MAX_RECORD {
-        warn!(key = full_key, bytes = value.len(), "oversized record in etcd ignored");
+        warn!(
+            key = full_key,
+            bytes = value.len(),
+            "oversized record in etcd ignored"
+        );
         return None;
     }
     if let Some(r) = rest.strip_prefix("events/") {
@@ -111,7 +146,10 @@ pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) 
             return None;
         }
         return match serde_json::from_slice::<Handoff>(value) {
-            Ok(h) if h.key.policy == policy => Some(Incoming::Work { etcd_key: full_key.to_owned(), handoff: h }),
+            Ok(h) if h.key.policy == policy => Some(Incoming::Work {
+                etcd_key: full_key.to_owned(),
+                handoff: h,
+            }),
             Ok(_) | Err(_) => {
                 warn!(key = full_key, "unreadable event record in etcd ignored");
                 None
@@ -124,7 +162,13 @@ pub(super) fn incoming(inner: &Inner, rest: &str, full_key: &str, value: &[u8]) 
         return None;
     }
     let id = id.parse().ok()?;
-    serde_json::from_slice(value).ok().map(|view| Incoming::Result { etcd_key: full_key.to_owned(), id, view })
+    serde_json::from_slice(value)
+        .ok()
+        .map(|view| Incoming::Result {
+            etcd_key: full_key.to_owned(),
+            id,
+            view,
+        })
 }
 
 /// Waiting work for a policy that no live member defines is kept this long (its owner may be
@@ -138,20 +182,36 @@ pub(super) async fn sweep_orphans(inner: &Inner) -> Result<usize, EtcdError> {
         return Ok(0);
     }
     let prefix = inner.key("events/");
-    let defined: std::collections::BTreeSet<String> =
-        inner.members.lock().expect("lock poisoned").values().flat_map(|m| m.policies.keys().cloned()).collect();
+    let defined: std::collections::BTreeSet<String> = inner
+        .members
+        .lock()
+        .expect("lock poisoned")
+        .values()
+        .flat_map(|m| m.policies.keys().cloned())
+        .collect();
     let cutoff = crate::model::now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
     let mut orphans = Vec::new();
     super::session::scan(inner, &prefix, None, |kv| {
-        let Some(policy) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)).and_then(|r| r.split('/').next()) else { return };
-        let old = serde_json::from_slice::<Handoff>(kv.value()).map_or(true, |h| h.accepted_ms < cutoff);
+        let Some(policy) = kv
+            .key_str()
+            .ok()
+            .and_then(|k| k.strip_prefix(&prefix))
+            .and_then(|r| r.split('/').next())
+        else {
+            return;
+        };
+        let old =
+            serde_json::from_slice::<Handoff>(kv.value()).map_or(true, |h| h.accepted_ms < cutoff);
         if !defined.contains(policy) && old {
             orphans.push(String::from_utf8_lossy(kv.key()).into_owned());
         }
     })
     .await?;
     if !orphans.is_empty() {
-        warn!(keys = orphans.len(), "deleting events waiting over an hour for policies no member defines");
+        warn!(
+            keys = orphans.len(),
+            "deleting events waiting over an hour for policies no member defines"
+        );
         remove(inner, &orphans).await;
     }
     Ok(orphans.len())

@@ -35,7 +35,11 @@ fn score(member: &str, unit: &str) -> [u8; 8] {
 
 /// The member that owns `unit`: the highest score among the members defining it.
 pub fn owner<'a>(unit: &str, members: &'a BTreeMap<String, MemberRecord>) -> Option<&'a str> {
-    members.values().filter(|m| m.policies.contains_key(unit)).max_by_key(|m| (score(&m.name, unit), &m.name)).map(|m| m.name.as_str())
+    members
+        .values()
+        .filter(|m| m.policies.contains_key(unit))
+        .max_by_key(|m| (score(&m.name, unit), &m.name))
+        .map(|m| m.name.as_str())
 }
 
 /// Policies not defined alike on every member: missing on some, or defined differently.
@@ -52,9 +56,16 @@ pub fn mismatches(members: &BTreeMap<String, MemberRecord>) -> Vec<Mismatch> {
     let all: BTreeSet<&String> = members.values().flat_map(|m| m.policies.keys()).collect();
     all.into_iter()
         .filter_map(|p| {
-            let defined: Vec<&MemberRecord> = members.values().filter(|m| m.policies.contains_key(p)).collect();
+            let defined: Vec<&MemberRecord> = members
+                .values()
+                .filter(|m| m.policies.contains_key(p))
+                .collect();
             let prints: BTreeSet<&String> = defined.iter().map(|m| &m.policies[p]).collect();
-            let missing_on: Vec<String> = members.values().filter(|m| !m.policies.contains_key(p)).map(|m| m.name.clone()).collect();
+            let missing_on: Vec<String> = members
+                .values()
+                .filter(|m| !m.policies.contains_key(p))
+                .map(|m| m.name.clone())
+                .collect();
             (prints.len() > 1 || !missing_on.is_empty()).then(|| Mismatch {
                 policy: p.clone(),
                 defined_on: defined.iter().map(|m| m.name.clone()).collect(),
@@ -79,7 +90,10 @@ mod tests {
                     pid: 1,
                     started_ms: 0,
                     api: String::new(),
-                    policies: policies.iter().map(|p| ((*p).to_owned(), "x".to_owned())).collect(),
+                    policies: policies
+                        .iter()
+                        .map(|p| ((*p).to_owned(), "x".to_owned()))
+                        .collect(),
                     lease: 0,
                 };
                 ((*n).to_owned(), rec)
@@ -98,7 +112,11 @@ mod tests {
             let before = owner(p, &three).unwrap();
             *per.entry(before).or_default() += 1;
             if before != "c" {
-                assert_eq!(owner(p, &two), Some(before), "{p} moved although its owner stayed");
+                assert_eq!(
+                    owner(p, &two),
+                    Some(before),
+                    "{p} moved although its owner stayed"
+                );
             }
         }
         // Balanced enough: each of three members owns 70..130 of 300.
@@ -108,13 +126,21 @@ mod tests {
     #[test]
     fn only_members_defining_a_policy_own_it() {
         let mut m = members(&["a", "b"], &["shared"]);
-        m.get_mut("a").unwrap().policies.insert("only-a".into(), "x".into());
+        m.get_mut("a")
+            .unwrap()
+            .policies
+            .insert("only-a".into(), "x".into());
         assert_eq!(owner("only-a", &m), Some("a"));
         assert_eq!(owner("nowhere", &m), None);
-        m.get_mut("b").unwrap().policies.insert("shared".into(), "y".into());
+        m.get_mut("b")
+            .unwrap()
+            .policies
+            .insert("shared".into(), "y".into());
         let mm = mismatches(&m);
         assert_eq!(mm.len(), 2);
-        assert!(mm.iter().any(|x| x.policy == "only-a" && x.missing_on == ["b"]));
+        assert!(mm
+            .iter()
+            .any(|x| x.policy == "only-a" && x.missing_on == ["b"]));
         assert!(mm.iter().any(|x| x.policy == "shared" && x.differs));
     }
 }

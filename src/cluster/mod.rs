@@ -42,7 +42,11 @@ pub enum ClusterError {
     #[error(transparent)]
     Etcd(#[from] EtcdError),
     #[error("cluster member name `{name}` is in use by a live member (host {host}, pid {pid}); give each daemon its own cluster.member")]
-    DuplicateMember { name: String, host: String, pid: u32 },
+    DuplicateMember {
+        name: String,
+        host: String,
+        pid: u32,
+    },
     #[error("stopped before joining the cluster")]
     Stopped,
 }
@@ -59,7 +63,11 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn fence(&self, ok: bool) {
-        let c = if ok { &self.fence_ok } else { &self.fence_refused };
+        let c = if ok {
+            &self.fence_ok
+        } else {
+            &self.fence_refused
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -149,7 +157,11 @@ impl Inner {
         self.client.clone()
     }
 
-    async fn call<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, EtcdError> {
         self.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
         etcd::call(&self.endpoints, what, f).await
     }
@@ -163,25 +175,41 @@ impl Inner {
     /// The lease, while it may still be relied on.
     fn lease_id(&self) -> Option<i64> {
         let margin = (self.ttl / 5).min(Duration::from_secs(2));
-        self.lease.lock().expect("lock poisoned").filter(|l| Instant::now() + margin < l.deadline).map(|l| l.id)
+        self.lease
+            .lock()
+            .expect("lock poisoned")
+            .filter(|l| Instant::now() + margin < l.deadline)
+            .map(|l| l.id)
     }
 
     /// Write `value` at `key` (on `lease`, if given) only if no such key exists, in one
     /// transaction that otherwise reads what is there.
-    async fn create(&self, what: &str, key: String, value: Vec<u8>, lease: Option<i64>) -> Result<Created, EtcdError> {
+    async fn create(
+        &self,
+        what: &str,
+        key: String,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    ) -> Result<Created, EtcdError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, lease.map(|l| PutOptions::new().with_lease(l)))])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                lease.map(|l| PutOptions::new().with_lease(l)),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.call(what, self.client().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(Created::Now(resp.header().map_or(0, |h| h.revision())));
         }
-        Ok(Created::Exists(resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        })))
+        Ok(Created::Exists(resp.op_responses().into_iter().find_map(
+            |r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+                _ => None,
+            },
+        )))
     }
 
     fn changed(&self) {
@@ -268,7 +296,12 @@ impl Cluster {
         inbox: mpsc::UnboundedSender<Incoming>,
         stop: &CancellationToken,
     ) -> Result<Cluster, ClusterError> {
-        let Local { api, policies, handover_wait, max_waiting } = local;
+        let Local {
+            api,
+            policies,
+            handover_wait,
+            max_waiting,
+        } = local;
         let mut delay = Duration::from_secs(1);
         let client = loop {
             match etcd::connect(settings).await {
@@ -277,13 +310,33 @@ impl Cluster {
                 Err(e) => pause(stop, away(&e, &mut delay)).await?,
             }
         };
-        let inner = Arc::new(Inner::new(settings, client, api, policies, handover_wait, max_waiting, inbox));
+        let inner = Arc::new(Inner::new(
+            settings,
+            client,
+            api,
+            policies,
+            handover_wait,
+            max_waiting,
+            inbox,
+        ));
         session::first_registration(&inner, stop).await?;
         info!(member = %inner.name, etcd = %inner.endpoints, lease_ttl = ?inner.ttl, "joined the cluster");
-        let cluster = Cluster { inner, tasks: TaskTracker::new(), stop: stop.child_token() };
-        cluster.tasks.spawn(session::keep_lease(cluster.inner.clone(), cluster.stop.clone()));
-        cluster.tasks.spawn(session::watch(cluster.inner.clone(), cluster.stop.clone()));
-        cluster.tasks.spawn(session::reconcile(cluster.inner.clone(), cluster.stop.clone()));
+        let cluster = Cluster {
+            inner,
+            tasks: TaskTracker::new(),
+            stop: stop.child_token(),
+        };
+        cluster.tasks.spawn(session::keep_lease(
+            cluster.inner.clone(),
+            cluster.stop.clone(),
+        ));
+        cluster
+            .tasks
+            .spawn(session::watch(cluster.inner.clone(), cluster.stop.clone()));
+        cluster.tasks.spawn(session::reconcile(
+            cluster.inner.clone(),
+            cluster.stop.clone(),
+        ));
         Ok(cluster)
     }
 
@@ -292,9 +345,20 @@ impl Cluster {
     ///
     /// # Errors
     /// When etcd cannot be read.
-    pub async fn peek(settings: &ClusterSettings, local: Local) -> Result<serde_json::Value, ClusterError> {
+    pub async fn peek(
+        settings: &ClusterSettings,
+        local: Local,
+    ) -> Result<serde_json::Value, ClusterError> {
         let client = etcd::connect(settings).await?;
-        let inner = Inner::new(settings, client, local.api, local.policies, local.handover_wait, 0, mpsc::unbounded_channel().0);
+        let inner = Inner::new(
+            settings,
+            client,
+            local.api,
+            local.policies,
+            local.handover_wait,
+            0,
+            mpsc::unbounded_channel().0,
+        );
         session::read_members(&inner).await?;
         let mut doc = session::status(&inner).await;
         doc["daemon_running"] = false.into();
@@ -322,7 +386,12 @@ impl Cluster {
 
     /// A reloaded config: publish the new policy set and rebalance.
     pub async fn reconfigure(&self, local: Local) {
-        let Local { policies, handover_wait, max_waiting, .. } = local;
+        let Local {
+            policies,
+            handover_wait,
+            max_waiting,
+            ..
+        } = local;
         *self.inner.handover_wait.lock().expect("lock poisoned") = handover_wait;
         self.inner.max_waiting.store(max_waiting, Ordering::Relaxed);
         let rec = {
@@ -369,11 +438,25 @@ impl Cluster {
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         self.inner.units.lose_all("leaving the cluster");
-        let id = self.inner.lease.lock().expect("lock poisoned").take().map(|l| l.id);
+        let id = self
+            .inner
+            .lease
+            .lock()
+            .expect("lock poisoned")
+            .take()
+            .map(|l| l.id);
         if let Some(id) = id {
-            match self.inner.call("revoke the lease", self.inner.client().lease_revoke(id)).await {
-                Ok(_) => info!(member = %self.inner.name, "left the cluster; its policies move to the other members now"),
-                Err(e) => warn!(error = %e, "could not revoke the lease; the other members take over when it expires"),
+            match self
+                .inner
+                .call("revoke the lease", self.inner.client().lease_revoke(id))
+                .await
+            {
+                Ok(_) => {
+                    info!(member = %self.inner.name, "left the cluster; its policies move to the other members now")
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not revoke the lease; the other members take over when it expires")
+                }
             }
         }
     }

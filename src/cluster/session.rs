@@ -36,19 +36,38 @@ fn ttl_secs(inner: &Inner) -> i64 {
 /// Grant a lease and create the member key on it, if nobody has that name.
 async fn register(inner: &Inner) -> Result<(), Register> {
     let sent = Instant::now();
-    let grant = inner.call("grant a lease", inner.client().lease_grant(ttl_secs(inner), None)).await?;
+    let grant = inner
+        .call(
+            "grant a lease",
+            inner.client().lease_grant(ttl_secs(inner), None),
+        )
+        .await?;
     let id = grant.id();
     let mut rec = inner.record.lock().expect("lock poisoned").clone();
     rec.lease = id;
     let key = inner.key(&format!("members/{}", inner.name));
     let value = serde_json::to_vec(&rec).expect("record serializes");
-    if let Created::Exists(kv) = inner.create("register this member", key, value, Some(id)).await? {
-        let _ = inner.call("revoke an unused lease", inner.client().lease_revoke(id)).await;
-        return Err(Register::Taken(kv.and_then(|kv| serde_json::from_slice(kv.value()).ok())));
+    if let Created::Exists(kv) = inner
+        .create("register this member", key, value, Some(id))
+        .await?
+    {
+        let _ = inner
+            .call("revoke an unused lease", inner.client().lease_revoke(id))
+            .await;
+        return Err(Register::Taken(
+            kv.and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+        ));
     }
     *inner.record.lock().expect("lock poisoned") = rec.clone();
-    *inner.lease.lock().expect("lock poisoned") = Some(Lease { id, deadline: sent + Duration::from_secs(grant.ttl().max(1) as u64) });
-    inner.members.lock().expect("lock poisoned").insert(inner.name.clone(), rec);
+    *inner.lease.lock().expect("lock poisoned") = Some(Lease {
+        id,
+        deadline: sent + Duration::from_secs(grant.ttl().max(1) as u64),
+    });
+    inner
+        .members
+        .lock()
+        .expect("lock poisoned")
+        .insert(inner.name.clone(), rec);
     inner.changed();
     Ok(())
 }
@@ -56,7 +75,10 @@ async fn register(inner: &Inner) -> Result<(), Register> {
 /// The first registration, at start: etcd away → keep trying; refused → error; name taken →
 /// wait one TTL (an earlier run of this member that was killed leaves its key until its lease
 /// expires), then refuse to start.
-pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) -> Result<(), ClusterError> {
+pub(super) async fn first_registration(
+    inner: &Inner,
+    stop: &CancellationToken,
+) -> Result<(), ClusterError> {
     let mut taken_since: Option<Instant> = None;
     let mut delay = Duration::from_secs(1);
     loop {
@@ -71,7 +93,11 @@ pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) 
                     Instant::now()
                 });
                 if since.elapsed() > inner.ttl + Duration::from_secs(2) {
-                    return Err(ClusterError::DuplicateMember { name: inner.name.clone(), host, pid });
+                    return Err(ClusterError::DuplicateMember {
+                        name: inner.name.clone(),
+                        host,
+                        pid,
+                    });
                 }
                 delay = Duration::from_secs(1);
                 delay
@@ -83,21 +109,29 @@ pub(super) async fn first_registration(inner: &Inner, stop: &CancellationToken) 
 
 /// Rewrite the member record (a reload changed the policy set).
 pub(super) async fn publish(inner: &Inner, rec: &MemberRecord) -> Result<(), EtcdError> {
-    let Some(id) = inner.lease_id() else { return Ok(()) };
+    let Some(id) = inner.lease_id() else {
+        return Ok(());
+    };
     let mut rec = rec.clone();
     rec.lease = id;
     let key = inner.key(&format!("members/{}", inner.name));
     inner
         .call(
             "publish this member",
-            inner.client().put(key, serde_json::to_vec(&rec).expect("record serializes"), Some(PutOptions::new().with_lease(id))),
+            inner.client().put(
+                key,
+                serde_json::to_vec(&rec).expect("record serializes"),
+                Some(PutOptions::new().with_lease(id)),
+            ),
         )
         .await?;
     Ok(())
 }
 
 fn lost(inner: &Inner, why: &str) {
-    let Some(old) = inner.lease.lock().expect("lock poisoned").take() else { return };
+    let Some(old) = inner.lease.lock().expect("lock poisoned").take() else {
+        return;
+    };
     // A restarted etcd restores leases with a fresh TTL: revoke this one when etcd is back,
     // or the member key on it blocks rejoining for a whole TTL.
     *inner.stale_lease.lock().expect("lock poisoned") = Some(old.id);
@@ -117,7 +151,10 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
         let Some(lease) = lease else {
             let stale = *inner.stale_lease.lock().expect("lock poisoned");
             if let Some(id) = stale {
-                match inner.call("revoke the lost lease", inner.client().lease_revoke(id)).await {
+                match inner
+                    .call("revoke the lost lease", inner.client().lease_revoke(id))
+                    .await
+                {
                     Err(EtcdError::Away { reason, .. }) if !reason.contains("not found") => {}
                     _ => drop(inner.stale_lease.lock().expect("lock poisoned").take()),
                 }
@@ -141,7 +178,13 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
             tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
             continue;
         };
-        match inner.call("open the lease keepalive", inner.client().lease_keep_alive(lease.id)).await {
+        match inner
+            .call(
+                "open the lease keepalive",
+                inner.client().lease_keep_alive(lease.id),
+            )
+            .await
+        {
             Err(e) => {
                 if !inner.lease_alive() {
                     lost(&inner, &e.to_string());
@@ -159,7 +202,13 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
                 inner.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
                 match answer {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                        if let Some(l) = inner.lease.lock().expect("lock poisoned").as_mut().filter(|l| l.id == lease.id) {
+                        if let Some(l) = inner
+                            .lease
+                            .lock()
+                            .expect("lock poisoned")
+                            .as_mut()
+                            .filter(|l| l.id == lease.id)
+                        {
                             l.deadline = sent + Duration::from_secs(r.ttl() as u64);
                         }
                     }
@@ -183,7 +232,10 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
 
 /// A member record as etcd holds it, if it is one ferry wrote for that name.
 fn member_record(name: &str, value: &[u8]) -> Option<MemberRecord> {
-    let rec = (value.len() <= MAX_RECORD).then(|| serde_json::from_slice::<MemberRecord>(value).ok()).flatten().filter(|r| r.name == name);
+    let rec = (value.len() <= MAX_RECORD)
+        .then(|| serde_json::from_slice::<MemberRecord>(value).ok())
+        .flatten()
+        .filter(|r| r.name == name);
     if rec.is_none() {
         warn!(member = name, "unreadable member record in etcd ignored");
     }
@@ -194,7 +246,9 @@ fn member_record(name: &str, value: &[u8]) -> Option<MemberRecord> {
 /// changed (ownership may have).
 fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
     let Ok(key) = kv.key_str() else { return false };
-    let Some(rest) = key.strip_prefix(&inner.prefix) else { return false };
+    let Some(rest) = key.strip_prefix(&inner.prefix) else {
+        return false;
+    };
     if let Some(name) = rest.strip_prefix("members/") {
         let mut m = inner.members.lock().expect("lock poisoned");
         if deleted {
@@ -210,7 +264,10 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
         if deleted {
             return l.remove(unit).is_some();
         }
-        l.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
+        l.insert(
+            unit.to_owned(),
+            String::from_utf8_lossy(kv.value()).into_owned(),
+        );
         return true;
     }
     if !deleted {
@@ -240,7 +297,12 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// Every key under `prefix`, page by page, all at one revision (`rev`, or the first page's).
 /// Returns that revision.
-pub(super) async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each: impl FnMut(&KeyValue)) -> Result<i64, EtcdError> {
+pub(super) async fn scan(
+    inner: &Inner,
+    prefix: &str,
+    rev: Option<i64>,
+    mut each: impl FnMut(&KeyValue),
+) -> Result<i64, EtcdError> {
     let end = prefix_end(prefix);
     let (mut start, mut rev, mut seen) = (prefix.as_bytes().to_vec(), rev, 0);
     loop {
@@ -248,7 +310,12 @@ pub(super) async fn scan(inner: &Inner, prefix: &str, rev: Option<i64>, mut each
         if let Some(r) = rev {
             opts = opts.with_revision(r);
         }
-        let resp = inner.call("read the cluster", inner.client().get(start.clone(), Some(opts))).await?;
+        let resp = inner
+            .call(
+                "read the cluster",
+                inner.client().get(start.clone(), Some(opts)),
+            )
+            .await?;
         let at = *rev.get_or_insert(resp.header().map_or(0, |h| h.revision()));
         resp.kvs().iter().for_each(&mut each);
         seen += resp.kvs().len();
@@ -286,7 +353,10 @@ async fn scan_members(
     .await?;
     scan(inner, &lock_keys, Some(rev), |kv| {
         if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&lock_keys)) {
-            locks.insert(unit.to_owned(), String::from_utf8_lossy(kv.value()).into_owned());
+            locks.insert(
+                unit.to_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            );
         }
     })
     .await?;
@@ -299,7 +369,13 @@ async fn scan_members(
 async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
     let (mut members, mut locks, mut results) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let rev = scan_members(inner, &mut members, &mut locks).await?;
-    scan(inner, &inner.key(&format!("results/{}/", inner.name)), Some(rev), |kv| results.push(kv.clone())).await?;
+    scan(
+        inner,
+        &inner.key(&format!("results/{}/", inner.name)),
+        Some(rev),
+        |kv| results.push(kv.clone()),
+    )
+    .await?;
     *inner.members.lock().expect("lock poisoned") = members;
     *inner.locks.lock().expect("lock poisoned") = locks;
     inner.synced.store(true, Ordering::Relaxed);
@@ -328,8 +404,16 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
             }
             Ok(rev) => {
                 said_away = false;
-                let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
-                match inner.call("watch the cluster", inner.client().watch(inner.prefix.clone(), Some(opts))).await {
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1);
+                match inner
+                    .call(
+                        "watch the cluster",
+                        inner.client().watch(inner.prefix.clone(), Some(opts)),
+                    )
+                    .await
+                {
                     Err(e) => warn!(error = %e, "cannot watch the cluster; retrying"),
                     Ok(mut stream) => loop {
                         let msg = tokio::select! {
@@ -341,7 +425,8 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
                                 let mut changed = false;
                                 for ev in w.events() {
                                     if let Some(kv) = ev.kv() {
-                                        changed |= apply(&inner, kv, ev.event_type() == EventType::Delete);
+                                        changed |=
+                                            apply(&inner, kv, ev.event_type() == EventType::Delete);
                                     }
                                 }
                                 if changed {
@@ -370,7 +455,11 @@ fn desired(inner: &Inner) -> BTreeSet<String> {
     let mut members = inner.members.lock().expect("lock poisoned").clone();
     let me = inner.record.lock().expect("lock poisoned").clone();
     members.insert(me.name.clone(), me.clone());
-    me.policies.keys().filter(|p| owner(p, &members) == Some(inner.name.as_str())).cloned().collect()
+    me.policies
+        .keys()
+        .filter(|p| owner(p, &members) == Some(inner.name.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Take the policies this member should own and give up the others, whenever membership,
@@ -394,20 +483,31 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
             }
         }
         for unit in want.difference(&held) {
-            let busy =
-                inner.units.releasing(unit) || inner.locks.lock().expect("lock poisoned").get(unit).is_some_and(|h| h != &inner.name);
+            let busy = inner.units.releasing(unit)
+                || inner
+                    .locks
+                    .lock()
+                    .expect("lock poisoned")
+                    .get(unit)
+                    .is_some_and(|h| h != &inner.name);
             if busy || stop.is_cancelled() {
                 continue; // its holder is finishing; the watch sees the lock go
             }
             match inner.acquire(unit).await {
                 Ok(true) => deliver_waiting(&inner, unit).await,
                 Ok(false) => {}
-                Err(e) => warn!(policy = %unit, error = %e, "could not take a policy lock; retrying"),
+                Err(e) => {
+                    warn!(policy = %unit, error = %e, "could not take a policy lock; retrying")
+                }
             }
         }
         // Waiting work of policies gone from every member, swept by the first member by name.
-        let sweeper = inner.members.lock().expect("lock poisoned").keys().next() == Some(&inner.name);
-        if sweeper && last_sweep.is_none_or(|t: Instant| t.elapsed() > SWEEP_EVERY) && inner.lease_alive() {
+        let sweeper =
+            inner.members.lock().expect("lock poisoned").keys().next() == Some(&inner.name);
+        if sweeper
+            && last_sweep.is_none_or(|t: Instant| t.elapsed() > SWEEP_EVERY)
+            && inner.lease_alive()
+        {
             last_sweep = Some(Instant::now());
             if let Err(e) = super::handoff::sweep_orphans(&inner).await {
                 debug!(error = %e, "sweep of orphaned events failed; next time");
@@ -444,7 +544,11 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
     let members = inner.members.lock().expect("lock poisoned").clone();
     let locks = inner.locks.lock().expect("lock poisoned").clone();
     let ages = join_all(members.values().map(|m| async move {
-        let ttl = tokio::time::timeout(Duration::from_secs(1), inner.client().lease_time_to_live(m.lease, None)).await;
+        let ttl = tokio::time::timeout(
+            Duration::from_secs(1),
+            inner.client().lease_time_to_live(m.lease, None),
+        )
+        .await;
         match ttl {
             // Seconds since the last keepalive etcd saw (TTL granted minus TTL left).
             Ok(Ok(r)) if r.ttl() >= 0 => Some((r.granted_ttl() - r.ttl()).max(0)),
@@ -452,7 +556,10 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
         }
     }))
     .await;
-    let waiting = tokio::time::timeout(Duration::from_secs(1), super::handoff::waiting(inner)).await.ok().and_then(Result::ok);
+    let waiting = tokio::time::timeout(Duration::from_secs(1), super::handoff::waiting(inner))
+        .await
+        .ok()
+        .and_then(Result::ok);
     let mut holds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (unit, holder) in &locks {
         holds.entry(holder.as_str()).or_default().push(unit);

@@ -40,7 +40,10 @@ impl Units {
     pub fn start_release(&self, unit: &str) -> Option<Held> {
         let h = self.held.lock().expect("lock poisoned").remove(unit)?;
         h.token.cancel();
-        self.releasing.lock().expect("lock poisoned").insert(unit.to_owned());
+        self.releasing
+            .lock()
+            .expect("lock poisoned")
+            .insert(unit.to_owned());
         Some(h)
     }
 
@@ -49,7 +52,13 @@ impl Units {
     }
 
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.held.lock().expect("lock poisoned").keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .held
+            .lock()
+            .expect("lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
@@ -81,8 +90,14 @@ pub struct Claim {
 impl Claim {
     /// What a run gets: the claim's cancel token and fence; outside a cluster (no claim),
     /// `outside` and no fence.
-    pub fn guards(claim: Option<&Claim>, outside: &CancellationToken) -> (CancellationToken, Option<Arc<dyn Fence>>) {
-        claim.map_or_else(|| (outside.clone(), None), |c| (c.cancel.clone(), Some(c.fence.clone())))
+    pub fn guards(
+        claim: Option<&Claim>,
+        outside: &CancellationToken,
+    ) -> (CancellationToken, Option<Arc<dyn Fence>>) {
+        claim.map_or_else(
+            || (outside.clone(), None),
+            |c| (c.cancel.clone(), Some(c.fence.clone())),
+        )
     }
 }
 
@@ -112,27 +127,65 @@ impl Inner {
             lost.cancelled().await;
             mine.cancel();
         });
-        let fence = Arc::new(UnitFence { inner: self.clone(), unit: unit.to_owned(), rev: h.rev, run: cancel.clone() });
-        Some(Claim { cancel, fence, active: h.active.clone(), link })
+        let fence = Arc::new(UnitFence {
+            inner: self.clone(),
+            unit: unit.to_owned(),
+            rev: h.rev,
+            run: cancel.clone(),
+        });
+        Some(Claim {
+            cancel,
+            fence,
+            active: h.active.clone(),
+            link,
+        })
     }
 
     /// Take the lock of `unit` if nobody holds it. `Ok(false)`: another member holds it (the
     /// watch says when it is released).
     pub(super) async fn acquire(self: &Arc<Self>, unit: &str) -> Result<bool, EtcdError> {
-        let Some(lease) = self.lease_id() else { return Ok(false) };
-        let rev = match self.create("take a policy lock", self.lock_key(unit), self.name.clone().into_bytes(), Some(lease)).await? {
+        let Some(lease) = self.lease_id() else {
+            return Ok(false);
+        };
+        let rev = match self
+            .create(
+                "take a policy lock",
+                self.lock_key(unit),
+                self.name.clone().into_bytes(),
+                Some(lease),
+            )
+            .await?
+        {
             Created::Now(rev) => rev,
             // Ours already (taken under this lease before a failed release): adopt it.
-            Created::Exists(Some(kv)) if kv.lease() == lease && kv.value() == self.name.as_bytes() => kv.create_revision(),
+            Created::Exists(Some(kv))
+                if kv.lease() == lease && kv.value() == self.name.as_bytes() =>
+            {
+                kv.create_revision()
+            }
             Created::Exists(_) => return Ok(false),
         };
         if self.lease_id() != Some(lease) {
             return Ok(false); // the lease was lost meanwhile, and the lock with it
         }
-        let held = Held { rev, token: CancellationToken::new(), active: Arc::new(AtomicUsize::new(0)) };
-        self.units.held.lock().expect("lock poisoned").insert(unit.to_owned(), held);
-        self.counters.ownership_changes.fetch_add(1, Ordering::Relaxed);
-        info!(policy = unit, revision = rev, "policy taken: this member runs it now");
+        let held = Held {
+            rev,
+            token: CancellationToken::new(),
+            active: Arc::new(AtomicUsize::new(0)),
+        };
+        self.units
+            .held
+            .lock()
+            .expect("lock poisoned")
+            .insert(unit.to_owned(), held);
+        self.counters
+            .ownership_changes
+            .fetch_add(1, Ordering::Relaxed);
+        info!(
+            policy = unit,
+            revision = rev,
+            "policy taken: this member runs it now"
+        );
         self.changed();
         Ok(true)
     }
@@ -147,19 +200,39 @@ impl Inner {
         }
         if h.active.load(Ordering::Acquire) > 0 {
             // Keep the lock: it expires with our lease if we die; otherwise the runs end soon.
-            warn!(policy = unit, "runs still busy after the handover wait; the lock stays until they end");
+            warn!(
+                policy = unit,
+                "runs still busy after the handover wait; the lock stays until they end"
+            );
             while h.active.load(Ordering::Acquire) > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         let key = self.lock_key(unit);
-        let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, h.rev)]).and_then([TxnOp::delete(key, None)]);
-        match self.call("release a policy lock", self.client().txn(txn)).await {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                h.rev,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        match self
+            .call("release a policy lock", self.client().txn(txn))
+            .await
+        {
             Ok(_) => info!(policy = unit, "policy handed over"),
-            Err(e) => warn!(policy = unit, error = %e, "could not delete the policy lock; it expires with this member's lease"),
+            Err(e) => {
+                warn!(policy = unit, error = %e, "could not delete the policy lock; it expires with this member's lease")
+            }
         }
-        self.units.releasing.lock().expect("lock poisoned").remove(unit);
-        self.counters.ownership_changes.fetch_add(1, Ordering::Relaxed);
+        self.units
+            .releasing
+            .lock()
+            .expect("lock poisoned")
+            .remove(unit);
+        self.counters
+            .ownership_changes
+            .fetch_add(1, Ordering::Relaxed);
         self.changed();
     }
 }
@@ -175,7 +248,12 @@ struct UnitFence {
 
 impl UnitFence {
     async fn verify(&self) -> Result<(), String> {
-        let lost = || format!("policy `{}` is no longer held by cluster member `{}`; write not done", self.unit, self.inner.name);
+        let lost = || {
+            format!(
+                "policy `{}` is no longer held by cluster member `{}`; write not done",
+                self.unit, self.inner.name
+            )
+        };
         let ours = self
             .inner
             .units

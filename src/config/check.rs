@@ -21,20 +21,32 @@ pub(super) fn secret(
 ) -> Option<(Secret, Range<usize>)> {
     match (env, file) {
         (Some(_), Some(f)) => {
-            sink.err(f.span(), format!("{field}_file: give {field}_env or {field}_file, not both"));
+            sink.err(
+                f.span(),
+                format!("{field}_file: give {field}_env or {field}_file, not both"),
+            );
             None
         }
         (Some(e), None) => match std::env::var(e.get_ref()) {
             Ok(v) if !v.is_empty() => Some((Secret::new(v), e.span())),
             _ => {
-                sink.err(e.span(), format!("{field}_env: environment variable `{}` is not set", e.get_ref()));
+                sink.err(
+                    e.span(),
+                    format!(
+                        "{field}_env: environment variable `{}` is not set",
+                        e.get_ref()
+                    ),
+                );
                 None
             }
         },
         (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
             Ok(v) => Some((Secret::new(v.trim_end_matches(['\n', '\r'])), f.span())),
             Err(e) => {
-                sink.err(f.span(), format!("{field}_file: cannot read `{}`: {e}", f.get_ref()));
+                sink.err(
+                    f.span(),
+                    format!("{field}_file: cannot read `{}`: {e}", f.get_ref()),
+                );
                 None
             }
         },
@@ -57,11 +69,17 @@ pub(super) fn login(
     match (username, password) {
         (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
         (Some(u), None) if env.is_none() && file.is_none() => {
-            sink.err(u.span(), format!("{section}.username: needs password_env or password_file"));
+            sink.err(
+                u.span(),
+                format!("{section}.username: needs password_env or password_file"),
+            );
             None
         }
         (None, Some(_)) => {
-            sink.err(span, format!("{section}: a password is given but no username"));
+            sink.err(
+                span,
+                format!("{section}: a password is given but no username"),
+            );
             None
         }
         _ => None,
@@ -97,16 +115,21 @@ pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
     // A folder of OCI image layouts (air-gapped sites): `oci:/absolute/path`.
     if let Some(path) = s.strip_prefix("oci:") {
         if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
-            return Err(format!("`{s}`: an OCI layout folder is written oci:/absolute/path"));
+            return Err(format!(
+                "`{s}`: an OCI layout folder is written oci:/absolute/path"
+            ));
         }
-        return url::Url::parse(&format!("oci:{}", path.trim_end_matches('/'))).map_err(|e| format!("`{s}` is not a path: {e}"));
+        return url::Url::parse(&format!("oci:{}", path.trim_end_matches('/')))
+            .map_err(|e| format!("`{s}` is not a path: {e}"));
     }
     let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(format!("`{s}` must be an http:// or https:// URL with a host, or oci:/path for a folder of OCI layouts"));
     }
     if url.path() != "/" || url.query().is_some() {
-        return Err(format!("`{s}` must be the registry's root (no path or query)"));
+        return Err(format!(
+            "`{s}` must be the registry's root (no path or query)"
+        ));
     }
     Ok(url)
 }
@@ -116,15 +139,26 @@ pub(super) fn one_line(s: &str) -> String {
 }
 
 /// A PEM bundle of CA certificates (`ca_file`), relative to the config.
-pub(super) fn pem_file(f: &Spanned<String>, field: &str, base: &Path, sink: &mut Sink) -> Option<Vec<u8>> {
+pub(super) fn pem_file(
+    f: &Spanned<String>,
+    field: &str,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<Vec<u8>> {
     match std::fs::read(base.join(f.get_ref())) {
         Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
         Ok(_) => {
-            sink.err(f.span(), format!("{field}: `{}` holds no PEM certificate", f.get_ref()));
+            sink.err(
+                f.span(),
+                format!("{field}: `{}` holds no PEM certificate", f.get_ref()),
+            );
             None
         }
         Err(e) => {
-            sink.err(f.span(), format!("{field}: cannot read `{}`: {e}", f.get_ref()));
+            sink.err(
+                f.span(),
+                format!("{field}: cannot read `{}`: {e}", f.get_ref()),
+            );
             None
         }
     }

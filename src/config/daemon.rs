@@ -35,7 +35,9 @@ const DEFAULT_CONFIG_DIR_POLICIES: &str = "policies";
 
 pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> DaemonSettings {
     let d = &raw.daemon;
-    let path_of = |v: &Option<Spanned<String>>, default: &str| base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()));
+    let path_of = |v: &Option<Spanned<String>>, default: &str| {
+        base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()))
+    };
     let mut out = DaemonSettings {
         state_dir: path_of(&d.state_dir, "/var/lib/ferry"),
         policies_dir: path_of(&d.policies, DEFAULT_CONFIG_DIR_POLICIES),
@@ -52,7 +54,10 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
     if let Some(n) = &d.max_pending_events {
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (1..=1_000_000).contains(&v) => out.max_pending_events = v,
-            _ => sink.err(n.span(), "daemon.max_pending_events: must be between 1 and 1000000"),
+            _ => sink.err(
+                n.span(),
+                "daemon.max_pending_events: must be between 1 and 1000000",
+            ),
         }
     }
     if let Some(n) = &d.run_history {
@@ -70,27 +75,45 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
     if let Some(l) = &d.listen {
         match l.get_ref().parse() {
             Ok(a) => out.listen = a,
-            Err(_) => sink.err(l.span(), format!("daemon.listen: `{}` is not an address like 127.0.0.1:9464", l.get_ref())),
+            Err(_) => sink.err(
+                l.span(),
+                format!(
+                    "daemon.listen: `{}` is not an address like 127.0.0.1:9464",
+                    l.get_ref()
+                ),
+            ),
         }
     }
     if let Some(c) = &d.chunk_size {
         match c.get_ref().parse::<ByteSize>() {
             // Below 64 KiB the per-request overhead dominates; above 1 GiB a lost chunk costs too much.
             Ok(b) if (64 << 10..=1 << 30).contains(&b.0) => out.chunk_size = b,
-            Ok(_) => sink.err(c.span(), "daemon.chunk_size: must be between 64KiB and 1GiB"),
+            Ok(_) => sink.err(
+                c.span(),
+                "daemon.chunk_size: must be between 64KiB and 1GiB",
+            ),
             Err(e) => sink.err(c.span(), format!("daemon.chunk_size: {e}")),
         }
     }
     if let Some(n) = &d.max_concurrent_blobs {
         out.max_concurrent_blobs = positive(n, "daemon.max_concurrent_blobs", sink).unwrap_or(32);
     }
-    out.bandwidth_limit = d.bandwidth_limit.as_ref().and_then(|b| rate(b, "daemon.bandwidth_limit", sink));
+    out.bandwidth_limit = d
+        .bandwidth_limit
+        .as_ref()
+        .and_then(|b| rate(b, "daemon.bandwidth_limit", sink));
     out
 }
 
 /// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).
 fn api_token(d: &super::raw::RawDaemon, base: &Path, sink: &mut Sink) -> Option<Secret> {
-    let (token, span) = super::check::secret(d.api_token_env.as_ref(), d.api_token_file.as_ref(), "daemon.api_token", base, sink)?;
+    let (token, span) = super::check::secret(
+        d.api_token_env.as_ref(),
+        d.api_token_file.as_ref(),
+        "daemon.api_token",
+        base,
+        sink,
+    )?;
     // Short tokens can be guessed over the network; 16 characters is what `openssl rand -hex 8` gives.
     let value = token.expose();
     if value.len() < 16 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {

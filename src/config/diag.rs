@@ -20,12 +20,22 @@ impl Diagnostic {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let col = before[line_start..].chars().count() + 1;
-        Diagnostic { file: file.to_owned(), line, col, msg: msg.into() }
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            col,
+            msg: msg.into(),
+        }
     }
 
     /// A problem with the file as a whole (unreadable, missing).
     pub fn file(file: &Path, msg: impl Into<String>) -> Self {
-        Diagnostic { file: file.to_owned(), line: 1, col: 1, msg: msg.into() }
+        Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            col: 1,
+            msg: msg.into(),
+        }
     }
 
     pub fn from_toml(file: &Path, src: &str, err: &toml::de::Error) -> Self {
@@ -36,7 +46,14 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.msg)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.msg
+        )
     }
 }
 
@@ -49,6 +66,7 @@ pub(super) struct Sink<'a> {
 
 impl Sink<'_> {
     pub fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
-        self.out.push(Diagnostic::at(self.file, self.src, span, msg));
+        self.out
+            .push(Diagnostic::at(self.file, self.src, span, msg));
     }
 }

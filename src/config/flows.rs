@@ -47,7 +47,11 @@ pub(super) fn check(
             || name.to_owned(),
             |r| match r.url.scheme() {
                 "oci" => r.url.as_str().to_owned(),
-                _ => format!("{}:{}", r.url.host_str().unwrap_or(""), r.url.port_or_known_default().unwrap_or(0)),
+                _ => format!(
+                    "{}:{}",
+                    r.url.host_str().unwrap_or(""),
+                    r.url.port_or_known_default().unwrap_or(0)
+                ),
             },
         )
     };
@@ -55,14 +59,24 @@ pub(super) fn check(
     let mut writers: BTreeMap<Place, (usize, Place, bool)> = BTreeMap::new();
     for (i, p) in policies.iter().enumerate() {
         for (repo, sampled) in samples(p) {
-            let from = Place { registry: address(&p.source), repo: repo.clone() };
+            let from = Place {
+                registry: address(&p.source),
+                repo: repo.clone(),
+            };
             if let Some(chain) = loop_from(policies, &address, i, &from) {
                 let mut members: Vec<usize> = chain.iter().map(|h| h.policy).collect();
                 members.sort_unstable();
                 members.dedup();
                 if reported_loops.insert(members) {
-                    let path: Vec<String> =
-                        chain.iter().map(|h| format!("{}/{} (policy `{}`)", h.target, h.to.repo, policies[h.policy].name)).collect();
+                    let path: Vec<String> = chain
+                        .iter()
+                        .map(|h| {
+                            format!(
+                                "{}/{} (policy `{}`)",
+                                h.target, h.to.repo, policies[h.policy].name
+                            )
+                        })
+                        .collect();
                     diags.push(located(
                         &at[i],
                         format!(
@@ -76,8 +90,13 @@ pub(super) fn check(
                 }
             }
             for t in &p.targets {
-                let Ok(out) = p.target_repo(&repo) else { continue };
-                let to = Place { registry: address(t), repo: out.clone() };
+                let Ok(out) = p.target_repo(&repo) else {
+                    continue;
+                };
+                let to = Place {
+                    registry: address(t),
+                    repo: out.clone(),
+                };
                 match writers.get(&to) {
                     Some((j, src, other_sampled)) if *src != from && *j != i => {
                         let q = &policies[*j];
@@ -86,7 +105,10 @@ pub(super) fn check(
                             p.name, p.source, q.name, at[*j].file.display(), at[*j].line, q.source, src.repo
                         );
                         if sampled || *other_sampled {
-                            warnings.push(located(&at[i], format!("{msg} if both source registries have such a repository")));
+                            warnings.push(located(
+                                &at[i],
+                                format!("{msg} if both source registries have such a repository"),
+                            ));
                         } else {
                             diags.push(located(&at[i], msg));
                         }
@@ -104,12 +126,21 @@ pub(super) fn check(
 /// The repositories a policy reads: its exact names, and one sample per simple glob (true).
 fn samples(p: &Policy) -> Vec<(RepoName, bool)> {
     let sel = &p.repositories;
-    let exact = sel.exact.iter().filter(|r| !sel.excluded(r.as_str())).map(|r| (r.clone(), false));
+    let exact = sel
+        .exact
+        .iter()
+        .filter(|r| !sel.excluded(r.as_str()))
+        .map(|r| (r.clone(), false));
     let sampled = sel
         .globs
         .iter()
         .filter(|g| !g.contains(['[', '{']))
-        .filter_map(|g| g.replace("**", "x").replace(['*', '?'], "x").parse::<RepoName>().ok())
+        .filter_map(|g| {
+            g.replace("**", "x")
+                .replace(['*', '?'], "x")
+                .parse::<RepoName>()
+                .ok()
+        })
         .filter(|r| sel.matches_glob(r.as_str()))
         .map(|r| (r, true));
     exact.chain(sampled).collect()
@@ -117,8 +148,15 @@ fn samples(p: &Policy) -> Vec<(RepoName, bool)> {
 
 /// Follow what policy `start` writes from `from` through every policy that reads it, breadth
 /// first; the chain that reaches a place `start` reads again.
-fn loop_from(policies: &[Policy], address: &dyn Fn(&str) -> String, start: usize, from: &Place) -> Option<Vec<Hop>> {
-    let reads = |q: &Policy, at: &Place| address(&q.source) == at.registry && q.repositories.covers(&at.repo);
+fn loop_from(
+    policies: &[Policy],
+    address: &dyn Fn(&str) -> String,
+    start: usize,
+    from: &Place,
+) -> Option<Vec<Hop>> {
+    let reads = |q: &Policy, at: &Place| {
+        address(&q.source) == at.registry && q.repositories.covers(&at.repo)
+    };
     let mut frontier: Vec<(Place, Vec<Hop>)> = vec![(from.clone(), Vec::new())];
     let mut visits = 0;
     for _ in 0..MAX_HOPS {
@@ -130,10 +168,19 @@ fn loop_from(policies: &[Policy], address: &dyn Fn(&str) -> String, start: usize
                     continue;
                 }
                 for t in &policy.targets {
-                    let Ok(out) = policy.target_repo(&place.repo) else { continue };
-                    let to = Place { registry: address(t), repo: out };
+                    let Ok(out) = policy.target_repo(&place.repo) else {
+                        continue;
+                    };
+                    let to = Place {
+                        registry: address(t),
+                        repo: out,
+                    };
                     let mut longer = chain.clone();
-                    longer.push(Hop { policy: q, target: t.clone(), to: to.clone() });
+                    longer.push(Hop {
+                        policy: q,
+                        target: t.clone(),
+                        to: to.clone(),
+                    });
                     if reads(&policies[start], &to) {
                         return Some(longer);
                     }

@@ -46,9 +46,14 @@ pub struct Config {
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let src = read_bounded(path).map_err(|e| vec![Diagnostic::file(path, e)])?;
-    let raw: RawConfig = toml::from_str(&src).map_err(|e| vec![Diagnostic::from_toml(path, &src, &e)])?;
+    let raw: RawConfig =
+        toml::from_str(&src).map_err(|e| vec![Diagnostic::from_toml(path, &src, &e)])?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut sink = Sink { file: path, src: &src, out: &mut diags };
+    let mut sink = Sink {
+        file: path,
+        src: &src,
+        out: &mut diags,
+    };
     let daemon = daemon::daemon_settings(&raw, base, &mut sink);
     let notify = notify::notify_specs(&raw, base, &mut sink);
     let cluster = cluster::cluster_settings(&raw, base, &mut sink);
@@ -59,7 +64,12 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     let mut warnings = Vec::new();
-    let (policies, places) = policies::load_policies(&daemon.policies_dir, &raw.registries, &mut registries, &mut diags);
+    let (policies, places) = policies::load_policies(
+        &daemon.policies_dir,
+        &raw.registries,
+        &mut registries,
+        &mut diags,
+    );
     flows::check(&policies, &places, &registries, &mut diags, &mut warnings);
     if daemon.api_token.is_none() {
         if let Some(p) = policies.iter().find(|p| p.events) {
@@ -73,7 +83,15 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     if diags.is_empty() {
-        Ok(Config { file: path.to_owned(), daemon, registries, policies, notify, cluster, warnings })
+        Ok(Config {
+            file: path.to_owned(),
+            daemon,
+            registries,
+            policies,
+            notify,
+            cluster,
+            warnings,
+        })
     } else {
         Err(diags)
     }
@@ -92,11 +110,21 @@ fn read_bounded(path: &Path) -> Result<String, String> {
         return Err("cannot read: not a regular file".into());
     }
     let mut buf = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut buf)).map_err(|e| format!("cannot read: {e}"))?;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut buf))
+        .map_err(|e| format!("cannot read: {e}"))?;
     if buf.len() as u64 > MAX_FILE {
-        return Err(format!("cannot read: larger than {} MiB; a config file is a few KiB", MAX_FILE >> 20));
+        return Err(format!(
+            "cannot read: larger than {} MiB; a config file is a few KiB",
+            MAX_FILE >> 20
+        ));
     }
-    String::from_utf8(buf).map_err(|e| format!("cannot read: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(buf).map_err(|e| {
+        format!(
+            "cannot read: not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -107,8 +135,18 @@ mod tests {
     #[test]
     fn templates_render() {
         let src: RepoName = "team/app".parse().unwrap();
-        assert_eq!(types::render_template("mirror/{name}", &src).unwrap().as_str(), "mirror/app");
-        assert_eq!(types::render_template("{repository}", &src).unwrap().as_str(), "team/app");
+        assert_eq!(
+            types::render_template("mirror/{name}", &src)
+                .unwrap()
+                .as_str(),
+            "mirror/app"
+        );
+        assert_eq!(
+            types::render_template("{repository}", &src)
+                .unwrap()
+                .as_str(),
+            "team/app"
+        );
         assert!(types::render_template("Bad/{name}", &src).is_err());
     }
 
@@ -116,7 +154,10 @@ mod tests {
     fn globs_respect_path_parts() {
         let g = policies::glob("base/*").unwrap().compile_matcher();
         assert!(g.is_match("base/alpine") && !g.is_match("base/a/b"));
-        assert!(policies::glob("apps/**").unwrap().compile_matcher().is_match("apps/a/b"));
+        assert!(policies::glob("apps/**")
+            .unwrap()
+            .compile_matcher()
+            .is_match("apps/a/b"));
     }
 
     #[test]

@@ -28,7 +28,14 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
         let url = match url::Url::parse(n.url.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             _ => {
-                sink.err(n.url.span(), format!("{}: `{}` is not an http:// or https:// URL", field("url"), n.url.get_ref()));
+                sink.err(
+                    n.url.span(),
+                    format!(
+                        "{}: `{}` is not an http:// or https:// URL",
+                        field("url"),
+                        n.url.get_ref()
+                    ),
+                );
                 None
             }
         };
@@ -37,27 +44,55 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
             if OUTCOMES.contains(&o.get_ref().as_str()) {
                 on.push(o.get_ref().clone());
             } else {
-                sink.err(o.span(), format!("{}: `{}` is not one of {}", field("on"), o.get_ref(), OUTCOMES.join(", ")));
+                sink.err(
+                    o.span(),
+                    format!(
+                        "{}: `{}` is not one of {}",
+                        field("on"),
+                        o.get_ref(),
+                        OUTCOMES.join(", ")
+                    ),
+                );
             }
         }
         if n.on.get_ref().is_empty() {
-            sink.err(n.on.span(), format!("{}: name at least one of {}", field("on"), OUTCOMES.join(", ")));
+            sink.err(
+                n.on.span(),
+                format!(
+                    "{}: name at least one of {}",
+                    field("on"),
+                    OUTCOMES.join(", ")
+                ),
+            );
         }
-        let bearer_token =
-            super::check::secret(n.bearer_token_env.as_ref(), n.bearer_token_file.as_ref(), &field("bearer_token"), base, sink)
-                .map(|(t, _)| t);
+        let bearer_token = super::check::secret(
+            n.bearer_token_env.as_ref(),
+            n.bearer_token_file.as_ref(),
+            &field("bearer_token"),
+            base,
+            sink,
+        )
+        .map(|(t, _)| t);
         let mut headers = Vec::new();
         for (k, v) in &n.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(v.get_ref()).is_err()
             {
-                sink.err(v.span(), format!("{}: `{k}` is not a valid HTTP header", field("headers")));
+                sink.err(
+                    v.span(),
+                    format!("{}: `{k}` is not a valid HTTP header", field("headers")),
+                );
             } else {
                 headers.push((k.clone(), Secret::new(v.get_ref().clone())));
             }
         }
         if let Some(url) = url {
-            out.push(NotifySpec { url, on, bearer_token, headers });
+            out.push(NotifySpec {
+                url,
+                on,
+                bearer_token,
+                headers,
+            });
         }
     }
     out

@@ -14,7 +14,9 @@ use super::raw::{RawPolicy, RawPolicyFile, RawRegistry};
 use super::read_bounded;
 use super::registries::{registry_ref, RegistrySpec};
 use super::schedule;
-use super::types::{render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
+use super::types::{
+    render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger,
+};
 use crate::model::RepoName;
 
 /// Policy files in name order, so diagnostics and runs come out in a stable order.
@@ -60,21 +62,33 @@ pub(super) fn load_policies(
                 continue;
             }
         };
-        let mut sink = Sink { file: &file, src: &src, out: diags };
+        let mut sink = Sink {
+            file: &file,
+            src: &src,
+            out: diags,
+        };
         for (i, raw) in parsed.policy.iter().enumerate() {
             let name = raw.get_ref().name.get_ref().clone();
             let here = Diagnostic::at(&file, &src, raw.get_ref().name.span(), "");
             if let Some(first) = seen.get(&name) {
                 sink.err(
                     raw.get_ref().name.span(),
-                    format!("duplicate policy name `{name}` (first defined at {}:{}:{})", first.file.display(), first.line, first.col),
+                    format!(
+                        "duplicate policy name `{name}` (first defined at {}:{}:{})",
+                        first.file.display(),
+                        first.line,
+                        first.col
+                    ),
                 );
                 continue;
             }
             seen.insert(name, here.clone());
             if let Some(mut p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
                 // A table's span may be its header alone: the text runs to the next policy.
-                let end = parsed.policy.get(i + 1).map_or(src.len(), |next| next.span().start);
+                let end = parsed
+                    .policy
+                    .get(i + 1)
+                    .map_or(src.len(), |next| next.span().start);
                 p.fingerprint = fingerprint(&src[raw.span().start..end], &p, registries);
                 policies.push(p);
                 places.push(here);
@@ -92,7 +106,12 @@ fn fingerprint(text: &str, p: &Policy, registries: &BTreeMap<String, RegistrySpe
     h.update(text.as_bytes());
     for r in std::iter::once(&p.source).chain(&p.targets) {
         h.update([0]);
-        h.update(registries.get(r).map_or(r.as_str(), |s| s.url.as_str()).as_bytes());
+        h.update(
+            registries
+                .get(r)
+                .map_or(r.as_str(), |s| s.url.as_str())
+                .as_bytes(),
+        );
     }
     hex::encode(&h.finalize()[..8])
 }
@@ -112,12 +131,23 @@ fn policy(
     let name = raw.name.get_ref().clone();
     let ctx = |f: &str| format!("policy `{name}`: {f}");
     let before = sink.out.len();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        sink.err(raw.name.span(), ctx("name: use letters, digits, `-`, `_` and `.` only"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        sink.err(
+            raw.name.span(),
+            ctx("name: use letters, digits, `-`, `_` and `.` only"),
+        );
     }
     let source = registry_ref(&raw.source, &ctx("source"), named, registries, sink);
-    let targets: Vec<String> =
-        raw.targets.get_ref().iter().filter_map(|t| registry_ref(t, &ctx("targets"), named, registries, sink)).collect();
+    let targets: Vec<String> = raw
+        .targets
+        .get_ref()
+        .iter()
+        .filter_map(|t| registry_ref(t, &ctx("targets"), named, registries, sink))
+        .collect();
     if raw.targets.get_ref().is_empty() {
         sink.err(raw.targets.span(), ctx("targets: name at least one target"));
     }
@@ -128,7 +158,10 @@ fn policy(
     }
     let trigger = match (&raw.schedule, &raw.interval) {
         (Some(_), Some(i)) => {
-            sink.err(i.span(), ctx("interval: give schedule or interval, not both"));
+            sink.err(
+                i.span(),
+                ctx("interval: give schedule or interval, not both"),
+            );
             Trigger::Manual
         }
         (Some(s), None) => match schedule::parse_schedule(s.get_ref()) {
@@ -157,7 +190,10 @@ fn policy(
         (None, None) => Trigger::Manual,
     };
     if let (Some(z), None) = (&raw.timezone, &raw.schedule) {
-        sink.err(z.span(), ctx("timezone: applies to a schedule; this policy has none"));
+        sink.err(
+            z.span(),
+            ctx("timezone: applies to a schedule; this policy has none"),
+        );
     }
     let jitter = match &raw.jitter {
         Some(j) => schedule::parse_interval(j.get_ref()).unwrap_or_else(|e| {
@@ -169,7 +205,11 @@ fn policy(
     let repositories = repo_selector(raw, &ctx, sink);
     let target_repository = match &raw.target_repository {
         Some(t) => {
-            let bad_var = t.get_ref().split('{').skip(1).find(|p| !(p.starts_with("repository}") || p.starts_with("name}")));
+            let bad_var = t
+                .get_ref()
+                .split('{')
+                .skip(1)
+                .find(|p| !(p.starts_with("repository}") || p.starts_with("name}")));
             if let Some(v) = bad_var {
                 sink.err(
                     t.span(),
@@ -182,8 +222,15 @@ fn policy(
                 // Each name the policy lists, or an example when it lists only globs: a template
                 // that gives an invalid name (uppercase, `..`, empty) for any of them is refused.
                 let example: RepoName = "example/app".parse().expect("valid");
-                let names = raw.repositories.get_ref().iter().filter_map(|r| r.get_ref().parse::<RepoName>().ok());
-                if let Some(e) = names.chain([example]).find_map(|n| render_template(t.get_ref(), &n).err()) {
+                let names = raw
+                    .repositories
+                    .get_ref()
+                    .iter()
+                    .filter_map(|r| r.get_ref().parse::<RepoName>().ok());
+                if let Some(e) = names
+                    .chain([example])
+                    .find_map(|n| render_template(t.get_ref(), &n).err())
+                {
                     sink.err(t.span(), ctx(&e));
                 }
             }
@@ -193,18 +240,30 @@ fn policy(
     };
     let mut tags = TagRules::default();
     if let Some(t) = &raw.tags {
-        for (list, out, f) in [(&t.include, &mut tags.include, "tags.include"), (&t.exclude, &mut tags.exclude, "tags.exclude")] {
+        for (list, out, f) in [
+            (&t.include, &mut tags.include, "tags.include"),
+            (&t.exclude, &mut tags.exclude, "tags.exclude"),
+        ] {
             for r in list {
                 match Regex::new(r.get_ref()) {
                     Ok(re) => out.push(re),
-                    Err(e) => sink.err(r.span(), ctx(&format!("{f}: invalid regex: {}", one_line(&e.to_string())))),
+                    Err(e) => sink.err(
+                        r.span(),
+                        ctx(&format!("{f}: invalid regex: {}", one_line(&e.to_string()))),
+                    ),
                 }
             }
         }
         if let Some(v) = &t.semver {
             match semver::VersionReq::parse(v.get_ref()) {
                 Ok(req) => tags.semver = Some(req),
-                Err(e) => sink.err(v.span(), ctx(&format!("tags.semver: invalid range `{}`: {e}", v.get_ref()))),
+                Err(e) => sink.err(
+                    v.span(),
+                    ctx(&format!(
+                        "tags.semver: invalid range `{}`: {e}",
+                        v.get_ref()
+                    )),
+                ),
             }
         }
         if let Some(n) = &t.latest {
@@ -218,12 +277,20 @@ fn policy(
     for p in raw.platforms.iter().flatten() {
         let parts: Vec<&str> = p.get_ref().split('/').collect();
         match parts[..] {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => platforms.push(Platform {
-                os: os.to_owned(),
-                architecture: arch.to_owned(),
-                variant: parts.get(2).map(|v| (*v).to_owned()),
-            }),
-            _ => sink.err(p.span(), ctx(&format!("platforms: `{}` is not os/arch or os/arch/variant (e.g. linux/arm/v7)", p.get_ref()))),
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
+                platforms.push(Platform {
+                    os: os.to_owned(),
+                    architecture: arch.to_owned(),
+                    variant: parts.get(2).map(|v| (*v).to_owned()),
+                })
+            }
+            _ => sink.err(
+                p.span(),
+                ctx(&format!(
+                    "platforms: `{}` is not os/arch or os/arch/variant (e.g. linux/arm/v7)",
+                    p.get_ref()
+                )),
+            ),
         }
     }
     let mut require = Require::default();
@@ -240,15 +307,24 @@ fn policy(
     let max_delete = match raw.max_delete.as_ref().map(|m| (m.span(), m.get_ref())) {
         None => MaxDelete::Percent(10.0),
         Some((_, toml::Value::Integer(n))) if *n >= 0 => MaxDelete::Count(*n as usize),
-        Some((span, toml::Value::String(s))) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()) {
+        Some((span, toml::Value::String(s))) => match s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<f64>().ok())
+        {
             Some(p) if (0.0..=100.0).contains(&p) => MaxDelete::Percent(p),
             _ => {
-                sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+                sink.err(
+                    span,
+                    ctx("max_delete: a number of tags or a percentage such as \"10%\""),
+                );
                 MaxDelete::Percent(10.0)
             }
         },
         Some((span, _)) => {
-            sink.err(span, ctx("max_delete: a number of tags or a percentage such as \"10%\""));
+            sink.err(
+                span,
+                ctx("max_delete: a number of tags or a percentage such as \"10%\""),
+            );
             MaxDelete::Percent(10.0)
         }
     };
@@ -256,12 +332,21 @@ fn policy(
         None => Duration::from_secs(24 * 3600),
         Some(v)
             if v.get_ref().trim().starts_with('0')
-                && v.get_ref().trim().trim_end_matches(['s', 'm', 'h', 'd']).trim_start_matches('0').is_empty() =>
+                && v.get_ref()
+                    .trim()
+                    .trim_end_matches(['s', 'm', 'h', 'd'])
+                    .trim_start_matches('0')
+                    .is_empty() =>
         {
             Duration::ZERO
         }
         Some(v) => schedule::parse_interval(v.get_ref()).unwrap_or_else(|e| {
-            sink.err(v.span(), ctx(&format!("verify_interval: {e} (\"0s\": ask the target every run)")));
+            sink.err(
+                v.span(),
+                ctx(&format!(
+                    "verify_interval: {e} (\"0s\": ask the target every run)"
+                )),
+            );
             Duration::ZERO
         }),
     };
@@ -296,12 +381,19 @@ fn policy(
     })
 }
 
-fn repo_selector(raw: &RawPolicy, ctx: &dyn Fn(&str) -> String, sink: &mut Sink) -> Option<RepoSelector> {
+fn repo_selector(
+    raw: &RawPolicy,
+    ctx: &dyn Fn(&str) -> String,
+    sink: &mut Sink,
+) -> Option<RepoSelector> {
     let mut exact = Vec::new();
     let mut globs = Vec::new();
     let mut set = GlobSetBuilder::new();
     if raw.repositories.get_ref().is_empty() {
-        sink.err(raw.repositories.span(), ctx("repositories: name at least one repository or glob"));
+        sink.err(
+            raw.repositories.span(),
+            ctx("repositories: name at least one repository or glob"),
+        );
     }
     for r in raw.repositories.get_ref() {
         let s = r.get_ref();
@@ -311,7 +403,10 @@ fn repo_selector(raw: &RawPolicy, ctx: &dyn Fn(&str) -> String, sink: &mut Sink)
                     set.add(g);
                     globs.push(s.clone());
                 }
-                Err(e) => sink.err(r.span(), ctx(&format!("repositories: invalid glob: {}", e.kind()))),
+                Err(e) => sink.err(
+                    r.span(),
+                    ctx(&format!("repositories: invalid glob: {}", e.kind())),
+                ),
             }
         } else {
             match s.parse::<RepoName>() {
@@ -326,8 +421,16 @@ fn repo_selector(raw: &RawPolicy, ctx: &dyn Fn(&str) -> String, sink: &mut Sink)
             Ok(g) => {
                 ex.add(g);
             }
-            Err(e) => sink.err(r.span(), ctx(&format!("exclude_repositories: invalid glob: {}", e.kind()))),
+            Err(e) => sink.err(
+                r.span(),
+                ctx(&format!("exclude_repositories: invalid glob: {}", e.kind())),
+            ),
         }
     }
-    Some(RepoSelector { exact, globs, glob_set: set.build().ok()?, exclude: ex.build().ok()? })
+    Some(RepoSelector {
+        exact,
+        globs,
+        glob_set: set.build().ok()?,
+        exclude: ex.build().ok()?,
+    })
 }

@@ -62,13 +62,28 @@ impl RegistrySpec {
     }
 }
 
-pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path, sink: &mut Sink) -> Option<RegistrySpec> {
+pub(super) fn registry_spec(
+    name: &str,
+    reg: &Spanned<RawRegistry>,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<RegistrySpec> {
     let r = reg.get_ref();
     let field = |f: &str| format!("registries.{name}.{f}");
-    let url = parse_url(r.url.get_ref()).map_err(|e| sink.err(r.url.span(), format!("{}: {e}", field("url")))).ok();
+    let url = parse_url(r.url.get_ref())
+        .map_err(|e| sink.err(r.url.span(), format!("{}: {e}", field("url"))))
+        .ok();
     let from_docker = match (r.docker_config.as_ref().filter(|d| *d.get_ref()), &url) {
-        (Some(d), Some(_)) if r.username.is_some() || r.password_env.is_some() || r.password_file.is_some() => {
-            sink.err(d.span(), format!("{}: give docker_config or username/password, not both", field("docker_config")));
+        (Some(d), Some(_))
+            if r.username.is_some() || r.password_env.is_some() || r.password_file.is_some() =>
+        {
+            sink.err(
+                d.span(),
+                format!(
+                    "{}: give docker_config or username/password, not both",
+                    field("docker_config")
+                ),
+            );
             None
         }
         (Some(d), Some(u)) => match docker_credentials(u) {
@@ -89,15 +104,29 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
         base,
         sink,
     );
-    let credentials = login.map(|(u, p)| Credentials::Password(u, p)).or(from_docker);
-    let ca_pem = r.ca_file.as_ref().and_then(|f| super::check::pem_file(f, &field("ca_file"), base, sink));
-    let max_concurrent =
-        r.max_concurrent.as_ref().and_then(|n| positive(n, &field("max_concurrent"), sink)).unwrap_or(DEFAULT_MAX_CONCURRENT);
-    let bandwidth_limit = r.bandwidth_limit.as_ref().and_then(|b| rate(b, &field("bandwidth_limit"), sink));
+    let credentials = login
+        .map(|(u, p)| Credentials::Password(u, p))
+        .or(from_docker);
+    let ca_pem = r
+        .ca_file
+        .as_ref()
+        .and_then(|f| super::check::pem_file(f, &field("ca_file"), base, sink));
+    let max_concurrent = r
+        .max_concurrent
+        .as_ref()
+        .and_then(|n| positive(n, &field("max_concurrent"), sink))
+        .unwrap_or(DEFAULT_MAX_CONCURRENT);
+    let bandwidth_limit = r
+        .bandwidth_limit
+        .as_ref()
+        .and_then(|b| rate(b, &field("bandwidth_limit"), sink));
     let rate_limit_reserve = match &r.rate_limit_reserve {
         None => 0,
         Some(n) => u64::try_from(*n.get_ref()).unwrap_or_else(|_| {
-            sink.err(n.span(), format!("{}: must be 0 or more", field("rate_limit_reserve")));
+            sink.err(
+                n.span(),
+                format!("{}: must be 0 or more", field("rate_limit_reserve")),
+            );
             0
         }),
     };
@@ -108,16 +137,30 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
             default
         }),
     };
-    let rate_limit_max_wait = duration(&r.rate_limit_max_wait, "rate_limit_max_wait", DEFAULT_RATE_LIMIT_WAIT);
-    let request_timeout = duration(&r.request_timeout, "request_timeout", DEFAULT_REQUEST_TIMEOUT);
+    let rate_limit_max_wait = duration(
+        &r.rate_limit_max_wait,
+        "rate_limit_max_wait",
+        DEFAULT_RATE_LIMIT_WAIT,
+    );
+    let request_timeout = duration(
+        &r.request_timeout,
+        "request_timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+    );
     let stall_timeout = duration(&r.stall_timeout, "stall_timeout", DEFAULT_STALL_TIMEOUT);
     let list_timeout = duration(&r.list_timeout, "list_timeout", DEFAULT_LIST_TIMEOUT);
     let list_limit = match &r.list_limit {
         None => DEFAULT_LIST_LIMIT,
-        Some(n) => usize::try_from(*n.get_ref()).ok().filter(|v| (1..=10_000_000).contains(v)).unwrap_or_else(|| {
-            sink.err(n.span(), format!("{}: must be between 1 and 10000000", field("list_limit")));
-            DEFAULT_LIST_LIMIT
-        }),
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|v| (1..=10_000_000).contains(v))
+            .unwrap_or_else(|| {
+                sink.err(
+                    n.span(),
+                    format!("{}: must be between 1 and 10000000", field("list_limit")),
+                );
+                DEFAULT_LIST_LIMIT
+            }),
     };
     Some(RegistrySpec {
         name: name.to_owned(),
@@ -142,28 +185,49 @@ pub(super) fn registry_spec(name: &str, reg: &Spanned<RawRegistry>, base: &Path,
 /// missing one fails that run (exit 1) naming it: it may be installed after the config is.
 fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
     use base64::Engine;
-    let dir =
-        std::env::var_os("DOCKER_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
-    let Some(path) = dir.map(|d| d.join("config.json")) else { return Err("no DOCKER_CONFIG or HOME to find config.json".into()) };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+    let Some(path) = dir.map(|d| d.join("config.json")) else {
+        return Err("no DOCKER_CONFIG or HOME to find config.json".into());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
         None => url.host_str().unwrap_or("").to_owned(),
     };
     // Keys are written as `host`, `host:port` or a full URL (`https://index.docker.io/v1/`).
     let matches = |k: &str| {
-        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
         let k = k.split('/').next().unwrap_or(k);
         k == host || (host == "registry-1.docker.io" && k == "index.docker.io")
     };
-    let entry = |section: &str| json.get(section).and_then(|a| a.as_object()).and_then(|a| a.iter().find(|(k, _)| matches(k)));
+    let entry = |section: &str| {
+        json.get(section)
+            .and_then(|a| a.as_object())
+            .and_then(|a| a.iter().find(|(k, _)| matches(k)))
+    };
     let helper = |name: &str, server: &str| -> Result<Option<Credentials>, String> {
         let program = format!("docker-credential-{name}");
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            return Err(format!("{}: `{name}` is not a credential helper name", path.display()));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "{}: `{name}` is not a credential helper name",
+                path.display()
+            ));
         }
-        Ok(Some(Credentials::Helper { program, server: server.to_owned() }))
+        Ok(Some(Credentials::Helper {
+            program,
+            server: server.to_owned(),
+        }))
     };
     if let Some((key, name)) = entry("credHelpers") {
         return helper(name.as_str().unwrap_or(""), key);
@@ -173,13 +237,27 @@ fn docker_credentials(url: &url::Url) -> Result<Option<Credentials>, String> {
         // The server as Docker names it to helpers: the `auths` key if there is one.
         return helper(name, auths.map_or(host.as_str(), |(k, _)| k.as_str()));
     }
-    let Some(auth) = auths.and_then(|(_, e)| e.get("auth")).and_then(|a| a.as_str()) else { return Ok(None) };
+    let Some(auth) = auths
+        .and_then(|(_, e)| e.get("auth"))
+        .and_then(|a| a.as_str())
+    else {
+        return Ok(None);
+    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .map_err(|_| format!("{}: the auth for {host} is not base64", path.display()))?;
-    let decoded = String::from_utf8(decoded).map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
-    let (user, pass) = decoded.split_once(':').ok_or_else(|| format!("{}: the auth for {host} is not user:password", path.display()))?;
-    Ok(Some(Credentials::Password(user.to_owned(), Secret::new(pass))))
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| format!("{}: the auth for {host} is not text", path.display()))?;
+    let (user, pass) = decoded.split_once(':').ok_or_else(|| {
+        format!(
+            "{}: the auth for {host} is not user:password",
+            path.display()
+        )
+    })?;
+    Ok(Some(Credentials::Password(
+        user.to_owned(),
+        Secret::new(pass),
+    )))
 }
 
 /// A registry reference in a policy: a name from `[registries]`, or a bare URL (anonymous).
@@ -197,8 +275,11 @@ pub(super) fn registry_ref(
     if key.contains("://") {
         return match parse_url(key) {
             Ok(url) => {
-                let name = url.host_str().unwrap_or(key).to_owned() + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
-                registries.entry(key.clone()).or_insert_with(|| RegistrySpec::anonymous(name, url));
+                let name = url.host_str().unwrap_or(key).to_owned()
+                    + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                registries
+                    .entry(key.clone())
+                    .or_insert_with(|| RegistrySpec::anonymous(name, url));
                 Some(key.clone())
             }
             Err(e) => {
@@ -210,7 +291,14 @@ pub(super) fn registry_ref(
     let known: Vec<&str> = named.keys().map(String::as_str).collect();
     sink.err(
         r.span(),
-        format!("{field}: unknown registry `{key}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+        format!(
+            "{field}: unknown registry `{key}` (known: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        ),
     );
     None
 }

@@ -37,8 +37,12 @@ impl Cron {
     pub fn after(&self, t: &DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         // cron walks wall-clock times; they are kept as naive times (carried in a UTC value)
         // and placed on the real time line here, where gaps and repeats are known.
-        let local = jiff::Timestamp::from_second(t.timestamp()).map(|ts| self.tz.to_datetime(ts)).ok();
-        let wall = local.and_then(naive).map_or(*t, |n| Utc.from_utc_datetime(&n));
+        let local = jiff::Timestamp::from_second(t.timestamp())
+            .map(|ts| self.tz.to_datetime(ts))
+            .ok();
+        let wall = local
+            .and_then(naive)
+            .map_or(*t, |n| Utc.from_utc_datetime(&n));
         let mut last = *t;
         self.schedule.after(&wall).filter_map(move |w| {
             let at = instant(&self.tz, w.naive_utc())?;
@@ -76,7 +80,10 @@ fn instant(tz: &TimeZone, w: NaiveDateTime) -> Option<DateTime<Utc>> {
         match amb.offset() {
             AmbiguousOffset::Gap { .. } => None,
             // Unambiguous, or the first of a repeated hour.
-            _ => amb.earlier().ok().and_then(|ts| DateTime::from_timestamp(ts.as_second(), 0)),
+            _ => amb
+                .earlier()
+                .ok()
+                .and_then(|ts| DateTime::from_timestamp(ts.as_second(), 0)),
         }
     };
     // Gaps last an hour, sometimes 30 minutes: the first wall-clock minute that exists again
@@ -86,7 +93,11 @@ fn instant(tz: &TimeZone, w: NaiveDateTime) -> Option<DateTime<Utc>> {
 
 /// An IANA time zone name, e.g. `Europe/Paris`.
 pub fn parse_timezone(name: &str) -> Result<TimeZone, String> {
-    TimeZone::get(name).map_err(|_| format!("unknown time zone `{name}` (an IANA name such as Europe/Paris or America/New_York)"))
+    TimeZone::get(name).map_err(|_| {
+        format!(
+            "unknown time zone `{name}` (an IANA name such as Europe/Paris or America/New_York)"
+        )
+    })
 }
 
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -96,9 +107,20 @@ pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let native = match fields.len() {
         1 if expr.trim().starts_with('@') => expr.trim().to_owned(),
-        5 => format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], crontab_dow(fields[4])?),
+        5 => format!(
+            "0 {} {} {} {} {}",
+            fields[0],
+            fields[1],
+            fields[2],
+            fields[3],
+            crontab_dow(fields[4])?
+        ),
         6 => expr.trim().to_owned(),
-        n => return Err(format!("expected 5 fields (crontab, minute first) or 6 (seconds first), got {n}")),
+        n => {
+            return Err(format!(
+                "expected 5 fields (crontab, minute first) or 6 (seconds first), got {n}"
+            ))
+        }
     };
     cron::Schedule::from_str(&native).map_err(|e| format!("invalid schedule `{expr}`: {e}"))
 }
@@ -111,7 +133,11 @@ fn crontab_dow(field: &str) -> Result<String, String> {
     let mut named = Vec::new();
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step in day-of-week `{item}`"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<usize>()
+                    .map_err(|_| format!("bad step in day-of-week `{item}`"))?,
+            ),
             None => (item, 1),
         };
         if range.chars().any(|c| c.is_ascii_alphabetic()) {
@@ -137,7 +163,12 @@ fn crontab_dow(field: &str) -> Result<String, String> {
             days[d % 7] = true;
         }
     }
-    named.extend(DAYS.iter().zip(days).filter(|(_, on)| *on).map(|(n, _)| (*n).to_owned()));
+    named.extend(
+        DAYS.iter()
+            .zip(days)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| (*n).to_owned()),
+    );
     Ok(named.join(","))
 }
 
@@ -145,7 +176,9 @@ fn crontab_dow(field: &str) -> Result<String, String> {
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid interval `{s}` (e.g. \"30s\", \"5m\", \"1h\")"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid interval `{s}` (e.g. \"30s\", \"5m\", \"1h\")"))?;
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -155,7 +188,10 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     };
     // Far beyond any schedule, and far below what would overflow a timer.
     const MAX_SECS: u64 = 3650 * 86400;
-    let secs = n.checked_mul(unit_secs).filter(|s| *s <= MAX_SECS).ok_or_else(|| format!("interval `{s}` is too long (at most 3650d)"))?;
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= MAX_SECS)
+        .ok_or_else(|| format!("interval `{s}` is too long (at most 3650d)"))?;
     if secs == 0 {
         return Err("interval must be at least 1s".into());
     }
@@ -170,35 +206,67 @@ mod tests {
     #[test]
     fn intervals_are_bounded() {
         assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_interval("3650d"), Ok(Duration::from_secs(3650 * 86400)));
+        assert_eq!(
+            parse_interval("3650d"),
+            Ok(Duration::from_secs(3650 * 86400))
+        );
         assert!(parse_interval("3651d").unwrap_err().contains("too long"));
-        assert!(parse_interval("18446744073709551615m").unwrap_err().contains("too long"), "no overflow");
+        assert!(
+            parse_interval("18446744073709551615m")
+                .unwrap_err()
+                .contains("too long"),
+            "no overflow"
+        );
         assert!(parse_interval("0s").is_err());
     }
 
     fn next(expr: &str, n: usize) -> Vec<chrono::DateTime<Utc>> {
         let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // a Thursday
-        parse_schedule(expr).unwrap().after(&start).take(n).collect()
+        parse_schedule(expr)
+            .unwrap()
+            .after(&start)
+            .take(n)
+            .collect()
     }
 
     fn next_in(expr: &str, tz: &str, from: (u32, u32, u32), n: usize) -> Vec<String> {
-        let start = Utc.with_ymd_and_hms(2026, from.0, from.1, from.2, 0, 0).unwrap();
+        let start = Utc
+            .with_ymd_and_hms(2026, from.0, from.1, from.2, 0, 0)
+            .unwrap();
         let cron = Cron::new(parse_schedule(expr).unwrap(), parse_timezone(tz).unwrap());
-        cron.after(&start).take(n).map(|t| t.format("%m-%d %H:%M").to_string()).collect()
+        cron.after(&start)
+            .take(n)
+            .map(|t| t.format("%m-%d %H:%M").to_string())
+            .collect()
     }
 
     #[test]
     fn schedules_follow_their_time_zone_through_daylight_saving() {
         // 09:00 in Paris is 08:00 UTC in winter, 07:00 UTC in summer (from 29 March 2026).
-        assert_eq!(next_in("0 9 * * *", "Europe/Paris", (3, 27, 12), 3), ["03-28 08:00", "03-29 07:00", "03-30 07:00"]);
+        assert_eq!(
+            next_in("0 9 * * *", "Europe/Paris", (3, 27, 12), 3),
+            ["03-28 08:00", "03-29 07:00", "03-30 07:00"]
+        );
         // 02:30 does not exist on 29 March in Paris (02:00 → 03:00): it runs once, at the change.
-        assert_eq!(next_in("30 2 * * *", "Europe/Paris", (3, 28, 12), 2), ["03-29 01:00", "03-30 00:30"]);
+        assert_eq!(
+            next_in("30 2 * * *", "Europe/Paris", (3, 28, 12), 2),
+            ["03-29 01:00", "03-30 00:30"]
+        );
         // Every 20 minutes across the gap: the skipped 02:00, 02:20, 02:40 make one run at 03:00.
-        assert_eq!(next_in("*/20 * * * *", "Europe/Paris", (3, 29, 0), 4), ["03-29 00:20", "03-29 00:40", "03-29 01:00", "03-29 01:20"]);
+        assert_eq!(
+            next_in("*/20 * * * *", "Europe/Paris", (3, 29, 0), 4),
+            ["03-29 00:20", "03-29 00:40", "03-29 01:00", "03-29 01:20"]
+        );
         // 02:30 happens twice on 25 October (03:00 → 02:00): once, the first time (00:30 UTC).
-        assert_eq!(next_in("30 2 * * *", "Europe/Paris", (10, 24, 12), 2), ["10-25 00:30", "10-26 01:30"]);
+        assert_eq!(
+            next_in("30 2 * * *", "Europe/Paris", (10, 24, 12), 2),
+            ["10-25 00:30", "10-26 01:30"]
+        );
         // UTC stays UTC.
-        assert_eq!(next_in("0 9 * * *", "UTC", (3, 28, 12), 2), ["03-29 09:00", "03-30 09:00"]);
+        assert_eq!(
+            next_in("0 9 * * *", "UTC", (3, 28, 12), 2),
+            ["03-29 09:00", "03-30 09:00"]
+        );
         assert!(parse_timezone("Mars/Olympus").unwrap_err().contains("IANA"));
     }
 
@@ -210,7 +278,10 @@ mod tests {
 
     #[test]
     fn crontab_weekdays_mean_monday_to_friday() {
-        let days: Vec<_> = next("0 12 * * 1-5", 5).iter().map(|d| d.weekday().to_string()).collect();
+        let days: Vec<_> = next("0 12 * * 1-5", 5)
+            .iter()
+            .map(|d| d.weekday().to_string())
+            .collect();
         assert_eq!(days, ["Thu", "Fri", "Mon", "Tue", "Wed"]);
         assert_eq!(next("0 12 * * 0", 1)[0].weekday().to_string(), "Sun");
         assert_eq!(next("0 12 * * 7", 1)[0].weekday().to_string(), "Sun");

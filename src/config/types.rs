@@ -78,7 +78,9 @@ impl MaxDelete {
     pub fn allows(&self, deletes: usize, target_tags: usize) -> bool {
         match *self {
             MaxDelete::Count(n) => deletes <= n,
-            MaxDelete::Percent(p) => deletes as f64 <= (target_tags as f64 * p / 100.0).floor().max(1.0),
+            MaxDelete::Percent(p) => {
+                deletes as f64 <= (target_tags as f64 * p / 100.0).floor().max(1.0)
+            }
         }
     }
 }
@@ -110,7 +112,8 @@ impl RepoSelector {
     }
     /// Whether the policy replicates `repo`, decided without the catalog (for events).
     pub fn covers(&self, repo: &RepoName) -> bool {
-        (self.exact.contains(repo) && !self.excluded(repo.as_str())) || self.matches_glob(repo.as_str())
+        (self.exact.contains(repo) && !self.excluded(repo.as_str()))
+            || self.matches_glob(repo.as_str())
     }
 }
 
@@ -138,7 +141,9 @@ impl TagRules {
         if let Some(req) = &self.semver {
             match crate::model::tag_version(tag) {
                 None => return Err("not a semver tag (tags.semver is set)".into()),
-                Some(v) if !req.matches(&v) => return Err(format!("{v} is outside tags.semver `{req}`")),
+                Some(v) if !req.matches(&v) => {
+                    return Err(format!("{v} is outside tags.semver `{req}`"))
+                }
                 Some(_) => {}
             }
         }
@@ -154,6 +159,9 @@ impl Policy {
 }
 
 pub(super) fn render_template(template: &str, source: &RepoName) -> Result<RepoName, String> {
-    let out = template.replace("{repository}", source.as_str()).replace("{name}", source.last());
-    out.parse().map_err(|e| format!("target_repository `{template}` gives {e} for `{source}`"))
+    let out = template
+        .replace("{repository}", source.as_str())
+        .replace("{name}", source.last());
+    out.parse()
+        .map_err(|e| format!("target_repository `{template}` gives {e} for `{source}`"))
 }

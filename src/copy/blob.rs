@@ -18,7 +18,9 @@ use tracing::{debug, info, warn};
 
 use super::CopyError;
 use crate::model::{Digest, Hasher, RepoName};
-use crate::registry::{BlobStream, RateLimiter, Registry, RegistryError, UploadSession, UploadStart};
+use crate::registry::{
+    BlobStream, RateLimiter, Registry, RegistryError, UploadSession, UploadStart,
+};
 use crate::state::{StateStore, UploadRecord};
 
 /// Attempts at one blob within a run; each resumes from what the registry acknowledged.
@@ -55,7 +57,9 @@ pub(super) struct BlobJob<'a> {
 impl BlobJob<'_> {
     async fn checkpoint(&self, s: &UploadSession) {
         let rec = UploadRecord::new(s.location.clone(), s.offset, self.size);
-        self.state.save_upload(self.target_key, self.dst_repo, self.digest, &rec).await;
+        self.state
+            .save_upload(self.target_key, self.dst_repo, self.digest, &rec)
+            .await;
     }
 
     fn acknowledged(&self, sent: &mut u64, len: u64) {
@@ -67,28 +71,50 @@ impl BlobJob<'_> {
     }
 
     fn forget(&self) {
-        self.state.forget_upload(self.target_key, self.dst_repo, self.digest);
+        self.state
+            .forget_upload(self.target_key, self.dst_repo, self.digest);
     }
 
     /// A session to continue: the saved one if the registry still has it, else a mount or a new one.
-    async fn open_session(&self, mount_from: Option<&RepoName>) -> Result<Result<UploadSession, BlobOutcome>, CopyError> {
-        if let Some(rec) = self.state.upload(self.target_key, self.dst_repo, self.digest) {
-            match self.target.upload_status(self.dst_repo, &rec.location).await? {
+    async fn open_session(
+        &self,
+        mount_from: Option<&RepoName>,
+    ) -> Result<Result<UploadSession, BlobOutcome>, CopyError> {
+        if let Some(rec) = self
+            .state
+            .upload(self.target_key, self.dst_repo, self.digest)
+        {
+            match self
+                .target
+                .upload_status(self.dst_repo, &rec.location)
+                .await?
+            {
                 Some(s) => {
                     info!(offset = s.offset, saved = rec.offset, "resuming upload");
                     return Ok(Ok(s));
                 }
                 None => {
                     // Distribution invalidates a session whose PATCH was cut (crash, reset).
-                    warn!(saved = rec.offset, "target no longer holds the saved upload; starting this blob over");
+                    warn!(
+                        saved = rec.offset,
+                        "target no longer holds the saved upload; starting this blob over"
+                    );
                     self.forget();
-                    if self.target.head_blob(self.dst_repo, self.digest).await?.is_some() {
+                    if self
+                        .target
+                        .head_blob(self.dst_repo, self.digest)
+                        .await?
+                        .is_some()
+                    {
                         return Ok(Err(BlobOutcome::AlreadyThere)); // the last run finished it, then stopped
                     }
                 }
             }
         }
-        let start = self.target.start_upload(self.dst_repo, mount_from.map(|from| (self.digest, from))).await?;
+        let start = self
+            .target
+            .start_upload(self.dst_repo, mount_from.map(|from| (self.digest, from)))
+            .await?;
         match start {
             UploadStart::Mounted => Ok(Err(BlobOutcome::Mounted)),
             UploadStart::Session(s) => {
@@ -102,7 +128,10 @@ impl BlobJob<'_> {
         }
     }
 
-    pub(super) async fn run(&self, mount_from: Option<&RepoName>) -> Result<BlobOutcome, CopyError> {
+    pub(super) async fn run(
+        &self,
+        mount_from: Option<&RepoName>,
+    ) -> Result<BlobOutcome, CopyError> {
         let mut session = match self.open_session(mount_from).await? {
             Ok(s) => s,
             Err(done) => return Ok(done),
@@ -118,16 +147,31 @@ impl BlobJob<'_> {
                     return Ok(BlobOutcome::Uploaded { bytes: sent });
                 }
                 Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
-                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && !self.cancel.is_cancelled() => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < MAX_ATTEMPTS
+                        && !self.cancel.is_cancelled() =>
+                {
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = e.retry_after().unwrap_or(Duration::from_millis(500 << attempt.min(6)));
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(500 << attempt.min(6)));
                     warn!(error = %e, attempt, offset = session.offset, ?wait, "blob transfer failed; asking the target where it stands");
                     tokio::select! { () = self.cancel.cancelled() => return Err(CopyError::Interrupted), () = tokio::time::sleep(wait) => {} }
-                    session = match self.target.upload_status(self.dst_repo, &session.location).await? {
+                    session = match self
+                        .target
+                        .upload_status(self.dst_repo, &session.location)
+                        .await?
+                    {
                         Some(s) => s,
                         None => {
-                            warn!(lost = before.max(session.offset), "target invalidated the upload; starting this blob over");
-                            self.target.cancel_upload(self.dst_repo, &session.location).await;
+                            warn!(
+                                lost = before.max(session.offset),
+                                "target invalidated the upload; starting this blob over"
+                            );
+                            self.target
+                                .cancel_upload(self.dst_repo, &session.location)
+                                .await;
                             match self.target.start_upload(self.dst_repo, None).await? {
                                 UploadStart::Session(s) => s,
                                 UploadStart::Mounted => return Ok(BlobOutcome::Mounted),
@@ -138,7 +182,9 @@ impl BlobJob<'_> {
                 }
                 Err(e) => {
                     // A permanent failure: do not leave a half upload for a later run to resume.
-                    self.target.cancel_upload(self.dst_repo, &session.location).await;
+                    self.target
+                        .cancel_upload(self.dst_repo, &session.location)
+                        .await;
                     self.forget();
                     return Err(e);
                 }
@@ -147,14 +193,23 @@ impl BlobJob<'_> {
     }
 
     /// Send from `session.offset` to the end: PATCH whole chunks, then PUT the last one.
-    async fn send_from(&self, session: &mut UploadSession, sent: &mut u64) -> Result<(), CopyError> {
+    async fn send_from(
+        &self,
+        session: &mut UploadSession,
+        sent: &mut u64,
+    ) -> Result<(), CopyError> {
         if session.offset > self.size {
-            return Err(CopyError::Protocol(format!("target holds {} bytes of a {}-byte blob", session.offset, self.size)));
+            return Err(CopyError::Protocol(format!(
+                "target holds {} bytes of a {}-byte blob",
+                session.offset, self.size
+            )));
         }
         if session.offset == self.size {
             // Every byte is there (a 0-byte blob, or a stop just before the PUT): the registry
             // checks the digest when the PUT names it.
-            self.target.finish_upload(self.dst_repo, session, self.digest, None).await?;
+            self.target
+                .finish_upload(self.dst_repo, session, self.digest, None)
+                .await?;
             return Ok(());
         }
         if let Some(b) = self.bar {
@@ -163,7 +218,11 @@ impl BlobJob<'_> {
         let feed = self.feed.lock().expect("lock poisoned").take();
         let body = match feed {
             Some(stream) if session.offset == 0 => BlobStream { offset: 0, stream },
-            _ => self.source.get_blob(self.src_repo, self.digest, session.offset).await?,
+            _ => {
+                self.source
+                    .get_blob(self.src_repo, self.digest, session.offset)
+                    .await?
+            }
         };
         let mut src = SourceReader {
             stream: body.stream,
@@ -181,7 +240,10 @@ impl BlobJob<'_> {
             }
             let len = self.chunk_size.min(self.size - session.offset);
             let last = session.offset + len == self.size;
-            let limits = Limits { target: self.target.clone(), global: self.global_limit.clone() };
+            let limits = Limits {
+                target: self.target.clone(),
+                global: self.global_limit.clone(),
+            };
             let (body, back) = chunk_body(src, len, last, limits);
             if last {
                 self.target
@@ -191,14 +253,22 @@ impl BlobJob<'_> {
                 self.acknowledged(sent, len);
                 return Ok(());
             }
-            let next = match self.target.patch_chunk(self.dst_repo, session, body, len).await {
+            let next = match self
+                .target
+                .patch_chunk(self.dst_repo, session, body, len)
+                .await
+            {
                 Ok(next) => next,
                 Err(e) => return Err(source_error(e, back)),
             };
             self.acknowledged(sent, len);
             *session = next;
             self.checkpoint(session).await;
-            debug!(offset = session.offset, size = self.size, "chunk acknowledged");
+            debug!(
+                offset = session.offset,
+                size = self.size,
+                "chunk acknowledged"
+            );
             src = back.take().await?;
         }
     }
@@ -248,7 +318,11 @@ impl SourceReader {
                     self.pending = b;
                 }
                 Some(Err(e)) => return Err(CopyError::Registry(e)),
-                None => return Err(CopyError::SourceShort { digest: self.digest.clone() }),
+                None => {
+                    return Err(CopyError::SourceShort {
+                        digest: self.digest.clone(),
+                    })
+                }
             }
         }
     }
@@ -256,17 +330,26 @@ impl SourceReader {
     /// At the end of the blob: no byte more, and (when hashed from 0) the right digest.
     async fn verify_end(&mut self) -> Result<(), CopyError> {
         if !self.pending.is_empty() {
-            return Err(CopyError::SourceLong { digest: self.digest.clone(), size: self.size });
+            return Err(CopyError::SourceLong {
+                digest: self.digest.clone(),
+                size: self.size,
+            });
         }
         while let Some(b) = self.stream.next().await {
             if !b.map_err(CopyError::Registry)?.is_empty() {
-                return Err(CopyError::SourceLong { digest: self.digest.clone(), size: self.size });
+                return Err(CopyError::SourceLong {
+                    digest: self.digest.clone(),
+                    size: self.size,
+                });
             }
         }
         if let Some(h) = self.hasher.take() {
             let actual = h.finish();
             if actual != self.digest {
-                return Err(CopyError::SourceDigest { expected: self.digest.clone(), actual });
+                return Err(CopyError::SourceDigest {
+                    expected: self.digest.clone(),
+                    actual,
+                });
             }
         }
         Ok(())
@@ -280,7 +363,9 @@ impl Returned {
     async fn take(self) -> Result<SourceReader, CopyError> {
         // A body dropped unread (request failed before sending it) returns nothing: the
         // caller then reopens the source from the offset the registry reports.
-        self.0.await.unwrap_or(Err(CopyError::Protocol("source stream lost with a failed request".into())))
+        self.0.await.unwrap_or(Err(CopyError::Protocol(
+            "source stream lost with a failed request".into(),
+        )))
     }
     fn try_error(mut self) -> Option<CopyError> {
         match self.0.try_recv() {
@@ -294,37 +379,43 @@ impl Returned {
 /// last byte is produced (hyper may never poll an exhausted body again); on the last chunk
 /// the end of the blob is verified first, and a mismatch fails the body before its final
 /// bytes go out, so the registry never commits a wrong blob.
-fn chunk_body(src: SourceReader, len: u64, last: bool, limits: Limits) -> (reqwest::Body, Returned) {
+fn chunk_body(
+    src: SourceReader,
+    len: u64,
+    last: bool,
+    limits: Limits,
+) -> (reqwest::Body, Returned) {
     let (tx, rx) = oneshot::channel();
     let limits = Arc::new(limits);
-    let stream = futures_util::stream::unfold((Some(src), len, Some(tx)), move |(src, left, tx)| {
-        let limits = limits.clone();
-        async move {
-            let mut src = src?;
-            let tx = tx?;
-            let fail = |e: CopyError, tx: oneshot::Sender<_>| {
-                let msg = e.to_string();
-                let _ = tx.send(Err(e));
-                Some((Err(std::io::Error::other(msg)), (None, 0, None)))
-            };
-            let b = match src.next_bytes(left).await {
-                Ok(b) => b,
-                Err(e) => return fail(e, tx),
-            };
-            limits.wait(b.len()).await;
-            let left = left - b.len() as u64;
-            if left > 0 {
-                return Some((Ok(b), (Some(src), left, Some(tx))));
-            }
-            if last {
-                if let Err(e) = src.verify_end().await {
-                    return fail(e, tx);
+    let stream =
+        futures_util::stream::unfold((Some(src), len, Some(tx)), move |(src, left, tx)| {
+            let limits = limits.clone();
+            async move {
+                let mut src = src?;
+                let tx = tx?;
+                let fail = |e: CopyError, tx: oneshot::Sender<_>| {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e));
+                    Some((Err(std::io::Error::other(msg)), (None, 0, None)))
+                };
+                let b = match src.next_bytes(left).await {
+                    Ok(b) => b,
+                    Err(e) => return fail(e, tx),
+                };
+                limits.wait(b.len()).await;
+                let left = left - b.len() as u64;
+                if left > 0 {
+                    return Some((Ok(b), (Some(src), left, Some(tx))));
                 }
+                if last {
+                    if let Err(e) = src.verify_end().await {
+                        return fail(e, tx);
+                    }
+                }
+                let _ = tx.send(Ok(src));
+                Some((Ok(b), (None, 0, None)))
             }
-            let _ = tx.send(Ok(src));
-            Some((Ok(b), (None, 0, None)))
-        }
-    });
+        });
     (reqwest::Body::wrap_stream(stream), Returned(rx))
 }
 

@@ -79,19 +79,41 @@ impl Group {
 
 impl Fanout {
     /// `buffer`: bytes each member may have waiting (about a chunk).
-    pub fn new(shared: Arc<CopyShared>, source: &Registry, repo: &RepoName, buffer: u64) -> Arc<Self> {
-        let depth = usize::try_from(buffer / FRAME as u64).unwrap_or(usize::MAX).clamp(4, 1024);
-        Arc::new(Fanout { source: source.clone(), repo: repo.clone(), shared, depth, groups: Mutex::default() })
+    pub fn new(
+        shared: Arc<CopyShared>,
+        source: &Registry,
+        repo: &RepoName,
+        buffer: u64,
+    ) -> Arc<Self> {
+        let depth = usize::try_from(buffer / FRAME as u64)
+            .unwrap_or(usize::MAX)
+            .clamp(4, 1024);
+        Arc::new(Fanout {
+            source: source.clone(),
+            repo: repo.clone(),
+            shared,
+            depth,
+            groups: Mutex::default(),
+        })
     }
 
     /// Planning says `target` will upload `digest`. A blob only one target needs gets no group.
     pub fn expect(&self, target: &str, digest: &Digest) {
-        self.groups.lock().expect("lock poisoned").entry(digest.clone()).or_default().expected.insert(target.to_owned());
+        self.groups
+            .lock()
+            .expect("lock poisoned")
+            .entry(digest.clone())
+            .or_default()
+            .expected
+            .insert(target.to_owned());
     }
 
     /// Groups with one expected member are not worth a rendezvous.
     pub fn settle(&self) {
-        self.groups.lock().expect("lock poisoned").retain(|_, g| g.expected.len() > 1);
+        self.groups
+            .lock()
+            .expect("lock poisoned")
+            .retain(|_, g| g.expected.len() > 1);
     }
 
     /// `target`'s turn to copy `digest`: the per-target lock, which no other repository's
@@ -99,13 +121,25 @@ impl Fanout {
     pub async fn turn(&self, target: &str, digest: &Digest) -> OwnedMutexGuard<()> {
         let group = {
             let groups = self.groups.lock().expect("lock poisoned");
-            groups.get(digest).filter(|g| !g.started && g.expected.contains(target)).map(|g| (g.locks.clone(), g.expected.clone()))
+            groups
+                .get(digest)
+                .filter(|g| !g.started && g.expected.contains(target))
+                .map(|g| (g.locks.clone(), g.expected.clone()))
         };
-        let Some((locks, expected)) = group else { return self.shared.locks.lock((target.to_owned(), digest.clone())).await };
+        let Some((locks, expected)) = group else {
+            return self
+                .shared
+                .locks
+                .lock((target.to_owned(), digest.clone()))
+                .await;
+        };
         let held = locks
             .get_or_init(|| async {
                 let mut held = HashMap::new();
-                for t in expected.into_iter().collect::<std::collections::BTreeSet<_>>() {
+                for t in expected
+                    .into_iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
                     let guard = self.shared.locks.lock((t.clone(), digest.clone())).await;
                     held.insert(t, guard);
                 }
@@ -114,12 +148,19 @@ impl Fanout {
             .await;
         // A member that withdrew while the locks were being taken never comes for its own.
         if let Some(g) = self.groups.lock().expect("lock poisoned").get(digest) {
-            held.lock().expect("lock poisoned").retain(|t, _| t == target || g.expected.contains(t));
+            held.lock()
+                .expect("lock poisoned")
+                .retain(|t, _| t == target || g.expected.contains(t));
         }
         let mine = held.lock().expect("lock poisoned").remove(target);
         match mine {
             Some(guard) => guard,
-            None => self.shared.locks.lock((target.to_owned(), digest.clone())).await,
+            None => {
+                self.shared
+                    .locks
+                    .lock((target.to_owned(), digest.clone()))
+                    .await
+            }
         }
     }
 
@@ -139,14 +180,25 @@ impl Fanout {
 
     /// `target`'s repository copy is over: it reads nothing more through any group.
     pub fn leave(self: &Arc<Self>, target: &str) {
-        let digests: Vec<Digest> = self.groups.lock().expect("lock poisoned").keys().cloned().collect();
+        let digests: Vec<Digest> = self
+            .groups
+            .lock()
+            .expect("lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
         digests.iter().for_each(|d| self.withdraw(target, d));
     }
 
     /// Join the group reading `digest` from byte 0, if there is one still gathering, and
     /// wait for its read to start: the returned stream is the whole blob (from the group,
     /// then from the source alone if cut loose). None: read the source alone.
-    pub async fn join(self: &Arc<Self>, target: &str, digest: &Digest, size: u64) -> Option<BoxStream<'static, Frame>> {
+    pub async fn join(
+        self: &Arc<Self>,
+        target: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Option<BoxStream<'static, Frame>> {
         let (rx, go, first) = {
             let mut groups = self.groups.lock().expect("lock poisoned");
             let g = groups.get_mut(digest)?;
@@ -162,9 +214,17 @@ impl Fanout {
             (rx, go, !std::mem::replace(&mut g.slotted, true))
         };
         if first {
-            let slot = self.shared.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
+            let slot = self
+                .shared
+                .blob_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
             let mut groups = self.groups.lock().expect("lock poisoned");
-            let g = groups.get_mut(digest).expect("groups are never removed once joined");
+            let g = groups
+                .get_mut(digest)
+                .expect("groups are never removed once joined");
             g.slot = Some(slot);
             if g.expected.is_empty() {
                 self.start(digest, g);
@@ -183,7 +243,13 @@ impl Fanout {
         // A group dropped unstarted (the run is ending) closes the channel: the stream
         // then reads the source itself.
         let _ = go.await;
-        Some(member_stream(rx, self.source.clone(), self.repo.clone(), digest.clone(), size))
+        Some(member_stream(
+            rx,
+            self.source.clone(),
+            self.repo.clone(),
+            digest.clone(),
+            size,
+        ))
     }
 
     fn start(&self, digest: &Digest, g: &mut Group) {
@@ -206,7 +272,12 @@ impl Fanout {
 }
 
 /// Read the blob once and hand each frame to every member still there.
-async fn pump(source: &Registry, repo: &RepoName, digest: &Digest, mut members: Vec<mpsc::Sender<Frame>>) {
+async fn pump(
+    source: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+    mut members: Vec<mpsc::Sender<Frame>>,
+) {
     let mut body = match source.get_blob(repo, digest, 0).await {
         Ok(b) => b.stream,
         Err(e) => return fail(&members, source, &e),
@@ -223,13 +294,15 @@ async fn pump(source: &Registry, repo: &RepoName, digest: &Digest, mut members: 
                 match m.try_send(Ok(piece.clone())) {
                     Ok(()) => kept.push(m),
                     Err(mpsc::error::TrySendError::Closed(_)) => {} // that member failed; the others go on
-                    Err(mpsc::error::TrySendError::Full(item)) => match m.send_timeout(item, STALL).await {
-                        Ok(()) => kept.push(m),
-                        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                            tracing::info!(%digest, "a target is slower than the others: it reads the rest of this blob itself");
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        match m.send_timeout(item, STALL).await {
+                            Ok(()) => kept.push(m),
+                            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                                tracing::info!(%digest, "a target is slower than the others: it reads the rest of this blob itself");
+                            }
+                            Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
                         }
-                        Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
-                    },
+                    }
                 }
             }
             members = kept;
@@ -244,7 +317,11 @@ async fn pump(source: &Registry, repo: &RepoName, digest: &Digest, mut members: 
 /// member with a full buffer just loses its sender: it drains, then reads the rest itself.
 fn fail(members: &[mpsc::Sender<Frame>], source: &Registry, e: &RegistryError) {
     for m in members {
-        let e = RegistryError::Protocol { registry: source.name().to_owned(), op: "get blob", detail: format!("shared read: {e}") };
+        let e = RegistryError::Protocol {
+            registry: source.name().to_owned(),
+            op: "get blob",
+            detail: format!("shared read: {e}"),
+        };
         let _ = m.try_send(Err(e));
     }
 }
@@ -252,7 +329,13 @@ fn fail(members: &[mpsc::Sender<Frame>], source: &Registry, e: &RegistryError) {
 /// What a member reads: the group's frames, then, if the group let go of it before the end,
 /// the rest from a source read of its own (skipping what it already has when the source
 /// ignores the Range).
-fn member_stream(rx: mpsc::Receiver<Frame>, source: Registry, repo: RepoName, digest: Digest, size: u64) -> BoxStream<'static, Frame> {
+fn member_stream(
+    rx: mpsc::Receiver<Frame>,
+    source: Registry,
+    repo: RepoName,
+    digest: Digest,
+    size: u64,
+) -> BoxStream<'static, Frame> {
     struct S {
         rx: mpsc::Receiver<Frame>,
         got: u64,
@@ -260,7 +343,13 @@ fn member_stream(rx: mpsc::Receiver<Frame>, source: Registry, repo: RepoName, di
         skip: u64,
         done: bool,
     }
-    let state = S { rx, got: 0, own: None, skip: 0, done: false };
+    let state = S {
+        rx,
+        got: 0,
+        own: None,
+        skip: 0,
+        done: false,
+    };
     futures_util::stream::unfold(state, move |mut s| {
         let (source, repo, digest) = (source.clone(), repo.clone(), digest.clone());
         async move {

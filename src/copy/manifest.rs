@@ -39,37 +39,66 @@ struct RepoCopy<'a> {
 }
 
 fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), String>>> {
-    memo.lock().expect("lock poisoned").entry(d.clone()).or_default().clone()
+    memo.lock()
+        .expect("lock poisoned")
+        .entry(d.clone())
+        .or_default()
+        .clone()
 }
 
 impl Copier {
     /// Copy what `plan` says is missing. A failing tag is reported and the others still copy;
     /// a tag is written only after everything it references is on the target. Blobs other
     /// targets of the run also need are read through `fan`.
-    pub async fn copy_repo(&self, plan: &RepoPlan, source: &Registry, target: &Registry, fan: &Arc<Fanout>) -> RepoReport {
+    pub async fn copy_repo(
+        &self,
+        plan: &RepoPlan,
+        source: &Registry,
+        target: &Registry,
+        fan: &Arc<Fanout>,
+    ) -> RepoReport {
         let report = self.copy_plan(plan, source, target, fan).await;
         fan.leave(&plan.target);
         report
     }
 
-    async fn copy_plan(&self, plan: &RepoPlan, source: &Registry, target: &Registry, fan: &Arc<Fanout>) -> RepoReport {
+    async fn copy_plan(
+        &self,
+        plan: &RepoPlan,
+        source: &Registry,
+        target: &Registry,
+        fan: &Arc<Fanout>,
+    ) -> RepoReport {
         let mut report = RepoReport::default();
         let stats = self.stats(&plan.target);
         if let Some(e) = &plan.error {
             add(&stats.failures, 1);
-            report.errors.push(format!("{} → {}: {e}", plan.source_repository, plan.target));
+            report
+                .errors
+                .push(format!("{} → {}: {e}", plan.source_repository, plan.target));
             return report;
         }
         add(&stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
-        let rc =
-            RepoCopy { copier: self, stats: stats.clone(), plan, source, target, fan, blobs: Memo::default(), manifests: Memo::default() };
+        let rc = RepoCopy {
+            copier: self,
+            stats: stats.clone(),
+            plan,
+            source,
+            target,
+            fan,
+            blobs: Memo::default(),
+            manifests: Memo::default(),
+        };
         for t in &plan.tags {
             match t.action {
                 TagAction::Held => {
                     add(&stats.held, 1);
                     let why = t.reason.as_deref().unwrap_or("held");
                     info!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, reason = why, "tag held back");
-                    report.held.push(format!("{}:{} → {}: {why}", plan.source_repository, t.tag, plan.target));
+                    report.held.push(format!(
+                        "{}:{} → {}: {why}",
+                        plan.source_repository, t.tag, plan.target
+                    ));
                 }
                 TagAction::Conflict => {
                     add(&stats.conflicts, 1);
@@ -84,9 +113,14 @@ impl Copier {
         let width = (target.concurrency().1 / 4).max(1);
         // Futures made up front (they are lazy): a closure in the stream trips the compiler's
         // `Send` inference for the daemon's spawned tasks.
-        let copies: Vec<_> =
-            plan.tags.iter().filter(|t| matches!(t.action, TagAction::Create | TagAction::Move)).map(|t| rc.copy_counted(t)).collect();
-        let outcomes: Vec<Option<String>> = stream::iter(copies).buffer_unordered(width).collect().await;
+        let copies: Vec<_> = plan
+            .tags
+            .iter()
+            .filter(|t| matches!(t.action, TagAction::Create | TagAction::Move))
+            .map(|t| rc.copy_counted(t))
+            .collect();
+        let outcomes: Vec<Option<String>> =
+            stream::iter(copies).buffer_unordered(width).collect().await;
         for o in outcomes {
             match o {
                 None => report.interrupted = true,
@@ -107,20 +141,29 @@ impl Copier {
                 report.errors.push(e);
                 break;
             }
-            match target.delete_manifest(&plan.target_repository, &t.source_digest).await {
+            match target
+                .delete_manifest(&plan.target_repository, &t.source_digest)
+                .await
+            {
                 Ok(()) => {
                     add(&stats.deleted, 1);
                     info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag deleted (gone from the source)");
                 }
                 Err(e) => {
                     add(&stats.failures, 1);
-                    report.errors.push(format!("{}:{} → {}: delete: {e}", plan.target_repository, t.tag, plan.target));
+                    report.errors.push(format!(
+                        "{}:{} → {}: delete: {e}",
+                        plan.target_repository, t.tag, plan.target
+                    ));
                 }
             }
         }
         if let Some(r) = &plan.refused_deletes {
             add(&stats.failures, 1);
-            report.errors.push(format!("{} → {}/{}: {r}", plan.source_repository, plan.target, plan.target_repository));
+            report.errors.push(format!(
+                "{} → {}/{}: {r}",
+                plan.source_repository, plan.target, plan.target_repository
+            ));
         }
         for n in &plan.delete_notes {
             warn!(repo = %plan.target_repository, target = %plan.target, "{n}");
@@ -134,7 +177,10 @@ impl Copier {
             }
             if let Err(e) = rc.ensure_child(d).await {
                 add(&stats.failures, 1);
-                report.errors.push(format!("{}@{d} → {}/{}: referrer: {e}", plan.source_repository, plan.target, plan.target_repository));
+                report.errors.push(format!(
+                    "{}@{d} → {}/{}: referrer: {e}",
+                    plan.source_repository, plan.target, plan.target_repository
+                ));
             }
         }
         report
@@ -150,32 +196,56 @@ impl RepoCopy<'_> {
             return None;
         }
         let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
-        match self.copy_tag(&t.source_digest, t.tag.as_str()).instrument(span).await {
+        match self
+            .copy_tag(&t.source_digest, t.tag.as_str())
+            .instrument(span)
+            .await
+        {
             Ok(()) => {
                 add(&stats.tags_copied, 1);
                 add(&c.shared.progress.tags, 1);
                 // The next runs trust this write instead of asking the target.
-                c.state.remember_written(&plan.target, &plan.target_repository, &t.tag, &t.original, &t.source_digest);
+                c.state.remember_written(
+                    &plan.target,
+                    &plan.target_repository,
+                    &t.tag,
+                    &t.original,
+                    &t.source_digest,
+                );
                 info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                 Some(String::new())
             }
             Err(_) if c.cancel.is_cancelled() => None,
             Err(e) => {
                 add(&stats.failures, 1);
-                Some(format!("{}:{} → {}/{}: {e}", plan.source_repository, t.tag, plan.target, plan.target_repository))
+                Some(format!(
+                    "{}:{} → {}/{}: {e}",
+                    plan.source_repository, t.tag, plan.target, plan.target_repository
+                ))
             }
         }
     }
     fn manifest(&self, digest: &Digest) -> Result<PulledManifest, String> {
-        let m = self.plan.manifests.get(digest).ok_or_else(|| format!("{digest}: not in the plan"))?;
-        Ok(PulledManifest { digest: m.digest.clone(), media_type: m.media_type.clone(), bytes: m.bytes.clone() })
+        let m = self
+            .plan
+            .manifests
+            .get(digest)
+            .ok_or_else(|| format!("{digest}: not in the plan"))?;
+        Ok(PulledManifest {
+            digest: m.digest.clone(),
+            media_type: m.media_type.clone(),
+            bytes: m.bytes.clone(),
+        })
     }
 
     async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), String> {
         self.ensure_contents(root.clone()).await?;
         let m = self.manifest(root)?;
         self.copier.fenced().await?;
-        self.target.put_manifest(&self.plan.target_repository, tag, &m).await.map_err(|e| e.to_string())?;
+        self.target
+            .put_manifest(&self.plan.target_repository, tag, &m)
+            .await
+            .map_err(|e| e.to_string())?;
         add(&self.stats.manifests_written, 1);
         Ok(())
     }
@@ -183,14 +253,22 @@ impl RepoCopy<'_> {
     /// Everything `digest` references is on the target: its blobs and child manifests.
     fn ensure_contents(&self, digest: Digest) -> BoxFuture<'_, Result<(), String>> {
         async move {
-            let m = self.plan.manifests.get(&digest).ok_or_else(|| format!("{digest}: not in the plan"))?;
+            let m = self
+                .plan
+                .manifests
+                .get(&digest)
+                .ok_or_else(|| format!("{digest}: not in the plan"))?;
             if m.on_target {
                 return Ok(());
             }
             let blobs = join_all(m.blobs.iter().map(|b| self.ensure_blob(b)));
             let children = join_all(m.children.iter().map(|c| self.ensure_child(c)));
             let (blobs, children) = futures_util::join!(blobs, children);
-            blobs.into_iter().chain(children).collect::<Result<Vec<()>, String>>().map(drop)
+            blobs
+                .into_iter()
+                .chain(children)
+                .collect::<Result<Vec<()>, String>>()
+                .map(drop)
         }
         .boxed()
     }
@@ -205,7 +283,10 @@ impl RepoCopy<'_> {
             .get_or_init(|| async {
                 self.ensure_contents(digest.clone()).await?;
                 let m = self.manifest(digest)?;
-                self.target.put_manifest(&self.plan.target_repository, digest.as_str(), &m).await.map_err(|e| e.to_string())?;
+                self.target
+                    .put_manifest(&self.plan.target_repository, digest.as_str(), &m)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 add(&self.stats.manifests_written, 1);
                 Ok(())
             })
@@ -214,13 +295,23 @@ impl RepoCopy<'_> {
     }
 
     async fn ensure_blob(&self, digest: &Digest) -> Result<(), String> {
-        cell(&self.blobs, digest).get_or_init(|| self.copy_blob(digest)).await.clone()
+        cell(&self.blobs, digest)
+            .get_or_init(|| self.copy_blob(digest))
+            .await
+            .clone()
     }
 
     async fn copy_blob(&self, digest: &Digest) -> Result<(), String> {
         let c = self.copier;
-        let (plan, target_key, dst) = (self.plan, self.plan.target.as_str(), &self.plan.target_repository);
-        let info = plan.blobs.get(digest).ok_or_else(|| format!("blob {digest}: not in the plan"))?;
+        let (plan, target_key, dst) = (
+            self.plan,
+            self.plan.target.as_str(),
+            &self.plan.target_repository,
+        );
+        let info = plan
+            .blobs
+            .get(digest)
+            .ok_or_else(|| format!("blob {digest}: not in the plan"))?;
         // One copy of a digest per target at a time: a second repository waits, then mounts.
         let _held = self.fan.turn(target_key, digest).await;
         let present = match info.on_target {
@@ -228,7 +319,13 @@ impl RepoCopy<'_> {
             // The target repository had no tags, so nothing was asked; an earlier, interrupted
             // run may still have finished this blob there.
             None => {
-                c.state.blob_in(target_key, dst, digest) && self.target.head_blob(dst, digest).await.map_err(|e| e.to_string())?.is_some()
+                c.state.blob_in(target_key, dst, digest)
+                    && self
+                        .target
+                        .head_blob(dst, digest)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some()
             }
         };
         if present {
@@ -252,10 +349,19 @@ impl RepoCopy<'_> {
         // A group's read holds one slot for all its members.
         let _slot = match feed {
             Some(_) => None,
-            None => Some(c.shared.blob_slots.acquire().await.expect("semaphore never closed")),
+            None => Some(
+                c.shared
+                    .blob_slots
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed"),
+            ),
         };
         let short = &digest.hex()[..12];
-        let bar = c.shared.progress.bar(|| format!("{dst}@{short} → {target_key}"), info.size);
+        let bar = c
+            .shared
+            .progress
+            .bar(|| format!("{dst}@{short} → {target_key}"), info.size);
         let job = BlobJob {
             source: self.source,
             target: self.target,

@@ -149,7 +149,11 @@ pub(crate) struct BarGuard<'a> {
 
 impl Drop for BarGuard<'_> {
     fn drop(&mut self) {
-        self.progress.large.lock().expect("lock poisoned").remove(&self.bar.id);
+        self.progress
+            .large
+            .lock()
+            .expect("lock poisoned")
+            .remove(&self.bar.id);
     }
 }
 
@@ -159,7 +163,12 @@ const LARGE_BLOB: u64 = 32 << 20;
 impl Progress {
     /// The blobs being sent now that have bars, oldest first.
     pub fn large_blobs(&self) -> Vec<Arc<BlobProgress>> {
-        self.large.lock().expect("lock poisoned").values().cloned().collect()
+        self.large
+            .lock()
+            .expect("lock poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// A bar for a blob about to be sent, when it is large; it goes when the guard drops.
@@ -168,9 +177,20 @@ impl Progress {
             return None;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let bar = Arc::new(BlobProgress { id, label: label(), size, done: AtomicU64::new(0) });
-        self.large.lock().expect("lock poisoned").insert(id, bar.clone());
-        Some(BarGuard { progress: self, bar })
+        let bar = Arc::new(BlobProgress {
+            id,
+            label: label(),
+            size,
+            done: AtomicU64::new(0),
+        });
+        self.large
+            .lock()
+            .expect("lock poisoned")
+            .insert(id, bar.clone());
+        Some(BarGuard {
+            progress: self,
+            bar,
+        })
     }
 }
 
@@ -224,8 +244,19 @@ impl Stats {
 }
 
 impl Copier {
-    pub fn new(shared: Arc<CopyShared>, state: StateStore, cancel: CancellationToken, fence: Option<Arc<dyn Fence>>) -> Self {
-        Copier { shared, state, stats: Mutex::default(), cancel, fence }
+    pub fn new(
+        shared: Arc<CopyShared>,
+        state: StateStore,
+        cancel: CancellationToken,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> Self {
+        Copier {
+            shared,
+            state,
+            stats: Mutex::default(),
+            cancel,
+            fence,
+        }
     }
 
     /// Before a tag write or delete: the fence, if any, still lets us write.
@@ -237,8 +268,17 @@ impl Copier {
     }
 
     /// The fan-out groups for one repository copied to several targets in this run.
-    pub fn fanout(&self, source: &crate::registry::Registry, repo: &crate::model::RepoName) -> Arc<Fanout> {
-        Fanout::new(self.shared.clone(), source, repo, self.shared.opts.chunk_size.min(FANOUT_BUFFER))
+    pub fn fanout(
+        &self,
+        source: &crate::registry::Registry,
+        repo: &crate::model::RepoName,
+    ) -> Arc<Fanout> {
+        Fanout::new(
+            self.shared.clone(),
+            source,
+            repo,
+            self.shared.opts.chunk_size.min(FANOUT_BUFFER),
+        )
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -246,12 +286,22 @@ impl Copier {
     }
 
     fn stats(&self, target: &str) -> Arc<Stats> {
-        self.stats.lock().expect("lock poisoned").entry(target.to_owned()).or_default().clone()
+        self.stats
+            .lock()
+            .expect("lock poisoned")
+            .entry(target.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Counters of this run, per target.
     pub fn counts_by_target(&self) -> BTreeMap<String, Counts> {
-        self.stats.lock().expect("lock poisoned").iter().map(|(t, s)| (t.clone(), s.snapshot())).collect()
+        self.stats
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .map(|(t, s)| (t.clone(), s.snapshot()))
+            .collect()
     }
 
     /// Count a failure that happened outside a repository copy (e.g. a source that cannot be listed).

@@ -17,7 +17,11 @@ use crate::plan::RunOptions;
 /// How long a reporter waits for a run asked for by another member before giving up on it.
 const REPORT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn pump(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Incoming>, stop: CancellationToken) {
+pub async fn pump(
+    shared: Arc<Shared>,
+    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    stop: CancellationToken,
+) {
     loop {
         let item = tokio::select! {
             () = stop.cancelled() => return,
@@ -36,10 +40,18 @@ pub async fn pump(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Inc
 }
 
 async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &CancellationToken) {
-    let Some(cluster) = shared.cluster() else { return };
+    let Some(cluster) = shared.cluster() else {
+        return;
+    };
     let app = shared.app();
-    let Some(policy) = app.config.policies.iter().find(|p| p.name == h.key.policy) else { return };
-    let covered = h.key.repository.is_empty() || h.key.repository.parse::<RepoName>().is_ok_and(|r| policy.repositories.covers(&r));
+    let Some(policy) = app.config.policies.iter().find(|p| p.name == h.key.policy) else {
+        return;
+    };
+    let covered = h.key.repository.is_empty()
+        || h.key
+            .repository
+            .parse::<RepoName>()
+            .is_ok_and(|r| policy.repositories.covers(&r));
     if !covered || crate::daemon::queue::scope_of(&h.key).is_err() {
         warn!(key = %etcd_key, policy = %policy.name, repository = %h.key.repository, "waiting work does not match this member's policy; dropped");
         cluster.done(&[etcd_key]).await;
@@ -49,9 +61,19 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
     let full = h.key.repository.is_empty();
     let queued = if full {
         let id = local.unwrap_or_else(|| shared.runs.create(&h.key));
-        shared.request_full_run(&policy.name, id, RunOptions { force_delete: h.force_delete, verify: h.verify })
+        shared.request_full_run(
+            &policy.name,
+            id,
+            RunOptions {
+                force_delete: h.force_delete,
+                verify: h.verify,
+            },
+        )
     } else {
-        shared.queue.enqueue(h.key.clone(), &h.registry, local, Some(etcd_key.clone())).map_err(|e| e.to_string())
+        shared
+            .queue
+            .enqueue(h.key.clone(), &h.registry, local, Some(etcd_key.clone()))
+            .map_err(|e| e.to_string())
     };
     if let Err(e) = queued {
         // Left in etcd: read again shortly.
@@ -68,7 +90,9 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                let Some(view) = shared.runs.get(lid) else { return };
+                let Some(view) = shared.runs.get(lid) else {
+                    return;
+                };
                 if view.state != "done" {
                     continue;
                 }
@@ -77,7 +101,13 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
                 if view.outcome.as_deref() == Some("interrupted") {
                     return;
                 }
-                cluster.report(&origin, rid, &serde_json::to_value(&view).expect("run view serializes")).await;
+                cluster
+                    .report(
+                        &origin,
+                        rid,
+                        &serde_json::to_value(&view).expect("run view serializes"),
+                    )
+                    .await;
                 if full {
                     cluster.done(&[etcd_key]).await;
                 }

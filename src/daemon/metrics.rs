@@ -30,7 +30,9 @@ pub struct PolicyState {
 
 /// Upper bounds (seconds) of the event → replicated histogram: sub-second is the goal, a
 /// minute or more means retries.
-const LATENCY_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
 
 #[derive(Clone, Default)]
 struct Histogram {
@@ -65,7 +67,12 @@ pub struct Metrics {
 
 impl Metrics {
     fn with<R>(&self, policy: &str, f: impl FnOnce(&mut PolicyState) -> R) -> R {
-        f(self.policies.lock().expect("lock poisoned").entry(policy.to_owned()).or_default())
+        f(self
+            .policies
+            .lock()
+            .expect("lock poisoned")
+            .entry(policy.to_owned())
+            .or_default())
     }
 
     /// Keep only these policies (after a reload), each with its trigger description.
@@ -112,7 +119,12 @@ impl Metrics {
 
     pub fn events(&self, registry: &str, outcome: &'static str, n: u64) {
         if n > 0 {
-            *self.events.lock().expect("lock poisoned").entry((registry.to_owned(), outcome)).or_default() += n;
+            *self
+                .events
+                .lock()
+                .expect("lock poisoned")
+                .entry((registry.to_owned(), outcome))
+                .or_default() += n;
         }
     }
 
@@ -136,8 +148,14 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self, live: &Live<'_>) -> String {
-        let Live { uploads_in_flight, registries, journal_pending, state_damage: (dropped, failed), notifications: (sent, lost), cluster } =
-            *live;
+        let Live {
+            uploads_in_flight,
+            registries,
+            journal_pending,
+            state_damage: (dropped, failed),
+            notifications: (sent, lost),
+            cluster,
+        } = *live;
         let policies = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -146,31 +164,70 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
         };
-        let per_policy =
-            |f: &dyn Fn(&PolicyState) -> f64| policies.iter().map(|(n, p)| (labels(&[("policy", n)]), f(p))).collect::<Vec<_>>();
+        let per_policy = |f: &dyn Fn(&PolicyState) -> f64| {
+            policies
+                .iter()
+                .map(|(n, p)| (labels(&[("policy", n)]), f(p)))
+                .collect::<Vec<_>>()
+        };
         let per_target = |f: &dyn Fn(&Counts) -> u64| {
             policies
                 .iter()
-                .flat_map(|(n, p)| p.targets.iter().map(move |(t, c)| (labels(&[("policy", n), ("target", t)]), f(c) as f64)))
+                .flat_map(|(n, p)| {
+                    p.targets
+                        .iter()
+                        .map(move |(t, c)| (labels(&[("policy", n), ("target", t)]), f(c) as f64))
+                })
                 .collect::<Vec<_>>()
         };
-        family("ferry_up", "gauge", "1 while the daemon runs.", vec![(String::new(), 1.0)]);
+        family(
+            "ferry_up",
+            "gauge",
+            "1 while the daemon runs.",
+            vec![(String::new(), 1.0)],
+        );
         family(
             "ferry_ready",
             "gauge",
             "1 once the config is loaded and the state store open.",
-            vec![(String::new(), if self.ready.load(Ordering::Relaxed) { 1.0 } else { 0.0 })],
+            vec![(
+                String::new(),
+                if self.ready.load(Ordering::Relaxed) {
+                    1.0
+                } else {
+                    0.0
+                },
+            )],
         );
         let runs: Vec<_> = policies
             .iter()
             .flat_map(|(n, p)| {
-                [("ok", p.runs_ok), ("failed", p.runs_failed), ("interrupted", p.runs_interrupted)]
-                    .map(|(o, v)| (labels(&[("policy", n), ("outcome", o)]), v as f64))
+                [
+                    ("ok", p.runs_ok),
+                    ("failed", p.runs_failed),
+                    ("interrupted", p.runs_interrupted),
+                ]
+                .map(|(o, v)| (labels(&[("policy", n), ("outcome", o)]), v as f64))
             })
             .collect();
-        family("ferry_policy_runs_total", "counter", "Policy runs by outcome.", runs);
-        family("ferry_policy_running", "gauge", "1 while a run of the policy is in progress.", per_policy(&|p| p.running as u8 as f64));
-        family("ferry_policy_last_run_duration_seconds", "gauge", "Duration of the last run.", per_policy(&|p| p.last_duration_secs));
+        family(
+            "ferry_policy_runs_total",
+            "counter",
+            "Policy runs by outcome.",
+            runs,
+        );
+        family(
+            "ferry_policy_running",
+            "gauge",
+            "1 while a run of the policy is in progress.",
+            per_policy(&|p| p.running as u8 as f64),
+        );
+        family(
+            "ferry_policy_last_run_duration_seconds",
+            "gauge",
+            "Duration of the last run.",
+            per_policy(&|p| p.last_duration_secs),
+        );
         family(
             "ferry_policy_last_success_timestamp_seconds",
             "gauge",
@@ -189,23 +246,86 @@ impl Metrics {
             "Ticks that waited for an overrunning run.",
             per_policy(&|p| p.ticks_delayed as f64),
         );
-        family("ferry_policy_ticks_skipped_total", "counter", "Ticks folded into a delayed one.", per_policy(&|p| p.ticks_skipped as f64));
-        family("ferry_tags_copied_total", "counter", "Tags written on the target.", per_target(&|c| c.tags_copied));
-        family("ferry_tags_in_sync_total", "counter", "Tags found already in sync.", per_target(&|c| c.tags_in_sync));
-        family("ferry_manifests_written_total", "counter", "Manifests written on the target.", per_target(&|c| c.manifests_written));
-        family("ferry_blobs_uploaded_total", "counter", "Blobs uploaded.", per_target(&|c| c.blobs_uploaded));
-        family("ferry_blobs_mounted_total", "counter", "Blobs cross-repository mounted.", per_target(&|c| c.blobs_mounted));
-        family("ferry_blobs_skipped_total", "counter", "Blobs already on the target.", per_target(&|c| c.blobs_skipped));
-        family("ferry_bytes_sent_total", "counter", "Blob bytes sent to the target.", per_target(&|c| c.bytes_sent));
-        family("ferry_failures_total", "counter", "Tags or repositories that failed.", per_target(&|c| c.failures));
-        family("ferry_retries_total", "counter", "Blob transfers resumed after a transient failure.", per_target(&|c| c.retries));
-        family("ferry_tags_held_total", "counter", "Tags held back by a promotion gate.", per_target(&|c| c.held));
-        family("ferry_tags_deleted_total", "counter", "Target tags deleted because they left the source.", per_target(&|c| c.deleted));
+        family(
+            "ferry_policy_ticks_skipped_total",
+            "counter",
+            "Ticks folded into a delayed one.",
+            per_policy(&|p| p.ticks_skipped as f64),
+        );
+        family(
+            "ferry_tags_copied_total",
+            "counter",
+            "Tags written on the target.",
+            per_target(&|c| c.tags_copied),
+        );
+        family(
+            "ferry_tags_in_sync_total",
+            "counter",
+            "Tags found already in sync.",
+            per_target(&|c| c.tags_in_sync),
+        );
+        family(
+            "ferry_manifests_written_total",
+            "counter",
+            "Manifests written on the target.",
+            per_target(&|c| c.manifests_written),
+        );
+        family(
+            "ferry_blobs_uploaded_total",
+            "counter",
+            "Blobs uploaded.",
+            per_target(&|c| c.blobs_uploaded),
+        );
+        family(
+            "ferry_blobs_mounted_total",
+            "counter",
+            "Blobs cross-repository mounted.",
+            per_target(&|c| c.blobs_mounted),
+        );
+        family(
+            "ferry_blobs_skipped_total",
+            "counter",
+            "Blobs already on the target.",
+            per_target(&|c| c.blobs_skipped),
+        );
+        family(
+            "ferry_bytes_sent_total",
+            "counter",
+            "Blob bytes sent to the target.",
+            per_target(&|c| c.bytes_sent),
+        );
+        family(
+            "ferry_failures_total",
+            "counter",
+            "Tags or repositories that failed.",
+            per_target(&|c| c.failures),
+        );
+        family(
+            "ferry_retries_total",
+            "counter",
+            "Blob transfers resumed after a transient failure.",
+            per_target(&|c| c.retries),
+        );
+        family(
+            "ferry_tags_held_total",
+            "counter",
+            "Tags held back by a promotion gate.",
+            per_target(&|c| c.held),
+        );
+        family(
+            "ferry_tags_deleted_total",
+            "counter",
+            "Target tags deleted because they left the source.",
+            per_target(&|c| c.deleted),
+        );
         family(
             "ferry_registry_retries_total",
             "counter",
             "Requests retried after a transient failure (5xx, 429, reset, timeout).",
-            registries.iter().map(|g| (labels(&[("registry", &g.name)]), g.retries as f64)).collect(),
+            registries
+                .iter()
+                .map(|g| (labels(&[("registry", &g.name)]), g.retries as f64))
+                .collect(),
         );
         family(
             "ferry_uploads_in_flight",
@@ -223,7 +343,10 @@ impl Metrics {
             "ferry_registry_rate_limit_paused_seconds_total",
             "counter",
             "Time counted requests waited for a rationed budget to refill.",
-            registries.iter().map(|g| (labels(&[("registry", &g.name)]), g.paused_seconds)).collect(),
+            registries
+                .iter()
+                .map(|g| (labels(&[("registry", &g.name)]), g.paused_seconds))
+                .collect(),
         );
         family(
             "ferry_registry_concurrency_limit",
@@ -242,9 +365,17 @@ impl Metrics {
             "ferry_events_replayed_total",
             "counter",
             "Journaled events carried over from an earlier process.",
-            vec![(String::new(), self.events_replayed.load(Ordering::Relaxed) as f64)],
+            vec![(
+                String::new(),
+                self.events_replayed.load(Ordering::Relaxed) as f64,
+            )],
         );
-        family("ferry_journal_pending", "gauge", "Accepted events not yet carried out.", vec![(String::new(), journal_pending as f64)]);
+        family(
+            "ferry_journal_pending",
+            "gauge",
+            "Accepted events not yet carried out.",
+            vec![(String::new(), journal_pending as f64)],
+        );
         family(
             "ferry_state_errors_total",
             "counter",
@@ -259,8 +390,18 @@ impl Metrics {
         );
         if let Some(c) = cluster {
             let member = |v: f64| vec![(labels(&[("member", &c.member)]), v)];
-            family("ferry_cluster_members", "gauge", "Live members of the cluster, as this member sees them.", member(c.members as f64));
-            family("ferry_cluster_owned_units", "gauge", "Policies this member holds.", member(c.owned as f64));
+            family(
+                "ferry_cluster_members",
+                "gauge",
+                "Live members of the cluster, as this member sees them.",
+                member(c.members as f64),
+            );
+            family(
+                "ferry_cluster_owned_units",
+                "gauge",
+                "Policies this member holds.",
+                member(c.owned as f64),
+            );
             family(
                 "ferry_cluster_ownership_changes_total",
                 "counter",
@@ -293,24 +434,43 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} From accepting an event to its targeted run writing the tag.\n# TYPE {name} histogram");
         for (policy, h) in &latency {
             for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
-                let _ = writeln!(out, "{name}_bucket{} {n}", labels(&[("policy", policy), ("le", &le.to_string())]));
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {n}",
+                    labels(&[("policy", policy), ("le", &le.to_string())])
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{} {}", labels(&[("policy", policy), ("le", "+Inf")]), h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                labels(&[("policy", policy), ("le", "+Inf")]),
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{} {}", labels(&[("policy", policy)]), h.sum);
-            let _ = writeln!(out, "{name}_count{} {}", labels(&[("policy", policy)]), h.count);
+            let _ = writeln!(
+                out,
+                "{name}_count{} {}",
+                labels(&[("policy", policy)]),
+                h.count
+            );
         }
         out
     }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
 /// Label values escape backslash, double quote and newline.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -319,6 +479,9 @@ mod tests {
 
     #[test]
     fn labels_are_escaped() {
-        assert_eq!(labels(&[("policy", "a\"b\\c\nd")]), r#"{policy="a\"b\\c\nd"}"#);
+        assert_eq!(
+            labels(&[("policy", "a\"b\\c\nd")]),
+            r#"{policy="a\"b\\c\nd"}"#
+        );
     }
 }

@@ -37,7 +37,10 @@ pub enum DaemonError {
     #[error(transparent)]
     App(#[from] AppError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("event journal: {0}")]
@@ -126,10 +129,18 @@ impl Shared {
     ///
     /// # Errors
     /// While a reload replaces the loops (the caller answers 503: ask again).
-    pub fn request_full_run(&self, policy: &str, id: u64, opts: crate::plan::RunOptions) -> Result<(), String> {
+    pub fn request_full_run(
+        &self,
+        policy: &str,
+        id: u64,
+        opts: crate::plan::RunOptions,
+    ) -> Result<(), String> {
         let loops = self.loops.lock().expect("lock poisoned");
-        let tx = loops.get(policy).ok_or_else(|| format!("policy `{policy}` is not running (reloading?); ask again"))?;
-        tx.send(scheduler::RunAsk { id, opts }).map_err(|_| format!("policy `{policy}` is stopping; ask again"))
+        let tx = loops
+            .get(policy)
+            .ok_or_else(|| format!("policy `{policy}` is not running (reloading?); ask again"))?;
+        tx.send(scheduler::RunAsk { id, opts })
+            .map_err(|_| format!("policy `{policy}` is stopping; ask again"))
     }
 }
 
@@ -146,7 +157,11 @@ pub fn describe(t: &Trigger) -> String {
 pub fn local(config: &Config) -> crate::cluster::Local {
     crate::cluster::Local {
         api: config.daemon.listen,
-        policies: config.policies.iter().map(|p| (p.name.clone(), p.fingerprint.clone())).collect(),
+        policies: config
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), p.fingerprint.clone()))
+            .collect(),
         handover_wait: config.daemon.stop_timeout,
         max_waiting: config.daemon.max_pending_events,
     }
@@ -154,12 +169,17 @@ pub fn local(config: &Config) -> crate::cluster::Local {
 
 /// Tell systemd (Type=notify) how we are doing; a no-op outside systemd.
 fn notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     let _ = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
     } else {
         sock.send_to(msg.as_bytes(), &path)
     };
@@ -167,18 +187,38 @@ fn notify(msg: &str) {
 
 /// Start every policy loop of `app`; policies with uploads left in flight start with a run.
 fn start(app: &Arc<App>, shared: &Arc<Shared>, stop: &CancellationToken, tasks: &TaskTracker) {
-    let pending: HashSet<String> = shared.state.uploads_in_flight().unwrap_or_default().into_iter().map(|u| u.target).collect();
-    shared.metrics.set_policies(&app.config.policies.iter().map(|p| (p.name.clone(), describe(&p.trigger))).collect::<Vec<_>>());
+    let pending: HashSet<String> = shared
+        .state
+        .uploads_in_flight()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| u.target)
+        .collect();
+    shared.metrics.set_policies(
+        &app.config
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), describe(&p.trigger)))
+            .collect::<Vec<_>>(),
+    );
     let mut loops = shared.loops.lock().expect("lock poisoned");
     loops.clear();
     for (i, p) in app.config.policies.iter().enumerate() {
-        let resume = !matches!(p.trigger, Trigger::Manual) && p.targets.iter().any(|t| pending.contains(t));
+        let resume =
+            !matches!(p.trigger, Trigger::Manual) && p.targets.iter().any(|t| pending.contains(t));
         if resume {
             info!(policy = %p.name, "uploads left in flight: running now to resume them");
         }
         let (tx, rx) = mpsc::unbounded_channel();
         loops.insert(p.name.clone(), tx);
-        tasks.spawn(scheduler::policy_loop(app.clone(), i, stop.child_token(), shared.clone(), rx, resume));
+        tasks.spawn(scheduler::policy_loop(
+            app.clone(),
+            i,
+            stop.child_token(),
+            shared.clone(),
+            rx,
+            resume,
+        ));
     }
 }
 
@@ -187,7 +227,10 @@ fn start(app: &Arc<App>, shared: &Arc<Shared>, stop: &CancellationToken, tasks: 
 async fn drain(tasks: &TaskTracker, limit: Duration) {
     tasks.close();
     if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
-        warn!(?limit, "runs still busy at the stop deadline; their last acknowledged chunks are checkpointed");
+        warn!(
+            ?limit,
+            "runs still busy at the stop deadline; their last acknowledged chunks are checkpointed"
+        );
     }
 }
 
@@ -199,17 +242,28 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     let state = App::open_state(&config)?;
     let listen = config.daemon.listen;
     let mut stop_timeout = config.daemon.stop_timeout;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: listen,
+            source,
+        })?;
     let (mut int, mut term, mut hup) = (
         signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
         signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
         signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
     );
     let metrics = Arc::new(metrics::Metrics::default());
-    let (queue, replayed) = queue::EventQueue::replay(state.clone(), config.daemon.max_pending_events)?;
+    let (queue, replayed) =
+        queue::EventQueue::replay(state.clone(), config.daemon.max_pending_events)?;
     if replayed > 0 {
-        info!(events = replayed, "replaying events accepted before the last stop");
-        metrics.events_replayed.fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
+        info!(
+            events = replayed,
+            "replaying events accepted before the last stop"
+        );
+        metrics
+            .events_replayed
+            .fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let root = CancellationToken::new();
     let (inbox, incoming) = mpsc::unbounded_channel();
@@ -228,14 +282,21 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     });
     // Health and metrics answer while the cluster is joined (readyz says not yet).
     let http_tasks = TaskTracker::new();
-    http_tasks.spawn(api::serve(listener, shared.clone(), root.clone(), http_tasks.clone()));
+    http_tasks.spawn(api::serve(
+        listener,
+        shared.clone(),
+        root.clone(),
+        http_tasks.clone(),
+    ));
     if let Some((settings, local)) = cluster_settings {
         // While etcd is awaited, signals are honoured (a member that cannot join yet must
         // still stop when told to), and systemd (Type=notify, not started until READY=1) has
         // its start timeout extended rather than killing and restarting us for the wait.
         let joining = async {
             loop {
-                notify("STATUS=joining the cluster: waiting for etcd\nEXTEND_TIMEOUT_USEC=60000000");
+                notify(
+                    "STATUS=joining the cluster: waiting for etcd\nEXTEND_TIMEOUT_USEC=60000000",
+                );
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         };
@@ -254,7 +315,12 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
     }
     let events_stop = root.child_token();
     let event_tasks = TaskTracker::new();
-    event_tasks.spawn(shared.queue.clone().dispatch(shared.clone(), events_stop.clone()));
+    event_tasks.spawn(
+        shared
+            .queue
+            .clone()
+            .dispatch(shared.clone(), events_stop.clone()),
+    );
     event_tasks.spawn(handoff::pump(shared.clone(), incoming, events_stop.clone()));
     info!(%listen, policies = app.config.policies.len(), api = app.config.daemon.api_token.is_some(), "daemon started");
 
@@ -263,7 +329,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         let generation = root.child_token();
         let tasks = TaskTracker::new();
         start(&app, &shared, &generation, &tasks);
-        metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         notify("READY=1");
         let reloaded = loop {
             tokio::select! {
@@ -293,7 +361,10 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         generation.cancel();
         match reloaded {
             Some(new) => {
-                info!(policies = new.config.policies.len(), "config reloaded; restarting policy loops");
+                info!(
+                    policies = new.config.policies.len(),
+                    "config reloaded; restarting policy loops"
+                );
                 drain(&tasks, stop_timeout).await;
                 if new.config.daemon.listen != listen {
                     warn!(old = %listen, new = %new.config.daemon.listen, "daemon.listen changes only on restart");
@@ -309,9 +380,14 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
             None => {
                 notify("STOPPING=1");
                 info!("stopping: letting the chunks in flight finish");
-                metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .ready
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 events_stop.cancel();
-                tokio::join!(drain(&tasks, stop_timeout), drain(&event_tasks, stop_timeout));
+                tokio::join!(
+                    drain(&tasks, stop_timeout),
+                    drain(&event_tasks, stop_timeout)
+                );
                 if let Some(c) = shared.cluster() {
                     c.leave().await;
                 }

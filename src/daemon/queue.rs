@@ -43,7 +43,11 @@ pub enum QueueError {
 
 /// What a journal key asks for, as a planning scope.
 pub fn scope_of(key: &JournalKey) -> Result<Scope, String> {
-    let tag = if key.tag.is_empty() { None } else { Some(key.tag.parse().map_err(|e: String| e)?) };
+    let tag = if key.tag.is_empty() {
+        None
+    } else {
+        Some(key.tag.parse().map_err(|e: String| e)?)
+    };
     Ok(match (key.action.as_str(), tag) {
         ("push" | "run", Some(t)) => Scope::Tag(t),
         ("run", None) => Scope::All,
@@ -91,10 +95,28 @@ impl EventQueue {
         let mut inner = Inner::default();
         for (key, entry) in entries {
             inner.ready.push_back(key.clone());
-            inner.items.insert(key, Item { entry, remote: vec![], journaled: true, running: false, again: false, waiters: vec![] });
+            inner.items.insert(
+                key,
+                Item {
+                    entry,
+                    remote: vec![],
+                    journaled: true,
+                    running: false,
+                    again: false,
+                    waiters: vec![],
+                },
+            );
         }
         let n = inner.items.len();
-        Ok((EventQueue { state, inner: Mutex::new(inner), wake: Notify::new(), limit: AtomicUsize::new(limit) }, n))
+        Ok((
+            EventQueue {
+                state,
+                inner: Mutex::new(inner),
+                wake: Notify::new(),
+                limit: AtomicUsize::new(limit),
+            },
+            n,
+        ))
     }
 
     pub fn set_limit(&self, limit: usize) {
@@ -115,7 +137,12 @@ impl EventQueue {
             all.truncate(max);
         }
         all.sort_by_key(|(_, i)| i.entry.accepted_ms);
-        (all.into_iter().map(|(k, i)| PendingEvent::new(k.clone(), &i.entry, !i.journaled)).collect(), total)
+        (
+            all.into_iter()
+                .map(|(k, i)| PendingEvent::new(k.clone(), &i.entry, !i.journaled))
+                .collect(),
+            total,
+        )
     }
 
     /// Add work (journaled, not yet flushed: the caller awaits `StateStore::commit` before it
@@ -124,7 +151,13 @@ impl EventQueue {
     ///
     /// # Errors
     /// When the journal is full or cannot be written: the event must then be refused.
-    pub fn enqueue(&self, key: JournalKey, registry: &str, waiter: Option<u64>, remote: Option<String>) -> Result<(), QueueError> {
+    pub fn enqueue(
+        &self,
+        key: JournalKey,
+        registry: &str,
+        waiter: Option<u64>,
+        remote: Option<String>,
+    ) -> Result<(), QueueError> {
         let mut g = self.inner.lock().expect("lock poisoned");
         if let Some(item) = g.items.get_mut(&key) {
             if remote.as_ref().is_some_and(|r| item.remote.contains(r)) {
@@ -174,14 +207,25 @@ impl EventQueue {
     }
 
     fn make_ready(&self, key: JournalKey) {
-        self.inner.lock().expect("lock poisoned").ready.push_back(key);
+        self.inner
+            .lock()
+            .expect("lock poisoned")
+            .ready
+            .push_back(key);
         self.wake.notify_one();
     }
 
     /// After a run of `key`: run it again, retry it later, or forget it.
-    fn finished(&self, key: &JournalKey, failed: bool, interrupted: bool) -> Result<Finish, StateError> {
+    fn finished(
+        &self,
+        key: &JournalKey,
+        failed: bool,
+        interrupted: bool,
+    ) -> Result<Finish, StateError> {
         let mut g = self.inner.lock().expect("lock poisoned");
-        let Some(item) = g.items.get_mut(key) else { return Ok(Finish::Done(vec![])) };
+        let Some(item) = g.items.get_mut(key) else {
+            return Ok(Finish::Done(vec![]));
+        };
         item.running = false;
         if interrupted {
             return Ok(Finish::Kept); // stopping: the journal keeps it for the next start
@@ -198,7 +242,9 @@ impl EventQueue {
             if item.journaled {
                 self.state.journal_put(key, &item.entry)?;
             }
-            return Ok(Finish::Retry(Duration::from_secs((2u64 << item.entry.attempts.min(8)).min(300))));
+            return Ok(Finish::Retry(Duration::from_secs(
+                (2u64 << item.entry.attempts.min(8)).min(300),
+            )));
         }
         let item = g.items.remove(key).expect("present above");
         if item.journaled {
@@ -247,18 +293,29 @@ impl EventQueue {
         drain(tasks).await;
     }
 
-    async fn run_one(self: &Arc<Self>, shared: &Shared, key: JournalKey, entry: JournalEntry, waiters: Vec<u64>, stop: &CancellationToken) {
+    async fn run_one(
+        self: &Arc<Self>,
+        shared: &Shared,
+        key: JournalKey,
+        entry: JournalEntry,
+        waiters: Vec<u64>,
+        stop: &CancellationToken,
+    ) {
         let app = shared.app();
         let policy = app.config.policies.iter().find(|p| p.name == key.policy);
         let repo: Result<RepoName, String> = key.repository.parse();
         let scope = scope_of(&key);
         let (policy, repo, scope) = match (policy, repo, scope) {
-            (Some(p), Ok(r), Ok(s)) if p.repositories.covers(&r) || key.action == "run" => (p, r, s),
+            (Some(p), Ok(r), Ok(s)) if p.repositories.covers(&r) || key.action == "run" => {
+                (p, r, s)
+            }
             _ => {
                 warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, "event no longer matches a policy (config changed); dropped");
                 let (mut all, remote) = self.forget(&key);
                 all.extend(waiters);
-                shared.runs.abandoned(&all, "the policy no longer covers this repository");
+                shared
+                    .runs
+                    .abandoned(&all, "the policy no longer covers this repository");
                 if let Some(c) = shared.cluster().filter(|c| c.holds(&key.policy)) {
                     c.done(&remote).await;
                 }
@@ -277,12 +334,16 @@ impl EventQueue {
         };
         let (cancel, fence) = Claim::guards(claim.as_ref(), stop);
         shared.runs.running(&waiters);
-        let run: PolicyRun = app.run_targeted(policy, &repo, &scope, &cancel, fence).await;
+        let run: PolicyRun = app
+            .run_targeted(policy, &repo, &scope, &cancel, fence)
+            .await;
         drop(claim);
         shared.runs.finished(&waiters, &run);
         let copied = run.counts().tags_copied;
         if copied > 0 {
-            shared.metrics.replicated(&key.policy, now_ms().saturating_sub(entry.accepted_ms));
+            shared
+                .metrics
+                .replicated(&key.policy, now_ms().saturating_sub(entry.accepted_ms));
         }
         // A run cut short because the policy moved is the new owner's to do again.
         let interrupted = run.interrupted || (cancel.is_cancelled() && !stop.is_cancelled());
@@ -311,7 +372,9 @@ impl EventQueue {
                     }
                 });
             }
-            Err(e) => warn!(error = %e, "journal update failed; the entry is replayed on the next start"),
+            Err(e) => {
+                warn!(error = %e, "journal update failed; the entry is replayed on the next start")
+            }
         }
     }
 }

@@ -63,14 +63,21 @@ impl RunBook {
             },
         );
         while g.1.len() > KEEP {
-            let Some(oldest) = g.1.iter().find(|(_, v)| v.state == "done").map(|(k, _)| *k) else { break };
+            let Some(oldest) = g.1.iter().find(|(_, v)| v.state == "done").map(|(k, _)| *k) else {
+                break;
+            };
             g.1.remove(&oldest);
         }
         id
     }
 
     pub fn get(&self, id: u64) -> Option<RunView> {
-        self.inner.lock().expect("lock poisoned").1.get(&id).cloned()
+        self.inner
+            .lock()
+            .expect("lock poisoned")
+            .1
+            .get(&id)
+            .cloned()
     }
 
     pub fn running(&self, ids: &[u64]) {
@@ -83,12 +90,24 @@ impl RunBook {
     }
 
     pub fn finished(&self, ids: &[u64], run: &PolicyRun) {
-        self.end(ids, run.outcome(), run.counts(), run.errors.clone(), run.held.clone());
+        self.end(
+            ids,
+            run.outcome(),
+            run.counts(),
+            run.errors.clone(),
+            run.held.clone(),
+        );
     }
 
     /// End runs that will not happen (their policy was removed by a reload).
     pub fn abandoned(&self, ids: &[u64], why: &str) {
-        self.end(ids, "failed", Counts::default(), vec![why.to_owned()], vec![]);
+        self.end(
+            ids,
+            "failed",
+            Counts::default(),
+            vec![why.to_owned()],
+            vec![],
+        );
     }
 
     /// End runs this cluster member will not do: their policy moved to another member, which
@@ -102,14 +121,37 @@ impl RunBook {
     /// as that member reported it (checked field by field; a bad one says so).
     pub fn apply_remote(&self, id: u64, view: &serde_json::Value) {
         let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).take(20).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .take(20)
+                        .collect()
+                })
+                .unwrap_or_default()
         };
-        let outcome = view["outcome"].as_str().filter(|o| matches!(*o, "ok" | "failed" | "interrupted")).unwrap_or("failed");
+        let outcome = view["outcome"]
+            .as_str()
+            .filter(|o| matches!(*o, "ok" | "failed" | "interrupted"))
+            .unwrap_or("failed");
         let counts = serde_json::from_value(view["counts"].clone()).unwrap_or_default();
-        self.end(&[id], outcome, counts, strings(&view["errors"]), strings(&view["held"]));
+        self.end(
+            &[id],
+            outcome,
+            counts,
+            strings(&view["errors"]),
+            strings(&view["held"]),
+        );
     }
 
-    fn end(&self, ids: &[u64], outcome: &str, counts: Counts, errors: Vec<String>, held: Vec<String>) {
+    fn end(
+        &self,
+        ids: &[u64],
+        outcome: &str,
+        counts: Counts,
+        errors: Vec<String>,
+        held: Vec<String>,
+    ) {
         let mut g = self.inner.lock().expect("lock poisoned");
         for id in ids {
             if let Some(v) = g.1.get_mut(id) {

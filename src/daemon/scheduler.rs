@@ -29,7 +29,11 @@ pub fn first_run(trigger: &Trigger, now: DateTime<Utc>) -> Option<DateTime<Utc>>
 
 /// After a run that started at `started` and ended at `now`: when the next run starts, and
 /// how many ticks fell inside the run (0: none was missed).
-pub fn after_run(trigger: &Trigger, started: DateTime<Utc>, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, u64) {
+pub fn after_run(
+    trigger: &Trigger,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, u64) {
     match trigger {
         Trigger::Manual => (None, 0),
         Trigger::Every(every) => {
@@ -38,12 +42,17 @@ pub fn after_run(trigger: &Trigger, started: DateTime<Utc>, now: DateTime<Utc>) 
             if due > now {
                 return (Some(due), 0);
             }
-            let missed = ((now - started).num_milliseconds() / every.num_milliseconds().max(1)).max(1) as u64;
+            let missed = ((now - started).num_milliseconds() / every.num_milliseconds().max(1))
+                .max(1) as u64;
             (Some(now), missed)
         }
         Trigger::Cron(s) => {
             // Bounded: a per-second schedule and a day-long run must not make this loop long.
-            let missed = s.after(&started).take_while(|t| *t <= now).take(100_000).count() as u64;
+            let missed = s
+                .after(&started)
+                .take_while(|t| *t <= now)
+                .take(100_000)
+                .count() as u64;
             if missed > 0 {
                 (Some(now), missed)
             } else {
@@ -58,7 +67,9 @@ fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     Duration::from_millis(r % max.as_millis().max(1) as u64)
 }
 
@@ -82,8 +93,14 @@ pub async fn policy_loop(
     let policy = &app.config.policies[index];
     let name = policy.name.as_str();
     let metrics = &shared.metrics;
-    let jittered = |at: Option<DateTime<Utc>>| at.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default());
-    let mut next_at = jittered(if run_now { Some(Utc::now()) } else { first_run(&policy.trigger, Utc::now()) });
+    let jittered = |at: Option<DateTime<Utc>>| {
+        at.map(|at| at + chrono::Duration::from_std(jitter(policy.jitter)).unwrap_or_default())
+    };
+    let mut next_at = jittered(if run_now {
+        Some(Utc::now())
+    } else {
+        first_run(&policy.trigger, Utc::now())
+    });
     // In a cluster, an interval policy this member takes over runs at once: its previous
     // owner may be long gone. A scheduled one waits for its next tick, as it would have.
     let mut taken = match (shared.cluster(), &policy.trigger) {
@@ -94,7 +111,9 @@ pub async fn policy_loop(
         metrics.scheduled(name, next_at.map(|at| at.timestamp_millis().max(0) as u64));
         let wait = async {
             match next_at {
-                Some(at) => tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await,
+                Some(at) => {
+                    tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -109,12 +128,18 @@ pub async fn policy_loop(
             asked.push(ask);
         }
         let ids: Vec<u64> = asked.iter().map(|a| a.id).collect();
-        let opts = RunOptions { force_delete: asked.iter().any(|a| a.opts.force_delete), verify: asked.iter().any(|a| a.opts.verify) };
+        let opts = RunOptions {
+            force_delete: asked.iter().any(|a| a.opts.force_delete),
+            verify: asked.iter().any(|a| a.opts.verify),
+        };
         let started = Utc::now();
         let claim = match shared.cluster().map(|c| c.claim(name, &stop)) {
             Some(None) => {
                 // Another member holds it: that member runs it on the same schedule.
-                debug!(policy = name, "held by another cluster member; not run here");
+                debug!(
+                    policy = name,
+                    "held by another cluster member; not run here"
+                );
                 shared.runs.moved(&ids);
                 let (n, _) = after_run(&policy.trigger, started, Utc::now());
                 next_at = jittered(n);
@@ -125,7 +150,10 @@ pub async fn policy_loop(
         let (cancel, fence) = crate::cluster::Claim::guards(claim.as_ref(), &stop);
         metrics.started(name);
         shared.runs.running(&ids);
-        let run = app.run_policy(policy, &cancel, fence, opts).instrument(info_span!("run", policy = name)).await;
+        let run = app
+            .run_policy(policy, &cancel, fence, opts)
+            .instrument(info_span!("run", policy = name))
+            .await;
         drop(claim);
         metrics.finished(&run);
         shared.runs.finished(&ids, &run);
@@ -147,8 +175,17 @@ pub async fn policy_loop(
 }
 
 /// Resolves when this member has just taken the policy (never outside a cluster).
-async fn newly_taken(taken: Option<&mut (crate::cluster::Cluster, tokio::sync::watch::Receiver<u64>, bool)>, name: &str) {
-    let Some((cluster, changes, held)) = taken else { return std::future::pending().await };
+async fn newly_taken(
+    taken: Option<&mut (
+        crate::cluster::Cluster,
+        tokio::sync::watch::Receiver<u64>,
+        bool,
+    )>,
+    name: &str,
+) {
+    let Some((cluster, changes, held)) = taken else {
+        return std::future::pending().await;
+    };
     loop {
         let now = cluster.holds(name);
         let was = std::mem::replace(held, now);
@@ -173,8 +210,14 @@ mod tests {
     #[test]
     fn interval_runs_on_time_or_right_after_an_overrun() {
         let every = Trigger::Every(Duration::from_secs(60));
-        assert_eq!(after_run(&every, t(0, 0, 0), t(0, 0, 10)), (Some(t(0, 1, 0)), 0));
-        assert_eq!(after_run(&every, t(0, 0, 0), t(0, 3, 30)), (Some(t(0, 3, 30)), 3));
+        assert_eq!(
+            after_run(&every, t(0, 0, 0), t(0, 0, 10)),
+            (Some(t(0, 1, 0)), 0)
+        );
+        assert_eq!(
+            after_run(&every, t(0, 0, 0), t(0, 3, 30)),
+            (Some(t(0, 3, 30)), 3)
+        );
         assert_eq!(first_run(&every, t(0, 0, 0)), Some(t(0, 0, 0)));
     }
 
@@ -185,9 +228,18 @@ mod tests {
             jiff::tz::TimeZone::UTC,
         )));
         assert_eq!(first_run(&cron, t(0, 1, 0)), Some(t(0, 10, 0)));
-        assert_eq!(after_run(&cron, t(0, 10, 0), t(0, 12, 0)), (Some(t(0, 20, 0)), 0));
-        assert_eq!(after_run(&cron, t(0, 10, 0), t(0, 35, 0)), (Some(t(0, 35, 0)), 2));
-        assert_eq!(after_run(&Trigger::Manual, t(0, 0, 0), t(1, 0, 0)), (None, 0));
+        assert_eq!(
+            after_run(&cron, t(0, 10, 0), t(0, 12, 0)),
+            (Some(t(0, 20, 0)), 0)
+        );
+        assert_eq!(
+            after_run(&cron, t(0, 10, 0), t(0, 35, 0)),
+            (Some(t(0, 35, 0)), 2)
+        );
+        assert_eq!(
+            after_run(&Trigger::Manual, t(0, 0, 0), t(1, 0, 0)),
+            (None, 0)
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ const MAX_ID: usize = 200;
 const MAX_EVENTS: usize = 1000;
 
 fn field<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
-    v.pointer(path).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.pointer(path)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn json(body: &[u8]) -> Result<Value, String> {
@@ -54,7 +56,9 @@ fn json(body: &[u8]) -> Result<Value, String> {
 
 fn check_id(id: &str, at: &str) -> Result<String, String> {
     if id.len() > MAX_ID || id.chars().any(|c| c.is_control()) {
-        return Err(format!("{at}: id is longer than {MAX_ID} characters or holds control characters"));
+        return Err(format!(
+            "{at}: id is longer than {MAX_ID} characters or holds control characters"
+        ));
     }
     Ok(id.to_owned())
 }
@@ -65,11 +69,13 @@ fn repository(s: Option<&str>, at: &str) -> Result<RepoName, String> {
 }
 
 fn tag(s: Option<&str>, at: &str) -> Result<Option<Tag>, String> {
-    s.map(|t| t.parse().map_err(|e| format!("{at}: tag: {e}"))).transpose()
+    s.map(|t| t.parse().map_err(|e| format!("{at}: tag: {e}")))
+        .transpose()
 }
 
 fn digest(s: Option<&str>, at: &str) -> Result<Option<Digest>, String> {
-    s.map(|d| d.parse().map_err(|e| format!("{at}: digest: {e}"))).transpose()
+    s.map(|d| d.parse().map_err(|e| format!("{at}: digest: {e}")))
+        .transpose()
 }
 
 /// A Distribution notification envelope: `{"events": [{id, action, target: {repository,
@@ -81,9 +87,15 @@ fn digest(s: Option<&str>, at: &str) -> Result<Option<Digest>, String> {
 /// a one-line reason naming the event.
 pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
     let v = json(body)?;
-    let events = v.get("events").and_then(Value::as_array).ok_or("no `events` array (not a Distribution envelope)")?;
+    let events = v
+        .get("events")
+        .and_then(Value::as_array)
+        .ok_or("no `events` array (not a Distribution envelope)")?;
     if events.len() > MAX_EVENTS {
-        return Err(format!("{} events in one body; at most {MAX_EVENTS}", events.len()));
+        return Err(format!(
+            "{} events in one body; at most {MAX_EVENTS}",
+            events.len()
+        ));
     }
     let mut out = Parsed::default();
     for (i, e) in events.iter().enumerate() {
@@ -96,7 +108,12 @@ pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
                 out.ignored += 1;
                 continue;
             }
-            Some(other) => return Err(format!("{at}: unknown action `{}`", other.chars().take(40).collect::<String>())),
+            Some(other) => {
+                return Err(format!(
+                    "{at}: unknown action `{}`",
+                    other.chars().take(40).collect::<String>()
+                ))
+            }
             None => return Err(format!("{at}: no action")),
         };
         let repository = repository(field(e, "/target/repository"), &at)?;
@@ -109,7 +126,13 @@ pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
         if action == Action::Delete && tag.is_none() && digest.is_none() {
             return Err(format!("{at}: a delete with neither tag nor digest"));
         }
-        out.events.push(Event { id, action, repository, tag, digest });
+        out.events.push(Event {
+            id,
+            action,
+            repository,
+            tag,
+            digest,
+        });
     }
     Ok(out)
 }
@@ -125,22 +148,40 @@ pub fn parse_harbor(body: &[u8]) -> Result<Parsed, String> {
     let v = json(body)?;
     let cloud = v.get("specversion").is_some();
     let (kind, data) = if cloud {
-        (field(&v, "/type").ok_or("no `type`")?, v.get("data").ok_or("no `data` (not a Harbor CloudEvent)")?)
+        (
+            field(&v, "/type").ok_or("no `type`")?,
+            v.get("data").ok_or("no `data` (not a Harbor CloudEvent)")?,
+        )
     } else {
         (
             field(&v, "/type").ok_or("no `type` (not a Harbor webhook)")?,
-            v.get("event_data").ok_or("no `event_data` (not a Harbor webhook)")?,
+            v.get("event_data")
+                .ok_or("no `event_data` (not a Harbor webhook)")?,
         )
     };
     let action = match kind {
         "PUSH_ARTIFACT" | "harbor.artifact.pushed" => Action::Push,
         "DELETE_ARTIFACT" | "harbor.artifact.deleted" => Action::Delete,
-        _ => return Ok(Parsed { events: vec![], ignored: 1 }),
+        _ => {
+            return Ok(Parsed {
+                events: vec![],
+                ignored: 1,
+            })
+        }
     };
-    let repository = repository(field(data, "/repository/repo_full_name"), "event_data.repository")?;
-    let resources = data.get("resources").and_then(Value::as_array).ok_or("no `resources` array")?;
+    let repository = repository(
+        field(data, "/repository/repo_full_name"),
+        "event_data.repository",
+    )?;
+    let resources = data
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or("no `resources` array")?;
     if resources.len() > MAX_EVENTS {
-        return Err(format!("{} resources in one body; at most {MAX_EVENTS}", resources.len()));
+        return Err(format!(
+            "{} resources in one body; at most {MAX_EVENTS}",
+            resources.len()
+        ));
     }
     let base_id = match (cloud, field(&v, "/id")) {
         (true, Some(id)) => check_id(id, "id")?,
@@ -160,7 +201,13 @@ pub fn parse_harbor(body: &[u8]) -> Result<Parsed, String> {
         if action == Action::Delete && tag.is_none() && digest.is_none() {
             return Err(format!("{at}: a delete with neither tag nor digest"));
         }
-        out.events.push(Event { id: format!("{base_id}/{i}"), action, repository: repository.clone(), tag, digest });
+        out.events.push(Event {
+            id: format!("{base_id}/{i}"),
+            action,
+            repository: repository.clone(),
+            tag,
+            digest,
+        });
     }
     Ok(out)
 }
@@ -183,8 +230,20 @@ mod tests {
         let p = parse_distribution(body.as_bytes()).unwrap();
         assert_eq!(p.ignored, 2);
         assert_eq!(p.events.len(), 2);
-        assert_eq!((p.events[0].action, p.events[0].tag.as_ref().unwrap().as_str()), (Action::Push, "v1"));
-        assert_eq!((p.events[1].action, p.events[1].digest.as_ref().unwrap().as_str()), (Action::Delete, D));
+        assert_eq!(
+            (
+                p.events[0].action,
+                p.events[0].tag.as_ref().unwrap().as_str()
+            ),
+            (Action::Push, "v1")
+        );
+        assert_eq!(
+            (
+                p.events[1].action,
+                p.events[1].digest.as_ref().unwrap().as_str()
+            ),
+            (Action::Delete, D)
+        );
     }
 
     #[test]
@@ -193,10 +252,22 @@ mod tests {
             ("not json", "not JSON"),
             (r#"{"foo":1}"#, "no `events`"),
             (r#"{"events":[{"action":"push"}]}"#, "events[0]: no id"),
-            (r#"{"events":[{"id":"x","action":"push","target":{"repository":"../x","tag":"v1"}}]}"#, "repository"),
-            (r#"{"events":[{"id":"x","action":"delete","target":{"repository":"a","digest":"sha256:../../x"}}]}"#, "digest"),
-            (r#"{"events":[{"id":"x","action":"push","target":{"repository":"a","tag":"bad tag"}}]}"#, "tag"),
-            (r#"{"events":[{"id":"x","action":"explode","target":{"repository":"a"}}]}"#, "unknown action"),
+            (
+                r#"{"events":[{"id":"x","action":"push","target":{"repository":"../x","tag":"v1"}}]}"#,
+                "repository",
+            ),
+            (
+                r#"{"events":[{"id":"x","action":"delete","target":{"repository":"a","digest":"sha256:../../x"}}]}"#,
+                "digest",
+            ),
+            (
+                r#"{"events":[{"id":"x","action":"push","target":{"repository":"a","tag":"bad tag"}}]}"#,
+                "tag",
+            ),
+            (
+                r#"{"events":[{"id":"x","action":"explode","target":{"repository":"a"}}]}"#,
+                "unknown action",
+            ),
         ] {
             let e = parse_distribution(body.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{body}: {e}");
@@ -212,12 +283,19 @@ mod tests {
         let p = parse_harbor(body.as_bytes()).unwrap();
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.events[0].repository.as_str(), "library/app");
-        assert_eq!(p.events[0].id, parse_harbor(body.as_bytes()).unwrap().events[0].id, "same delivery, same id");
+        assert_eq!(
+            p.events[0].id,
+            parse_harbor(body.as_bytes()).unwrap().events[0].id,
+            "same delivery, same id"
+        );
         let cloud = format!(
             r#"{{"specversion":"1.0","id":"e-1","type":"harbor.artifact.deleted","data":{{"resources":[{{"digest":"{D}","tag":"v2"}}],"repository":{{"repo_full_name":"library/app"}}}}}}"#
         );
         let p = parse_harbor(cloud.as_bytes()).unwrap();
-        assert_eq!((p.events[0].action, p.events[0].id.as_str()), (Action::Delete, "e-1/0"));
+        assert_eq!(
+            (p.events[0].action, p.events[0].id.as_str()),
+            (Action::Delete, "e-1/0")
+        );
         let p = parse_harbor(br#"{"type":"SCANNING_COMPLETED","event_data":{}}"#).unwrap();
         assert_eq!((p.events.len(), p.ignored), (0, 1));
         assert!(parse_harbor(br#"{"events":[]}"#).is_err());

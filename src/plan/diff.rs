@@ -21,7 +21,10 @@ pub fn filter_tags(all: &[Tag], rules: &TagRules) -> (Vec<Tag>, Vec<DroppedTag>)
     for t in all {
         match rules.decide(t.as_str()) {
             Ok(()) => kept.push(t.clone()),
-            Err(reason) => dropped.push(DroppedTag { tag: t.clone(), reason }),
+            Err(reason) => dropped.push(DroppedTag {
+                tag: t.clone(),
+                reason,
+            }),
         }
     }
     kept.sort();
@@ -30,21 +33,44 @@ pub fn filter_tags(all: &[Tag], rules: &TagRules) -> (Vec<Tag>, Vec<DroppedTag>)
 
 /// Whether `latest` needs the images' creation times: some kept tag is not semver.
 pub fn needs_created(kept: &[Tag], rules: &TagRules) -> bool {
-    rules.latest.is_some_and(|n| kept.len() > n) && kept.iter().any(|t| tag_version(t.as_str()).is_none())
+    rules.latest.is_some_and(|n| kept.len() > n)
+        && kept.iter().any(|t| tag_version(t.as_str()).is_none())
 }
 
 /// Keep the newest `rules.latest` tags: by semver when every kept tag is one, else by image
 /// creation time (`created`, Unix seconds; unknown counts as oldest), newest first.
-pub fn keep_latest(kept: Vec<Tag>, rules: &TagRules, created: &HashMap<Tag, i64>) -> (Vec<Tag>, Vec<DroppedTag>) {
-    let Some(n) = rules.latest.filter(|n| kept.len() > *n) else { return (kept, Vec::new()) };
+pub fn keep_latest(
+    kept: Vec<Tag>,
+    rules: &TagRules,
+    created: &HashMap<Tag, i64>,
+) -> (Vec<Tag>, Vec<DroppedTag>) {
+    let Some(n) = rules.latest.filter(|n| kept.len() > *n) else {
+        return (kept, Vec::new());
+    };
     let mut order = kept;
     if order.iter().all(|t| tag_version(t.as_str()).is_some()) {
-        order.sort_by(|a, b| tag_version(b.as_str()).cmp(&tag_version(a.as_str())).then_with(|| a.cmp(b)));
+        order.sort_by(|a, b| {
+            tag_version(b.as_str())
+                .cmp(&tag_version(a.as_str()))
+                .then_with(|| a.cmp(b))
+        });
     } else {
-        order.sort_by(|a, b| created.get(b).unwrap_or(&i64::MIN).cmp(created.get(a).unwrap_or(&i64::MIN)).then_with(|| a.cmp(b)));
+        order.sort_by(|a, b| {
+            created
+                .get(b)
+                .unwrap_or(&i64::MIN)
+                .cmp(created.get(a).unwrap_or(&i64::MIN))
+                .then_with(|| a.cmp(b))
+        });
     }
-    let dropped =
-        order.split_off(n).into_iter().map(|tag| DroppedTag { tag, reason: format!("not among the newest {n} (tags.latest)") }).collect();
+    let dropped = order
+        .split_off(n)
+        .into_iter()
+        .map(|tag| DroppedTag {
+            tag,
+            reason: format!("not among the newest {n} (tags.latest)"),
+        })
+        .collect();
     order.sort();
     (order, dropped)
 }
@@ -55,26 +81,38 @@ pub fn keep_latest(kept: Vec<Tag>, rules: &TagRules, created: &HashMap<Tag, i64>
 /// (sorted keys), so the same source index always filters to the same digest. Children
 /// without a platform are kept. An index left with no child is an error.
 pub fn filter_index(body: &[u8], wanted: &[Platform]) -> Result<Option<Vec<u8>>, String> {
-    let mut index: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("index is not JSON: {e}"))?;
-    let Some(children) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else { return Ok(None) };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("index is not JSON: {e}"))?;
+    let Some(children) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else {
+        return Ok(None);
+    };
     let before = children.len();
     children.retain(|c| {
-        let Some(p) = c.get("platform") else { return true };
+        let Some(p) = c.get("platform") else {
+            return true;
+        };
         let field = |k: &str| p.get(k).and_then(|v| v.as_str());
         wanted.iter().any(|w| {
             field("os") == Some(w.os.as_str())
                 && field("architecture") == Some(w.architecture.as_str())
-                && w.variant.as_ref().is_none_or(|v| field("variant") == Some(v.as_str()))
+                && w.variant
+                    .as_ref()
+                    .is_none_or(|v| field("variant") == Some(v.as_str()))
         })
     });
     if children.is_empty() {
         let list: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-        return Err(format!("no child for the wanted platforms ({})", list.join(", ")));
+        return Err(format!(
+            "no child for the wanted platforms ({})",
+            list.join(", ")
+        ));
     }
     if children.len() == before {
         return Ok(None);
     }
-    Ok(Some(serde_json::to_vec_pretty(&index).expect("JSON value serialises")))
+    Ok(Some(
+        serde_json::to_vec_pretty(&index).expect("JSON value serialises"),
+    ))
 }
 
 /// What to do with one tag, given its digest on each side.
@@ -108,15 +146,30 @@ mod tests {
             {"digest":"sha256:3"}]}"#;
         let p = |s: &str| {
             let v: Vec<&str> = s.split('/').collect();
-            Platform { os: v[0].into(), architecture: v[1].into(), variant: v.get(2).map(|x| (*x).into()) }
+            Platform {
+                os: v[0].into(),
+                architecture: v[1].into(),
+                variant: v.get(2).map(|x| (*x).into()),
+            }
         };
-        assert_eq!(filter_index(idx, &[p("linux/amd64"), p("linux/arm")]).unwrap(), None, "all wanted: byte-exact");
+        assert_eq!(
+            filter_index(idx, &[p("linux/amd64"), p("linux/arm")]).unwrap(),
+            None,
+            "all wanted: byte-exact"
+        );
         let f = filter_index(idx, &[p("linux/arm/v7")]).unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
         assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
         assert_eq!(v["annotations"]["a"], "b");
-        assert_eq!(f, filter_index(idx, &[p("linux/arm/v7")]).unwrap().unwrap(), "deterministic");
-        assert!(filter_index(idx, &[p("windows/amd64")]).unwrap().is_some(), "unplatformed child kept");
+        assert_eq!(
+            f,
+            filter_index(idx, &[p("linux/arm/v7")]).unwrap().unwrap(),
+            "deterministic"
+        );
+        assert!(
+            filter_index(idx, &[p("windows/amd64")]).unwrap().is_some(),
+            "unplatformed child kept"
+        );
     }
 
     #[test]
@@ -136,7 +189,8 @@ mod tests {
             exclude: vec![Regex::new(r"-rc\d*$").unwrap()],
             ..Default::default()
         };
-        let (kept, dropped) = filter_tags(&tags(&["v1.2.3", "v1.3.0-rc1", "latest", "v2.0.0"]), &rules);
+        let (kept, dropped) =
+            filter_tags(&tags(&["v1.2.3", "v1.3.0-rc1", "latest", "v2.0.0"]), &rules);
         assert_eq!(names(&kept), ["v1.2.3", "v2.0.0"]);
         assert_eq!(dropped[0].reason, "excluded by tags.exclude `-rc\\d*$`");
         assert_eq!(dropped[1].reason, "matches no tags.include");
@@ -144,26 +198,52 @@ mod tests {
 
     #[test]
     fn semver_ranges_and_prereleases() {
-        let rules = TagRules { semver: Some(">=1.2.0".parse().unwrap()), ..Default::default() };
-        let (kept, dropped) = filter_tags(&tags(&["1.1.9", "v1.2.0", "1.3.0-rc.1", "2.0.0", "latest"]), &rules);
+        let rules = TagRules {
+            semver: Some(">=1.2.0".parse().unwrap()),
+            ..Default::default()
+        };
+        let (kept, dropped) = filter_tags(
+            &tags(&["1.1.9", "v1.2.0", "1.3.0-rc.1", "2.0.0", "latest"]),
+            &rules,
+        );
         assert_eq!(names(&kept), ["2.0.0", "v1.2.0"]);
         assert_eq!(dropped.len(), 3);
-        assert!(dropped.iter().any(|d| d.tag.as_str() == "latest" && d.reason.contains("not a semver tag")));
-        let pre = TagRules { semver: Some(">=1.3.0-rc.0".parse().unwrap()), ..Default::default() };
-        assert_eq!(names(&filter_tags(&tags(&["1.3.0-rc.1", "1.3.0"]), &pre).0), ["1.3.0", "1.3.0-rc.1"]);
+        assert!(dropped
+            .iter()
+            .any(|d| d.tag.as_str() == "latest" && d.reason.contains("not a semver tag")));
+        let pre = TagRules {
+            semver: Some(">=1.3.0-rc.0".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&filter_tags(&tags(&["1.3.0-rc.1", "1.3.0"]), &pre).0),
+            ["1.3.0", "1.3.0-rc.1"]
+        );
     }
 
     #[test]
     fn latest_by_semver_then_by_creation_time() {
-        let rules = TagRules { latest: Some(2), ..Default::default() };
-        let (kept, dropped) = keep_latest(tags(&["1.10.0", "1.2.0", "1.9.1", "v2.0.0"]), &rules, &HashMap::new());
+        let rules = TagRules {
+            latest: Some(2),
+            ..Default::default()
+        };
+        let (kept, dropped) = keep_latest(
+            tags(&["1.10.0", "1.2.0", "1.9.1", "v2.0.0"]),
+            &rules,
+            &HashMap::new(),
+        );
         assert_eq!(names(&kept), ["1.10.0", "v2.0.0"]);
         assert_eq!(dropped.len(), 2);
         assert!(!needs_created(&tags(&["1.0.0", "2.0.0", "3.0.0"]), &rules));
         let mixed = tags(&["nightly", "stable", "1.0.0"]);
         assert!(needs_created(&mixed, &rules));
-        let created: HashMap<Tag, i64> =
-            [("nightly", 300), ("stable", 100), ("1.0.0", 200)].iter().map(|(t, c)| (t.parse().unwrap(), *c)).collect();
-        assert_eq!(names(&keep_latest(mixed, &rules, &created).0), ["1.0.0", "nightly"]);
+        let created: HashMap<Tag, i64> = [("nightly", 300), ("stable", 100), ("1.0.0", 200)]
+            .iter()
+            .map(|(t, c)| (t.parse().unwrap(), *c))
+            .collect();
+        assert_eq!(
+            names(&keep_latest(mixed, &rules, &created).0),
+            ["1.0.0", "nightly"]
+        );
     }
 }

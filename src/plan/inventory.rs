@@ -11,8 +11,8 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use super::reads::SourceReads;
 use super::rules::{self, Ctx, Resolved};
 use super::{
-    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan, Memory, RepoPlan, RunOptions, Scope,
-    TagAction, TagPlan,
+    filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan,
+    Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan,
 };
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
@@ -21,7 +21,11 @@ use crate::registry::{PulledManifest, Registry, RegistryError};
 /// Requests in flight per repository while planning: as many as the registries asked may
 /// take at once (each one's adaptive limit then decides how many really go).
 fn width(registries: &[&Registry]) -> usize {
-    registries.iter().map(|r| r.concurrency().1).max().unwrap_or(1)
+    registries
+        .iter()
+        .map(|r| r.concurrency().1)
+        .max()
+        .unwrap_or(1)
 }
 /// Manifests one repository plan may hold; a bound against a hostile index of indexes.
 const MAX_MANIFESTS: usize = 20_000;
@@ -36,11 +40,25 @@ const MAX_CHILDREN: usize = 1024;
 ///
 /// # Errors
 /// When the catalog is needed and the source refuses it.
-pub async fn select_repositories(policy: &Policy, source: &Registry) -> Result<Vec<RepoName>, RegistryError> {
+pub async fn select_repositories(
+    policy: &Policy,
+    source: &Registry,
+) -> Result<Vec<RepoName>, RegistryError> {
     let sel = &policy.repositories;
-    let mut out: BTreeSet<RepoName> = sel.exact.iter().filter(|r| !sel.excluded(r.as_str())).cloned().collect();
+    let mut out: BTreeSet<RepoName> = sel
+        .exact
+        .iter()
+        .filter(|r| !sel.excluded(r.as_str()))
+        .cloned()
+        .collect();
     if sel.needs_catalog() {
-        out.extend(source.catalog().await?.into_iter().filter(|r| sel.matches_glob(r.as_str())));
+        out.extend(
+            source
+                .catalog()
+                .await?
+                .into_iter()
+                .filter(|r| sel.matches_glob(r.as_str())),
+        );
     }
     Ok(out.into_iter().collect())
 }
@@ -67,7 +85,17 @@ pub async fn plan_repo(
         }
     };
     let mut plan = RepoPlan::empty(&policy.name, target_key, repo.clone(), dest.clone());
-    let ctx = Ctx { policy, source, target, src: repo.clone(), dest, memory, target_key, opts, scope };
+    let ctx = Ctx {
+        policy,
+        source,
+        target,
+        src: repo.clone(),
+        dest,
+        memory,
+        target_key,
+        opts,
+        scope,
+    };
     if let Err(e) = fill(&mut plan, &ctx).await {
         plan.tags.clear();
         plan.manifests.clear();
@@ -79,22 +107,35 @@ pub async fn plan_repo(
 
 async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     let (policy, source, target) = (ctx.policy, ctx.source, ctx.target);
-    let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
+    let (src, dest) = (
+        plan.source_repository.clone(),
+        plan.target_repository.clone(),
+    );
     let listed = source.tags(&src).await.map_err(|e| e.to_string())?;
     let src_tags = match (listed, ctx.scope) {
         // The listing may be ahead of the tag (its folder is there, its link not yet) or
         // behind it: ask for the tag itself.
         (listed, Scope::Tag(t)) => {
-            let mut tags: Vec<Tag> = listed.unwrap_or_default().into_iter().filter(|l| l != t).collect();
+            let mut tags: Vec<Tag> = listed
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| l != t)
+                .collect();
             if pushed_tag_appears(source.registry(), &src, t).await? {
                 tags.push(t.clone());
             }
             tags
         }
-        (listed, _) => listed.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?,
+        (listed, _) => {
+            listed.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?
+        }
     };
     let (kept, mut dropped) = filter_tags(&src_tags, &policy.tags);
-    let created = if needs_created(&kept, &policy.tags) { creation_times(source, &src, &kept).await } else { Default::default() };
+    let created = if needs_created(&kept, &policy.tags) {
+        creation_times(source, &src, &kept).await
+    } else {
+        Default::default()
+    };
     let (mut wanted, older) = keep_latest(kept, &policy.tags, &created);
     dropped.extend(older);
     // A targeted run: the whole tag list still went through the rules above (latest N needs
@@ -111,11 +152,18 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         }
     }
     plan.dropped = dropped;
-    let dst_tags: HashSet<Tag> = target.tags(&dest).await.map_err(|e| e.to_string())?.unwrap_or_default().into_iter().collect();
+    let dst_tags: HashSet<Tag> = target
+        .tags(&dest)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let repo_absent = dst_tags.is_empty();
     if ctx.scope == &Scope::All {
         // A tag gone from the target (deleted, or the target wiped) is never trusted again.
-        ctx.memory.forget_written_except(ctx.target_key, &dest, &dst_tags);
+        ctx.memory
+            .forget_written_except(ctx.target_key, &dest, &dst_tags);
     }
 
     let mut resolved = resolve(ctx, &dst_tags, wanted).await?;
@@ -145,12 +193,21 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         // Only images the target gets (or has): never those held back or in conflict.
         let subjects: Vec<Digest> = resolved
             .iter()
-            .filter(|r| !held.contains_key(&r.tag) && tag_action(&r.source, r.target.as_ref(), policy.overwrite) != TagAction::Conflict)
+            .filter(|r| {
+                !held.contains_key(&r.tag)
+                    && tag_action(&r.source, r.target.as_ref(), policy.overwrite)
+                        != TagAction::Conflict
+            })
             .map(|r| r.original.clone())
             .collect();
         let have: HashSet<Tag> = resolved.iter().map(|r| r.tag.clone()).collect();
-        let extra: Vec<Tag> =
-            src_tags.iter().filter(|t| !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))).cloned().collect();
+        let extra: Vec<Tag> = src_tags
+            .iter()
+            .filter(|t| {
+                !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))
+            })
+            .cloned()
+            .collect();
         plan.dropped.retain(|d| !extra.contains(&d.tag));
         resolved.extend(resolve(ctx, &dst_tags, extra).await?);
         for d in &subjects {
@@ -162,7 +219,10 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         }
     }
     resolved.sort_by(|a, b| a.tag.cmp(&b.tag));
-    let known: HashMap<Tag, Digest> = resolved.iter().filter_map(|r| r.target.clone().map(|d| (r.tag.clone(), d))).collect();
+    let known: HashMap<Tag, Digest> = resolved
+        .iter()
+        .filter_map(|r| r.target.clone().map(|d| (r.tag.clone(), d)))
+        .collect();
     for r in resolved {
         let mut action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
         let mut reason = r.note;
@@ -171,9 +231,24 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
             reason = Some(why);
         }
         if action.copies() {
-            add_tree(plan, source, target, repo_absent, r.source.clone(), r.pulled).await?;
+            add_tree(
+                plan,
+                source,
+                target,
+                repo_absent,
+                r.source.clone(),
+                r.pulled,
+            )
+            .await?;
         }
-        plan.tags.push(TagPlan { tag: r.tag, action, source_digest: r.source, target_digest: r.target, reason, original: r.original });
+        plan.tags.push(TagPlan {
+            tag: r.tag,
+            action,
+            source_digest: r.source,
+            target_digest: r.target,
+            reason,
+            original: r.original,
+        });
     }
     if policy.delete && !matches!(ctx.scope, Scope::Tag(_)) {
         rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known).await?;
@@ -183,7 +258,12 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     }
 
     if !repo_absent {
-        let unknown: Vec<Digest> = plan.blobs.iter().filter(|(_, b)| b.on_target.is_none()).map(|(d, _)| d.clone()).collect();
+        let unknown: Vec<Digest> = plan
+            .blobs
+            .iter()
+            .filter(|(_, b)| b.on_target.is_none())
+            .map(|(d, _)| d.clone())
+            .collect();
         let found: Vec<(Digest, bool)> = stream::iter(unknown)
             .map(|d| {
                 let dest = &dest;
@@ -207,7 +287,12 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
 async fn pushed_tag_appears(source: &Registry, repo: &RepoName, tag: &Tag) -> Result<bool, String> {
     for wait_ms in [0, 50, 100, 200, 400, 800] {
         tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-        if source.head_manifest(repo, tag.as_str()).await.map_err(|e| e.to_string())?.is_some() {
+        if source
+            .head_manifest(repo, tag.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Ok(true);
         }
     }
@@ -219,41 +304,59 @@ async fn pushed_tag_appears(source: &Registry, repo: &RepoName, tag: &Tag) -> Re
 /// digest, less than `verify_interval` ago. A tag the target lacks costs one GET on the
 /// source (its digest comes from the body). A tag gone from the source since the listing is
 /// left out.
-async fn resolve(ctx: &Ctx<'_>, dst_tags: &HashSet<Tag>, tags: Vec<Tag>) -> Result<Vec<Resolved>, String> {
+async fn resolve(
+    ctx: &Ctx<'_>,
+    dst_tags: &HashSet<Tag>,
+    tags: Vec<Tag>,
+) -> Result<Vec<Resolved>, String> {
     let (source, target, src, dest) = (ctx.source, ctx.target, &ctx.src, &ctx.dest);
-    let fresh_ms = if ctx.opts.verify { 0 } else { ctx.policy.verify_interval.as_millis() as u64 };
+    let fresh_ms = if ctx.opts.verify {
+        0
+    } else {
+        ctx.policy.verify_interval.as_millis() as u64
+    };
     let now = crate::model::now_ms();
     let resolved: Vec<Option<Resolved>> = stream::iter(tags)
         .map(|tag| async move {
-            let found = |source: Digest, target: Option<Digest>, pulled: Option<PulledManifest>| Resolved {
-                tag: tag.clone(),
-                original: source.clone(),
-                source,
-                target,
-                pulled,
-                note: None,
-            };
+            let found =
+                |source: Digest, target: Option<Digest>, pulled: Option<PulledManifest>| Resolved {
+                    tag: tag.clone(),
+                    original: source.clone(),
+                    source,
+                    target,
+                    pulled,
+                    note: None,
+                };
             if !dst_tags.contains(&tag) {
                 let m = source.get_manifest(src, tag.as_str()).await?;
                 return Ok::<_, RegistryError>(m.map(|m| found(m.digest.clone(), None, Some(m))));
             }
-            let trusted = ctx.memory.written(ctx.target_key, dest, &tag).filter(|(_, _, at)| now.saturating_sub(*at) < fresh_ms);
+            let trusted = ctx
+                .memory
+                .written(ctx.target_key, dest, &tag)
+                .filter(|(_, _, at)| now.saturating_sub(*at) < fresh_ms);
             let (s, t) = match trusted {
                 Some((was, wrote, _)) => {
-                    let Some(s) = source.head_manifest(src, tag.as_str()).await? else { return Ok(None) };
+                    let Some(s) = source.head_manifest(src, tag.as_str()).await? else {
+                        return Ok(None);
+                    };
                     if s.digest == was {
                         return Ok(Some(found(s.digest, Some(wrote), None)));
                     }
                     (Some(s), target.head_manifest(dest, tag.as_str()).await?)
                 }
                 None => {
-                    let (s, t) = tokio::join!(source.head_manifest(src, tag.as_str()), target.head_manifest(dest, tag.as_str()));
+                    let (s, t) = tokio::join!(
+                        source.head_manifest(src, tag.as_str()),
+                        target.head_manifest(dest, tag.as_str())
+                    );
                     (s?, t?)
                 }
             };
             let Some(s) = s else { return Ok(None) };
             if let Some(t) = &t {
-                ctx.memory.remember_written(ctx.target_key, dest, &tag, &s.digest, &t.digest);
+                ctx.memory
+                    .remember_written(ctx.target_key, dest, &tag, &s.digest, &t.digest);
             }
             Ok(Some(found(s.digest, t.map(|t| t.digest), None)))
         })
@@ -268,12 +371,19 @@ async fn resolve(ctx: &Ctx<'_>, dst_tags: &HashSet<Tag>, tags: Vec<Tag>) -> Resu
 /// and `.sbom` name artifacts about the image with digest `d`.
 pub fn is_referrer_tag(tag: &str, d: &Digest) -> bool {
     let base = format!("sha256-{}", d.hex());
-    tag == base || [".sig", ".att", ".sbom"].iter().any(|s| tag.strip_prefix(base.as_str()) == Some(s))
+    tag == base
+        || [".sig", ".att", ".sbom"]
+            .iter()
+            .any(|s| tag.strip_prefix(base.as_str()) == Some(s))
 }
 
 /// When each tag's image was built (its config's `created`), for `tags.latest` over
 /// non-semver tags. A tag whose time cannot be read counts as oldest.
-async fn creation_times(source: &SourceReads<'_>, repo: &RepoName, tags: &[Tag]) -> std::collections::HashMap<Tag, i64> {
+async fn creation_times(
+    source: &SourceReads<'_>,
+    repo: &RepoName,
+    tags: &[Tag],
+) -> std::collections::HashMap<Tag, i64> {
     stream::iter(tags.iter().cloned())
         .map(|tag| async move {
             let created = image_created(source, repo, tag.as_str()).await;
@@ -292,10 +402,21 @@ async fn image_created(source: &SourceReads<'_>, repo: &RepoName, reference: &st
             m = source.get_manifest(repo, child.as_str()).await.ok()??; // an index: its first image
         }
     }
-    let config = manifest_references(&m.media_type, &m.bytes).ok()?.blobs.into_iter().next()?.0;
+    let config = manifest_references(&m.media_type, &m.bytes)
+        .ok()?
+        .blobs
+        .into_iter()
+        .next()?
+        .0;
     let body = source.get_small_blob(repo, &config, 1 << 20).await.ok()?;
-    let created = serde_json::from_slice::<serde_json::Value>(&body).ok()?.get("created")?.as_str()?.to_owned();
-    chrono::DateTime::parse_from_rfc3339(&created).ok().map(|t| t.timestamp())
+    let created = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()?
+        .get("created")?
+        .as_str()?
+        .to_owned();
+    chrono::DateTime::parse_from_rfc3339(&created)
+        .ok()
+        .map(|t| t.timestamp())
 }
 
 /// Add a manifest and everything below it to the plan. A manifest already on the target
@@ -308,7 +429,10 @@ async fn add_tree(
     root: Digest,
     pulled: Option<PulledManifest>,
 ) -> Result<(), String> {
-    let (src, dest) = (plan.source_repository.clone(), plan.target_repository.clone());
+    let (src, dest) = (
+        plan.source_repository.clone(),
+        plan.target_repository.clone(),
+    );
     let mut queue = vec![(root, pulled, 0usize)];
     while let Some((digest, pulled, depth)) = queue.pop() {
         let is_root = depth == 0;
@@ -316,12 +440,21 @@ async fn add_tree(
             continue;
         }
         if depth > MAX_DEPTH {
-            return Err(format!("{src}@{digest}: indexes nested more than {MAX_DEPTH} deep"));
+            return Err(format!(
+                "{src}@{digest}: indexes nested more than {MAX_DEPTH} deep"
+            ));
         }
         if plan.manifests.len() >= MAX_MANIFESTS {
-            return Err(format!("more than {MAX_MANIFESTS} manifests in one repository"));
+            return Err(format!(
+                "more than {MAX_MANIFESTS} manifests in one repository"
+            ));
         }
-        let on_target = !repo_absent && target.head_manifest(&dest, digest.as_str()).await.map_err(|e| e.to_string())?.is_some();
+        let on_target = !repo_absent
+            && target
+                .head_manifest(&dest, digest.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
         if on_target && !is_root {
             plan.manifests.insert(
                 digest.clone(),
@@ -344,21 +477,33 @@ async fn add_tree(
                 .get_manifest(&src, digest.as_str())
                 .await
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{src}@{digest}: manifest referenced but missing on {}", source.name()))?,
+                .ok_or_else(|| {
+                    format!(
+                        "{src}@{digest}: manifest referenced but missing on {}",
+                        source.name()
+                    )
+                })?,
         };
         let refs = if on_target {
             Default::default()
         } else {
-            manifest_references(&m.media_type, &m.bytes).map_err(|e| format!("{src}@{digest}: {e}"))?
+            manifest_references(&m.media_type, &m.bytes)
+                .map_err(|e| format!("{src}@{digest}: {e}"))?
         };
         if refs.manifests.len() > MAX_CHILDREN {
-            return Err(format!("{src}@{digest}: index lists {} manifests, more than {MAX_CHILDREN}", refs.manifests.len()));
+            return Err(format!(
+                "{src}@{digest}: index lists {} manifests, more than {MAX_CHILDREN}",
+                refs.manifests.len()
+            ));
         }
         for (child, _) in &refs.manifests {
             queue.push((child.clone(), None, depth + 1));
         }
         for (blob, size) in &refs.blobs {
-            plan.blobs.entry(blob.clone()).or_insert(BlobPlan { size: *size, on_target: None });
+            plan.blobs.entry(blob.clone()).or_insert(BlobPlan {
+                size: *size,
+                on_target: None,
+            });
         }
         plan.manifests.insert(
             digest.clone(),

@@ -86,9 +86,21 @@ pub trait Memory: Sync {
     /// What `target`'s `repo:tag` was last written or seen as: (source digest, target digest,
     /// when in Unix ms).
     fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)>;
-    fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest);
+    fn remember_written(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        source: &Digest,
+        target_digest: &Digest,
+    );
     /// Forget the records of `repo`'s tags on `target` that are no longer there.
-    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &std::collections::HashSet<Tag>);
+    fn forget_written_except(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        keep: &std::collections::HashSet<Tag>,
+    );
 }
 
 /// No memory (the state store is held by a running daemon): every tag counts as first seen
@@ -195,7 +207,11 @@ impl RepoPlan {
 
 impl fmt::Display for RepoPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} → {}/{}:", self.source_repository, self.target, self.target_repository)?;
+        write!(
+            f,
+            "{} → {}/{}:",
+            self.source_repository, self.target, self.target_repository
+        )?;
         if let Some(e) = &self.error {
             return writeln!(f, " error: {e}");
         }
@@ -222,9 +238,19 @@ impl fmt::Display for RepoPlan {
                 TagAction::Delete => "delete",
                 TagAction::InSync => unreachable!(),
             };
-            let digest =
-                if t.action == TagAction::Delete { t.target_digest.as_ref().unwrap_or(&t.source_digest) } else { &t.source_digest };
-            writeln!(f, "    {:<12} {:<30} {} {}", what, t.tag.as_str(), digest, t.reason.as_deref().unwrap_or(""))?;
+            let digest = if t.action == TagAction::Delete {
+                t.target_digest.as_ref().unwrap_or(&t.source_digest)
+            } else {
+                &t.source_digest
+            };
+            writeln!(
+                f,
+                "    {:<12} {:<30} {} {}",
+                what,
+                t.tag.as_str(),
+                digest,
+                t.reason.as_deref().unwrap_or("")
+            )?;
         }
         if let Some(r) = &self.refused_deletes {
             writeln!(f, "    deletes refused: {r}")?;
@@ -234,7 +260,11 @@ impl fmt::Display for RepoPlan {
             writeln!(f, "    {:<12} {:<30} {}", "skip", d.tag.as_str(), d.reason)?;
         }
         if self.dropped.len() > SHOWN {
-            writeln!(f, "    ... and {} more skipped (plan --json lists them all)", self.dropped.len() - SHOWN)?;
+            writeln!(
+                f,
+                "    ... and {} more skipped (plan --json lists them all)",
+                self.dropped.len() - SHOWN
+            )?;
         }
         Ok(())
     }

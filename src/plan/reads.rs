@@ -35,13 +35,24 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T, RegistryError>>,
 {
-    let cell = cache.lock().expect("lock poisoned").entry(key).or_default().clone();
+    let cell = cache
+        .lock()
+        .expect("lock poisoned")
+        .entry(key)
+        .or_default()
+        .clone();
     cell.get_or_try_init(ask).await.cloned()
 }
 
 impl<'a> SourceReads<'a> {
     pub fn new(registry: &'a Registry) -> Self {
-        SourceReads { registry, tags: Mutex::default(), heads: Mutex::default(), manifests: Mutex::default(), referrers: Mutex::default() }
+        SourceReads {
+            registry,
+            tags: Mutex::default(),
+            heads: Mutex::default(),
+            manifests: Mutex::default(),
+            referrers: Mutex::default(),
+        }
     }
 
     /// The registry itself, for a read that must not be answered from the cache (waiting
@@ -58,26 +69,62 @@ impl<'a> SourceReads<'a> {
         once(&self.tags, repo.clone(), || self.registry.tags(repo)).await
     }
 
-    pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
         // Another target's planner already pulled it: that answers the HEAD too.
         let key = (repo.clone(), reference.to_owned());
-        let pulled = self.manifests.lock().expect("lock poisoned").get(&key).and_then(|c| c.get().cloned());
+        let pulled = self
+            .manifests
+            .lock()
+            .expect("lock poisoned")
+            .get(&key)
+            .and_then(|c| c.get().cloned());
         if let Some(m) = pulled {
-            return Ok(m.map(|m| ManifestHead { digest: m.digest, media_type: Some(m.media_type) }));
+            return Ok(m.map(|m| ManifestHead {
+                digest: m.digest,
+                media_type: Some(m.media_type),
+            }));
         }
-        once(&self.heads, (repo.clone(), reference.to_owned()), || self.registry.head_manifest(repo, reference)).await
+        once(&self.heads, (repo.clone(), reference.to_owned()), || {
+            self.registry.head_manifest(repo, reference)
+        })
+        .await
     }
 
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<PulledManifest>, RegistryError> {
-        once(&self.manifests, (repo.clone(), reference.to_owned()), || self.registry.get_manifest(repo, reference)).await
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<PulledManifest>, RegistryError> {
+        once(
+            &self.manifests,
+            (repo.clone(), reference.to_owned()),
+            || self.registry.get_manifest(repo, reference),
+        )
+        .await
     }
 
-    pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, RegistryError> {
-        once(&self.referrers, (repo.clone(), digest.clone()), || self.registry.referrers(repo, digest)).await
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        once(&self.referrers, (repo.clone(), digest.clone()), || {
+            self.registry.referrers(repo, digest)
+        })
+        .await
     }
 
     /// Not cached: image configs are read only by gates and `latest` over build times.
-    pub async fn get_small_blob(&self, repo: &RepoName, digest: &Digest, limit: usize) -> Result<Bytes, RegistryError> {
+    pub async fn get_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
         self.registry.get_small_blob(repo, digest, limit).await
     }
 }

@@ -4,9 +4,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::reads::SourceReads;
-use super::{filter_index, is_referrer_tag, Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan};
+use super::{
+    filter_index, is_referrer_tag, Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan,
+};
 use crate::config::Policy;
-use crate::model::{manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag};
+use crate::model::{
+    manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag,
+};
 use crate::registry::{PulledManifest, Registry};
 
 /// What planning one repository works with.
@@ -41,7 +45,10 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// Replace a multi-arch index by one holding only the wanted platforms. The filtered digest
 /// is remembered, so a tag already in sync costs no GET on later runs.
-pub(super) async fn filter_platforms(ctx: &Ctx<'_>, r: &mut Resolved) -> Result<Option<String>, String> {
+pub(super) async fn filter_platforms(
+    ctx: &Ctx<'_>,
+    r: &mut Resolved,
+) -> Result<Option<String>, String> {
     let wanted = &ctx.policy.platforms;
     let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     let key = format!("{}|{}", r.original, names.join(","));
@@ -51,14 +58,24 @@ pub(super) async fn filter_platforms(ctx: &Ctx<'_>, r: &mut Resolved) -> Result<
         }
         if let Some(f) = ctx.memory.filtered(&key) {
             if r.target.as_ref() == Some(&f) {
-                r.note = Some(format!("index filtered to {} from {}", names.join(", "), r.original));
+                r.note = Some(format!(
+                    "index filtered to {} from {}",
+                    names.join(", "),
+                    r.original
+                ));
                 r.source = f;
                 return Ok(None);
             }
         }
-        r.pulled = ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)?;
+        r.pulled = ctx
+            .source
+            .get_manifest(&ctx.src, r.original.as_str())
+            .await
+            .map_err(err)?;
     }
-    let Some(m) = r.pulled.as_ref() else { return Ok(None) };
+    let Some(m) = r.pulled.as_ref() else {
+        return Ok(None);
+    };
     if manifest_kind(&m.media_type).map_err(err)? != ManifestKind::Index {
         return Ok(None);
     }
@@ -67,8 +84,16 @@ pub(super) async fn filter_platforms(ctx: &Ctx<'_>, r: &mut Resolved) -> Result<
         Ok(Some(bytes)) => {
             let digest = Digest::of(&bytes);
             ctx.memory.remember_filtered(&key, &digest);
-            r.note = Some(format!("index filtered to {} from {}", names.join(", "), r.original));
-            r.pulled = Some(PulledManifest { digest: digest.clone(), media_type: m.media_type.clone(), bytes: bytes.into() });
+            r.note = Some(format!(
+                "index filtered to {} from {}",
+                names.join(", "),
+                r.original
+            ));
+            r.pulled = Some(PulledManifest {
+                digest: digest.clone(),
+                media_type: m.media_type.clone(),
+                bytes: bytes.into(),
+            });
             r.source = digest;
             Ok(None)
         }
@@ -78,20 +103,42 @@ pub(super) async fn filter_platforms(ctx: &Ctx<'_>, r: &mut Resolved) -> Result<
 
 /// The first promotion gate `r` fails, as a reason; `None` when it passes them all.
 /// `min_age` is checked first, so the time a tag is first seen is recorded on every run.
-pub(super) async fn gate(ctx: &Ctx<'_>, src_tags: &[Tag], r: &Resolved) -> Result<Option<String>, String> {
+pub(super) async fn gate(
+    ctx: &Ctx<'_>,
+    src_tags: &[Tag],
+    r: &Resolved,
+) -> Result<Option<String>, String> {
     let req = &ctx.policy.require;
     if let Some(min) = req.min_age {
-        let seen = ctx.memory.first_seen(&format!("{}/{}:{}@{}", ctx.source.name(), ctx.src, r.tag, r.original));
+        let seen = ctx.memory.first_seen(&format!(
+            "{}/{}:{}@{}",
+            ctx.source.name(),
+            ctx.src,
+            r.tag,
+            r.original
+        ));
         let age = now_ms().saturating_sub(seen) / 1000;
         if age < min.as_secs() {
-            return Ok(Some(format!("first seen {age}s ago at this digest; require.min_age is {}s", min.as_secs())));
+            return Ok(Some(format!(
+                "first seen {age}s ago at this digest; require.min_age is {}s",
+                min.as_secs()
+            )));
         }
     }
     if req.signature {
-        let by_tag = src_tags
-            .iter()
-            .any(|t| is_referrer_tag(t.as_str(), &r.original) && !t.as_str().ends_with(".att") && !t.as_str().ends_with(".sbom"));
-        if !by_tag && ctx.source.referrers(&ctx.src, &r.original).await.map_err(err)?.is_empty() {
+        let by_tag = src_tags.iter().any(|t| {
+            is_referrer_tag(t.as_str(), &r.original)
+                && !t.as_str().ends_with(".att")
+                && !t.as_str().ends_with(".sbom")
+        });
+        if !by_tag
+            && ctx
+                .source
+                .referrers(&ctx.src, &r.original)
+                .await
+                .map_err(err)?
+                .is_empty()
+        {
             return Ok(Some("no signature (require.signature)".into()));
         }
     }
@@ -100,7 +147,11 @@ pub(super) async fn gate(ctx: &Ctx<'_>, src_tags: &[Tag], r: &Resolved) -> Resul
         for (k, want) in &req.annotations {
             match found.get(k) {
                 Some(v) if v == want => {}
-                Some(v) => return Ok(Some(format!("annotation {k} is {v:?}, require.annotations wants {want:?}"))),
+                Some(v) => {
+                    return Ok(Some(format!(
+                        "annotation {k} is {v:?}, require.annotations wants {want:?}"
+                    )))
+                }
                 None => return Ok(Some(format!("no annotation {k} (require.annotations)"))),
             }
         }
@@ -115,7 +166,12 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
     // platform filter replaced them): no second GET for those.
     let m = match r.pulled.as_ref().filter(|m| m.digest == r.original) {
         Some(m) => m.clone(),
-        None => match ctx.source.get_manifest(&ctx.src, r.original.as_str()).await.map_err(err)? {
+        None => match ctx
+            .source
+            .get_manifest(&ctx.src, r.original.as_str())
+            .await
+            .map_err(err)?
+        {
             Some(m) => m,
             None => return Ok(HashMap::new()),
         },
@@ -123,13 +179,25 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
     let json: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(err)?;
     let strings = |v: Option<&serde_json::Value>| -> HashMap<String, String> {
         v.and_then(|v| v.as_object())
-            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut out = strings(json.get("annotations"));
     if manifest_kind(&m.media_type).map_err(err)? == ManifestKind::Image {
-        if let Some((config, _)) = manifest_references(&m.media_type, &m.bytes).map_err(err)?.blobs.first() {
-            let body = ctx.source.get_small_blob(&ctx.src, config, 1 << 20).await.map_err(err)?;
+        if let Some((config, _)) = manifest_references(&m.media_type, &m.bytes)
+            .map_err(err)?
+            .blobs
+            .first()
+        {
+            let body = ctx
+                .source
+                .get_small_blob(&ctx.src, config, 1 << 20)
+                .await
+                .map_err(err)?;
             let cfg: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
             for (k, v) in strings(cfg.pointer("/config/Labels")) {
                 out.entry(k).or_insert(v);
@@ -150,7 +218,11 @@ pub(super) async fn plan_deletes(
     known: &HashMap<Tag, Digest>,
 ) -> Result<(), String> {
     let src: HashSet<&Tag> = src_tags.iter().collect();
-    let mut gone: Vec<Tag> = dst_tags.iter().filter(|t| !src.contains(t)).cloned().collect();
+    let mut gone: Vec<Tag> = dst_tags
+        .iter()
+        .filter(|t| !src.contains(t))
+        .cloned()
+        .collect();
     gone.sort();
     if let Scope::Deleted(only) = ctx.scope {
         // A delete event: only tags the source itself says are gone, asked now, one by one.
@@ -158,7 +230,13 @@ pub(super) async fn plan_deletes(
         gone.retain(|t| only.as_ref().is_none_or(|o| o == t));
         let mut confirmed = Vec::new();
         for t in gone {
-            if ctx.source.head_manifest(&ctx.src, t.as_str()).await.map_err(err)?.is_none() {
+            if ctx
+                .source
+                .head_manifest(&ctx.src, t.as_str())
+                .await
+                .map_err(err)?
+                .is_none()
+            {
                 confirmed.push(t);
             }
         }
@@ -168,7 +246,10 @@ pub(super) async fn plan_deletes(
         return Ok(());
     }
     if src_tags.is_empty() {
-        plan.refused_deletes = Some(format!("the source listed no tags; not deleting the target's {}", gone.len()));
+        plan.refused_deletes = Some(format!(
+            "the source listed no tags; not deleting the target's {}",
+            gone.len()
+        ));
         return Ok(());
     }
     if !ctx.opts.force_delete && !ctx.policy.max_delete.allows(gone.len(), dst_tags.len()) {
@@ -180,15 +261,30 @@ pub(super) async fn plan_deletes(
         return Ok(());
     }
     let mut digests = known.clone();
-    for t in dst_tags.iter().filter(|t| !digests.contains_key(*t)).cloned().collect::<Vec<_>>() {
-        if let Some(h) = ctx.target.head_manifest(&ctx.dest, t.as_str()).await.map_err(err)? {
+    for t in dst_tags
+        .iter()
+        .filter(|t| !digests.contains_key(*t))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        if let Some(h) = ctx
+            .target
+            .head_manifest(&ctx.dest, t.as_str())
+            .await
+            .map_err(err)?
+        {
             digests.insert(t, h.digest);
         }
     }
     let mut refused = Vec::new();
     for t in gone {
-        let Some(d) = digests.get(&t).cloned() else { continue };
-        let shared = digests.iter().find(|(other, od)| **od == d && src.contains(other)).map(|(o, _)| o.clone());
+        let Some(d) = digests.get(&t).cloned() else {
+            continue;
+        };
+        let shared = digests
+            .iter()
+            .find(|(other, od)| **od == d && src.contains(other))
+            .map(|(o, _)| o.clone());
         match shared {
             Some(o) => refused.push(format!("{t} shares its manifest with kept tag {o}")),
             None => plan.tags.push(TagPlan {
@@ -201,6 +297,10 @@ pub(super) async fn plan_deletes(
             }),
         }
     }
-    plan.delete_notes.extend(refused.into_iter().map(|r| format!("not deleted: {r} (Distribution deletes manifests, not tags)")));
+    plan.delete_notes.extend(
+        refused
+            .into_iter()
+            .map(|r| format!("not deleted: {r} (Distribution deletes manifests, not tags)")),
+    );
     Ok(())
 }

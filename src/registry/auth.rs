@@ -28,7 +28,10 @@ impl Scope {
     }
     /// Push on `repo` plus pull on `from`: what a cross-repository mount needs.
     pub fn mount(repo: &str, from: &str) -> Self {
-        Scope(vec![format!("repository:{repo}:pull,push"), format!("repository:{from}:pull")])
+        Scope(vec![
+            format!("repository:{repo}:pull,push"),
+            format!("repository:{from}:pull"),
+        ])
     }
     pub fn catalog() -> Self {
         Scope(vec!["registry:catalog:*".into()])
@@ -40,7 +43,10 @@ enum Scheme {
     Unknown,
     Anonymous,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -101,11 +107,13 @@ impl Auth {
                 if let Some((c, _)) = cached.as_ref().filter(|(_, at)| at.elapsed() < HELPER_TTL) {
                     return Ok(Some(c.clone()));
                 }
-                let c = super::helper::get(program, server).await.map_err(|detail| RegistryError::Unauthorized {
-                    registry: self.registry.clone(),
-                    op,
-                    detail,
-                })?;
+                let c = super::helper::get(program, server)
+                    .await
+                    .map_err(|detail| RegistryError::Unauthorized {
+                        registry: self.registry.clone(),
+                        op,
+                        detail,
+                    })?;
                 *cached = Some((c.clone(), Instant::now()));
                 Ok(Some(c))
             }
@@ -132,13 +140,19 @@ impl Auth {
 
     /// The `Authorization` value to send up front for `scope`, if the scheme is known.
     /// Fetches a fresh token when the cached one is about to expire.
-    pub async fn header(&self, http: &reqwest::Client, scope: &Scope) -> Result<Option<String>, RegistryError> {
+    pub async fn header(
+        &self,
+        http: &reqwest::Client,
+        scope: &Scope,
+    ) -> Result<Option<String>, RegistryError> {
         let scheme = self.scheme.lock().await.clone();
         match scheme {
             Scheme::Unknown | Scheme::Anonymous => Ok(None),
             Scheme::Basic => self.basic("auth").await,
             Scheme::Bearer { realm, service } => {
-                let token = self.token(http, &realm, service.as_deref(), scope, None).await?;
+                let token = self
+                    .token(http, &realm, service.as_deref(), scope, None)
+                    .await?;
                 Ok(Some(format!("Bearer {}", token.expose())))
             }
         }
@@ -154,15 +168,23 @@ impl Auth {
         www_authenticate: Option<&str>,
         op: &'static str,
     ) -> Result<bool, RegistryError> {
-        let unauthorized = |detail: &str| RegistryError::Unauthorized { registry: self.registry.clone(), op, detail: detail.to_owned() };
+        let unauthorized = |detail: &str| RegistryError::Unauthorized {
+            registry: self.registry.clone(),
+            op,
+            detail: detail.to_owned(),
+        };
         let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
-            return Err(unauthorized("the registry sent 401 without a usable WWW-Authenticate challenge"));
+            return Err(unauthorized(
+                "the registry sent 401 without a usable WWW-Authenticate challenge",
+            ));
         };
         let mut scheme = self.scheme.lock().await;
         match challenge {
             Challenge::Basic => {
                 if self.credentials.is_none() {
-                    return Err(unauthorized("the registry wants a username and password; none are configured"));
+                    return Err(unauthorized(
+                        "the registry wants a username and password; none are configured",
+                    ));
                 }
                 // Only a request that carried the credentials can prove them wrong; a concurrent
                 // request may have learnt the scheme while this one was in flight.
@@ -175,12 +197,16 @@ impl Auth {
             }
             Challenge::Bearer { realm, service } => {
                 // The caller retries once after a challenge, so re-fetching here cannot loop.
-                *scheme = Scheme::Bearer { realm: realm.clone(), service: service.clone() };
+                *scheme = Scheme::Bearer {
+                    realm: realm.clone(),
+                    service: service.clone(),
+                };
                 drop(scheme);
                 // Only the token this request carried is known bad; one fetched meanwhile by a
                 // concurrent request is used as it is.
                 let refused = sent.and_then(|h| h.strip_prefix("Bearer "));
-                self.token(http, &realm, service.as_deref(), scope, refused).await?;
+                self.token(http, &realm, service.as_deref(), scope, refused)
+                    .await?;
                 Ok(true)
             }
         }
@@ -196,9 +222,18 @@ impl Auth {
         scope: &Scope,
         refused: Option<&str>,
     ) -> Result<Secret, RegistryError> {
-        let slot = self.tokens.lock().await.entry(scope.clone()).or_default().clone();
+        let slot = self
+            .tokens
+            .lock()
+            .await
+            .entry(scope.clone())
+            .or_default()
+            .clone();
         let mut cached = slot.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at && refused != Some(t.value.expose())) {
+        if let Some(t) = cached
+            .as_ref()
+            .filter(|t| Instant::now() < t.renew_at && refused != Some(t.value.expose()))
+        {
             return Ok(t.value.clone());
         }
         let token = self.fetch_token(http, realm, service, scope).await?;
@@ -206,7 +241,13 @@ impl Auth {
         Ok(token.value)
     }
 
-    async fn fetch_token(&self, http: &reqwest::Client, realm: &str, service: Option<&str>, scope: &Scope) -> Result<Token, RegistryError> {
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<Token, RegistryError> {
         let op = "token";
         let mut url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
@@ -225,24 +266,35 @@ impl Auth {
         let req = match self.creds(op).await? {
             // An identity token is exchanged the OAuth2 way (distribution's token spec, POST).
             Some((u, token)) if u == IDENTITY_TOKEN => {
-                let mut form: Vec<(&str, &str)> =
-                    vec![("grant_type", "refresh_token"), ("refresh_token", token.expose()), ("client_id", "ferry")];
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.expose()),
+                    ("client_id", "ferry"),
+                ];
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
                 let scopes = scope.0.join(" ");
                 form.push(("scope", &scopes));
-                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish();
                 http.post(url.as_str().split('?').next().unwrap_or(realm))
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
                     .body(body)
             }
             Some((u, p)) => http.get(url).basic_auth(u, Some(p.expose())),
             None => http.get(url),
         };
         let req = req.timeout(Duration::from_secs(30));
-        let rsp =
-            req.send().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
+        let rsp = req.send().await.map_err(|e| RegistryError::Transport {
+            registry: self.registry.clone(),
+            op,
+            source: e.without_url(),
+        })?;
         let status = rsp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             self.refused().await;
@@ -262,21 +314,33 @@ impl Auth {
                 retry_after: None,
             });
         }
-        let body =
-            rsp.bytes().await.map_err(|e| RegistryError::Transport { registry: self.registry.clone(), op, source: e.without_url() })?;
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+        let body = rsp.bytes().await.map_err(|e| RegistryError::Transport {
             registry: self.registry.clone(),
             op,
-            detail: format!("token response is not JSON: {e}"),
+            source: e.without_url(),
         })?;
-        let value = parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| RegistryError::Protocol {
-            registry: self.registry.clone(),
-            op,
-            detail: "token response has no token".into(),
-        })?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1));
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                op,
+                detail: format!("token response is not JSON: {e}"),
+            })?;
+        let value = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                op,
+                detail: "token response has no token".into(),
+            })?;
+        let lifetime =
+            Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1));
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_MARGIN).max(lifetime / 2);
-        Ok(Token { value: Secret::new(value), renew_at })
+        Ok(Token {
+            value: Secret::new(value),
+            renew_at,
+        })
     }
 
     /// Remember that the registry accepted a request without credentials.
@@ -291,7 +355,10 @@ impl Auth {
 #[derive(Debug, PartialEq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 /// `Bearer realm="https://auth/token",service="registry",scope="..."` or `Basic realm="x"`.
@@ -322,7 +389,10 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
         }
         rest = after.trim_start_matches([',', ' ']);
     }
-    Some(Challenge::Bearer { realm: realm?, service })
+    Some(Challenge::Bearer {
+        realm: realm?,
+        service,
+    })
 }
 
 #[cfg(test)]
@@ -331,10 +401,18 @@ mod tests {
 
     #[test]
     fn challenges_parse() {
-        assert_eq!(parse_challenge(r#"Basic realm="x""#), Some(Challenge::Basic));
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://a/token",service="reg",scope="repository:x:pull""#),
-            Some(Challenge::Bearer { realm: "https://a/token".into(), service: Some("reg".into()) })
+            parse_challenge(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://a/token",service="reg",scope="repository:x:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://a/token".into(),
+                service: Some("reg".into())
+            })
         );
         assert_eq!(parse_challenge("Bearer service=reg"), None);
     }

@@ -74,7 +74,11 @@ fn parse_value(v: &str) -> Option<(u64, Option<u64>)> {
 
 impl Budget {
     pub fn new(registry: &str, reserve: u64) -> Self {
-        Budget { registry: registry.to_owned(), reserve, state: Mutex::default() }
+        Budget {
+            registry: registry.to_owned(),
+            reserve,
+            state: Mutex::default(),
+        }
     }
 
     /// Taken before sending any request, handed to `observe` with its response.
@@ -100,7 +104,10 @@ impl Budget {
             s.remaining = None;
             return;
         };
-        let reset = h.get("ratelimit-reset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let reset = h
+            .get("ratelimit-reset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         s.limit = Some(limit.0);
         s.observed = s.observed.max(ticket);
         let stale = ticket != s.events;
@@ -127,14 +134,20 @@ impl Budget {
             s.announced = false;
             return Decision::Go(s.events);
         }
-        let Some(remaining) = s.remaining else { return Decision::Queue };
+        let Some(remaining) = s.remaining else {
+            return Decision::Queue;
+        };
         if remaining > self.reserve {
             return Decision::Queue;
         }
         let wait = match s.reset_at {
-            Some(at) => at.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)),
+            Some(at) => at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
             // Docker Hub's window slides: pulls leave it one by one, so look again soon.
-            None => s.window.map_or(PROBE_EVERY, |w| (w / 100).clamp(Duration::from_secs(1), PROBE_EVERY)),
+            None => s.window.map_or(PROBE_EVERY, |w| {
+                (w / 100).clamp(Duration::from_secs(1), PROBE_EVERY)
+            }),
         };
         Decision::Wait(wait)
     }
@@ -159,7 +172,10 @@ impl Budget {
 
     /// True for the first waiter of a pause, so it is logged once.
     pub fn announce(&self) -> bool {
-        !std::mem::replace(&mut self.state.lock().expect("lock poisoned").announced, true)
+        !std::mem::replace(
+            &mut self.state.lock().expect("lock poisoned").announced,
+            true,
+        )
     }
 
     pub fn paused(&self, d: Duration) {
@@ -191,33 +207,84 @@ mod tests {
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().unwrap())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    reqwest::header::HeaderName::from_static(k),
+                    v.parse().unwrap(),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn docker_hub_and_draft_headers() {
         let b = Budget::new("hub", 0);
         assert_eq!(b.decide(), Decision::Go(1));
-        assert_eq!(b.decide(), Decision::Queue, "one at a time until a response says whether it rations");
-        b.observe(b.ticket(), &headers(&[("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "2;w=21600")]));
+        assert_eq!(
+            b.decide(),
+            Decision::Queue,
+            "one at a time until a response says whether it rations"
+        );
+        b.observe(
+            b.ticket(),
+            &headers(&[
+                ("ratelimit-limit", "100;w=21600"),
+                ("ratelimit-remaining", "2;w=21600"),
+            ]),
+        );
         b.done(1);
-        assert_eq!(b.snapshot().0, Some(2), "the response's own count is not taken twice");
+        assert_eq!(
+            b.snapshot().0,
+            Some(2),
+            "the response's own count is not taken twice"
+        );
         assert_eq!(b.decide(), Decision::Go(3));
         assert_eq!(b.decide(), Decision::Go(4));
-        assert_eq!(b.decide(), Decision::Queue, "two in flight use the last two");
+        assert_eq!(
+            b.decide(),
+            Decision::Queue,
+            "two in flight use the last two"
+        );
         b.done(3);
         b.done(4);
-        assert_eq!(b.snapshot().0, Some(0), "unanswered requests count as spent");
+        assert_eq!(
+            b.snapshot().0,
+            Some(0),
+            "unanswered requests count as spent"
+        );
         assert!(matches!(b.decide(), Decision::Wait(_)), "spent");
         // A report from before those two went out says 2 again: it may not raise the estimate.
-        b.observe(0, &headers(&[("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "2;w=21600")]));
+        b.observe(
+            0,
+            &headers(&[
+                ("ratelimit-limit", "100;w=21600"),
+                ("ratelimit-remaining", "2;w=21600"),
+            ]),
+        );
         assert_eq!(b.snapshot().0, Some(0));
-        b.observe(b.ticket(), &headers(&[("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "100;w=21600")]));
+        b.observe(
+            b.ticket(),
+            &headers(&[
+                ("ratelimit-limit", "100;w=21600"),
+                ("ratelimit-remaining", "100;w=21600"),
+            ]),
+        );
         assert_eq!(b.snapshot().0, Some(100), "a fresh report refills");
         let d = Budget::new("draft", 1);
-        d.observe(d.ticket(), &headers(&[("ratelimit-limit", "10"), ("ratelimit-remaining", "1"), ("ratelimit-reset", "30")]));
+        d.observe(
+            d.ticket(),
+            &headers(&[
+                ("ratelimit-limit", "10"),
+                ("ratelimit-remaining", "1"),
+                ("ratelimit-reset", "30"),
+            ]),
+        );
         match d.decide() {
-            Decision::Wait(w) => assert!(w > Duration::from_secs(28) && w <= Duration::from_secs(30)),
+            Decision::Wait(w) => {
+                assert!(w > Duration::from_secs(28) && w <= Duration::from_secs(30))
+            }
             other => panic!("the reserve of 1 keeps the last request: {other:?}"),
         }
     }
@@ -227,7 +294,9 @@ mod tests {
         let hub = |r: &str| headers(&[("ratelimit-limit", "5;w=60"), ("ratelimit-remaining", r)]);
         let b = Budget::new("hub", 0);
         b.observe(b.ticket(), &hub("5;w=60"));
-        let (Decision::Go(one), Decision::Go(two)) = (b.decide(), b.decide()) else { panic!() };
+        let (Decision::Go(one), Decision::Go(two)) = (b.decide(), b.decide()) else {
+            panic!()
+        };
         let (t1, t2) = (b.ticket(), b.ticket());
         // The server counted the second request first (4 left) and the first after it (3),
         // but the first's answer arrives first.
@@ -241,7 +310,13 @@ mod tests {
     #[test]
     fn garbage_is_no_limit() {
         let b = Budget::new("x", 0);
-        b.observe(b.ticket(), &headers(&[("ratelimit-limit", "lots"), ("ratelimit-remaining", "-3;w=x")]));
+        b.observe(
+            b.ticket(),
+            &headers(&[
+                ("ratelimit-limit", "lots"),
+                ("ratelimit-remaining", "-3;w=x"),
+            ]),
+        );
         assert_eq!(b.snapshot().0, None);
         assert_eq!(b.decide(), Decision::Go(1));
         assert_eq!(parse_value("5;w=60"), Some((5, Some(60))));

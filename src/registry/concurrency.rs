@@ -65,7 +65,14 @@ impl Concurrency {
         Concurrency {
             max,
             permits: Semaphore::new(start),
-            state: Mutex::new(State { limit: start, debt: 0, in_flight: 0, starts: 0, base: None, last_cut: None }),
+            state: Mutex::new(State {
+                limit: start,
+                debt: 0,
+                in_flight: 0,
+                starts: 0,
+                base: None,
+                last_cut: None,
+            }),
         }
     }
 
@@ -79,15 +86,30 @@ impl Concurrency {
     }
 
     pub async fn acquire(&self) -> Permit<'_> {
-        let permit = self.permits.acquire().await.expect("semaphore never closed");
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let mut s = self.state.lock().expect("lock poisoned");
         s.in_flight += 1;
         s.starts += 1;
         let alone_from = (s.in_flight == 1).then_some(s.starts);
-        Permit { owner: self, permit: Some(permit), started: Instant::now(), alone_from }
+        Permit {
+            owner: self,
+            permit: Some(permit),
+            started: Instant::now(),
+            alone_from,
+        }
     }
 
-    fn release(&self, permit: SemaphorePermit<'_>, sample: Option<Sample>, rtt: Duration, alone_from: Option<u64>) {
+    fn release(
+        &self,
+        permit: SemaphorePermit<'_>,
+        sample: Option<Sample>,
+        rtt: Duration,
+        alone_from: Option<u64>,
+    ) {
         let mut s = self.state.lock().expect("lock poisoned");
         let alone = alone_from == Some(s.starts);
         // The load seen by this request included itself.
@@ -109,7 +131,8 @@ impl Concurrency {
                         return;
                     }
                 };
-                let queued = s.limit as f64 * (1.0 - base.as_secs_f64() / rtt.as_secs_f64().max(1e-6));
+                let queued =
+                    s.limit as f64 * (1.0 - base.as_secs_f64() / rtt.as_secs_f64().max(1e-6));
                 let limit = s.limit;
                 if queued > BETA {
                     self.set(&mut s, limit - 1);
@@ -124,7 +147,9 @@ impl Concurrency {
 
     fn cut(&self, s: &mut State) {
         let now = Instant::now();
-        if s.last_cut.is_some_and(|t| now.duration_since(t) < CUT_EVERY) {
+        if s.last_cut
+            .is_some_and(|t| now.duration_since(t) < CUT_EVERY)
+        {
             return;
         }
         s.last_cut = Some(now);
@@ -154,7 +179,8 @@ impl Permit<'_> {
     /// from the moment the place was taken.
     pub fn done(mut self, sample: Sample) {
         if let Some(p) = self.permit.take() {
-            self.owner.release(p, Some(sample), self.started.elapsed(), self.alone_from);
+            self.owner
+                .release(p, Some(sample), self.started.elapsed(), self.alone_from);
         }
     }
 }
@@ -178,7 +204,8 @@ mod tests {
         answer(c.acquire().await, latency(1));
         for _ in 0..n {
             let limit = c.limit();
-            let permits: Vec<_> = futures_util::future::join_all((0..limit).map(|_| c.acquire())).await;
+            let permits: Vec<_> =
+                futures_util::future::join_all((0..limit).map(|_| c.acquire())).await;
             let rtt = latency(limit);
             permits.into_iter().for_each(|p| answer(p, rtt));
         }
@@ -186,7 +213,12 @@ mod tests {
 
     fn answer(mut p: Permit<'_>, rtt: Duration) {
         let alone_from = p.alone_from;
-        p.owner.release(p.permit.take().expect("fresh permit"), Some(Sample::Light), rtt, alone_from);
+        p.owner.release(
+            p.permit.take().expect("fresh permit"),
+            Some(Sample::Light),
+            rtt,
+            alone_from,
+        );
     }
 
     #[tokio::test]
@@ -201,7 +233,10 @@ mod tests {
     async fn a_busy_registry_is_not_queued_into() {
         let c = Concurrency::new(32);
         // Loopback: 0.5 ms alone, and the registry serves 2 at once, so each extra request queues.
-        rounds(&c, 50, |l| Duration::from_micros(500 * (l as u64).div_ceil(2))).await;
+        rounds(&c, 50, |l| {
+            Duration::from_micros(500 * (l as u64).div_ceil(2))
+        })
+        .await;
         // Vegas holds 3 to 6 in the queue: 5 to 8 in flight.
         assert!((4..=9).contains(&c.limit()), "{}", c.limit());
     }
@@ -213,7 +248,11 @@ mod tests {
         let mut held = held.into_iter();
         held.next().unwrap().done(Sample::Overload);
         held.next().unwrap().done(Sample::Overload);
-        assert_eq!(c.limit(), 4, "the second 503 of the same moment does not cut again");
+        assert_eq!(
+            c.limit(),
+            4,
+            "the second 503 of the same moment does not cut again"
+        );
         // 6 still in flight with a limit of 4: two must be swallowed before anyone else starts.
         drop(held);
         let a = c.acquire().await;

@@ -7,19 +7,51 @@ use crate::model::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{registry}: {op}: HTTP {status}{}", code_text(.code, .message))]
-    Status { registry: String, op: &'static str, status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
+    Status {
+        registry: String,
+        op: &'static str,
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{registry}: {op}: {}", chain(source))]
-    Transport { registry: String, op: &'static str, source: reqwest::Error },
+    Transport {
+        registry: String,
+        op: &'static str,
+        source: reqwest::Error,
+    },
     #[error("{registry}: {op}: authentication failed ({detail}); check the username and password for this registry")]
-    Unauthorized { registry: String, op: &'static str, detail: String },
+    Unauthorized {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
     #[error("{registry}: {op}: {detail}")]
-    Protocol { registry: String, op: &'static str, detail: String },
+    Protocol {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
     #[error("{registry}: {what} {expected}: got content with digest {actual}")]
-    DigestMismatch { registry: String, what: &'static str, expected: Digest, actual: Digest },
+    DigestMismatch {
+        registry: String,
+        what: &'static str,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{registry}: {op}: rate limit: {detail}")]
-    RateLimited { registry: String, op: &'static str, detail: String },
+    RateLimited {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
     #[error("{registry}: {op}: stalled: {detail}")]
-    Stalled { registry: String, op: &'static str, detail: String },
+    Stalled {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
 }
 
 fn code_text(code: &Option<String>, message: &str) -> String {
@@ -53,7 +85,9 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
         inner.is_some_and(|i| is_rustls(i))
     }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -72,11 +106,16 @@ impl RegistryError {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             // Connect failures, resets and timeouts are all worth another try; a request that
             // could not even be built is not.
-            Self::Transport { source, .. } => !source.is_builder() && !source.is_redirect() && !is_tls_failure(source),
+            Self::Transport { source, .. } => {
+                !source.is_builder() && !source.is_redirect() && !is_tls_failure(source)
+            }
             // The blob copy resumes from what the target acknowledged, a bounded number of times.
             Self::Stalled { .. } => true,
             // Waiting was already bounded by rate_limit_max_wait: the next run goes on.
-            Self::Unauthorized { .. } | Self::Protocol { .. } | Self::DigestMismatch { .. } | Self::RateLimited { .. } => false,
+            Self::Unauthorized { .. }
+            | Self::Protocol { .. }
+            | Self::DigestMismatch { .. }
+            | Self::RateLimited { .. } => false,
         }
     }
 

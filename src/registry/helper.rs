@@ -30,7 +30,12 @@ struct Reply {
 pub async fn get(program: &str, server: &str) -> Result<(String, Secret), String> {
     tokio::time::timeout(TIMEOUT, ask(program, server))
         .await
-        .unwrap_or_else(|_| Err(format!("credential helper {program} did not answer within {}s", TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "credential helper {program} did not answer within {}s",
+                TIMEOUT.as_secs()
+            ))
+        })
 }
 
 async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
@@ -42,7 +47,9 @@ async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!("credential helper {program} not found on PATH"),
+            std::io::ErrorKind::NotFound => {
+                format!("credential helper {program} not found on PATH")
+            }
             _ => format!("credential helper {program} could not start: {e}"),
         })?;
     let mut stdin = child.stdin.take().expect("piped");
@@ -50,19 +57,37 @@ async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
     let _ = stdin.write_all(server.as_bytes()).await;
     drop(stdin);
     let mut out = Vec::new();
-    let read = child.stdout.take().expect("piped").take(MAX_OUTPUT + 1).read_to_end(&mut out).await;
-    let status = child.wait().await.map_err(|e| format!("credential helper {program}: {e}"))?;
+    let read = child
+        .stdout
+        .take()
+        .expect("piped")
+        .take(MAX_OUTPUT + 1)
+        .read_to_end(&mut out)
+        .await;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("credential helper {program}: {e}"))?;
     if !status.success() {
-        let code = status.code().map_or_else(|| "a signal".to_owned(), |c| format!("code {c}"));
-        return Err(format!("credential helper {program} exited with {code} for {server}"));
+        let code = status
+            .code()
+            .map_or_else(|| "a signal".to_owned(), |c| format!("code {c}"));
+        return Err(format!(
+            "credential helper {program} exited with {code} for {server}"
+        ));
     }
     if read.is_err() || out.len() as u64 > MAX_OUTPUT {
-        return Err(format!("credential helper {program}: output unreadable or over {} KiB", MAX_OUTPUT >> 10));
+        return Err(format!(
+            "credential helper {program}: output unreadable or over {} KiB",
+            MAX_OUTPUT >> 10
+        ));
     }
     let reply: Reply = serde_json::from_slice(&out)
         .map_err(|_| format!("credential helper {program} printed no credentials (want JSON with Username and Secret)"))?;
     if reply.secret.is_empty() {
-        return Err(format!("credential helper {program} has no credentials for {server}"));
+        return Err(format!(
+            "credential helper {program} has no credentials for {server}"
+        ));
     }
     Ok((reply.username, Secret::new(reply.secret)))
 }

@@ -12,7 +12,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(bytes_per_sec: u64) -> Self {
-        RateLimiter { rate: bytes_per_sec.max(1) as f64, state: Mutex::new((0.0, Instant::now())) }
+        RateLimiter {
+            rate: bytes_per_sec.max(1) as f64,
+            state: Mutex::new((0.0, Instant::now())),
+        }
     }
 
     /// Wait until `n` more bytes may be sent. A burst of up to one second's worth is allowed,

@@ -9,7 +9,9 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
 
 use super::{read_limited, Registry, RegistryError, Scope};
-use crate::model::{manifest_media_type, Digest, RepoName, Tag, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+use crate::model::{
+    manifest_media_type, Digest, RepoName, Tag, MANIFEST_TYPES, MAX_MANIFEST_BYTES,
+};
 
 /// What a HEAD on a manifest tells: enough to diff without downloading.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,14 +49,23 @@ impl Registry {
     /// Transport, auth and unexpected status errors.
     pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.tags(repo).await.map_err(|e| self.protocol("list tags", e));
+            return l
+                .tags(repo)
+                .await
+                .map_err(|e| self.protocol("list tags", e));
         }
         let first = self.url(&format!("/v2/{repo}/tags/list?n=1000"));
-        let pages = self.paginate("list tags", &Scope::pull(repo.as_str()), first, "tags").await?;
+        let pages = self
+            .paginate("list tags", &Scope::pull(repo.as_str()), first, "tags")
+            .await?;
         let Some(names) = pages else { return Ok(None) };
         let mut tags: Vec<Tag> = names
             .into_iter()
-            .filter_map(|t| t.parse().map_err(|e| tracing::warn!(repo = %repo, error = %e, "skipping tag")).ok())
+            .filter_map(|t| {
+                t.parse()
+                    .map_err(|e| tracing::warn!(repo = %repo, error = %e, "skipping tag"))
+                    .ok()
+            })
             .collect();
         tags.sort();
         tags.dedup();
@@ -68,7 +79,10 @@ impl Registry {
     /// repositories by name instead.
     pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.catalog(self.inner.list_limit).await.map_err(|e| self.protocol("list repositories", e));
+            return l
+                .catalog(self.inner.list_limit)
+                .await
+                .map_err(|e| self.protocol("list repositories", e));
         }
         let first = self.url("/v2/_catalog?n=1000");
         let refused = |detail: String| {
@@ -79,11 +93,16 @@ impl Registry {
                 ),
             )
         };
-        let names = match self.paginate("catalog", &Scope::catalog(), first, "repositories").await {
+        let names = match self
+            .paginate("catalog", &Scope::catalog(), first, "repositories")
+            .await
+        {
             Ok(Some(n)) => n,
             Ok(None) => return Err(refused("catalog not found (404)".into())),
             Err(e @ RegistryError::Unauthorized { .. }) => return Err(refused(e.to_string())),
-            Err(e) if matches!(e.status(), Some(401 | 403 | 404 | 405)) => return Err(refused(e.to_string())),
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404 | 405)) => {
+                return Err(refused(e.to_string()))
+            }
             Err(e) => return Err(e),
         };
         Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
@@ -92,7 +111,13 @@ impl Registry {
     /// Every entry of a paginated list, bounded: more than `list_limit` entries, or still
     /// listing after `list_timeout`, is an error (a registry that pages forever must end a
     /// repository, never a run); a page with nothing new ends the list.
-    async fn paginate(&self, op: &'static str, scope: &Scope, first: url::Url, field: &str) -> Result<Option<Vec<String>>, RegistryError> {
+    async fn paginate(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        first: url::Url,
+        field: &str,
+    ) -> Result<Option<Vec<String>>, RegistryError> {
         let (limit, budget) = (self.inner.list_limit, self.inner.list_timeout);
         let started = tokio::time::Instant::now();
         let too_slow = |n: usize| {
@@ -108,8 +133,9 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         let mut next = Some(first);
         while let Some(url) = next.take() {
-            let page =
-                tokio::time::timeout_at(started + budget, self.page(op, scope, &url, field)).await.map_err(|_| too_slow(out.len()))?;
+            let page = tokio::time::timeout_at(started + budget, self.page(op, scope, &url, field))
+                .await
+                .map_err(|_| too_slow(out.len()))?;
             let Some((items, link)) = page? else {
                 if out.is_empty() {
                     return Ok(None);
@@ -146,13 +172,19 @@ impl Registry {
         }
         let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
         let link = link_next(rsp.headers());
-        let body = read_limited(rsp, MAX_PAGE_BYTES).await.map_err(self.transport(op))?;
+        let body = read_limited(rsp, MAX_PAGE_BYTES)
+            .await
+            .map_err(self.transport(op))?;
         if body.len() >= MAX_PAGE_BYTES {
             return Err(self.protocol(op, format!("a page over {} MiB", MAX_PAGE_BYTES >> 20)));
         }
-        let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.protocol(op, format!("not a JSON list: {e}")))?;
+        let page: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(op, format!("not a JSON list: {e}")))?;
         let items = match page.get(field) {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             // Distribution answers `"tags": null` for a repository whose tags were all deleted.
             Some(serde_json::Value::Null) => Vec::new(),
             _ => return Err(self.protocol(op, format!("the answer has no `{field}` list"))),
@@ -164,23 +196,47 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.head_manifest(repo, reference).await.map_err(|e| self.protocol("head manifest", e));
+            return l
+                .head_manifest(repo, reference)
+                .await
+                .map_err(|e| self.protocol("head manifest", e));
         }
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let rsp = self.send("head manifest", &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.head(url.clone()))).await?;
+        let rsp = self
+            .send("head manifest", &Scope::pull(repo.as_str()), |h| {
+                Self::accept_manifests(h.head(url.clone()))
+            })
+            .await?;
         if rsp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let rsp = self.expect("head manifest", rsp, &[StatusCode::OK]).await?;
-        let media_type = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        match rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok()) {
+        let media_type = rsp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match rsp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse().ok())
+        {
             Some(digest) => Ok(Some(ManifestHead { digest, media_type })),
             // Some registries omit the header on HEAD: the body is the only truth then.
-            None => {
-                Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead { digest: m.digest, media_type: Some(m.media_type) }))
-            }
+            None => Ok(self
+                .get_manifest(repo, reference)
+                .await?
+                .map(|m| ManifestHead {
+                    digest: m.digest,
+                    media_type: Some(m.media_type),
+                })),
         }
     }
 
@@ -189,19 +245,34 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a manifest over 4 MiB; a digest mismatch.
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<Option<PulledManifest>, RegistryError> {
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<PulledManifest>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.get_manifest(repo, reference).await.map_err(|e| self.protocol("get manifest", e));
+            return l
+                .get_manifest(repo, reference)
+                .await
+                .map_err(|e| self.protocol("get manifest", e));
         }
         let op = "get manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         // Rationed registries count manifest GETs (not HEADs): a HEAD probes while waiting.
         let probe = || async {
-            let _ = self.send("probe rate limit", &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.head(url.clone()))).await;
+            let _ = self
+                .send("probe rate limit", &Scope::pull(repo.as_str()), |h| {
+                    Self::accept_manifests(h.head(url.clone()))
+                })
+                .await;
         };
         let rsp = loop {
             let _counted = self.counted(op, probe).await?;
-            let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| Self::accept_manifests(h.get(url.clone()))).await?;
+            let rsp = self
+                .send(op, &Scope::pull(repo.as_str()), |h| {
+                    Self::accept_manifests(h.get(url.clone()))
+                })
+                .await?;
             if rsp.status() != StatusCode::TOO_MANY_REQUESTS {
                 break rsp;
             }
@@ -210,41 +281,87 @@ impl Registry {
             return Ok(None);
         }
         let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
-        if rsp.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
-            return Err(self.protocol(op, format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes")));
+        if rsp
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
+        {
+            return Err(self.protocol(
+                op,
+                format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+            ));
         }
-        let header_digest: Option<Digest> =
-            rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok());
-        let content_type = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = read_limited(rsp, MAX_MANIFEST_BYTES + 1).await.map_err(self.transport(op))?;
+        let header_digest: Option<Digest> = rsp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse().ok());
+        let content_type = rsp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_limited(rsp, MAX_MANIFEST_BYTES + 1)
+            .await
+            .map_err(self.transport(op))?;
         if body.len() > MAX_MANIFEST_BYTES {
-            return Err(self.protocol(op, format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes")));
+            return Err(self.protocol(
+                op,
+                format!("{repo}:{reference}: manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+            ));
         }
         let digest = Digest::of(&body);
         let expected = reference.parse::<Digest>().ok().or(header_digest);
         if let Some(expected) = expected.filter(|e| *e != digest) {
-            return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "manifest", expected, actual: digest });
+            return Err(RegistryError::DigestMismatch {
+                registry: self.name().to_owned(),
+                what: "manifest",
+                expected,
+                actual: digest,
+            });
         }
-        let media_type =
-            manifest_media_type(&body, content_type.as_deref()).map_err(|e| self.protocol(op, format!("{repo}:{reference}: {e}")))?;
-        Ok(Some(PulledManifest { digest, media_type, bytes: Bytes::from(body) }))
+        let media_type = manifest_media_type(&body, content_type.as_deref())
+            .map_err(|e| self.protocol(op, format!("{repo}:{reference}: {e}")))?;
+        Ok(Some(PulledManifest {
+            digest,
+            media_type,
+            bytes: Bytes::from(body),
+        }))
     }
 
     /// PUT a manifest's exact bytes under a tag or its digest; checks the registry kept the digest.
     ///
     /// # Errors
     /// Transport, auth and status errors (e.g. `MANIFEST_BLOB_UNKNOWN`), a changed digest.
-    pub async fn put_manifest(&self, repo: &RepoName, reference: &str, m: &PulledManifest) -> Result<(), RegistryError> {
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        m: &PulledManifest,
+    ) -> Result<(), RegistryError> {
         if let Some(l) = self.layout() {
-            return l.put_manifest(repo, reference, m).await.map_err(|e| self.protocol("put manifest", e));
+            return l
+                .put_manifest(repo, reference, m)
+                .await
+                .map_err(|e| self.protocol("put manifest", e));
         }
         let op = "put manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let rsp = self
-            .send(op, &Scope::push(repo.as_str()), |h| h.put(url.clone()).header(CONTENT_TYPE, &m.media_type).body(m.bytes.clone()))
+            .send(op, &Scope::push(repo.as_str()), |h| {
+                h.put(url.clone())
+                    .header(CONTENT_TYPE, &m.media_type)
+                    .body(m.bytes.clone())
+            })
             .await?;
-        let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::OK]).await?;
-        if let Some(got) = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()) {
+        let rsp = self
+            .expect(op, rsp, &[StatusCode::CREATED, StatusCode::OK])
+            .await?;
+        if let Some(got) = rsp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse::<Digest>().ok())
+        {
             if got != m.digest {
                 return Err(RegistryError::DigestMismatch {
                     registry: self.name().to_owned(),
@@ -261,34 +378,74 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; 405 when the registry does not allow deletes.
-    pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
         if let Some(l) = self.layout() {
-            return l.delete_manifest(repo, digest).await.map_err(|e| self.protocol("delete manifest", e));
+            return l
+                .delete_manifest(repo, digest)
+                .await
+                .map_err(|e| self.protocol("delete manifest", e));
         }
         let op = "delete manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
-        let rsp = self.send(op, &Scope::push(repo.as_str()), |h| h.delete(url.clone())).await?;
+        let rsp = self
+            .send(op, &Scope::push(repo.as_str()), |h| h.delete(url.clone()))
+            .await?;
         if rsp.status() == StatusCode::METHOD_NOT_ALLOWED {
-            return Err(self.protocol(op, "the registry does not allow deletes (Distribution: storage.delete.enabled = true)"));
+            return Err(self.protocol(
+                op,
+                "the registry does not allow deletes (Distribution: storage.delete.enabled = true)",
+            ));
         }
-        self.expect(op, rsp, &[StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::NOT_FOUND]).await.map(drop)
+        self.expect(
+            op,
+            rsp,
+            &[
+                StatusCode::ACCEPTED,
+                StatusCode::OK,
+                StatusCode::NO_CONTENT,
+                StatusCode::NOT_FOUND,
+            ],
+        )
+        .await
+        .map(drop)
     }
 
     /// HEAD a blob: its size when present.
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.head_blob(repo, digest).await.map_err(|e| self.protocol("head blob", e));
+            return l
+                .head_blob(repo, digest)
+                .await
+                .map_err(|e| self.protocol("head blob", e));
         }
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let rsp = self.send("head blob", &Scope::pull(repo.as_str()), |h| h.head(url.clone())).await?;
+        let rsp = self
+            .send("head blob", &Scope::pull(repo.as_str()), |h| {
+                h.head(url.clone())
+            })
+            .await?;
         if rsp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let rsp = self.expect("head blob", rsp, &[StatusCode::OK]).await?;
-        Ok(Some(rsp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)))
+        Ok(Some(
+            rsp.headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ))
     }
 
     /// Referrers of `digest` from the OCI 1.1 referrers API; empty when the registry does not
@@ -296,7 +453,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, RegistryError> {
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Vec<Digest>, RegistryError> {
         if self.layout().is_some() {
             return Ok(Vec::new()); // a layout has no referrers API; tagged signatures are tags
         }
@@ -305,16 +466,26 @@ impl Registry {
             return Ok(Vec::new());
         }
         let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
-        let rsp = self.send(op, &Scope::pull(repo.as_str()), |h| h.get(url.clone()).header(ACCEPT, crate::model::OCI_INDEX)).await?;
-        if matches!(rsp.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST) {
+        let rsp = self
+            .send(op, &Scope::pull(repo.as_str()), |h| {
+                h.get(url.clone()).header(ACCEPT, crate::model::OCI_INDEX)
+            })
+            .await?;
+        if matches!(
+            rsp.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST
+        ) {
             // A registry with the API answers 200 even when there are no referrers, so this
             // one has none: stop asking (one request per registry and process, not per tag).
             self.inner.no_referrers_api.store(true, Ordering::Relaxed);
             return Ok(Vec::new());
         }
         let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
-        let body = read_limited(rsp, MAX_MANIFEST_BYTES).await.map_err(self.transport(op))?;
-        let refs = crate::model::manifest_references(crate::model::OCI_INDEX, &body).map_err(|e| self.protocol(op, e))?;
+        let body = read_limited(rsp, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(self.transport(op))?;
+        let refs = crate::model::manifest_references(crate::model::OCI_INDEX, &body)
+            .map_err(|e| self.protocol(op, e))?;
         Ok(refs.manifests.into_iter().map(|(d, _)| d).collect())
     }
 
@@ -322,21 +493,37 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a blob over `limit`; a digest mismatch.
-    pub async fn get_small_blob(&self, repo: &RepoName, digest: &Digest, limit: usize) -> Result<Bytes, RegistryError> {
+    pub async fn get_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.get_small_blob(repo, digest, limit).await.map_err(|e| self.protocol("get blob", e));
+            return l
+                .get_small_blob(repo, digest, limit)
+                .await
+                .map_err(|e| self.protocol("get blob", e));
         }
         let mut body = self.get_blob(repo, digest, 0).await?;
         let mut out = Vec::new();
         while let Some(chunk) = body.stream.next().await {
             out.extend_from_slice(&chunk?);
             if out.len() > limit {
-                return Err(self.protocol("get blob", format!("{repo}@{digest}: larger than {limit} bytes")));
+                return Err(self.protocol(
+                    "get blob",
+                    format!("{repo}@{digest}: larger than {limit} bytes"),
+                ));
             }
         }
         let actual = Digest::of(&out);
         if actual != *digest {
-            return Err(RegistryError::DigestMismatch { registry: self.name().to_owned(), what: "blob", expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                registry: self.name().to_owned(),
+                what: "blob",
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(Bytes::from(out))
     }
@@ -346,9 +533,17 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors, including 404 for a blob the manifest names but the
     /// registry lacks.
-    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.get_blob(repo, digest, offset).await.map_err(|e| self.protocol("get blob", e));
+            return l
+                .get_blob(repo, digest, offset)
+                .await
+                .map_err(|e| self.protocol("get blob", e));
         }
         let op = "get blob";
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
@@ -356,7 +551,9 @@ impl Registry {
             .send(op, &Scope::pull(repo.as_str()), |h| {
                 // No whole-request timeout on a blob body: it may take hours; the stall guard
                 // below catches a peer that stopped or trickles.
-                let r = h.get(url.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
+                let r = h
+                    .get(url.clone())
+                    .timeout(std::time::Duration::from_secs(24 * 3600));
                 if offset > 0 {
                     r.header(RANGE, format!("bytes={offset}-"))
                 } else {
@@ -364,13 +561,23 @@ impl Registry {
                 }
             })
             .await?;
-        let rsp = self.expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT]).await?;
-        let start = if rsp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+        let rsp = self
+            .expect(op, rsp, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT])
+            .await?;
+        let start = if rsp.status() == StatusCode::PARTIAL_CONTENT {
+            offset
+        } else {
+            0
+        };
         let (name, window) = (self.name().to_owned(), self.inner.stall_timeout);
         let stalled = move || RegistryError::Stalled {
             registry: name.clone(),
             op,
-            detail: format!("less than {} KiB in {}s (stall_timeout)", super::stall::STALL_BYTES >> 10, window.as_secs()),
+            detail: format!(
+                "less than {} KiB in {}s (stall_timeout)",
+                super::stall::STALL_BYTES >> 10,
+                window.as_secs()
+            ),
         };
         let (name, silent) = (self.name().to_owned(), stalled.clone());
         let limited = self.clone();
@@ -382,7 +589,11 @@ impl Registry {
                     if e.is_timeout() {
                         silent()
                     } else {
-                        RegistryError::Transport { registry: name.clone(), op, source: e.without_url() }
+                        RegistryError::Transport {
+                            registry: name.clone(),
+                            op,
+                            source: e.without_url(),
+                        }
                     }
                 })
             })
@@ -397,16 +608,29 @@ impl Registry {
             })
             .boxed();
         let stream = super::stall::guard(stream, window, stalled);
-        Ok(BlobStream { offset: start, stream })
+        Ok(BlobStream {
+            offset: start,
+            stream,
+        })
     }
 }
 
 /// `Link: </v2/_catalog?last=x&n=100>; rel="next"` → the URL.
 fn link_next(h: &reqwest::header::HeaderMap) -> Option<String> {
-    h.get_all("link").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
-    })
+    h.get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            params.contains("rel=\"next\"").then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
 }
 
 #[cfg(test)]
@@ -416,7 +640,10 @@ mod tests {
     #[test]
     fn link_headers() {
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert("link", r#"</v2/_catalog?last=b&n=2>; rel="next""#.parse().unwrap());
+        h.insert(
+            "link",
+            r#"</v2/_catalog?last=b&n=2>; rel="next""#.parse().unwrap(),
+        );
         assert_eq!(link_next(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
         assert_eq!(link_next(&reqwest::header::HeaderMap::new()), None);
     }

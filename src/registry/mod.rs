@@ -122,7 +122,11 @@ impl Registry {
     /// When the CA bundle cannot be parsed or the HTTP client cannot be built.
     pub fn new(ep: Endpoint) -> Result<Self, RegistryError> {
         install_crypto_provider();
-        let protocol = |detail: String| RegistryError::Protocol { registry: ep.name.clone(), op: "setup", detail };
+        let protocol = |detail: String| RegistryError::Protocol {
+            registry: ep.name.clone(),
+            op: "setup",
+            detail,
+        };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
@@ -132,11 +136,15 @@ impl Registry {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
         if let Some(pem) = &ep.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| protocol(format!("ca_file: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| protocol(format!("ca_file: {e}")))?;
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| protocol(format!("HTTP client: {e}")))?;
-        let layout = (ep.url.scheme() == "oci").then(|| layout::Layout::new(std::path::PathBuf::from(ep.url.path())));
+        let http = builder
+            .build()
+            .map_err(|e| protocol(format!("HTTP client: {e}")))?;
+        let layout = (ep.url.scheme() == "oci")
+            .then(|| layout::Layout::new(std::path::PathBuf::from(ep.url.path())));
         let endpoint = ep.clone();
         Ok(Registry {
             inner: Arc::new(Inner {
@@ -147,7 +155,9 @@ impl Registry {
                 base: ep.url,
                 http,
                 limit: concurrency::Concurrency::new(ep.max_concurrent),
-                bandwidth: ep.bandwidth_limit.map(|b| (RateLimiter::new(b), RateLimiter::new(b))),
+                bandwidth: ep
+                    .bandwidth_limit
+                    .map(|b| (RateLimiter::new(b), RateLimiter::new(b))),
                 retry: ep.retry,
                 retries: AtomicU64::new(0),
                 no_referrers_api: Default::default(),
@@ -190,7 +200,11 @@ impl Registry {
     ///
     /// # Errors
     /// When the budget would not refill within `rate_limit_max_wait`.
-    async fn counted<F, Fut>(&self, op: &'static str, probe: F) -> Result<BudgetGuard<'_>, RegistryError>
+    async fn counted<F, Fut>(
+        &self,
+        op: &'static str,
+        probe: F,
+    ) -> Result<BudgetGuard<'_>, RegistryError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -206,9 +220,14 @@ impl Registry {
                 budget::Decision::Wait(w) => w,
             };
             let (remaining, limit, _) = self.inner.budget.snapshot();
-            let left = format!("{} of {} left", remaining.unwrap_or(0), limit.map_or("?".into(), |l| l.to_string()));
+            let left = format!(
+                "{} of {} left",
+                remaining.unwrap_or(0),
+                limit.map_or("?".into(), |l| l.to_string())
+            );
             if started.elapsed() + wait > self.inner.budget_max_wait {
-                let resumes = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                let resumes =
+                    chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                 return Err(RegistryError::RateLimited {
                     registry: self.inner.name.clone(),
                     op,
@@ -248,16 +267,27 @@ impl Registry {
     }
 
     fn url(&self, path: &str) -> url::Url {
-        self.inner.base.join(path).expect("registry paths are valid relative URLs")
+        self.inner
+            .base
+            .join(path)
+            .expect("registry paths are valid relative URLs")
     }
 
     fn transport(&self, op: &'static str) -> impl Fn(reqwest::Error) -> RegistryError + '_ {
         // without_url: upload URLs and redirect targets can carry signed credentials.
-        move |e| RegistryError::Transport { registry: self.inner.name.clone(), op, source: e.without_url() }
+        move |e| RegistryError::Transport {
+            registry: self.inner.name.clone(),
+            op,
+            source: e.without_url(),
+        }
     }
 
     fn protocol(&self, op: &'static str, detail: impl Into<String>) -> RegistryError {
-        RegistryError::Protocol { registry: self.inner.name.clone(), op, detail: detail.into() }
+        RegistryError::Protocol {
+            registry: self.inner.name.clone(),
+            op,
+            detail: detail.into(),
+        }
     }
 
     /// Send a request that can be rebuilt: answers a 401 challenge once, then retries
@@ -294,12 +324,20 @@ impl Registry {
     }
 
     /// What an answer says about the registry's load, for the concurrency limit.
-    fn load_sample(&self, rsp: &Result<Response, RegistryError>, answered: concurrency::Sample) -> concurrency::Sample {
+    fn load_sample(
+        &self,
+        rsp: &Result<Response, RegistryError>,
+        answered: concurrency::Sample,
+    ) -> concurrency::Sample {
         match rsp {
-            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS && !self.inner.budget.spent() => concurrency::Sample::Overload,
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS && !self.inner.budget.spent() => {
+                concurrency::Sample::Overload
+            }
             Ok(r) if matches!(r.status().as_u16(), 502..=504) => concurrency::Sample::Overload,
             Ok(_) => answered,
-            Err(RegistryError::Transport { source, .. }) if source.is_timeout() => concurrency::Sample::Overload,
+            Err(RegistryError::Transport { source, .. }) if source.is_timeout() => {
+                concurrency::Sample::Overload
+            }
             Err(_) => concurrency::Sample::Answered,
         }
     }
@@ -313,7 +351,10 @@ impl Registry {
         let http = &self.inner.http;
         let header = self.inner.auth.header(http, scope).await?;
         let ticket = self.inner.budget.ticket();
-        let rsp = self.bounded(with_auth(build(http), header.clone())).await.map_err(self.transport(op))?;
+        let rsp = self
+            .bounded(with_auth(build(http), header.clone()))
+            .await
+            .map_err(self.transport(op))?;
         self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() != StatusCode::UNAUTHORIZED {
             if rsp.status().is_success() {
@@ -322,13 +363,23 @@ impl Registry {
             return Ok(rsp);
         }
         let challenge = www_authenticate(rsp.headers());
-        self.inner.auth.challenged(http, scope, header.as_deref(), challenge.as_deref(), op).await?;
+        self.inner
+            .auth
+            .challenged(http, scope, header.as_deref(), challenge.as_deref(), op)
+            .await?;
         let header = self.inner.auth.header(http, scope).await?;
         let ticket = self.inner.budget.ticket();
-        let rsp = self.bounded(with_auth(build(http), header)).await.map_err(self.transport(op))?;
+        let rsp = self
+            .bounded(with_auth(build(http), header))
+            .await
+            .map_err(self.transport(op))?;
         self.inner.budget.observe(ticket, rsp.headers());
         if rsp.status() == StatusCode::UNAUTHORIZED {
-            return Err(RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() });
+            return Err(RegistryError::Unauthorized {
+                registry: self.inner.name.clone(),
+                op,
+                detail: "credentials rejected".into(),
+            });
         }
         Ok(rsp)
     }
@@ -354,7 +405,10 @@ impl Registry {
         let http = &self.inner.http;
         let permit = self.inner.limit.acquire().await;
         let rsp = match self.inner.auth.header(http, scope).await {
-            Ok(header) => with_auth(req(http), header).send().await.map_err(self.transport(op)),
+            Ok(header) => with_auth(req(http), header)
+                .send()
+                .await
+                .map_err(self.transport(op)),
             Err(e) => Err(e),
         };
         // The time includes sending the body: no measure of the registry's queue.
@@ -365,17 +419,37 @@ impl Registry {
     /// Turn an unexpected response into an error, keeping the OCI error code and `Retry-After`.
     async fn status_error(&self, op: &'static str, rsp: Response) -> RegistryError {
         let status = rsp.status().as_u16();
-        let retry_after = rsp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
+        let retry_after = rsp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
         if status == 401 {
-            return RegistryError::Unauthorized { registry: self.inner.name.clone(), op, detail: "credentials rejected".into() };
+            return RegistryError::Unauthorized {
+                registry: self.inner.name.clone(),
+                op,
+                detail: "credentials rejected".into(),
+            };
         }
         let body = read_limited(rsp, 16 << 10).await.unwrap_or_default();
         let (code, message) = oci_error(&body);
-        RegistryError::Status { registry: self.inner.name.clone(), op, status, code, message, retry_after }
+        RegistryError::Status {
+            registry: self.inner.name.clone(),
+            op,
+            status,
+            code,
+            message,
+            retry_after,
+        }
     }
 
     /// Check the status is one of `ok`, else turn the response into an error.
-    async fn expect(&self, op: &'static str, rsp: Response, ok: &[StatusCode]) -> Result<Response, RegistryError> {
+    async fn expect(
+        &self,
+        op: &'static str,
+        rsp: Response,
+        ok: &[StatusCode],
+    ) -> Result<Response, RegistryError> {
         if ok.contains(&rsp.status()) {
             Ok(rsp)
         } else {
@@ -411,7 +485,10 @@ fn www_authenticate(h: &HeaderMap) -> Option<String> {
 
 /// Read at most `limit` bytes of a body; a longer body is an error, never a large allocation.
 async fn read_limited(mut rsp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::with_capacity(rsp.content_length().map_or(1024, |n| (n as usize).min(limit)));
+    let mut out = Vec::with_capacity(
+        rsp.content_length()
+            .map_or(1024, |n| (n as usize).min(limit)),
+    );
     while let Some(chunk) = rsp.chunk().await? {
         if out.len() + chunk.len() > limit {
             out.extend_from_slice(&chunk[..limit - out.len()]);
@@ -434,7 +511,15 @@ fn oci_error(body: &[u8]) -> (Option<String>, String) {
         message: Option<String>,
     }
     match serde_json::from_slice::<Envelope>(body) {
-        Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone().unwrap_or_default()),
-        _ => (None, String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned()),
+        Ok(e) if !e.errors.is_empty() => (
+            e.errors[0].code.clone(),
+            e.errors[0].message.clone().unwrap_or_default(),
+        ),
+        _ => (
+            None,
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned(),
+        ),
     }
 }

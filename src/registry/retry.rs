@@ -22,13 +22,22 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: Duration::from_millis(250), max_interval: Duration::from_secs(10), deadline: Duration::from_secs(60) }
+        RetryPolicy {
+            initial: Duration::from_millis(250),
+            max_interval: Duration::from_secs(10),
+            deadline: Duration::from_secs(60),
+        }
     }
 }
 
 /// Run `f` until it succeeds, fails permanently, or the deadline passes. `backoff` lets a
 /// `Retry-After` bypass its own elapsed-time limit, so the deadline is enforced here too.
-pub async fn with_retry<T, F, Fut>(policy: RetryPolicy, op: &'static str, retries: &AtomicU64, mut f: F) -> Result<T, RegistryError>
+pub async fn with_retry<T, F, Fut>(
+    policy: RetryPolicy,
+    op: &'static str,
+    retries: &AtomicU64,
+    mut f: F,
+) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, RegistryError>>,
@@ -45,7 +54,9 @@ where
             let attempt = f();
             async move {
                 attempt.await.map_err(|e| match e.retry_after() {
-                    _ if !e.is_retryable() || start.elapsed() >= policy.deadline => backoff::Error::permanent(e),
+                    _ if !e.is_retryable() || start.elapsed() >= policy.deadline => {
+                        backoff::Error::permanent(e)
+                    }
                     Some(ra) => backoff::Error::retry_after(e, ra.min(MAX_RETRY_AFTER)),
                     None => backoff::Error::transient(e),
                 })
@@ -65,7 +76,9 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-    (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 #[cfg(test)]
@@ -74,14 +87,24 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     fn status(code: u16, retry_after: Option<Duration>) -> RegistryError {
-        RegistryError::Status { registry: "r".into(), op: "t", status: code, code: None, message: String::new(), retry_after }
+        RegistryError::Status {
+            registry: "r".into(),
+            op: "t",
+            status: code,
+            code: None,
+            message: String::new(),
+            retry_after,
+        }
     }
 
     #[tokio::test]
     async fn transient_then_success_and_permanent_stops() {
         let calls = AtomicU32::new(0);
-        let policy =
-            RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_secs(5) };
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(1),
+            max_interval: Duration::from_millis(5),
+            deadline: Duration::from_secs(5),
+        };
         let r = with_retry(policy, "t", &AtomicU64::new(0), || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -100,18 +123,30 @@ mod tests {
             async { Err(status(404, None)) }
         })
         .await;
-        assert_eq!((r.unwrap_err().status(), calls.load(Ordering::SeqCst)), (Some(404), 1));
+        assert_eq!(
+            (r.unwrap_err().status(), calls.load(Ordering::SeqCst)),
+            (Some(404), 1)
+        );
     }
 
     #[tokio::test]
     async fn retry_after_cannot_outlive_the_deadline() {
-        let policy =
-            RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(5), deadline: Duration::from_millis(150) };
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(1),
+            max_interval: Duration::from_millis(5),
+            deadline: Duration::from_millis(150),
+        };
         let start = std::time::Instant::now();
-        let r: Result<(), _> =
-            with_retry(policy, "t", &AtomicU64::new(0), || async { Err(status(429, Some(Duration::from_millis(40)))) }).await;
+        let r: Result<(), _> = with_retry(policy, "t", &AtomicU64::new(0), || async {
+            Err(status(429, Some(Duration::from_millis(40))))
+        })
+        .await;
         assert_eq!(r.unwrap_err().status(), Some(429));
-        assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

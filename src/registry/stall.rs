@@ -28,7 +28,13 @@ pub fn guard(
         moved: u64,
         done: bool,
     }
-    let start = Watch { inner: stream, stalled, since: None, moved: 0, done: false };
+    let start = Watch {
+        inner: stream,
+        stalled,
+        since: None,
+        moved: 0,
+        done: false,
+    };
     futures_util::stream::unfold(start, move |mut w| async move {
         if w.done {
             return None;
@@ -62,7 +68,11 @@ mod tests {
     use super::*;
 
     fn err() -> RegistryError {
-        RegistryError::Stalled { registry: "r".into(), op: "get blob", detail: "test".into() }
+        RegistryError::Stalled {
+            registry: "r".into(),
+            op: "get blob",
+            detail: "test".into(),
+        }
     }
 
     #[tokio::test]
@@ -72,15 +82,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(Bytes::from_static(b"x"))
         });
-        let got: Vec<_> = guard(trickle.boxed(), Duration::from_millis(300), err).collect().await;
-        assert!(matches!(got.last(), Some(Err(RegistryError::Stalled { .. }))), "{}", got.len());
+        let got: Vec<_> = guard(trickle.boxed(), Duration::from_millis(300), err)
+            .collect()
+            .await;
+        assert!(
+            matches!(got.last(), Some(Err(RegistryError::Stalled { .. }))),
+            "{}",
+            got.len()
+        );
         assert!(got.len() < 20, "{}", got.len());
         // Slow, but moving: 16 KiB every 40 ms, for over four windows.
         let slow = futures_util::stream::iter(0..40).then(|_| async {
             tokio::time::sleep(Duration::from_millis(40)).await;
             Ok(Bytes::from(vec![0u8; 16 << 10]))
         });
-        let got: Vec<_> = guard(slow.boxed(), Duration::from_millis(300), err).collect().await;
+        let got: Vec<_> = guard(slow.boxed(), Duration::from_millis(300), err)
+            .collect()
+            .await;
         assert_eq!(got.len(), 40);
         assert!(got.iter().all(Result::is_ok));
     }

@@ -32,10 +32,17 @@ fn chunk_timeout(len: u64) -> Duration {
 
 impl Registry {
     fn location(&self, op: &'static str, rsp: &reqwest::Response) -> Result<String, RegistryError> {
-        let loc =
-            rsp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| self.protocol(op, "no Location in upload response"))?;
+        let loc = rsp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.protocol(op, "no Location in upload response"))?;
         // Locations may be relative to the registry root.
-        let url = self.inner.base.join(loc).map_err(|e| self.protocol(op, format!("bad upload Location: {e}")))?;
+        let url = self
+            .inner
+            .base
+            .join(loc)
+            .map_err(|e| self.protocol(op, format!("bad upload Location: {e}")))?;
         Ok(url.into())
     }
 
@@ -48,25 +55,43 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors.
-    pub async fn start_upload(&self, repo: &RepoName, mount: Option<(&Digest, &RepoName)>) -> Result<UploadStart, RegistryError> {
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        mount: Option<(&Digest, &RepoName)>,
+    ) -> Result<UploadStart, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.start_upload(repo, mount).await.map_err(|e| self.protocol("start upload", e));
+            return l
+                .start_upload(repo, mount)
+                .await
+                .map_err(|e| self.protocol("start upload", e));
         }
         let op = "start upload";
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let scope = match mount {
             Some((digest, from)) => {
-                url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from.as_str());
+                url.query_pairs_mut()
+                    .append_pair("mount", digest.as_str())
+                    .append_pair("from", from.as_str());
                 Scope::mount(repo.as_str(), from.as_str())
             }
             None => Scope::push(repo.as_str()),
         };
-        let rsp = self.send(op, &scope, |h| h.post(url.clone()).header(CONTENT_LENGTH, 0)).await?;
-        let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::ACCEPTED]).await?;
+        let rsp = self
+            .send(op, &scope, |h| {
+                h.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        let rsp = self
+            .expect(op, rsp, &[StatusCode::CREATED, StatusCode::ACCEPTED])
+            .await?;
         if rsp.status() == StatusCode::CREATED && mount.is_some() {
             return Ok(UploadStart::Mounted);
         }
-        Ok(UploadStart::Session(UploadSession { location: self.location(op, &rsp)?, offset: 0 }))
+        Ok(UploadStart::Session(UploadSession {
+            location: self.location(op, &rsp)?,
+            offset: 0,
+        }))
     }
 
     /// Ask how many bytes the registry holds for an upload. `None` when it has forgotten or
@@ -74,19 +99,37 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn upload_status(&self, repo: &RepoName, location: &str) -> Result<Option<UploadSession>, RegistryError> {
+    pub async fn upload_status(
+        &self,
+        repo: &RepoName,
+        location: &str,
+    ) -> Result<Option<UploadSession>, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.upload_status(location).await.map_err(|e| self.protocol("upload status", e));
+            return l
+                .upload_status(location)
+                .await
+                .map_err(|e| self.protocol("upload status", e));
         }
         let op = "upload status";
         let url = self.upload_url(op, location)?;
-        let rsp = self.send(op, &Scope::push(repo.as_str()), |h| h.get(url.clone())).await?;
-        if matches!(rsp.status(), StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::RANGE_NOT_SATISFIABLE) {
+        let rsp = self
+            .send(op, &Scope::push(repo.as_str()), |h| h.get(url.clone()))
+            .await?;
+        if matches!(
+            rsp.status(),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::RANGE_NOT_SATISFIABLE
+        ) {
             return Ok(None);
         }
-        let rsp = self.expect(op, rsp, &[StatusCode::NO_CONTENT, StatusCode::OK]).await?;
+        let rsp = self
+            .expect(op, rsp, &[StatusCode::NO_CONTENT, StatusCode::OK])
+            .await?;
         let offset = range_end(&rsp).unwrap_or(0);
-        let location = if rsp.headers().contains_key(LOCATION) { self.location(op, &rsp)? } else { location.to_owned() };
+        let location = if rsp.headers().contains_key(LOCATION) {
+            self.location(op, &rsp)?
+        } else {
+            location.to_owned()
+        };
         Ok(Some(UploadSession { location, offset }))
     }
 
@@ -103,7 +146,10 @@ impl Registry {
         len: u64,
     ) -> Result<UploadSession, RegistryError> {
         if let Some(l) = self.layout() {
-            return l.append(session, body, len).await.map_err(|e| self.protocol("upload chunk", e));
+            return l
+                .append(session, body, len)
+                .await
+                .map_err(|e| self.protocol("upload chunk", e));
         }
         let op = "upload chunk";
         let url = self.upload_url(op, &session.location)?;
@@ -118,12 +164,20 @@ impl Registry {
                     .body(body)
             })
             .await?;
-        let rsp = self.expect(op, rsp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT]).await?;
+        let rsp = self
+            .expect(op, rsp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
+            .await?;
         let offset = session.offset + len;
         if let Some(acked) = range_end(&rsp).filter(|&a| a != offset) {
-            return Err(self.protocol(op, format!("registry acknowledged {acked} bytes, expected {offset}")));
+            return Err(self.protocol(
+                op,
+                format!("registry acknowledged {acked} bytes, expected {offset}"),
+            ));
         }
-        Ok(UploadSession { location: self.location(op, &rsp)?, offset })
+        Ok(UploadSession {
+            location: self.location(op, &rsp)?,
+            offset,
+        })
     }
 
     /// Close the upload with `PUT ?digest=`, optionally carrying the last chunk, so a blob
@@ -141,10 +195,16 @@ impl Registry {
         if let Some(l) = self.layout() {
             let op = "finish upload";
             let session = match last {
-                Some((body, len)) => l.append(session, body, len).await.map_err(|e| self.protocol(op, e))?,
+                Some((body, len)) => l
+                    .append(session, body, len)
+                    .await
+                    .map_err(|e| self.protocol(op, e))?,
                 None => session.clone(),
             };
-            return l.finish(repo, &session, digest).await.map_err(|e| self.protocol(op, e));
+            return l
+                .finish(repo, &session, digest)
+                .await
+                .map_err(|e| self.protocol(op, e));
         }
         let op = "finish upload";
         let mut url = self.upload_url(op, &session.location)?;
@@ -161,10 +221,24 @@ impl Registry {
                 })
                 .await?
             }
-            None => self.send(op, &scope, |h| h.put(url.clone()).header(CONTENT_LENGTH, 0)).await?,
+            None => {
+                self.send(op, &scope, |h| h.put(url.clone()).header(CONTENT_LENGTH, 0))
+                    .await?
+            }
         };
-        let rsp = self.expect(op, rsp, &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK]).await?;
-        if let Some(got) = rsp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()) {
+        let rsp = self
+            .expect(
+                op,
+                rsp,
+                &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK],
+            )
+            .await?;
+        if let Some(got) = rsp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse::<Digest>().ok())
+        {
             if got != *digest {
                 return Err(RegistryError::DigestMismatch {
                     registry: self.name().to_owned(),
@@ -183,7 +257,11 @@ impl Registry {
             return l.cancel(location).await;
         }
         if let Ok(url) = self.upload_url("cancel upload", location) {
-            let _ = self.send_once("cancel upload", &Scope::push(repo.as_str()), |h| h.delete(url).timeout(Duration::from_secs(30))).await;
+            let _ = self
+                .send_once("cancel upload", &Scope::push(repo.as_str()), |h| {
+                    h.delete(url).timeout(Duration::from_secs(30))
+                })
+                .await;
         }
     }
 }

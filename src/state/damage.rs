@@ -31,7 +31,10 @@ pub(super) fn check_format(dir: &Path) -> Result<(), StateError> {
         Err(_) => None, // a new store, or one from before the stamp: this version's format
     };
     match found {
-        Some(v) if v > VERSION => Err(StateError::Newer { path: dir.join("state.sled").display().to_string(), found: v }),
+        Some(v) if v > VERSION => Err(StateError::Newer {
+            path: dir.join("state.sled").display().to_string(),
+            found: v,
+        }),
         _ => Ok(()),
     }
 }
@@ -60,18 +63,28 @@ pub(super) struct Damage {
 
 impl Damage {
     fn first_time(&self, what: &'static str) -> bool {
-        self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(what)
+        self.said
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(what)
     }
 }
 
 impl StateStore {
     /// Records dropped as unreadable and operations that failed, since the store was opened.
     pub fn damage(&self) -> (u64, u64) {
-        (self.damage.dropped.load(Ordering::Relaxed), self.damage.failed.load(Ordering::Relaxed))
+        (
+            self.damage.dropped.load(Ordering::Relaxed),
+            self.damage.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// A failed store operation whose only cost is `cost`: said once per kind, counted always.
-    pub(super) fn lost<T: Default, E: Into<StateError>>(&self, r: Result<T, E>, cost: &'static str) -> T {
+    pub(super) fn lost<T: Default, E: Into<StateError>>(
+        &self,
+        r: Result<T, E>,
+        cost: &'static str,
+    ) -> T {
         r.unwrap_or_else(|e| {
             let e: StateError = e.into();
             self.damage.failed.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +97,13 @@ impl StateStore {
 
     /// Decode a record of `tree`; one that cannot be (damaged bytes, a record version this
     /// ferry does not know) is removed and counted, and reads as none.
-    pub(super) fn read<T: DeserializeOwned + Versioned>(&self, tree: &sled::Tree, k: &[u8], v: &[u8], cost: &'static str) -> Option<T> {
+    pub(super) fn read<T: DeserializeOwned + Versioned>(
+        &self,
+        tree: &sled::Tree,
+        k: &[u8],
+        v: &[u8],
+        cost: &'static str,
+    ) -> Option<T> {
         match Self::decode(k, v) {
             Ok(rec) => Some(rec),
             Err(e) => {

@@ -33,13 +33,26 @@ pub struct JournalKey {
 
 impl JournalKey {
     fn bytes(&self) -> Vec<u8> {
-        key(&[self.policy.as_bytes(), self.repository.as_bytes(), self.tag.as_bytes(), self.action.as_bytes()])
+        key(&[
+            self.policy.as_bytes(),
+            self.repository.as_bytes(),
+            self.tag.as_bytes(),
+            self.action.as_bytes(),
+        ])
     }
 
     fn parse(k: &[u8]) -> Option<Self> {
-        let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8(p.to_vec()).ok()).collect::<Option<_>>()?;
+        let parts: Vec<String> = k
+            .split(|&b| b == 0)
+            .map(|p| String::from_utf8(p.to_vec()).ok())
+            .collect::<Option<_>>()?;
         let [policy, repository, tag, action] = <[String; 4]>::try_from(parts).ok()?;
-        Some(JournalKey { policy, repository, tag, action })
+        Some(JournalKey {
+            policy,
+            repository,
+            tag,
+            action,
+        })
     }
 }
 
@@ -64,7 +77,13 @@ impl Versioned for JournalEntry {
 
 impl JournalEntry {
     pub fn new(registry: &str, accepted_ms: u64) -> Self {
-        JournalEntry { v: VERSION, accepted_ms, events: 1, attempts: 0, registry: registry.to_owned() }
+        JournalEntry {
+            v: VERSION,
+            accepted_ms,
+            events: 1,
+            attempts: 0,
+            registry: registry.to_owned(),
+        }
     }
 }
 
@@ -99,7 +118,11 @@ impl StateStore {
     /// # Errors
     /// When the store cannot be read.
     pub fn event_known(&self, id: &str, now: u64) -> Result<bool, StateError> {
-        let at = self.event_ids.get(id.as_bytes())?.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes);
+        let at = self
+            .event_ids
+            .get(id.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
         Ok(at.is_some_and(|at| now.saturating_sub(at) < ID_TTL_MS))
     }
 
@@ -128,13 +151,17 @@ impl StateStore {
     }
 
     pub fn journal_put(&self, k: &JournalKey, e: &JournalEntry) -> Result<(), StateError> {
-        self.journal.insert(k.bytes(), serde_json::to_vec(e).expect("records serialize"))?;
+        self.journal
+            .insert(k.bytes(), serde_json::to_vec(e).expect("records serialize"))?;
         Ok(())
     }
 
     pub fn journal_get(&self, k: &JournalKey) -> Result<Option<JournalEntry>, StateError> {
         let kb = k.bytes();
-        self.journal.get(&kb)?.map(|v| Self::decode(&kb, &v)).transpose()
+        self.journal
+            .get(&kb)?
+            .map(|v| Self::decode(&kb, &v))
+            .transpose()
     }
 
     pub fn journal_remove(&self, k: &JournalKey) -> Result<(), StateError> {
@@ -163,7 +190,12 @@ mod tests {
     use super::*;
 
     fn k(tag: &str) -> JournalKey {
-        JournalKey { policy: "p".into(), repository: "team/app".into(), tag: tag.into(), action: "push".into() }
+        JournalKey {
+            policy: "p".into(),
+            repository: "team/app".into(),
+            tag: tag.into(),
+            action: "push".into(),
+        }
     }
 
     #[tokio::test]
@@ -171,13 +203,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = StateStore::open(dir.path()).unwrap();
-            s.journal_put(&k("v1"), &JournalEntry::new("src", 5)).unwrap();
-            s.journal_put(&k("v2"), &JournalEntry::new("src", 6)).unwrap();
+            s.journal_put(&k("v1"), &JournalEntry::new("src", 5))
+                .unwrap();
+            s.journal_put(&k("v2"), &JournalEntry::new("src", 6))
+                .unwrap();
             s.journal_remove(&k("v2")).unwrap();
             assert!(!s.event_known("id-1", 1_000).unwrap());
             s.remember_event("id-1", 1_000).unwrap();
             assert!(s.event_known("id-1", 2_000).unwrap());
-            assert!(!s.event_known("id-1", 1_000 + ID_TTL_MS).unwrap(), "an id an hour old is new again");
+            assert!(
+                !s.event_known("id-1", 1_000 + ID_TTL_MS).unwrap(),
+                "an id an hour old is new again"
+            );
             s.commit().await.unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
@@ -196,7 +233,8 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.journal_put(&k(&format!("t{i}")), &JournalEntry::new("src", i)).unwrap();
+                    s.journal_put(&k(&format!("t{i}")), &JournalEntry::new("src", i))
+                        .unwrap();
                     s.commit().await.unwrap();
                 })
             })

@@ -47,10 +47,13 @@ pub enum StateError {
 
 const VERSION: u32 = 1;
 
-const CHECKPOINTS: &str = "upload checkpoints are not saved or read: an interrupted upload restarts from zero";
+const CHECKPOINTS: &str =
+    "upload checkpoints are not saved or read: an interrupted upload restarts from zero";
 const MOUNTS: &str = "mount sources are not remembered: blobs are uploaded where a cross-repository mount would have done";
-const FIRST_SEEN: &str = "require.min_age first-seen times are not kept: gated images count their age from now";
-const FILTERED: &str = "platform-filtered indexes are not remembered: they are rebuilt from their source index";
+const FIRST_SEEN: &str =
+    "require.min_age first-seen times are not kept: gated images count their age from now";
+const FILTERED: &str =
+    "platform-filtered indexes are not remembered: they are rebuilt from their source index";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -150,7 +153,14 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     pub fn new(key: JournalKey, e: &JournalEntry, through_etcd: bool) -> Self {
-        PendingEvent { key, registry: e.registry.clone(), accepted_ms: e.accepted_ms, events: e.events, attempts: e.attempts, through_etcd }
+        PendingEvent {
+            key,
+            registry: e.registry.clone(),
+            accepted_ms: e.accepted_ms,
+            events: e.events,
+            attempts: e.attempts,
+            through_etcd,
+        }
     }
 }
 
@@ -196,7 +206,12 @@ impl StateStore {
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         damage::check_format(dir)?;
         let path = dir.join("state.sled");
-        let open = || sled::Config::new().path(&path).flush_every_ms(Some(1000)).open();
+        let open = || {
+            sled::Config::new()
+                .path(&path)
+                .flush_every_ms(Some(1000))
+                .open()
+        };
         let mut attempt = 0;
         let db = loop {
             match open() {
@@ -204,14 +219,26 @@ impl StateStore {
                 Err(sled::Error::Corruption { .. }) => {
                     let aside = dir.join(format!("state.sled.corrupt-{}", now_ms()));
                     tracing::error!(path = %path.display(), aside = %aside.display(), "state store corrupt; moved aside, starting empty: lost {}", damage::LOST_WHEN_EMPTY);
-                    std::fs::rename(&path, &aside).map_err(|e| StateError::Open { path: path.display().to_string(), source: e.into() })?;
+                    std::fs::rename(&path, &aside).map_err(|e| StateError::Open {
+                        path: path.display().to_string(),
+                        source: e.into(),
+                    })?;
                 }
                 Err(sled::Error::Io(e)) if locked(&e) && attempt < 10 => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(sled::Error::Io(e)) if locked(&e) => return Err(StateError::Locked { path: path.display().to_string() }),
-                Err(e) => return Err(StateError::Open { path: path.display().to_string(), source: e }),
+                Err(sled::Error::Io(e)) if locked(&e) => {
+                    return Err(StateError::Locked {
+                        path: path.display().to_string(),
+                    })
+                }
+                Err(e) => {
+                    return Err(StateError::Open {
+                        path: path.display().to_string(),
+                        source: e,
+                    })
+                }
             }
         };
         damage::stamp_format(dir);
@@ -237,12 +264,17 @@ impl StateStore {
         // Not sled's `flush_async`: futures of several flushes polled at about the same time
         // are never woken (sled#1241, sled#1308); three targets checkpointing at once hung a run.
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 
     fn decode<T: DeserializeOwned + Versioned>(k: &[u8], v: &[u8]) -> Result<T, StateError> {
-        let err = |detail: String| StateError::Record { key: String::from_utf8_lossy(k).replace('\0', "/"), detail };
+        let err = |detail: String| StateError::Record {
+            key: String::from_utf8_lossy(k).replace('\0', "/"),
+            detail,
+        };
         let rec: T = serde_json::from_slice(v).map_err(|e| err(e.to_string()))?;
         if rec.version() != VERSION {
             return Err(err(format!("unknown record version {}", rec.version())));
@@ -254,16 +286,33 @@ impl StateStore {
     // on without them (`lost` says what that costs, once).
 
     pub fn upload(&self, target: &str, repo: &RepoName, digest: &Digest) -> Option<UploadRecord> {
-        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
+        let k = key(&[
+            target.as_bytes(),
+            repo.as_str().as_bytes(),
+            digest.as_str().as_bytes(),
+        ]);
         let v = self.lost(self.uploads.get(&k), CHECKPOINTS)?;
         self.read(&self.uploads, &k, &v, CHECKPOINTS)
     }
 
     /// Record upload progress and flush before returning, so a crash right after the
     /// registry acknowledged a chunk still resumes after that chunk.
-    pub async fn save_upload(&self, target: &str, repo: &RepoName, digest: &Digest, rec: &UploadRecord) {
-        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
-        let saved = match self.uploads.insert(k, serde_json::to_vec(rec).expect("records serialize")) {
+    pub async fn save_upload(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        rec: &UploadRecord,
+    ) {
+        let k = key(&[
+            target.as_bytes(),
+            repo.as_str().as_bytes(),
+            digest.as_str().as_bytes(),
+        ]);
+        let saved = match self
+            .uploads
+            .insert(k, serde_json::to_vec(rec).expect("records serialize"))
+        {
             Ok(_) => self.flush().await,
             Err(e) => Err(e.into()),
         };
@@ -271,7 +320,11 @@ impl StateStore {
     }
 
     pub fn forget_upload(&self, target: &str, repo: &RepoName, digest: &Digest) {
-        let k = key(&[target.as_bytes(), repo.as_str().as_bytes(), digest.as_str().as_bytes()]);
+        let k = key(&[
+            target.as_bytes(),
+            repo.as_str().as_bytes(),
+            digest.as_str().as_bytes(),
+        ]);
         self.lost(self.uploads.remove(k).map(drop), CHECKPOINTS);
     }
 
@@ -279,10 +332,21 @@ impl StateStore {
         let mut out = Vec::new();
         for kv in self.uploads.iter() {
             let (k, v) = kv?;
-            let Some(rec) = self.read::<UploadRecord>(&self.uploads, &k, &v, CHECKPOINTS) else { continue };
-            let parts: Vec<String> = k.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            let Some(rec) = self.read::<UploadRecord>(&self.uploads, &k, &v, CHECKPOINTS) else {
+                continue;
+            };
+            let parts: Vec<String> = k
+                .split(|&b| b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
             if let Ok([target, repository, digest]) = <[String; 3]>::try_from(parts) {
-                out.push(InFlight { target, repository, digest, offset: rec.offset, size: rec.size });
+                out.push(InFlight {
+                    target,
+                    repository,
+                    digest,
+                    offset: rec.offset,
+                    size: rec.size,
+                });
             }
         }
         Ok(out)
@@ -290,39 +354,65 @@ impl StateStore {
 
     /// Remember that `repo` on `target` holds `digest`, so later copies can mount it.
     pub fn blob_known(&self, target: &str, repo: &RepoName, digest: &Digest) {
-        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        let k = key(&[
+            target.as_bytes(),
+            digest.as_str().as_bytes(),
+            repo.as_str().as_bytes(),
+        ]);
         self.lost(self.blobs.insert(k, &[]).map(drop), MOUNTS);
     }
 
     /// A repository on `target` other than `except` known to hold `digest`.
     pub fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Option<RepoName> {
         let prefix = key(&[target.as_bytes(), digest.as_str().as_bytes(), b""]);
-        let found = self.blobs.scan_prefix(&prefix).keys().find_map(|k| match k {
-            Ok(k) => std::str::from_utf8(&k[prefix.len()..]).ok().filter(|r| *r != except.as_str()).and_then(|r| r.parse().ok()).map(Ok),
-            Err(e) => Some(Err(e)),
-        });
+        let found = self
+            .blobs
+            .scan_prefix(&prefix)
+            .keys()
+            .find_map(|k| match k {
+                Ok(k) => std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .filter(|r| *r != except.as_str())
+                    .and_then(|r| r.parse().ok())
+                    .map(Ok),
+                Err(e) => Some(Err(e)),
+            });
         self.lost(found.transpose(), MOUNTS)
     }
 
     /// Whether the store believes `repo` on `target` holds `digest`.
     pub fn blob_in(&self, target: &str, repo: &RepoName, digest: &Digest) -> bool {
-        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        let k = key(&[
+            target.as_bytes(),
+            digest.as_str().as_bytes(),
+            repo.as_str().as_bytes(),
+        ]);
         self.lost(self.blobs.contains_key(k), MOUNTS)
     }
 
     /// A mount source turned out not to hold the blob (garbage-collected): stop offering it.
     pub fn blob_gone(&self, target: &str, repo: &RepoName, digest: &Digest) {
-        let k = key(&[target.as_bytes(), digest.as_str().as_bytes(), repo.as_str().as_bytes()]);
+        let k = key(&[
+            target.as_bytes(),
+            digest.as_str().as_bytes(),
+            repo.as_str().as_bytes(),
+        ]);
         self.lost(self.blobs.remove(k).map(drop), MOUNTS);
     }
 
     /// When `key` was first seen (Unix ms), recording `now` if it never was.
     pub fn first_seen(&self, key: &str, now: u64) -> u64 {
         let k = format!("seen:{key}");
-        let seen = self.memo.compare_and_swap(&k, None as Option<&[u8]>, Some(&now.to_be_bytes()[..])).map(|swapped| match swapped {
-            Ok(()) => now,
-            Err(current) => current.current.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(now, u64::from_be_bytes),
-        });
+        let seen = self
+            .memo
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))
+            .map(|swapped| match swapped {
+                Ok(()) => now,
+                Err(current) => current
+                    .current
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map_or(now, u64::from_be_bytes),
+            });
         // Unknown reads as first seen now: a gated image waits its min_age again, never less.
         self.lost(seen.map(Some), FIRST_SEEN).unwrap_or(now)
     }
@@ -333,7 +423,9 @@ impl StateStore {
     }
 
     pub fn remember_filtered_index(&self, key: &str, digest: &Digest) {
-        let saved = self.memo.insert(format!("filtered:{key}"), digest.as_str().as_bytes());
+        let saved = self
+            .memo
+            .insert(format!("filtered:{key}"), digest.as_str().as_bytes());
         self.lost(saved.map(drop), FILTERED);
     }
 
@@ -341,15 +433,21 @@ impl StateStore {
     /// within a second anyway, and an fsync per run cost hundreds a second with many
     /// policies on short intervals; a crash loses at most the last second of history.
     pub fn record_run(&self, run: &RunRecord, keep: usize) -> Result<(), StateError> {
-        self.runs
-            .insert(key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]), serde_json::to_vec(run).expect("records serialize"))?;
+        self.runs.insert(
+            key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]),
+            serde_json::to_vec(run).expect("records serialize"),
+        )?;
         self.prune_runs(&run.policy, keep)
     }
 
     /// Keep the last runs per policy only: sled files never shrink, so the keyspace stays bounded.
     fn prune_runs(&self, policy: &str, keep: usize) -> Result<(), StateError> {
         let prefix = key(&[policy.as_bytes(), b""]);
-        let keys: Vec<sled::IVec> = self.runs.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let keys: Vec<sled::IVec> = self
+            .runs
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()?;
         for k in keys.iter().take(keys.len().saturating_sub(keep)) {
             self.runs.remove(k)?;
         }
@@ -360,14 +458,27 @@ impl StateStore {
     pub fn status(&self) -> Result<Status, StateError> {
         let (pending, _) = self.journal_all()?;
         let total = pending.len();
-        let shown = pending.into_iter().take(PENDING_SHOWN).map(|(key, e)| PendingEvent::new(key, &e, false)).collect();
+        let shown = pending
+            .into_iter()
+            .take(PENDING_SHOWN)
+            .map(|(key, e)| PendingEvent::new(key, &e, false))
+            .collect();
         self.status_with(shown, total)
     }
 
     /// The same, with pending events the caller knows better: a daemon's queue also holds
     /// work a cluster handed it through etcd, which its journal does not.
-    pub fn status_with(&self, pending_events: Vec<PendingEvent>, pending_events_total: usize) -> Result<Status, StateError> {
-        Ok(Status { runs: self.last_runs()?, uploads_in_flight: self.uploads_in_flight()?, pending_events, pending_events_total })
+    pub fn status_with(
+        &self,
+        pending_events: Vec<PendingEvent>,
+        pending_events_total: usize,
+    ) -> Result<Status, StateError> {
+        Ok(Status {
+            runs: self.last_runs()?,
+            uploads_in_flight: self.uploads_in_flight()?,
+            pending_events,
+            pending_events_total,
+        })
     }
 
     /// The latest run of every policy, by policy name.
@@ -375,7 +486,11 @@ impl StateStore {
         let mut out: Vec<RunRecord> = Vec::new();
         for kv in self.runs.iter().rev() {
             let (k, v) = kv?;
-            let Some(rec) = self.read::<RunRecord>(&self.runs, &k, &v, "that run is missing from the history") else { continue };
+            let Some(rec) =
+                self.read::<RunRecord>(&self.runs, &k, &v, "that run is missing from the history")
+            else {
+                continue;
+            };
             if out.last().is_none_or(|l| l.policy != rec.policy) {
                 out.push(rec);
             }
@@ -406,7 +521,13 @@ impl Versioned for RunRecord {
 
 impl UploadRecord {
     pub fn new(location: String, offset: u64, size: u64) -> Self {
-        UploadRecord { v: VERSION, location, offset, size, started_ms: now_ms() }
+        UploadRecord {
+            v: VERSION,
+            location,
+            offset,
+            size,
+            started_ms: now_ms(),
+        }
     }
 }
 
@@ -447,10 +568,24 @@ mod tests {
         let d = Digest::of(b"x");
         {
             let s = StateStore::open(dir.path()).unwrap();
-            s.save_upload("t", &repo, &d, &UploadRecord::new("http://x/u".into(), 42, 100)).await;
+            s.save_upload(
+                "t",
+                &repo,
+                &d,
+                &UploadRecord::new("http://x/u".into(), 42, 100),
+            )
+            .await;
             s.blob_known("t", &"other".parse().unwrap(), &d);
-            s.record_run(&RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]), 50).unwrap();
-            s.record_run(&RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]), 50).unwrap();
+            s.record_run(
+                &RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]),
+                50,
+            )
+            .unwrap();
+            s.record_run(
+                &RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]),
+                50,
+            )
+            .unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.upload("t", &repo, &d).unwrap().offset, 42);
@@ -467,7 +602,11 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         for t in 1..=7 {
             for p in ["a", "b"] {
-                s.record_run(&RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]), 3).unwrap();
+                s.record_run(
+                    &RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]),
+                    3,
+                )
+                .unwrap();
             }
         }
         let kept: Vec<(String, u64)> = s
@@ -477,7 +616,10 @@ mod tests {
             .map(|v| serde_json::from_slice::<RunRecord>(&v.unwrap()).unwrap())
             .map(|r| (r.policy, r.started_ms))
             .collect();
-        let want: Vec<(String, u64)> = ["a", "b"].iter().flat_map(|p| (5..=7).map(move |t| ((*p).to_owned(), t))).collect();
+        let want: Vec<(String, u64)> = ["a", "b"]
+            .iter()
+            .flat_map(|p| (5..=7).map(move |t| ((*p).to_owned(), t)))
+            .collect();
         assert_eq!(kept, want);
     }
 }

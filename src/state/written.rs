@@ -33,7 +33,11 @@ impl Versioned for WrittenRecord {
 }
 
 fn written_key(target: &str, repo: &RepoName, tag: &Tag) -> Vec<u8> {
-    key(&[target.as_bytes(), repo.as_str().as_bytes(), tag.as_str().as_bytes()])
+    key(&[
+        target.as_bytes(),
+        repo.as_str().as_bytes(),
+        tag.as_str().as_bytes(),
+    ])
 }
 
 impl StateStore {
@@ -46,15 +50,35 @@ impl StateStore {
 
     /// Record that `target`'s `repo:tag` holds `target_digest`, for source digest `source`, as
     /// of now. A store that cannot be written costs a HEAD next run (said once, counted).
-    pub fn remember_written(&self, target: &str, repo: &RepoName, tag: &Tag, source: &Digest, target_digest: &Digest) {
-        let rec = WrittenRecord { v: VERSION, source: source.clone(), target: target_digest.clone(), at_ms: super::now_ms() };
-        let saved = self.written.insert(written_key(target, repo, tag), serde_json::to_vec(&rec).expect("records serialize"));
+    pub fn remember_written(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        source: &Digest,
+        target_digest: &Digest,
+    ) {
+        let rec = WrittenRecord {
+            v: VERSION,
+            source: source.clone(),
+            target: target_digest.clone(),
+            at_ms: super::now_ms(),
+        };
+        let saved = self.written.insert(
+            written_key(target, repo, tag),
+            serde_json::to_vec(&rec).expect("records serialize"),
+        );
         self.lost(saved.map(drop), WRITTEN);
     }
 
     /// Drop the records of `repo` on `target` whose tag `keep` does not hold (gone from the
     /// target); how many went.
-    pub fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &dyn Fn(&str) -> bool) -> usize {
+    pub fn forget_written_except(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> usize {
         let prefix = key(&[target.as_bytes(), repo.as_str().as_bytes(), b""]);
         let pruned = || -> Result<usize, StateError> {
             let mut gone = 0;

@@ -2,13 +2,46 @@
 //! Convention that makes this text check exact: one `use crate::x::…` per line.
 
 const BANNED: &[(&str, &[&str])] = &[
-    ("model", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("events", &["config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("config", &["registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("registry", &["config", "state", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("state", &["config", "registry", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("notify", &["registry", "plan", "copy", "app", "daemon", "cli", "cluster"]),
-    ("plan", &["state", "copy", "app", "daemon", "cli", "cluster"]),
+    (
+        "model",
+        &[
+            "config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "events",
+        &[
+            "config", "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "config",
+        &[
+            "registry", "state", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "registry",
+        &[
+            "config", "state", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "state",
+        &[
+            "config", "registry", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "notify",
+        &[
+            "registry", "plan", "copy", "app", "daemon", "cli", "cluster",
+        ],
+    ),
+    (
+        "plan",
+        &["state", "copy", "app", "daemon", "cli", "cluster"],
+    ),
     ("copy", &["config", "app", "daemon", "cli", "cluster"]),
     ("app", &["daemon", "cli", "cluster"]),
     ("cluster", &["registry", "plan", "app", "daemon", "cli"]),
@@ -20,7 +53,10 @@ fn sources(module: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let file = src.join(format!("{module}.rs"));
     if file.exists() {
-        out.push((file.display().to_string(), std::fs::read_to_string(&file).unwrap()));
+        out.push((
+            file.display().to_string(),
+            std::fs::read_to_string(&file).unwrap(),
+        ));
     }
     let mut dirs = vec![src.join(module)];
     while let Some(d) = dirs.pop() {
@@ -29,7 +65,10 @@ fn sources(module: &str) -> Vec<(String, String)> {
             if p.is_dir() {
                 dirs.push(p);
             } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
             }
         }
     }
@@ -42,9 +81,16 @@ fn imports_point_down() {
         let files = sources(module);
         assert!(!files.is_empty(), "no sources for {module}");
         for (path, text) in files {
-            assert!(!text.contains("use crate::{"), "{path}: grouped crate import");
+            assert!(
+                !text.contains("use crate::{"),
+                "{path}: grouped crate import"
+            );
             for b in *banned {
-                assert!(!text.contains(&format!("crate::{b}::")) && !text.contains(&format!("crate::{b};")), "{path} imports {b}");
+                assert!(
+                    !text.contains(&format!("crate::{b}::"))
+                        && !text.contains(&format!("crate::{b};")),
+                    "{path} imports {b}"
+                );
             }
         }
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crate::support::faults::FaultProxy;
 use crate::support::images::{self, Format, Pusher};
 use crate::support::registry::{RegistryOpts, TestRegistry};
-use crate::support::{assert_same_image, daemon_get, daemon_post, free_port, metric, wait_for, Daemon, Ferry, Reader};
+use crate::support::{
+    assert_same_image, daemon_get, daemon_post, free_port, metric, wait_for, Daemon, Ferry, Reader,
+};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const NEVER: &str = "0 0 1 1 *";
@@ -15,11 +17,16 @@ const DIST: &str = "application/vnd.docker.distribution.events.v1+json";
 
 /// A ferry folder whose daemon listens on `port` with the API token, and `extra` lines in [daemon].
 fn ferry(src: &str, dst: &str, port: u16, extra: &str, policies: &[(&str, &str)]) -> Ferry {
-    let f = Ferry::new(&format!("[registries.src]\nurl = \"{src}\"\n\n[registries.dst]\nurl = \"{dst}\"\n"), "1MiB", policies);
+    let f = Ferry::new(
+        &format!("[registries.src]\nurl = \"{src}\"\n\n[registries.dst]\nurl = \"{dst}\"\n"),
+        "1MiB",
+        policies,
+    );
     std::fs::write(f.path().join("token"), format!("{TOKEN}\n")).unwrap();
     let path = f.config();
     let text = std::fs::read_to_string(&path).unwrap();
-    let daemon = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n{extra}");
+    let daemon =
+        format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n{extra}");
     std::fs::write(&path, text.replacen("[daemon]\n", &daemon, 1)).unwrap();
     f
 }
@@ -33,11 +40,20 @@ fn policy(name: &str, repos: &str, extra: &str) -> String {
 /// A source registry that notifies the daemon on `port`.
 fn notifying_source(port: u16) -> TestRegistry {
     let url = format!("http://127.0.0.1:{port}/v1/events/distribution/src");
-    TestRegistry::start_with(RegistryOpts { notify: Some((url, TOKEN.into())), ..RegistryOpts::default() })
+    TestRegistry::start_with(RegistryOpts {
+        notify: Some((url, TOKEN.into())),
+        ..RegistryOpts::default()
+    })
 }
 
 fn small_image(seed: u64, note: &str) -> images::Image {
-    images::image(Format::Oci, &[&images::layer(seed, 20_000)], "amd64", None, note)
+    images::image(
+        Format::Oci,
+        &[&images::layer(seed, 20_000)],
+        "amd64",
+        None,
+        note,
+    )
 }
 
 /// A Distribution envelope with one push event for `repo:tag`.
@@ -53,7 +69,11 @@ fn push_event(id: &str, repo: &str, tag: &str) -> Vec<u8> {
 
 fn tag_lists(r: &TestRegistry, repo: &str) -> usize {
     let needle = format!("\"GET /v2/{repo}/tags/list");
-    std::fs::read_to_string(r.dir.path().join("access.log")).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
+    std::fs::read_to_string(r.dir.path().join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
 }
 
 async fn journal_empty(port: u16) -> bool {
@@ -64,58 +84,147 @@ async fn journal_empty(port: u16) -> bool {
 async fn a_push_is_replicated_in_seconds_without_a_scheduled_run() {
     let port = free_port();
     let (src, dst) = (notifying_source(port), TestRegistry::start());
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("e.toml", &policy("edge", "\"team/app\"", ""))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[("e.toml", &policy("edge", "\"team/app\"", ""))],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
     for (i, tag) in ["v1", "v2", "v3"].iter().enumerate() {
-        Pusher::new(&src.url).image("team/app", tag, &small_image(100 + i as u64, tag)).await;
+        Pusher::new(&src.url)
+            .image("team/app", tag, &small_image(100 + i as u64, tag))
+            .await;
         let pushed = Instant::now();
-        assert!(wait_for(15, || async { d.manifest("team/app", tag).await.is_some() }).await, "{tag} never arrived:\n{}", daemon.log());
-        assert!(pushed.elapsed() < Duration::from_secs(5), "{tag} took {:?}", pushed.elapsed());
+        assert!(
+            wait_for(15, || async { d.manifest("team/app", tag).await.is_some() }).await,
+            "{tag} never arrived:\n{}",
+            daemon.log()
+        );
+        assert!(
+            pushed.elapsed() < Duration::from_secs(5),
+            "{tag} took {:?}",
+            pushed.elapsed()
+        );
         assert_same_image(&s, &d, "team/app", "team/app", tag).await;
     }
-    assert!(metric(port, "ferry_events_received_total", ("outcome", "accepted")).await.unwrap() >= 3.0);
-    assert!(metric(port, "ferry_event_to_replicated_seconds_count", ("policy", "edge")).await.unwrap() >= 3.0);
+    assert!(
+        metric(port, "ferry_events_received_total", ("outcome", "accepted"))
+            .await
+            .unwrap()
+            >= 3.0
+    );
+    assert!(
+        metric(
+            port,
+            "ferry_event_to_replicated_seconds_count",
+            ("policy", "edge")
+        )
+        .await
+        .unwrap()
+            >= 3.0
+    );
     // No full run happened: the schedule is months away.
-    assert_eq!(metric(port, "ferry_policy_runs_total", ("outcome", "ok")).await, Some(0.0));
+    assert_eq!(
+        metric(port, "ferry_policy_runs_total", ("outcome", "ok")).await,
+        Some(0.0)
+    );
     assert!(wait_for(10, || journal_empty(port)).await);
     // The targeted runs are in the run history with their scope.
     let (_, status) = daemon_get(port, "/status").await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert!(v["runs"][0]["scope"].as_str().unwrap().starts_with("push team/app:v"), "{v}");
+    assert!(
+        v["runs"][0]["scope"]
+            .as_str()
+            .unwrap()
+            .starts_with("push team/app:v"),
+        "{v}"
+    );
     assert_eq!(daemon.stop().0, 0);
 }
 
 #[tokio::test]
 async fn a_burst_for_one_tag_is_coalesced_and_duplicates_are_dropped() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    Pusher::new(&src.url).image("app", "v1", &small_image(7, "burst")).await;
+    Pusher::new(&src.url)
+        .image("app", "v1", &small_image(7, "burst"))
+        .await;
     let port = free_port();
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("e.toml", &policy("burst", "\"app\"", ""))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[("e.toml", &policy("burst", "\"app\"", ""))],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let before = tag_lists(&src, "app");
-    let posts =
-        (0..30).map(|i| daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event(&format!("ev-{i}"), "app", "v1")));
+    let posts = (0..30).map(|i| {
+        daemon_post(
+            port,
+            "/v1/events/distribution/src",
+            Some(TOKEN),
+            DIST,
+            push_event(&format!("ev-{i}"), "app", "v1"),
+        )
+    });
     for (code, body) in futures_util::future::join_all(posts).await {
         assert_eq!(code, 202, "{body}");
     }
     // The same delivery again (a sender that missed our 202) is a duplicate.
-    let (code, body) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event("ev-0", "app", "v1")).await;
+    let (code, body) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        push_event("ev-0", "app", "v1"),
+    )
+    .await;
     assert_eq!(code, 202);
     assert!(body.contains("\"duplicate\": 1"), "{body}");
     let d = Reader::new(&dst.url);
-    assert!(wait_for(15, || async { d.manifest("app", "v1").await.is_some() }).await, "{}", daemon.log());
+    assert!(
+        wait_for(15, || async { d.manifest("app", "v1").await.is_some() }).await,
+        "{}",
+        daemon.log()
+    );
     assert!(wait_for(10, || journal_empty(port)).await);
     let runs = tag_lists(&src, "app") - before;
-    assert!((1..=2).contains(&runs), "30 events for one tag cost {runs} targeted runs (source tag lists)");
-    assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "duplicate")).await, Some(1.0));
-    assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "accepted")).await, Some(30.0));
+    assert!(
+        (1..=2).contains(&runs),
+        "30 events for one tag cost {runs} targeted runs (source tag lists)"
+    );
+    assert_eq!(
+        metric(
+            port,
+            "ferry_events_received_total",
+            ("outcome", "duplicate")
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(port, "ferry_events_received_total", ("outcome", "accepted")).await,
+        Some(30.0)
+    );
     // An event for a repository no policy covers is acknowledged and counted as ignored.
-    let (code, _) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event("other", "elsewhere", "v1")).await;
+    let (code, _) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        push_event("other", "elsewhere", "v1"),
+    )
+    .await;
     assert_eq!(code, 202);
-    assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "ignored")).await, Some(1.0));
+    assert_eq!(
+        metric(port, "ferry_events_received_total", ("outcome", "ignored")).await,
+        Some(1.0)
+    );
     assert_eq!(daemon.stop().0, 0);
 }
 
@@ -123,11 +232,19 @@ async fn a_burst_for_one_tag_is_coalesced_and_duplicates_are_dropped() {
 async fn a_harbor_webhook_replicates_the_tag_through_the_policy_rules() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let mut p = Pusher::new(&src.url);
-    p.image("library/app", "1.2.0", &small_image(21, "release")).await;
-    p.image("library/app", "dev-build", &small_image(22, "dev")).await;
+    p.image("library/app", "1.2.0", &small_image(21, "release"))
+        .await;
+    p.image("library/app", "dev-build", &small_image(22, "dev"))
+        .await;
     let port = free_port();
     let rules = "target_repository = \"mirror/{repository}\"\n[policy.tags]\nsemver = \">=1.0\"\n";
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("h.toml", &policy("harbor", "\"library/*\"", rules))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[("h.toml", &policy("harbor", "\"library/*\"", rules))],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let harbor = |tag: &str| {
@@ -139,12 +256,33 @@ async fn a_harbor_webhook_replicates_the_tag_through_the_policy_rules() {
         .into_bytes()
     };
     for tag in ["1.2.0", "dev-build"] {
-        let (code, body) = daemon_post(port, "/v1/events/harbor/src", Some(TOKEN), "application/json", harbor(tag)).await;
+        let (code, body) = daemon_post(
+            port,
+            "/v1/events/harbor/src",
+            Some(TOKEN),
+            "application/json",
+            harbor(tag),
+        )
+        .await;
         assert_eq!(code, 202, "{body}");
     }
     let d = Reader::new(&dst.url);
-    assert!(wait_for(15, || async { d.manifest("mirror/library/app", "1.2.0").await.is_some() }).await, "{}", daemon.log());
-    assert_same_image(&Reader::new(&src.url), &d, "library/app", "mirror/library/app", "1.2.0").await;
+    assert!(
+        wait_for(15, || async {
+            d.manifest("mirror/library/app", "1.2.0").await.is_some()
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
+    assert_same_image(
+        &Reader::new(&src.url),
+        &d,
+        "library/app",
+        "mirror/library/app",
+        "1.2.0",
+    )
+    .await;
     assert!(wait_for(10, || journal_empty(port)).await);
     // dev-build is not semver: the event ran through the rules and copied nothing.
     assert_eq!(d.tags("mirror/library/app").await, vec!["1.2.0".to_owned()]);
@@ -155,28 +293,62 @@ async fn a_harbor_webhook_replicates_the_tag_through_the_policy_rules() {
 async fn a_forged_delete_deletes_nothing_and_a_real_delete_propagates() {
     let port = free_port();
     let (src, dst) = (notifying_source(port), TestRegistry::start());
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("d.toml", &policy("dr", "\"app\"", "delete = true\n"))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[("d.toml", &policy("dr", "\"app\"", "delete = true\n"))],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let d = Reader::new(&dst.url);
     let (v1, v2) = (small_image(31, "one"), small_image(32, "two"));
     Pusher::new(&src.url).image("app", "v1", &v1).await;
     Pusher::new(&src.url).image("app", "v2", &v2).await;
-    assert!(wait_for(15, || async { d.tags("app").await.len() == 2 }).await, "{}", daemon.log());
+    assert!(
+        wait_for(15, || async { d.tags("app").await.len() == 2 }).await,
+        "{}",
+        daemon.log()
+    );
 
     // Forged: a delete for v1, which the source still has.
     let forged = serde_json::json!({ "events": [{ "id": "forged-1", "action": "delete", "target": { "repository": "app", "tag": "v1", "digest": v1.digest } }] });
-    let (code, body) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, forged.to_string().into_bytes()).await;
+    let (code, body) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        forged.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(code, 202, "{body}");
     assert!(wait_for(10, || journal_empty(port)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(d.tags("app").await, vec!["v1", "v2"], "a forged delete removed a tag:\n{}", daemon.log());
+    assert_eq!(
+        d.tags("app").await,
+        vec!["v1", "v2"],
+        "a forged delete removed a tag:\n{}",
+        daemon.log()
+    );
 
     // Real: v2's manifest deleted on the source; Distribution notifies a delete by digest.
-    let rsp =
-        crate::support::http_client().build().unwrap().delete(format!("{}/v2/app/manifests/{}", src.url, v2.digest)).send().await.unwrap();
+    let rsp = crate::support::http_client()
+        .build()
+        .unwrap()
+        .delete(format!("{}/v2/app/manifests/{}", src.url, v2.digest))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 202);
-    assert!(wait_for(15, || async { d.tags("app").await == vec!["v1".to_owned()] }).await, "v2 not deleted:\n{}", daemon.log());
+    assert!(
+        wait_for(15, || async {
+            d.tags("app").await == vec!["v1".to_owned()]
+        })
+        .await,
+        "v2 not deleted:\n{}",
+        daemon.log()
+    );
     assert!(d.manifest("app", "v1").await.is_some());
     assert_eq!(daemon.stop().0, 0);
 }
@@ -185,7 +357,13 @@ async fn a_forged_delete_deletes_nothing_and_a_real_delete_propagates() {
 async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let port = free_port();
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("e.toml", &policy("p", "\"app\"", ""))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[("e.toml", &policy("p", "\"app\"", ""))],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let path = "/v1/events/distribution/src";
@@ -216,16 +394,24 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
         assert!(text.trim().lines().count() <= 1, "one line: {text}");
     }
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
-    assert_eq!(metric(port, "ferry_events_received_total", ("outcome", "rejected")).await, Some(3.0));
+    assert_eq!(
+        metric(port, "ferry_events_received_total", ("outcome", "rejected")).await,
+        Some(3.0)
+    );
 
     // 1,000 connections at once: slow-loris clients (a request head started, never finished),
     // idle ones, raw garbage, 100 KiB URLs. /healthz still answers within a second, garbage
     // and long URLs get a 4xx or a closed socket, and overdue heads are dropped.
-    let long_url = format!("GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 << 10));
+    let long_url = format!(
+        "GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100 << 10)
+    );
     let mut loris = Vec::new();
     let mut rude = Vec::new();
     for i in 0..1000 {
-        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let bytes: &[u8] = match i % 4 {
             0 => b"POST /v1/events/distribution/src HTTP/1.1\r\nHost: x\r\n",
             1 => b"",
@@ -242,51 +428,117 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     }
     let t = Instant::now();
     assert_eq!(daemon_get(port, "/healthz").await.unwrap().0, 200);
-    assert!(t.elapsed() < Duration::from_secs(1), "/healthz took {:?} beside 1,000 bad clients", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "/healthz took {:?} beside 1,000 bad clients",
+        t.elapsed()
+    );
     for mut c in rude {
         let mut head = [0u8; 12];
-        let got = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut c, &mut head)).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut c, &mut head),
+        )
+        .await;
         match got {
             Ok(Ok(0)) | Ok(Err(_)) => {} // closed
-            Ok(Ok(n)) => assert!(head[..n].starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&head[..n])),
+            Ok(Ok(n)) => assert!(
+                head[..n].starts_with(b"HTTP/1.1 4"),
+                "{}",
+                String::from_utf8_lossy(&head[..n])
+            ),
             Err(_) => panic!("a malformed request was neither answered nor closed"),
         }
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut buf = [0u8; 512];
-    let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut loris[0], &mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "a slow client was never cut off");
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut loris[0], &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "a slow client was never cut off"
+    );
     drop(loris);
     assert!(!daemon.log().contains(TOKEN), "the token reached the log");
     assert_eq!(daemon.stop().0, 0);
 
     // Without a token the API is off, and validate says how to turn it on.
     let path = ferry.config();
-    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("api_token_file = \"token\"\n", "")).unwrap();
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("api_token_file = \"token\"\n", ""),
+    )
+    .unwrap();
     let out = ferry.run(&["validate"]);
     out.assert_code(0);
-    assert!(out.all().contains("set daemon.api_token_env or daemon.api_token_file"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("set daemon.api_token_env or daemon.api_token_file"),
+        "{}",
+        out.all()
+    );
     let daemon = Daemon::start(&ferry, port, "second.log");
     assert!(daemon.ready().await, "{}", daemon.log());
-    let (code, text) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event("y", "app", "v1")).await;
-    assert_eq!((code, text.contains("api_token_env")), (403, true), "{text}");
+    let (code, text) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        push_event("y", "app", "v1"),
+    )
+    .await;
+    assert_eq!(
+        (code, text.contains("api_token_env")),
+        (403, true),
+        "{text}"
+    );
     assert_eq!(daemon.stop().0, 0);
 }
 
 #[tokio::test]
 async fn events_accepted_while_the_target_is_down_survive_kill9_and_are_replayed() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    Pusher::new(&src.url).image("app", "v1", &small_image(41, "survivor")).await;
+    Pusher::new(&src.url)
+        .image("app", "v1", &small_image(41, "survivor"))
+        .await;
     let proxy = FaultProxy::start(dst.host());
-    proxy.faults.every_503.store(1, std::sync::atomic::Ordering::SeqCst); // the target answers 503 to everything
+    proxy
+        .faults
+        .every_503
+        .store(1, std::sync::atomic::Ordering::SeqCst); // the target answers 503 to everything
     let port = free_port();
-    let ferry = ferry(&src.url, &proxy.url(), port, "max_pending_events = 1\n", &[("e.toml", &policy("p", "\"app\"", ""))]);
+    let ferry = ferry(
+        &src.url,
+        &proxy.url(),
+        port,
+        "max_pending_events = 1\n",
+        &[("e.toml", &policy("p", "\"app\"", ""))],
+    );
     let mut daemon = Daemon::start(&ferry, port, "first.log");
     assert!(daemon.ready().await, "{}", daemon.log());
-    let (code, body) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event("keep-me", "app", "v1")).await;
+    let (code, body) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        push_event("keep-me", "app", "v1"),
+    )
+    .await;
     assert_eq!(code, 202, "{body}");
     // The journal holds one event, its limit: the next one is refused, not dropped.
-    let (code, body) = daemon_post(port, "/v1/events/distribution/src", Some(TOKEN), DIST, push_event("too-many", "app", "v2")).await;
+    let (code, body) = daemon_post(
+        port,
+        "/v1/events/distribution/src",
+        Some(TOKEN),
+        DIST,
+        push_event("too-many", "app", "v2"),
+    )
+    .await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("journal full"), "{body}");
     let (_, status) = daemon_get(port, "/status").await.unwrap();
@@ -295,15 +547,29 @@ async fn events_accepted_while_the_target_is_down_survive_kill9_and_are_replayed
     daemon.child.wait().unwrap();
     drop(daemon);
 
-    proxy.faults.every_503.store(0, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .faults
+        .every_503
+        .store(0, std::sync::atomic::Ordering::SeqCst);
     let out = ferry.run(&["status"]);
-    assert!(out.stdout.contains("events pending (1 in all)") && out.stdout.contains("p push app:v1"), "{}", out.all());
+    assert!(
+        out.stdout.contains("events pending (1 in all)") && out.stdout.contains("p push app:v1"),
+        "{}",
+        out.all()
+    );
     let daemon = Daemon::start(&ferry, port, "second.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let d = Reader::new(&dst.url);
-    assert!(wait_for(20, || async { d.manifest("app", "v1").await.is_some() }).await, "not replayed:\n{}", daemon.log());
+    assert!(
+        wait_for(20, || async { d.manifest("app", "v1").await.is_some() }).await,
+        "not replayed:\n{}",
+        daemon.log()
+    );
     assert_same_image(&Reader::new(&src.url), &d, "app", "app", "v1").await;
-    assert_eq!(metric(port, "ferry_events_replayed_total", ("", "")).await, Some(1.0));
+    assert_eq!(
+        metric(port, "ferry_events_replayed_total", ("", "")).await,
+        Some(1.0)
+    );
     assert!(wait_for(10, || journal_empty(port)).await);
     assert_eq!(daemon.stop().0, 0);
 }
@@ -311,40 +577,87 @@ async fn events_accepted_while_the_target_is_down_survive_kill9_and_are_replayed
 #[tokio::test]
 async fn sync_and_status_beside_a_running_daemon_go_through_its_api() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    Pusher::new(&src.url).image("app", "v1", &small_image(51, "manual")).await;
-    Pusher::new(&src.url).image("app", "v2", &small_image(52, "manual")).await;
+    Pusher::new(&src.url)
+        .image("app", "v1", &small_image(51, "manual"))
+        .await;
+    Pusher::new(&src.url)
+        .image("app", "v2", &small_image(52, "manual"))
+        .await;
     let port = free_port();
     let manual = "[[policy]]\nname = \"manual\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app\"]\n";
-    let ferry = ferry(&src.url, &dst.url, port, "", &[("m.toml", manual), ("broken-src.toml", &policy("gone", "\"missing\"", ""))]);
+    let ferry = ferry(
+        &src.url,
+        &dst.url,
+        port,
+        "",
+        &[
+            ("m.toml", manual),
+            ("broken-src.toml", &policy("gone", "\"missing\"", "")),
+        ],
+    );
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
 
     let out = ferry.run(&["sync", "--policy", "manual"]);
     out.assert_code(0);
-    assert!(out.stderr.contains("asking it to run manual"), "{}", out.all());
+    assert!(
+        out.stderr.contains("asking it to run manual"),
+        "{}",
+        out.all()
+    );
     assert_eq!(out.summary("copied"), 2);
-    assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "app", "app", "v2").await;
+    assert_same_image(
+        &Reader::new(&src.url),
+        &Reader::new(&dst.url),
+        "app",
+        "app",
+        "v2",
+    )
+    .await;
     let again = ferry.run(&["sync", "--policy", "manual"]);
     again.assert_code(0);
     assert_eq!((again.summary("copied"), again.summary("in")), (0, 2));
     // A failing policy keeps its exit code through the daemon.
     let failed = ferry.run(&["sync", "--policy", "gone"]);
     failed.assert_code(1);
-    assert!(failed.stderr.contains("failed: gone:") && failed.stderr.contains("missing"), "{}", failed.all());
+    assert!(
+        failed.stderr.contains("failed: gone:") && failed.stderr.contains("missing"),
+        "{}",
+        failed.all()
+    );
     ferry.run(&["sync", "--policy", "nosuch"]).assert_code(2);
 
     let status = ferry.run(&["status"]);
     status.assert_code(0);
-    assert!(status.stdout.lines().any(|l| l.starts_with("manual") && l.contains(" ok ")), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("manual") && l.contains(" ok ")),
+        "{}",
+        status.stdout
+    );
     // A targeted run on request: one tag.
-    let (code, body) =
-        daemon_post(port, "/v1/runs", Some(TOKEN), "application/json", br#"{"policy":"manual","repository":"app","tag":"v1"}"#.to_vec())
-            .await;
+    let (code, body) = daemon_post(
+        port,
+        "/v1/runs",
+        Some(TOKEN),
+        "application/json",
+        br#"{"policy":"manual","repository":"app","tag":"v1"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(code, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_u64().unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
     let client = crate::support::http_client().build().unwrap();
     let done = wait_for(15, || async {
-        let rsp = client.get(format!("http://127.0.0.1:{port}/v1/runs/{id}")).bearer_auth(TOKEN).send().await.unwrap();
+        let rsp = client
+            .get(format!("http://127.0.0.1:{port}/v1/runs/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         rsp.text().await.unwrap().contains("\"state\": \"done\"")
     })
     .await;

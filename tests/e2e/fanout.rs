@@ -12,8 +12,17 @@ use crate::support::{assert_same_image, Ferry, Reader};
 /// Source blob GETs by digest, from the source registry's access log.
 fn blob_gets(src: &TestRegistry) -> HashMap<String, usize> {
     let mut out = HashMap::new();
-    for line in src.log().lines().filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:")) {
-        let digest = line.split("/blobs/").nth(1).and_then(|r| r.split([' ', '?', '"']).next()).unwrap_or("").to_owned();
+    for line in src
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+    {
+        let digest = line
+            .split("/blobs/")
+            .nth(1)
+            .and_then(|r| r.split([' ', '?', '"']).next())
+            .unwrap_or("")
+            .to_owned();
         *out.entry(digest).or_default() += 1;
     }
     out
@@ -33,10 +42,19 @@ fn ferry(src: &str, dsts: &[String]) -> Ferry {
 async fn three_targets_read_each_source_blob_once() {
     let src = TestRegistry::start();
     let dsts: Vec<TestRegistry> = (0..3).map(|_| TestRegistry::start()).collect();
-    let spec = CorpusSpec { repos: 4, tags: 3, index_every: 2, sign: false, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 4,
+        tags: 3,
+        index_every: 2,
+        sign: false,
+        ..CorpusSpec::default()
+    };
     let corpus = push_corpus(&src.url, &spec).await;
     let before = blob_gets(&src);
-    let ferry = ferry(&src.url, &dsts.iter().map(|d| d.url.clone()).collect::<Vec<_>>());
+    let ferry = ferry(
+        &src.url,
+        &dsts.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
+    );
     let run = ferry.run(&["sync"]);
     run.assert_code(0);
     let s = Reader::new(&src.url);
@@ -52,7 +70,12 @@ async fn three_targets_read_each_source_blob_once() {
     }
     gets.retain(|_, n| *n > 0);
     let twice: Vec<_> = gets.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "{} distinct blobs read, some more than once: {twice:?}\n{}", gets.len(), run.all());
+    assert!(
+        twice.is_empty(),
+        "{} distinct blobs read, some more than once: {twice:?}\n{}",
+        gets.len(),
+        run.all()
+    );
     // Every blob reached all three targets: uploaded to each, or mounted from another repository.
     let uploaded = run.summary("uploaded");
     assert_eq!(uploaded, 3 * gets.len() as u64, "{}", run.all());
@@ -62,7 +85,14 @@ async fn three_targets_read_each_source_blob_once() {
 async fn a_target_that_drops_uploads_does_not_spoil_the_others() {
     let src = TestRegistry::start();
     let dsts: Vec<TestRegistry> = (0..3).map(|_| TestRegistry::start()).collect();
-    let spec = CorpusSpec { repos: 2, tags: 2, index_every: 0, sign: false, base_size: 2 << 20, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 2,
+        tags: 2,
+        index_every: 0,
+        sign: false,
+        base_size: 2 << 20,
+        ..CorpusSpec::default()
+    };
     let corpus = push_corpus(&src.url, &spec).await;
     let proxy = FaultProxy::start(dsts[1].host());
     proxy.faults.every_patch_reset.store(3, Ordering::SeqCst);
@@ -71,7 +101,10 @@ async fn a_target_that_drops_uploads_does_not_spoil_the_others() {
     let ferry = ferry(&src.url, &urls);
     let run = ferry.run(&["sync"]);
     run.assert_code(0);
-    assert!(proxy.faults.resets.load(Ordering::SeqCst) > 0, "the proxy cut uploads");
+    assert!(
+        proxy.faults.resets.load(Ordering::SeqCst) > 0,
+        "the proxy cut uploads"
+    );
     let s = Reader::new(&src.url);
     for d in &dsts {
         let d = Reader::new(&d.url);

@@ -37,12 +37,28 @@ repositories = ["app-000"]
 async fn every_lie_ends_its_repository_alone_and_the_rest_of_the_run_completes() {
     let hostile = Hostile::start();
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    push_corpus(&src.url, &CorpusSpec { repos: 1, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() }).await;
+    push_corpus(
+        &src.url,
+        &CorpusSpec {
+            repos: 1,
+            tags: 1,
+            index_every: 0,
+            sign: false,
+            ..CorpusSpec::default()
+        },
+    )
+    .await;
     // Short clocks: a request may take 3 s, a blob body may not stand still for 2 s, yet the
     // 8-second `slow` layer keeps moving and must arrive.
     let bounds = "list_limit = 500\nrequest_timeout = \"3s\"\nstall_timeout = \"2s\"\n";
-    let mut ferry = Ferry::new(&config(&hostile, &src, &dst, bounds), "1MiB", &[("p.toml", POLICIES)]);
-    ferry.env.push(("HOSTILE_PASSWORD".into(), "hostile-pa55word".into()));
+    let mut ferry = Ferry::new(
+        &config(&hostile, &src, &dst, bounds),
+        "1MiB",
+        &[("p.toml", POLICIES)],
+    );
+    ferry
+        .env
+        .push(("HOSTILE_PASSWORD".into(), "hostile-pa55word".into()));
     let started = Instant::now();
     let run = ferry.run(&["sync"]);
     let took = started.elapsed();
@@ -65,9 +81,23 @@ async fn every_lie_ends_its_repository_alone_and_the_rest_of_the_run_completes()
     assert_eq!(run.summary("failures"), 10, "{err}");
     // The trickle is retried from where the target stands, a bounded number of times.
     assert!(took < Duration::from_secs(75), "took {took:?}");
-    assert!(hostile.pages.load(Ordering::SeqCst) <= 501, "listing went on past the limit");
+    assert!(
+        hostile.pages.load(Ordering::SeqCst) <= 501,
+        "listing went on past the limit"
+    );
     let d = Reader::new(&dst.url);
-    for repo in ["endless", "deep", "evil", "notjson", "liar", "huge", "wide", "trickle", "badjson", "wrongtype"] {
+    for repo in [
+        "endless",
+        "deep",
+        "evil",
+        "notjson",
+        "liar",
+        "huge",
+        "wide",
+        "trickle",
+        "badjson",
+        "wrongtype",
+    ] {
         assert!(d.tags(repo).await.is_empty(), "{repo} reached the target");
     }
     // Honest repositories of the same source: plain, slow but moving (8 s with 3 s request
@@ -77,17 +107,44 @@ async fn every_lie_ends_its_repository_alone_and_the_rest_of_the_run_completes()
     for repo in ["fine", "slow", "moved", "looping"] {
         assert_eq!(d.tags(repo).await, ["1.0"], "{repo}");
     }
-    assert!(hostile.store_gets.load(Ordering::SeqCst) >= 1, "the redirect was followed");
-    assert_eq!(hostile.store_auth.load(Ordering::SeqCst), 0, "credentials went to another host");
+    assert!(
+        hostile.store_gets.load(Ordering::SeqCst) >= 1,
+        "the redirect was followed"
+    );
+    assert_eq!(
+        hostile.store_auth.load(Ordering::SeqCst),
+        0,
+        "credentials went to another host"
+    );
     assert_same_image(&Reader::new(&src.url), &d, "app-000", "app-000", "1.0.0").await;
 
     // A listing that is slow rather than long ends on its clock.
-    let endless_only = POLICIES.replacen("repositories = [\"endless\", ", "repositories = [\"endless\"]\n# ", 1);
-    let mut ferry = Ferry::new(&config(&hostile, &src, &dst, "list_timeout = \"2s\"\n"), "1MiB", &[("p.toml", &endless_only)]);
-    ferry.env.push(("HOSTILE_PASSWORD".into(), "hostile-pa55word".into()));
+    let endless_only = POLICIES.replacen(
+        "repositories = [\"endless\", ",
+        "repositories = [\"endless\"]\n# ",
+        1,
+    );
+    let mut ferry = Ferry::new(
+        &config(&hostile, &src, &dst, "list_timeout = \"2s\"\n"),
+        "1MiB",
+        &[("p.toml", &endless_only)],
+    );
+    ferry
+        .env
+        .push(("HOSTILE_PASSWORD".into(), "hostile-pa55word".into()));
     let started = Instant::now();
     let run = ferry.run(&["sync", "--policy", "lies"]);
     run.assert_code(1);
-    assert!(run.all().lines().any(|l| l.contains("endless") && l.contains("still listing after 2s")), "{}", run.all());
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        run.all()
+            .lines()
+            .any(|l| l.contains("endless") && l.contains("still listing after 2s")),
+        "{}",
+        run.all()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }

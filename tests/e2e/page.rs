@@ -10,8 +10,19 @@ use crate::support::{daemon_get, free_port, wait_for, Daemon, Ferry};
 /// fetches, no first-run work), in its own profile folder.
 fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(chromium_bin().expect("checked by the test"))
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
@@ -21,17 +32,40 @@ fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn chromium_bin() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|b| std::process::Command::new("sh").arg("-c").arg(format!("command -v {b}")).output().is_ok_and(|o| o.status.success()))
+        .find(|b| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {b}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
 }
 
 #[tokio::test]
 async fn the_status_page_shows_every_policy_in_a_browser() {
     if chromium_bin().is_none() {
-        return crate::support::disk::skipped("no Chromium: apt-get install -y chromium (scripts/test.sh does, as root)");
+        return crate::support::disk::skipped(
+            "no Chromium: apt-get install -y chromium (scripts/test.sh does, as root)",
+        );
     }
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    let locked = TestRegistry::start_with(RegistryOpts { basic: Some(("u".into(), "p".into())), ..Default::default() });
-    Pusher::new(&src.url).image("app", "v1", &images::image(Format::Oci, &[&images::layer(81, 20_000)], "amd64", None, "page")).await;
+    let locked = TestRegistry::start_with(RegistryOpts {
+        basic: Some(("u".into(), "p".into())),
+        ..Default::default()
+    });
+    Pusher::new(&src.url)
+        .image(
+            "app",
+            "v1",
+            &images::image(
+                Format::Oci,
+                &[&images::layer(81, 20_000)],
+                "amd64",
+                None,
+                "page",
+            ),
+        )
+        .await;
     let port = free_port();
     let regs = format!(
         "[registries.src]\nurl = \"{}\"\n[registries.dst]\nurl = \"{}\"\n[registries.locked]\nurl = \"{}\"\n",
@@ -46,36 +80,85 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
         &[
             ("a.toml", &policy("mirror", "dst", "")),
             ("b.toml", &policy("locked-out", "locked", "")),
-            ("c.toml", &policy("signed-only", "dst", "target_repository = \"s/{name}\"\n[policy.require]\nsignature = true\n")),
+            (
+                "c.toml",
+                &policy(
+                    "signed-only",
+                    "dst",
+                    "target_repository = \"s/{name}\"\n[policy.require]\nsignature = true\n",
+                ),
+            ),
         ],
     );
     let cfg = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"), 1)).unwrap();
+    std::fs::write(
+        f.config(),
+        cfg.replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
     let daemon = Daemon::start(&f, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
-    let all_ran = || async { daemon_get(port, "/status").await.is_some_and(|(_, b)| b.matches("\"outcome\"").count() >= 3) };
+    let all_ran = || async {
+        daemon_get(port, "/status")
+            .await
+            .is_some_and(|(_, b)| b.matches("\"outcome\"").count() >= 3)
+    };
     assert!(wait_for(30, all_ran).await, "{}", daemon.log());
 
     let (code, html) = daemon_get(port, "/").await.unwrap();
     assert_eq!(code, 200);
-    assert!(html.contains("http-equiv=refresh") && !html.contains("<script") && !html.contains("src=\"http"), "self-contained");
+    assert!(
+        html.contains("http-equiv=refresh")
+            && !html.contains("<script")
+            && !html.contains("src=\"http"),
+        "self-contained"
+    );
 
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/");
     let dom = chromium(profile.path(), &["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for (policy, outcome) in [("mirror", "ok"), ("locked-out", "failed"), ("signed-only", "ok")] {
+    for (policy, outcome) in [
+        ("mirror", "ok"),
+        ("locked-out", "failed"),
+        ("signed-only", "ok"),
+    ] {
         let row = format!("<tr data-policy=\"{policy}\" data-outcome=\"{outcome}\">");
-        assert!(dom.contains(&row), "no row `{row}` in the DOM Chromium built:\n{dom}");
+        assert!(
+            dom.contains(&row),
+            "no row `{row}` in the DOM Chromium built:\n{dom}"
+        );
     }
-    assert!(dom.contains("app:v1 → dst: no signature (require.signature)"), "the held tag and why:\n{dom}");
-    assert!(dom.contains("none are configured"), "the failure's reason:\n{dom}");
+    assert!(
+        dom.contains("app:v1 → dst: no signature (require.signature)"),
+        "the held tag and why:\n{dom}"
+    );
+    assert!(
+        dom.contains("none are configured"),
+        "the failure's reason:\n{dom}"
+    );
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
-    let out = chromium(profile.path(), &["--window-size=1400,900", &format!("--screenshot={}", shot.display()), &url]);
-    let png = std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    let out = chromium(
+        profile.path(),
+        &[
+            "--window-size=1400,900",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+    );
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     eprintln!("status page screenshot: {}", shot.display());
     assert_eq!(daemon.stop().0, 0);
 }

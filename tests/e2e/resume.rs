@@ -26,24 +26,41 @@ async fn setup() -> Setup {
     Pusher::new(&src.url).image("big", "v1", &image).await;
     let proxy = Proxy::start(dst.host());
     proxy.set_rate(4 << 20);
-    let regs = format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n", src.url, proxy.url());
+    let regs = format!(
+        "[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n",
+        src.url,
+        proxy.url()
+    );
     let policy = "[[policy]]\nname = \"big\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"big\"]\n";
     let ferry = Ferry::new(&regs, "1MiB", &[("big.toml", policy)]);
-    Setup { src, _dst: dst, proxy, ferry, image }
+    Setup {
+        src,
+        _dst: dst,
+        proxy,
+        ferry,
+        image,
+    }
 }
 
 async fn assert_complete(s: &Setup) {
     let d = Reader::new(&s.proxy.url());
     crate::support::assert_same_image(&Reader::new(&s.src.url), &d, "big", "big", "v1").await;
     let layer = &s.image.blobs[1];
-    assert_eq!(images::sha256(&d.blob("big", &layer.digest).await), layer.digest, "target layer content");
+    assert_eq!(
+        images::sha256(&d.blob("big", &layer.digest).await),
+        layer.digest,
+        "target layer content"
+    );
 }
 
 #[tokio::test]
 async fn sigint_mid_upload_then_rerun_resends_at_most_one_chunk() {
     let s = setup().await;
     let child = s.ferry.spawn(&["sync"]);
-    assert!(wait_until(60, || s.proxy.sent() > 6 << 20), "upload did not start");
+    assert!(
+        wait_until(60, || s.proxy.sent() > 6 << 20),
+        "upload did not start"
+    );
     signal(&child, "INT");
     let first = crate::support::Run::from(child.wait_with_output().unwrap());
     first.assert_code(1);
@@ -53,22 +70,40 @@ async fn sigint_mid_upload_then_rerun_resends_at_most_one_chunk() {
     let status = s.ferry.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let inflight = &v["uploads_in_flight"][0];
-    let offset = inflight["offset"].as_u64().expect("an upload in flight after SIGINT");
-    assert!(offset >= 5 * CHUNK && offset.is_multiple_of(CHUNK), "checkpoint at a chunk boundary: {offset}");
+    let offset = inflight["offset"]
+        .as_u64()
+        .expect("an upload in flight after SIGINT");
+    assert!(
+        offset >= 5 * CHUNK && offset.is_multiple_of(CHUNK),
+        "checkpoint at a chunk boundary: {offset}"
+    );
     assert_eq!(v["runs"][0]["outcome"], "interrupted");
 
     s.proxy.set_rate(0);
     let second = s.ferry.run(&["sync"]);
     second.assert_code(0);
     let sent_second = s.proxy.sent() - sent_first;
-    let total = s.image.blobs.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+    let total = s
+        .image
+        .blobs
+        .iter()
+        .map(|b| b.bytes.len() as u64)
+        .sum::<u64>();
     // Everything both runs sent, less the image itself: what was sent twice, plus request
     // headers and the manifest. At most one chunk.
     let resent = (sent_first + sent_second).saturating_sub(total);
-    assert!(resent <= CHUNK, "resent {resent} bytes (first run {sent_first}, second {sent_second}, image {total})");
-    assert!(sent_second < total - offset + CHUNK, "second run sent {sent_second}, expected about {}", total - offset);
+    assert!(
+        resent <= CHUNK,
+        "resent {resent} bytes (first run {sent_first}, second {sent_second}, image {total})"
+    );
+    assert!(
+        sent_second < total - offset + CHUNK,
+        "second run sent {sent_second}, expected about {}",
+        total - offset
+    );
     assert_complete(&s).await;
-    let v: serde_json::Value = serde_json::from_str(&s.ferry.run(&["status", "--json"]).stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ferry.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(v["uploads_in_flight"].as_array().unwrap().len(), 0);
 }
 
@@ -76,7 +111,10 @@ async fn sigint_mid_upload_then_rerun_resends_at_most_one_chunk() {
 async fn kill9_mid_upload_then_rerun_completes_with_right_digests() {
     let s = setup().await;
     let mut child = s.ferry.spawn(&["sync"]);
-    assert!(wait_until(60, || s.proxy.sent() > 5 << 20), "upload did not start");
+    assert!(
+        wait_until(60, || s.proxy.sent() > 5 << 20),
+        "upload did not start"
+    );
     signal(&child, "KILL");
     child.wait().unwrap();
     s.proxy.set_rate(0);

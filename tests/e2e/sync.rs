@@ -3,14 +3,20 @@ use crate::support::registry::TestRegistry;
 use crate::support::{assert_same_image, Ferry, Reader};
 
 fn two_registries(src: &TestRegistry, dst: &TestRegistry) -> String {
-    format!("[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n", src.url, dst.url)
+    format!(
+        "[registries.src]\nurl = \"{}\"\n\n[registries.dst]\nurl = \"{}\"\n",
+        src.url, dst.url
+    )
 }
 
 const MIRROR_ALL: &str = "[[policy]]\nname = \"mirror\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-*\"]\n";
 
 /// Lines of the target's access log for one upload method and digest.
 fn log_count(reg: &TestRegistry, method: &str, needle: &str) -> usize {
-    reg.log().lines().filter(|l| l.contains(&format!("\"{method} /v2/")) && l.contains(needle)).count()
+    reg.log()
+        .lines()
+        .filter(|l| l.contains(&format!("\"{method} /v2/")) && l.contains(needle))
+        .count()
 }
 
 #[tokio::test]
@@ -18,9 +24,18 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     // 4 repositories sharing one base layer; OCI and Docker formats alternate; app-002 is
     // multi-arch (an OCI index); each repository has a signature tag.
-    let spec = CorpusSpec { repos: 4, tags: 2, index_every: 3, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 4,
+        tags: 2,
+        index_every: 3,
+        ..CorpusSpec::default()
+    };
     let corpus = push_corpus(&src.url, &spec).await;
-    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", MIRROR_ALL)]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "64KiB",
+        &[("mirror.toml", MIRROR_ALL)],
+    );
 
     let run = ferry.run(&["sync"]);
     run.assert_code(0);
@@ -30,43 +45,86 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
     let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
     for (repo, tag, digest) in &corpus.tags {
         assert_same_image(&s, &d, repo, repo, tag).await;
-        assert_eq!(&images::sha256(&d.manifest(repo, tag).await.unwrap()), digest);
+        assert_eq!(
+            &images::sha256(&d.manifest(repo, tag).await.unwrap()),
+            digest
+        );
     }
     // The amd64 base layer is in all four repositories: uploaded once, mounted three times.
     let base = images::layer(spec.seed * 1000, spec.base_size).blob.digest;
     let hex = &base["sha256:".len()..];
     assert_eq!(log_count(&dst, "PUT", hex), 1, "base layer uploads");
-    assert_eq!(log_count(&dst, "POST", &format!("mount=sha256%3A{hex}")), 3, "base layer mounts");
+    assert_eq!(
+        log_count(&dst, "POST", &format!("mount=sha256%3A{hex}")),
+        3,
+        "base layer mounts"
+    );
     assert!(run.summary("mounted") >= 3);
     // The base is 512 KiB and chunks are 64 KiB: the upload really was chunked.
-    assert!(log_count(&dst, "PATCH", "") >= 7, "expected chunked PATCH uploads");
+    assert!(
+        log_count(&dst, "PATCH", "") >= 7,
+        "expected chunked PATCH uploads"
+    );
 
     // Nothing changed: no blob, no manifest, one HEAD per tag on the source and none on the
     // target (ferry wrote those tags and trusts them until verify_interval): the target
     // gets its tag lists and nothing else.
-    let (writes_before, heads_src, heads_dst) =
-        (dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), src.requests("HEAD"), dst.requests("HEAD"));
+    let (writes_before, heads_src, heads_dst) = (
+        dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"),
+        src.requests("HEAD"),
+        dst.requests("HEAD"),
+    );
     let gets_dst = dst.requests("GET");
     let again = ferry.run(&["sync"]);
     again.assert_code(0);
-    assert_eq!((again.summary("copied"), again.summary("uploaded"), again.summary("written")), (0, 0, 0));
-    assert_eq!(again.summary("in") as usize, corpus.tags.len(), "all tags in sync");
-    assert_eq!(dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), writes_before, "no writes on a no-op sync");
-    assert_eq!(src.requests("HEAD") - heads_src, corpus.tags.len(), "source HEADs");
+    assert_eq!(
+        (
+            again.summary("copied"),
+            again.summary("uploaded"),
+            again.summary("written")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        again.summary("in") as usize,
+        corpus.tags.len(),
+        "all tags in sync"
+    );
+    assert_eq!(
+        dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"),
+        writes_before,
+        "no writes on a no-op sync"
+    );
+    assert_eq!(
+        src.requests("HEAD") - heads_src,
+        corpus.tags.len(),
+        "source HEADs"
+    );
     assert_eq!(dst.requests("HEAD") - heads_dst, 0, "target HEADs");
-    assert_eq!(dst.requests("GET") - gets_dst, spec.repos, "target GETs: one tag list per repository");
+    assert_eq!(
+        dst.requests("GET") - gets_dst,
+        spec.repos,
+        "target GETs: one tag list per repository"
+    );
     // --verify asks the target about every tag again.
     let verified = ferry.run(&["sync", "--verify"]);
     verified.assert_code(0);
     assert_eq!(verified.summary("in") as usize, corpus.tags.len());
-    assert_eq!(dst.requests("HEAD") - heads_dst, corpus.tags.len(), "target HEADs with --verify");
+    assert_eq!(
+        dst.requests("HEAD") - heads_dst,
+        corpus.tags.len(),
+        "target HEADs with --verify"
+    );
 
     let status = ferry.run(&["status", "--json"]);
     status.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(v["runs"][0]["policy"], "mirror");
     assert_eq!(v["runs"][0]["outcome"], "ok");
-    assert_eq!(v["runs"][0]["counts"]["tags_in_sync"].as_u64().unwrap() as usize, corpus.tags.len());
+    assert_eq!(
+        v["runs"][0]["counts"]["tags_in_sync"].as_u64().unwrap() as usize,
+        corpus.tags.len()
+    );
 }
 
 /// Trust has limits: a target tag moved behind ferry's back stays wrong until a run asks
@@ -75,14 +133,30 @@ async fn full_sync_is_byte_exact_uploads_shared_layers_once_and_a_second_sync_se
 #[tokio::test]
 async fn target_tags_moved_or_deleted_behind_ferrys_back_are_repaired() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    let spec = CorpusSpec { repos: 1, tags: 2, index_every: 0, sign: false, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 1,
+        tags: 2,
+        index_every: 0,
+        sign: false,
+        ..CorpusSpec::default()
+    };
     let corpus = push_corpus(&src.url, &spec).await;
     let policy = |verify: &str| format!("{MIRROR_ALL}verify_interval = \"{verify}\"\n");
-    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", &policy("24h"))]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "1MiB",
+        &[("mirror.toml", &policy("24h"))],
+    );
     ferry.run(&["sync"]).assert_code(0);
     let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
     let (repo, tag, _) = &corpus.tags[0];
-    let intruder = images::image(Format::Oci, &[&images::layer(4242, 10_000)], "amd64", None, "intruder");
+    let intruder = images::image(
+        Format::Oci,
+        &[&images::layer(4242, 10_000)],
+        "amd64",
+        None,
+        "intruder",
+    );
     let overwrite = |tag: String| {
         let (url, img) = (dst.url.clone(), intruder.clone());
         async move { Pusher::new(&url).image(repo, &tag, &img).await }
@@ -90,7 +164,11 @@ async fn target_tags_moved_or_deleted_behind_ferrys_back_are_repaired() {
 
     overwrite(tag.clone()).await;
     ferry.run(&["sync"]).assert_code(0);
-    assert_eq!(images::sha256(&d.manifest(repo, tag).await.unwrap()), intruder.digest, "trusted within verify_interval");
+    assert_eq!(
+        images::sha256(&d.manifest(repo, tag).await.unwrap()),
+        intruder.digest,
+        "trusted within verify_interval"
+    );
     let run = ferry.run(&["sync", "--verify"]);
     run.assert_code(0);
     assert_eq!(run.summary("copied"), 1, "{}", run.all());
@@ -100,19 +178,33 @@ async fn target_tags_moved_or_deleted_behind_ferrys_back_are_repaired() {
     overwrite(tag.clone()).await;
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let run = ferry.run(&["sync"]);
-    assert_eq!(run.summary("copied"), 1, "a run after verify_interval repairs: {}", run.all());
+    assert_eq!(
+        run.summary("copied"),
+        1,
+        "a run after verify_interval repairs: {}",
+        run.all()
+    );
     assert_same_image(&s, &d, repo, repo, tag).await;
 
     // Deleted on the target: gone from its tag list, so copied again whatever ferry remembers.
     let other = &corpus.tags[1].1;
     let digest = images::sha256(&d.manifest(repo, other).await.unwrap());
-    let rsp =
-        crate::support::http_client().build().unwrap().delete(format!("{}/v2/{repo}/manifests/{digest}", dst.url)).send().await.unwrap();
+    let rsp = crate::support::http_client()
+        .build()
+        .unwrap()
+        .delete(format!("{}/v2/{repo}/manifests/{digest}", dst.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 202);
     std::fs::write(ferry.path().join("policies/mirror.toml"), policy("24h")).unwrap();
     let run = ferry.run(&["sync"]);
     // Distribution deletes manifests: every tag of that manifest (`latest` too) went.
-    let sharing = corpus.tags.iter().filter(|(_, _, dg)| *dg == digest).count();
+    let sharing = corpus
+        .tags
+        .iter()
+        .filter(|(_, _, dg)| *dg == digest)
+        .count();
     assert_eq!(run.summary("copied") as usize, sharing, "{}", run.all());
     for (_, t, _) in &corpus.tags {
         assert_same_image(&s, &d, repo, repo, t).await;
@@ -122,14 +214,30 @@ async fn target_tags_moved_or_deleted_behind_ferrys_back_are_repaired() {
 #[tokio::test]
 async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    let spec = CorpusSpec { repos: 1, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 1,
+        tags: 1,
+        index_every: 0,
+        sign: false,
+        ..CorpusSpec::default()
+    };
     push_corpus(&src.url, &spec).await;
     let strict = "[[policy]]\nname = \"strict\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\"]\ntarget_repository = \"prod/{name}\"\noverwrite = false\n";
-    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", MIRROR_ALL), ("strict.toml", strict)]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "1MiB",
+        &[("mirror.toml", MIRROR_ALL), ("strict.toml", strict)],
+    );
     ferry.run(&["sync"]).assert_code(0);
 
     // Move 1.0.0 on the source to a new image.
-    let new = images::image(Format::Oci, &[&images::layer(777, 40_000)], "amd64", None, "moved");
+    let new = images::image(
+        Format::Oci,
+        &[&images::layer(777, 40_000)],
+        "amd64",
+        None,
+        "moved",
+    );
     Pusher::new(&src.url).image("app-000", "1.0.0", &new).await;
 
     let plan = ferry.run(&["plan", "--json"]);
@@ -150,29 +258,53 @@ async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(actions.contains(&("mirror".into(), "move".into())), "{actions:?}");
-    assert!(actions.contains(&("strict".into(), "conflict".into())), "{actions:?}");
+    assert!(
+        actions.contains(&("mirror".into(), "move".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("strict".into(), "conflict".into())),
+        "{actions:?}"
+    );
 
     let run = ferry.run(&["sync"]);
     run.assert_code(0);
     assert_eq!(run.summary("conflicts"), 1);
     let d = Reader::new(&dst.url);
-    assert_eq!(images::sha256(&d.manifest("app-000", "1.0.0").await.unwrap()), new.digest, "mirror moved the tag");
-    assert_ne!(images::sha256(&d.manifest("prod/app-000", "1.0.0").await.unwrap()), new.digest, "strict policy left the tag");
+    assert_eq!(
+        images::sha256(&d.manifest("app-000", "1.0.0").await.unwrap()),
+        new.digest,
+        "mirror moved the tag"
+    );
+    assert_ne!(
+        images::sha256(&d.manifest("prod/app-000", "1.0.0").await.unwrap()),
+        new.digest,
+        "strict policy left the tag"
+    );
     assert_same_image(&Reader::new(&src.url), &d, "app-000", "app-000", "1.0.0").await;
 }
 
 #[tokio::test]
 async fn a_failing_repository_does_not_stop_the_others() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    let spec = CorpusSpec { repos: 2, tags: 1, index_every: 0, sign: false, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 2,
+        tags: 1,
+        index_every: 0,
+        sign: false,
+        ..CorpusSpec::default()
+    };
     push_corpus(&src.url, &spec).await;
     let policy =
         "[[policy]]\nname = \"some\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"no-such-repo\", \"app-001\"]\n";
     let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("p.toml", policy)]);
     let run = ferry.run(&["sync"]);
     run.assert_code(1);
-    assert!(run.stderr.contains("no-such-repo") && run.stderr.contains("not found"), "{}", run.all());
+    assert!(
+        run.stderr.contains("no-such-repo") && run.stderr.contains("not found"),
+        "{}",
+        run.all()
+    );
     assert_eq!(run.summary("failures"), 1);
     let (s, d) = (Reader::new(&src.url), Reader::new(&dst.url));
     for repo in ["app-000", "app-001"] {
@@ -183,25 +315,67 @@ async fn a_failing_repository_does_not_stop_the_others() {
 #[tokio::test]
 async fn plan_reports_what_is_missing_and_writes_nothing() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    let spec = CorpusSpec { repos: 2, tags: 2, index_every: 2, sign: false, ..CorpusSpec::default() };
+    let spec = CorpusSpec {
+        repos: 2,
+        tags: 2,
+        index_every: 2,
+        sign: false,
+        ..CorpusSpec::default()
+    };
     let corpus = push_corpus(&src.url, &spec).await;
-    let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("mirror.toml", MIRROR_ALL)]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "1MiB",
+        &[("mirror.toml", MIRROR_ALL)],
+    );
     let plan = ferry.run(&["plan", "--json"]);
     plan.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    let creates: usize =
-        v.as_array().unwrap().iter().map(|p| p["tags"].as_array().unwrap().iter().filter(|t| t["action"] == "create").count()).sum();
+    let creates: usize = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["action"] == "create")
+                .count()
+        })
+        .sum();
     assert_eq!(creates, corpus.tags.len());
-    let blob_bytes: u64 =
-        v.as_array().unwrap().iter().flat_map(|p| p["blobs"].as_object().unwrap().values()).map(|b| b["size"].as_u64().unwrap()).sum();
-    assert!(blob_bytes >= corpus.bytes / 2, "plan counts blob bytes: {blob_bytes}");
+    let blob_bytes: u64 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["blobs"].as_object().unwrap().values())
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    assert!(
+        blob_bytes >= corpus.bytes / 2,
+        "plan counts blob bytes: {blob_bytes}"
+    );
     // The multi-arch repository lists its three children besides the index.
-    let multi = v.as_array().unwrap().iter().find(|p| p["source_repository"] == "app-001").unwrap();
+    let multi = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source_repository"] == "app-001")
+        .unwrap();
     assert_eq!(multi["manifests"].as_object().unwrap().len(), 2 * 4);
-    assert_eq!(dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"), 0, "plan wrote to the target");
+    assert_eq!(
+        dst.requests("PUT") + dst.requests("POST") + dst.requests("PATCH"),
+        0,
+        "plan wrote to the target"
+    );
     let text = ferry.run(&["sync", "--dry-run"]);
     text.assert_code(0);
-    assert!(text.stdout.contains("app-000 → dst/app-000:") && text.stdout.contains("to create"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("app-000 → dst/app-000:") && text.stdout.contains("to create"),
+        "{}",
+        text.stdout
+    );
     assert!(Reader::new(&dst.url).tags("app-000").await.is_empty());
 }
 
@@ -215,7 +389,10 @@ async fn a_source_serving_corrupt_bytes_never_reaches_the_target() {
     p.image("app-000", "1.0.0", &img).await;
     // Flip bytes in the stored layer, keeping its size: Distribution serves it as it is.
     let hex = &app.blob.digest["sha256:".len()..];
-    let path = src.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let path = src.dir.path().join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
     let mut bytes = std::fs::read(&path).unwrap();
     for b in bytes.iter_mut().skip(1000).take(64) {
         *b ^= 0xff;
@@ -223,23 +400,56 @@ async fn a_source_serving_corrupt_bytes_never_reaches_the_target() {
     std::fs::write(&path, bytes).unwrap();
 
     // Small chunks: the bad bytes are detected at the end, after several PATCHes went out.
-    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", MIRROR_ALL)]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "64KiB",
+        &[("mirror.toml", MIRROR_ALL)],
+    );
     let run = ferry.run(&["sync"]);
     run.assert_code(1);
-    assert!(run.stderr.contains(&format!("source sent blob {} with the wrong content", app.blob.digest)), "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "source sent blob {} with the wrong content",
+            app.blob.digest
+        )),
+        "{}",
+        run.all()
+    );
     let d = Reader::new(&dst.url);
-    assert!(d.manifest("app-000", "1.0.0").await.is_none(), "tag written over a broken image");
-    assert_eq!(d.blob_size("app-000", &app.blob.digest).await, None, "corrupt blob committed");
-    assert_eq!(d.blob_size("app-000", &good.blob.digest).await, Some(good.blob.bytes.len() as u64), "the good layer still copied");
-    let v: serde_json::Value = serde_json::from_str(&ferry.run(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(v["uploads_in_flight"].as_array().unwrap().len(), 0, "no upload left to resume");
+    assert!(
+        d.manifest("app-000", "1.0.0").await.is_none(),
+        "tag written over a broken image"
+    );
+    assert_eq!(
+        d.blob_size("app-000", &app.blob.digest).await,
+        None,
+        "corrupt blob committed"
+    );
+    assert_eq!(
+        d.blob_size("app-000", &good.blob.digest).await,
+        Some(good.blob.bytes.len() as u64),
+        "the good layer still copied"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        v["uploads_in_flight"].as_array().unwrap().len(),
+        0,
+        "no upload left to resume"
+    );
     assert_eq!(v["runs"][0]["outcome"], "failed");
 }
 
 #[tokio::test]
 async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
     let src = TestRegistry::start();
-    let img = images::image(Format::Oci, &[&images::layer(31337, 3 << 20)], "amd64", None, "limited");
+    let img = images::image(
+        Format::Oci,
+        &[&images::layer(31337, 3 << 20)],
+        "amd64",
+        None,
+        "limited",
+    );
     Pusher::new(&src.url).image("app-000", "1.0.0", &img).await;
     // The target's limit caps uploads, the source's caps downloads, the daemon's all uploads.
     for (name, src_limit, dst_limit, daemon_limit) in [
@@ -250,13 +460,28 @@ async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
         let dst = TestRegistry::start();
         let regs = format!("[registries.src]\nurl = \"{}\"\n{src_limit}\n[registries.dst]\nurl = \"{}\"\n{dst_limit}", src.url, dst.url);
         let ferry = Ferry::new(&regs, "256KiB", &[("mirror.toml", MIRROR_ALL)]);
-        let cfg = std::fs::read_to_string(ferry.config()).unwrap().replacen("[daemon]\n", &format!("[daemon]\n{daemon_limit}"), 1);
+        let cfg = std::fs::read_to_string(ferry.config()).unwrap().replacen(
+            "[daemon]\n",
+            &format!("[daemon]\n{daemon_limit}"),
+            1,
+        );
         std::fs::write(ferry.config(), cfg).unwrap();
         let started = std::time::Instant::now();
         ferry.run(&["sync"]).assert_code(0);
         // 3 MiB at 1 MiB/s with a one-second burst: at least two seconds.
-        assert!(started.elapsed() >= std::time::Duration::from_millis(1900), "{name} limit not applied: {:?}", started.elapsed());
-        assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "app-000", "app-000", "1.0.0").await;
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(1900),
+            "{name} limit not applied: {:?}",
+            started.elapsed()
+        );
+        assert_same_image(
+            &Reader::new(&src.url),
+            &Reader::new(&dst.url),
+            "app-000",
+            "app-000",
+            "1.0.0",
+        )
+        .await;
     }
 }
 
@@ -266,7 +491,13 @@ async fn catalog_pagination_is_followed_to_the_last_page() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     // Distribution pages its catalog at 1000 repositories: make 1001 cheaply (two mounts and a
     // manifest each), with the only wanted one sorting last, on page two.
-    let img = images::image(Format::Oci, &[&images::layer(5, 4096)], "amd64", None, "paging");
+    let img = images::image(
+        Format::Oci,
+        &[&images::layer(5, 4096)],
+        "amd64",
+        None,
+        "paging",
+    );
     Pusher::new(&src.url).image("aaa-seed", "1.0.0", &img).await;
     let http = crate::support::http_client().build().unwrap();
     let names: Vec<String> = (0..1000).map(|i| format!("pad-{i:04}")).collect();
@@ -275,7 +506,14 @@ async fn catalog_pagination_is_followed_to_the_last_page() {
             let (http, url, img) = (&http, &src.url, &img);
             async move {
                 for b in &img.blobs {
-                    let rsp = http.post(format!("{url}/v2/{repo}/blobs/uploads/?mount={}&from=aaa-seed", b.digest)).send().await.unwrap();
+                    let rsp = http
+                        .post(format!(
+                            "{url}/v2/{repo}/blobs/uploads/?mount={}&from=aaa-seed",
+                            b.digest
+                        ))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(rsp.status(), 201, "mount into {repo}");
                 }
                 let rsp = http
@@ -293,6 +531,18 @@ async fn catalog_pagination_is_followed_to_the_last_page() {
     let policy = "[[policy]]\nname = \"last\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"zz-*\"]\n";
     let ferry = Ferry::new(&two_registries(&src, &dst), "1MiB", &[("p.toml", policy)]);
     ferry.run(&["sync"]).assert_code(0);
-    assert_same_image(&Reader::new(&src.url), &Reader::new(&dst.url), "zz-last", "zz-last", "1.0.0").await;
-    assert!(src.log().lines().any(|l| l.contains("\"GET /v2/_catalog?") && l.contains("last=")), "second catalog page requested");
+    assert_same_image(
+        &Reader::new(&src.url),
+        &Reader::new(&dst.url),
+        "zz-last",
+        "zz-last",
+        "1.0.0",
+    )
+    .await;
+    assert!(
+        src.log()
+            .lines()
+            .any(|l| l.contains("\"GET /v2/_catalog?") && l.contains("last=")),
+        "second catalog page requested"
+    );
 }

@@ -10,7 +10,10 @@ const GOOD: &str = "[[policy]]\nname = \"ok\"\nsource = \"central\"\ntargets = [
 fn check(policy: &str) -> (i32, String) {
     let f = Ferry::new(REGS, "1MiB", &[("p.toml", policy)]);
     let run = f.run(&["validate"]);
-    (run.code, run.stderr.replace(&f.path().display().to_string(), "DIR"))
+    (
+        run.code,
+        run.stderr.replace(&f.path().display().to_string(), "DIR"),
+    )
 }
 
 fn assert_error(policy: &str, want: &str) {
@@ -29,13 +32,19 @@ fn good_policy_is_valid() {
 
 #[test]
 fn bad_toml_points_at_the_line() {
-    assert_error("[[policy]]\nname = \"x\nsource = \"central\"\n", "DIR/policies/p.toml:2:");
+    assert_error(
+        "[[policy]]\nname = \"x\nsource = \"central\"\n",
+        "DIR/policies/p.toml:2:",
+    );
 }
 
 #[test]
 fn unknown_field_is_an_error() {
     let p = format!("{GOOD}schedual = \"*/5 * * * *\"\n");
-    assert_error(&p, "DIR/policies/p.toml:6:1: unknown field `schedual`, expected one of");
+    assert_error(
+        &p,
+        "DIR/policies/p.toml:6:1: unknown field `schedual`, expected one of",
+    );
 }
 
 #[test]
@@ -46,7 +55,11 @@ fn unknown_registry_is_named() {
 
 #[test]
 fn duplicate_policy_names_show_both_places() {
-    let f = Ferry::new(REGS, "1MiB", &[("a.toml", GOOD), ("b.toml", &format!("\n{GOOD}"))]);
+    let f = Ferry::new(
+        REGS,
+        "1MiB",
+        &[("a.toml", GOOD), ("b.toml", &format!("\n{GOOD}"))],
+    );
     let run = f.run(&["validate"]);
     run.assert_code(2);
     let err = run.stderr.replace(&f.path().display().to_string(), "DIR");
@@ -55,20 +68,35 @@ fn duplicate_policy_names_show_both_places() {
 
 #[test]
 fn invalid_regex_and_glob_are_reported_together() {
-    let p = format!("{}exclude_repositories = [\"apps/[z\"]\n[policy.tags]\ninclude = ['^v(\\d+']\n", GOOD);
+    let p = format!(
+        "{}exclude_repositories = [\"apps/[z\"]\n[policy.tags]\ninclude = ['^v(\\d+']\n",
+        GOOD
+    );
     let (code, err) = check(&p);
     assert_eq!(code, 2);
-    assert!(err.contains("DIR/policies/p.toml:6:25: policy `ok`: exclude_repositories: invalid glob"), "{err}");
-    assert!(err.contains("DIR/policies/p.toml:8:12: policy `ok`: tags.include: invalid regex"), "{err}");
+    assert!(
+        err.contains("DIR/policies/p.toml:6:25: policy `ok`: exclude_repositories: invalid glob"),
+        "{err}"
+    );
+    assert!(
+        err.contains("DIR/policies/p.toml:8:12: policy `ok`: tags.include: invalid regex"),
+        "{err}"
+    );
     assert!(err.contains("2 problems found"), "{err}");
 }
 
 #[test]
 fn bad_schedule_and_bad_repository_name() {
-    let p = GOOD.replace("repositories = [\"base/*\"]", "repositories = [\"Base/App\"]\nschedule = \"*/5 * *\"");
+    let p = GOOD.replace(
+        "repositories = [\"base/*\"]",
+        "repositories = [\"Base/App\"]\nschedule = \"*/5 * *\"",
+    );
     let (code, err) = check(&p);
     assert_eq!(code, 2);
-    assert!(err.contains("p.toml:5:17: policy `ok`: repositories: invalid repository name `Base/App`"), "{err}");
+    assert!(
+        err.contains("p.toml:5:17: policy `ok`: repositories: invalid repository name `Base/App`"),
+        "{err}"
+    );
     assert!(
         err.contains("p.toml:6:12: policy `ok`: schedule: expected 5 fields (crontab, minute first) or 6 (seconds first), got 3"),
         "{err}"
@@ -77,10 +105,19 @@ fn bad_schedule_and_bad_repository_name() {
 
 #[test]
 fn bad_main_config_field() {
-    let f = Ferry::new(&format!("{REGS}\n[registries.x]\nurl = \"ftp://nope\"\n"), "1 parsec", &[("p.toml", GOOD)]);
+    let f = Ferry::new(
+        &format!("{REGS}\n[registries.x]\nurl = \"ftp://nope\"\n"),
+        "1 parsec",
+        &[("p.toml", GOOD)],
+    );
     let run = f.run(&["validate"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("ferry.toml:4:14: daemon.chunk_size: unknown size unit `parsec`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("ferry.toml:4:14: daemon.chunk_size: unknown size unit `parsec`"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("ferry.toml:14:7: registries.x.url: `ftp://nope` must be an http:// or https:// URL with a host"),
         "{}",
@@ -91,23 +128,52 @@ fn bad_main_config_field() {
 #[test]
 fn shipped_policies_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let names = ["dockerhub", "private", "central", "edge-paris", "edge-lyon", "dev", "test", "prod", "dr-prod"];
-    let regs: String =
-        names.iter().enumerate().map(|(i, n)| format!("[registries.{n}]\nurl = \"http://127.0.0.1:{}\"\n", 5000 + i)).collect();
+    let names = [
+        "dockerhub",
+        "private",
+        "central",
+        "edge-paris",
+        "edge-lyon",
+        "dev",
+        "test",
+        "prod",
+        "dr-prod",
+    ];
+    let regs: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "[registries.{n}]\nurl = \"http://127.0.0.1:{}\"\n",
+                5000 + i
+            )
+        })
+        .collect();
     let f = Ferry::new(&regs, "16MiB", &[]);
     let (mut files, mut policies) = (0, 0);
     for entry in std::fs::read_dir(root.join("policies")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            policies += std::fs::read_to_string(&path).unwrap().matches("[[policy]]").count();
-            std::fs::copy(&path, f.path().join("policies").join(path.file_name().unwrap())).unwrap();
+            policies += std::fs::read_to_string(&path)
+                .unwrap()
+                .matches("[[policy]]")
+                .count();
+            std::fs::copy(
+                &path,
+                f.path().join("policies").join(path.file_name().unwrap()),
+            )
+            .unwrap();
             files += 1;
         }
     }
     assert!(files >= 4, "expected the example policies in policies/");
     let run = f.run(&["validate"]);
     run.assert_code(0);
-    assert!(run.stdout.contains(&format!(", {policies} policies")), "every shipped policy validated: {}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(", {policies} policies")),
+        "every shipped policy validated: {}",
+        run.stdout
+    );
 }
 
 /// A policy on `central` for `repos`, writing `targets` through `template`.
@@ -130,18 +196,50 @@ fn replication_loops_are_refused_also_through_renames_and_a_second_name_for_a_re
         ),
         "{err}"
     );
-    assert_eq!(err.matches("replication loop").count(), 1, "one loop, reported once: {err}");
+    assert_eq!(
+        err.matches("replication loop").count(),
+        1,
+        "one loop, reported once: {err}"
+    );
 
     // A registry under a second name is the same registry: copying into it under a rename
     // that its own repositories match grows mirror/mirror/... for good.
     let regs = format!("{REGS}\n[registries.alias]\nurl = \"http://127.0.0.1:5000/\"\n");
-    let f = Ferry::new(&regs, "1MiB", &[("p.toml", &flow("self", "central", "\"alias\"", "\"**\"", "mirror/{repository}"))]);
+    let f = Ferry::new(
+        &regs,
+        "1MiB",
+        &[(
+            "p.toml",
+            &flow(
+                "self",
+                "central",
+                "\"alias\"",
+                "\"**\"",
+                "mirror/{repository}",
+            ),
+        )],
+    );
     let run = f.run(&["validate"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("policy `self`: replication loop: central/x → alias/mirror/x (policy `self`)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "policy `self`: replication loop: central/x → alias/mirror/x (policy `self`)"
+        ),
+        "{}",
+        run.stderr
+    );
 
     // The same two registries one way only, or back under a name the first does not read: fine.
-    let (code, err) = check(&format!("{there}\n{}", flow("back", "edge", "\"central\"", "\"mirror/*\"", "from-edge/{name}")));
+    let (code, err) = check(&format!(
+        "{there}\n{}",
+        flow(
+            "back",
+            "edge",
+            "\"central\"",
+            "\"mirror/*\"",
+            "from-edge/{name}"
+        )
+    ));
     assert_eq!(code, 0, "{err}");
 }
 
@@ -169,7 +267,9 @@ fn two_sources_filling_one_target_repository_are_refused() {
     let run = f.run(&["validate"]);
     run.assert_code(0);
     assert!(
-        run.stderr.contains("policy `g2`: writes edge/apps/x from other/apps/x") && run.stderr.contains("if both source registries"),
+        run.stderr
+            .contains("policy `g2`: writes edge/apps/x from other/apps/x")
+            && run.stderr.contains("if both source registries"),
         "{}",
         run.stderr
     );
@@ -179,7 +279,10 @@ fn two_sources_filling_one_target_repository_are_refused() {
 fn target_templates_giving_invalid_names_are_refused() {
     for (template, why) in [
         ("Mirror/{name}", "invalid repository name `Mirror/app`"),
-        ("mirror/../{name}", "invalid repository name `mirror/../app`"),
+        (
+            "mirror/../{name}",
+            "invalid repository name `mirror/../app`",
+        ),
         ("", "invalid repository name ``"),
         ("{name}-", "invalid repository name `app-`"),
     ] {
@@ -198,7 +301,11 @@ fn symlink_loops_huge_files_and_fifos_in_the_policy_folder_are_named_not_followe
     std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
     let big = std::fs::File::create(dir.join("big.toml")).unwrap();
     big.set_len(64 << 20).unwrap(); // sparse: 64 MiB of nothing
-    assert!(std::process::Command::new("mkfifo").arg(dir.join("fifo.toml")).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(dir.join("fifo.toml"))
+        .status()
+        .unwrap()
+        .success());
     let run = f.run(&["validate"]);
     run.assert_code(2);
     let err = run.stderr.replace(&f.path().display().to_string(), "DIR");
@@ -217,9 +324,15 @@ fn schedules_take_an_iana_time_zone() {
     let p = format!("{GOOD}schedule = \"0 9 * * 1-5\"\ntimezone = \"Europe/Paris\"\n");
     assert_eq!(check(&p).0, 0, "{}", check(&p).1);
     let p = format!("{GOOD}schedule = \"0 9 * * 1-5\"\ntimezone = \"Mars/Olympus\"\n");
-    assert_error(&p, "p.toml:7:12: policy `ok`: timezone: unknown time zone `Mars/Olympus` (an IANA name");
+    assert_error(
+        &p,
+        "p.toml:7:12: policy `ok`: timezone: unknown time zone `Mars/Olympus` (an IANA name",
+    );
     let p = format!("{GOOD}interval = \"1h\"\ntimezone = \"Europe/Paris\"\n");
-    assert_error(&p, "p.toml:7:12: policy `ok`: timezone: applies to a schedule; this policy has none");
+    assert_error(
+        &p,
+        "p.toml:7:12: policy `ok`: timezone: applies to a schedule; this policy has none",
+    );
 }
 
 #[test]
@@ -229,19 +342,44 @@ fn completions_load_in_bash_and_the_man_page_covers_every_command() {
     bash.assert_code(0);
     let script = f.path().join("ferry.bash");
     std::fs::write(&script, &bash.stdout).unwrap();
-    let loaded =
-        std::process::Command::new("bash").arg("-c").arg(format!("source {}; complete -p ferry", script.display())).output().unwrap();
-    assert!(String::from_utf8_lossy(&loaded.stdout).contains("-F _ferry"), "{}", String::from_utf8_lossy(&loaded.stderr));
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {}; complete -p ferry", script.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("-F _ferry"),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
     for (shell, marker) in [("zsh", "#compdef ferry"), ("fish", "complete -c ferry")] {
         let out = f.run(&["completions", shell]);
         out.assert_code(0);
-        assert!(out.stdout.contains(marker), "{shell}: {}", &out.stdout[..out.stdout.len().min(300)]);
+        assert!(
+            out.stdout.contains(marker),
+            "{shell}: {}",
+            &out.stdout[..out.stdout.len().min(300)]
+        );
     }
     let man = f.run(&["man"]);
     man.assert_code(0);
-    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH ferry"), "{}", &man.stdout[..300]);
-    for section in ["FERRY VALIDATE", "FERRY PLAN", "FERRY SYNC", "FERRY DAEMON", "FERRY STATUS", "force\\-delete"] {
-        assert!(man.stdout.contains(section), "`{section}` missing from the man page");
+    assert!(
+        man.stdout.starts_with(".ie") || man.stdout.contains(".TH ferry"),
+        "{}",
+        &man.stdout[..300]
+    );
+    for section in [
+        "FERRY VALIDATE",
+        "FERRY PLAN",
+        "FERRY SYNC",
+        "FERRY DAEMON",
+        "FERRY STATUS",
+        "force\\-delete",
+    ] {
+        assert!(
+            man.stdout.contains(section),
+            "`{section}` missing from the man page"
+        );
     }
     f.run(&["completions", "tcsh"]).assert_code(2);
 }
@@ -251,7 +389,8 @@ fn cluster_settings_are_checked_field_by_field() {
     let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
     let path = f.config();
     let text = std::fs::read_to_string(&path).unwrap();
-    let good = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nmember = \"edge-a\"\nlease_ttl = \"5s\"\n";
+    let good =
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nmember = \"edge-a\"\nlease_ttl = \"5s\"\n";
     std::fs::write(&path, format!("{text}\n{good}")).unwrap();
     let run = f.run(&["validate"]);
     run.assert_code(0);
@@ -266,12 +405,21 @@ fn cluster_settings_are_checked_field_by_field() {
     run.assert_code(2);
     let line = |n: usize| text.lines().count() + 1 + n;
     for (l, want) in [
-        (2, "cluster.etcd: `127.0.0.1:2379` is not an etcd client URL"),
+        (
+            2,
+            "cluster.etcd: `127.0.0.1:2379` is not an etcd client URL",
+        ),
         (3, "cluster.member: 1 to 64 characters"),
         (4, "cluster.lease_ttl: must be between 2s and 5m"),
         (5, "cluster.username: needs password_env or password_file"),
     ] {
         let at = format!("ferry.toml:{}:", line(l));
-        assert!(run.stderr.lines().any(|e| e.contains(&at) && e.contains(want)), "`{at}` `{want}` in:\n{}", run.stderr);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|e| e.contains(&at) && e.contains(want)),
+            "`{at}` `{want}` in:\n{}",
+            run.stderr
+        );
     }
 }

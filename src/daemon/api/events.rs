@@ -22,11 +22,21 @@ use crate::events::{parse_distribution, parse_harbor, Action, Parsed};
 use crate::model::now_ms;
 use crate::state::JournalKey;
 
-pub async fn distribution(state: State<Arc<Shared>>, registry: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn distribution(
+    state: State<Arc<Shared>>,
+    registry: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     receive(state, registry, &headers, &body, parse_distribution).await
 }
 
-pub async fn harbor(state: State<Arc<Shared>>, registry: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn harbor(
+    state: State<Arc<Shared>>,
+    registry: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     receive(state, registry, &headers, &body, parse_harbor).await
 }
 
@@ -42,13 +52,25 @@ async fn receive(
     }
     let app = s.app();
     if !app.config.registries.contains_key(&registry) || registry.contains("://") {
-        return reply(StatusCode::NOT_FOUND, format!("no registry `{}` in the config", registry.chars().take(100).collect::<String>()));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no registry `{}` in the config",
+                registry.chars().take(100).collect::<String>()
+            ),
+        );
     }
-    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let kind = kind.split(';').next().unwrap_or("").trim();
     if kind != "application/json" && kind != "application/vnd.docker.distribution.events.v1+json" {
         s.metrics.events(&registry, "rejected", 1);
-        return reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expects application/json or application/vnd.docker.distribution.events.v1+json");
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expects application/json or application/vnd.docker.distribution.events.v1+json",
+        );
     }
     let parsed = match parse(body) {
         Ok(p) => p,
@@ -58,7 +80,10 @@ async fn receive(
             return reply(StatusCode::BAD_REQUEST, e);
         }
     };
-    let mut counts = Counts { ignored: parsed.ignored as u64, ..Counts::default() };
+    let mut counts = Counts {
+        ignored: parsed.ignored as u64,
+        ..Counts::default()
+    };
     let now = now_ms();
     for ev in &parsed.events {
         match s.state.event_known(&ev.id, now) {
@@ -74,7 +99,10 @@ async fn receive(
             Action::Delete => "delete",
         };
         let policies = app.config.policies.iter().filter(|p| {
-            p.events && p.source == registry && p.repositories.covers(&ev.repository) && (ev.action == Action::Push || p.delete)
+            p.events
+                && p.source == registry
+                && p.repositories.covers(&ev.repository)
+                && (ev.action == Action::Push || p.delete)
         });
         let mut any = false;
         for p in policies {
@@ -89,7 +117,9 @@ async fn receive(
                 None => s.queue.enqueue(key, &registry, None, None),
                 Some(c) => {
                     // One etcd key per (event, policy): a redelivery to any member finds it.
-                    let id = crate::model::Digest::of(format!("{registry}\0{}\0{}", ev.id, p.name).as_bytes());
+                    let id = crate::model::Digest::of(
+                        format!("{registry}\0{}\0{}", ev.id, p.name).as_bytes(),
+                    );
                     let h = Handoff {
                         key,
                         registry: registry.clone(),
@@ -99,7 +129,10 @@ async fn receive(
                         force_delete: false,
                         verify: false,
                     };
-                    c.hand_off(&h, &id.hex()[..32]).await.map(drop).map_err(QueueError::from)
+                    c.hand_off(&h, &id.hex()[..32])
+                        .await
+                        .map(drop)
+                        .map_err(QueueError::from)
                 }
             };
             if let Err(e) = queued {

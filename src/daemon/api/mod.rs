@@ -41,7 +41,12 @@ const MAX_CONNECTIONS: usize = 4096;
 pub(super) fn reply(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) fn json(status: StatusCode, v: &impl serde::Serialize) -> Response {
@@ -51,7 +56,10 @@ pub(super) fn json(status: StatusCode, v: &impl serde::Serialize) -> Response {
 
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
-        .route("/v1/events/distribution/{registry}", post(events::distribution))
+        .route(
+            "/v1/events/distribution/{registry}",
+            post(events::distribution),
+        )
         .route("/v1/events/harbor/{registry}", post(events::harbor))
         .route("/v1/runs", post(runs::create))
         .route("/v1/runs/{id}", get(runs::show))
@@ -78,11 +86,22 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics_text()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn page(State(s): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page::render(&s.status().await)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page::render(&s.status().await),
+    )
+        .into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
@@ -98,7 +117,12 @@ async fn deadline(req: Request, next: Next) -> Response {
 
 /// The `/v1` routes need `Authorization: Bearer <daemon API token>`. The token is compared
 /// in constant time and never logged; with none configured they are off (403).
-async fn authorize(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn authorize(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     let app = s.app();
     let Some(token) = app.config.daemon.api_token.as_ref() else {
         return reply(
@@ -106,16 +130,28 @@ async fn authorize(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Reques
             "the daemon API is off: set daemon.api_token_env or daemon.api_token_file in the config, then reload",
         );
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     // Hashing first makes the comparison constant-time in the length too.
     let ok = given.is_some_and(|g| {
         use sha2::Digest;
-        sha2::Sha256::digest(g.trim().as_bytes()).ct_eq(&sha2::Sha256::digest(token.expose().as_bytes())).into()
+        sha2::Sha256::digest(g.trim().as_bytes())
+            .ct_eq(&sha2::Sha256::digest(token.expose().as_bytes()))
+            .into()
     });
     if !ok {
-        let what = if given.is_some() { "wrong API token" } else { "missing `Authorization: Bearer <API token>`" };
+        let what = if given.is_some() {
+            "wrong API token"
+        } else {
+            "missing `Authorization: Bearer <API token>`"
+        };
         let mut r = reply(StatusCode::UNAUTHORIZED, what);
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"ferry\""));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"ferry\""),
+        );
         return r;
     }
     drop(app);
@@ -123,7 +159,12 @@ async fn authorize(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Reques
 }
 
 /// Serve until `stop`; connections are tracked by `tasks` so a stop can wait for them.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
     let router = router(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -139,7 +180,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let service = TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         tasks.spawn(async move {

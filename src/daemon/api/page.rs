@@ -16,12 +16,20 @@ th{background:#f4f4f4}.ok{color:#176b2c}.failed{color:#b00020;font-weight:bold}.
 
 /// Text made safe for HTML element content and attribute values.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// `12 s ago`, `in 3 min`: relative to now, in the largest unit that fits.
 fn relative(ms: u64, now: u64) -> String {
-    let (d, past) = if ms <= now { (now - ms, true) } else { (ms - now, false) };
+    let (d, past) = if ms <= now {
+        (now - ms, true)
+    } else {
+        (ms - now, false)
+    };
     let s = d / 1000;
     let amount = match s {
         0..=59 => format!("{s} s"),
@@ -37,7 +45,11 @@ fn relative(ms: u64, now: u64) -> String {
 }
 
 fn list(items: Option<&Vec<Value>>, max: usize) -> String {
-    let items: Vec<&str> = items.into_iter().flatten().filter_map(Value::as_str).collect();
+    let items: Vec<&str> = items
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if items.is_empty() {
         return String::new();
     }
@@ -76,9 +88,16 @@ pub fn render(doc: &Value) -> String {
     );
     for (name, p) in policies {
         let last = runs.iter().find(|r| r["policy"] == name.as_str());
-        let outcome =
-            if p["running"].as_bool() == Some(true) { "running" } else { last.and_then(|r| r["outcome"].as_str()).unwrap_or("none yet") };
-        let count = |k: &str| last.and_then(|r| r["counts"][k].as_u64()).map_or_else(String::new, |n| n.to_string());
+        let outcome = if p["running"].as_bool() == Some(true) {
+            "running"
+        } else {
+            last.and_then(|r| r["outcome"].as_str())
+                .unwrap_or("none yet")
+        };
+        let count = |k: &str| {
+            last.and_then(|r| r["counts"][k].as_u64())
+                .map_or_else(String::new, |n| n.to_string())
+        };
         let _ = write!(
             h,
             "<tr data-policy=\"{n}\" data-outcome=\"{o}\"><td><b>{n}</b></td><td>{t}</td><td>{l}</td><td class=\"{o}\">{o}</td>\
@@ -98,12 +117,17 @@ pub fn render(doc: &Value) -> String {
     }
     h.push_str("</table>");
 
-    let uploads = doc["uploads_in_flight"].as_array().map_or(&[][..], Vec::as_slice);
+    let uploads = doc["uploads_in_flight"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     let _ = write!(h, "<h2>Uploads in flight ({})</h2>", uploads.len());
     if !uploads.is_empty() {
         h.push_str("<table id=uploads><tr><th>Target</th><th>Repository</th><th>Blob</th><th>Done</th></tr>");
         for u in uploads.iter().take(100) {
-            let (off, size) = (u["offset"].as_u64().unwrap_or(0), u["size"].as_u64().unwrap_or(0).max(1));
+            let (off, size) = (
+                u["offset"].as_u64().unwrap_or(0),
+                u["size"].as_u64().unwrap_or(0).max(1),
+            );
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}%</td></tr>",
@@ -116,8 +140,14 @@ pub fn render(doc: &Value) -> String {
         h.push_str("</table>");
     }
 
-    let pending = doc["pending_events"].as_array().map_or(&[][..], Vec::as_slice);
-    let _ = write!(h, "<h2>Events pending ({})</h2>", doc["pending_events_total"].as_u64().unwrap_or(0));
+    let pending = doc["pending_events"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let _ = write!(
+        h,
+        "<h2>Events pending ({})</h2>",
+        doc["pending_events_total"].as_u64().unwrap_or(0)
+    );
     if !pending.is_empty() {
         h.push_str("<table id=events><tr><th>Policy</th><th>Event</th><th>Accepted</th><th>Attempts</th></tr>");
         for e in pending {
@@ -125,15 +155,25 @@ pub fn render(doc: &Value) -> String {
                 "{} {}{}{}",
                 e["action"].as_str().unwrap_or(""),
                 e["repository"].as_str().unwrap_or(""),
-                e["tag"].as_str().filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default(),
-                if e["through_etcd"] == true { " (through etcd)" } else { "" }
+                e["tag"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| format!(":{t}"))
+                    .unwrap_or_default(),
+                if e["through_etcd"] == true {
+                    " (through etcd)"
+                } else {
+                    ""
+                }
             );
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(e["policy"].as_str().unwrap_or("")),
                 esc(&what),
-                e["accepted_ms"].as_u64().map_or_else(String::new, |ms| relative(ms, now)),
+                e["accepted_ms"]
+                    .as_u64()
+                    .map_or_else(String::new, |ms| relative(ms, now)),
                 e["attempts"].as_u64().unwrap_or(0)
             );
         }
@@ -145,10 +185,27 @@ pub fn render(doc: &Value) -> String {
     );
     for c in doc["concurrency"].as_array().into_iter().flatten() {
         let name = c["registry"].as_str().unwrap_or("");
-        let rate = doc["rate_limits"].as_array().into_iter().flatten().find(|r| r["registry"] == name).map_or_else(String::new, |r| {
-            format!("{} of {} left, paused {:.0} s in all", r["remaining"], r["limit"], r["paused_seconds"].as_f64().unwrap_or(0.0))
-        });
-        let _ = write!(h, "<tr><td>{}</td><td>{} / {}</td><td>{}</td></tr>", esc(name), c["limit"], c["max"], esc(&rate));
+        let rate = doc["rate_limits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["registry"] == name)
+            .map_or_else(String::new, |r| {
+                format!(
+                    "{} of {} left, paused {:.0} s in all",
+                    r["remaining"],
+                    r["limit"],
+                    r["paused_seconds"].as_f64().unwrap_or(0.0)
+                )
+            });
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            esc(name),
+            c["limit"],
+            c["max"],
+            esc(&rate)
+        );
     }
     h.push_str("</table>");
     cluster(&mut h, &doc["cluster"]);
@@ -172,7 +229,9 @@ fn cluster(h: &mut String, c: &Value) {
         esc(c["etcd"].as_str().unwrap_or(""))
     );
     for m in c["members"].as_array().into_iter().flatten() {
-        let beat = m["heartbeat_age_seconds"].as_i64().map_or("?".to_owned(), |s| format!("{s} s ago"));
+        let beat = m["heartbeat_age_seconds"]
+            .as_i64()
+            .map_or("?".to_owned(), |s| format!("{s} s ago"));
         let _ = write!(
             h,
             "<tr data-member=\"{0}\"><td>{0}</td><td>{1} / {2}</td><td>{beat}</td><td>{3}</td></tr>",
@@ -184,8 +243,19 @@ fn cluster(h: &mut String, c: &Value) {
     }
     h.push_str("</table>");
     for m in c["mismatches"].as_array().into_iter().flatten() {
-        let names = |k: &str| m[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
-        let how = if m["differs"] == true { "defined differently" } else { "not defined everywhere" };
+        let names = |k: &str| {
+            m[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let how = if m["differs"] == true {
+            "defined differently"
+        } else {
+            "not defined everywhere"
+        };
         let _ = write!(
             h,
             "<p class=held>Policy {}: {how} (defined on {}; missing on {}).</p>",
@@ -208,7 +278,10 @@ mod tests {
                        "errors": ["<script>alert(1)</script>"], "held": [] }],
         });
         let page = render(&doc);
-        assert!(page.contains("data-policy=\"p&lt;1&gt;\"") && page.contains("&lt;script&gt;"), "{page}");
+        assert!(
+            page.contains("data-policy=\"p&lt;1&gt;\"") && page.contains("&lt;script&gt;"),
+            "{page}"
+        );
         assert!(!page.contains("<script>"));
     }
 }

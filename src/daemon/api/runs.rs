@@ -33,14 +33,25 @@ struct RunRequest {
 pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: RunRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("expects {{\"policy\": NAME, \"repository\"?: R, \"tag\"?: T}}: {e}")),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("expects {{\"policy\": NAME, \"repository\"?: R, \"tag\"?: T}}: {e}"),
+            )
+        }
     };
     if let Err(why) = s.accepting() {
         return reply(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let app = s.app();
     let Some(policy) = app.config.policies.iter().find(|p| p.name == req.policy) else {
-        return reply(StatusCode::NOT_FOUND, format!("no policy named `{}`", req.policy.chars().take(100).collect::<String>()));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no policy named `{}`",
+                req.policy.chars().take(100).collect::<String>()
+            ),
+        );
     };
     let key = match run_key(policy, req.repository.as_deref(), req.tag.as_deref()) {
         Ok(k) => k,
@@ -51,7 +62,14 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     }
     let id = s.runs.create(&key);
     if key.repository.is_empty() {
-        return match s.request_full_run(&policy.name, id, RunOptions { force_delete: req.force_delete, verify: req.verify }) {
+        return match s.request_full_run(
+            &policy.name,
+            id,
+            RunOptions {
+                force_delete: req.force_delete,
+                verify: req.verify,
+            },
+        ) {
             Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
             Err(why) => {
                 s.runs.abandoned(&[id], &why);
@@ -59,7 +77,10 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             }
         };
     }
-    let queued = s.queue.enqueue(key, &policy.source, Some(id), None).map_err(|e| e.to_string());
+    let queued = s
+        .queue
+        .enqueue(key, &policy.source, Some(id), None)
+        .map_err(|e| e.to_string());
     match queued {
         Ok(()) => match s.state.commit().await {
             Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
@@ -81,18 +102,32 @@ fn run_key(policy: &Policy, repo: Option<&str>, tag: Option<&str>) -> Result<Jou
         (Some(r), t) => {
             let repo: RepoName = r.parse()?;
             if !policy.repositories.covers(&repo) {
-                return Err(format!("policy `{}` does not replicate repository `{repo}`", policy.name));
+                return Err(format!(
+                    "policy `{}` does not replicate repository `{repo}`",
+                    policy.name
+                ));
             }
             let tag: Option<Tag> = t.map(str::parse).transpose()?;
             (repo.to_string(), tag.map(String::from).unwrap_or_default())
         }
     };
-    Ok(JournalKey { policy: policy.name.clone(), repository, tag, action: "run".into() })
+    Ok(JournalKey {
+        policy: policy.name.clone(),
+        repository,
+        tag,
+        action: "run".into(),
+    })
 }
 
 /// In a cluster: the request goes to the policy's owner through etcd (which may be this
 /// member); its result comes back the same way and `GET /v1/runs/{id}` here shows it.
-async fn hand_off(s: &Shared, c: &crate::cluster::Cluster, policy: &Policy, key: JournalKey, req: &RunRequest) -> Response {
+async fn hand_off(
+    s: &Shared,
+    c: &crate::cluster::Cluster,
+    policy: &Policy,
+    key: JournalKey,
+    req: &RunRequest,
+) -> Response {
     let id = s.runs.create(&key);
     let h = Handoff {
         key,
@@ -117,6 +152,9 @@ async fn hand_off(s: &Shared, c: &crate::cluster::Cluster, policy: &Policy, key:
 pub async fn show(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     match id.parse().ok().and_then(|id| s.runs.get(id)) {
         Some(v) => json(StatusCode::OK, &v),
-        None => reply(StatusCode::NOT_FOUND, "no such run (runs are kept in memory: a restarted daemon forgets them)"),
+        None => reply(
+            StatusCode::NOT_FOUND,
+            "no such run (runs are kept in memory: a restarted daemon forgets them)",
+        ),
     }
 }

@@ -16,14 +16,23 @@ impl Tmpfs {
     pub fn mount(path: &Path, size: &str, ro: bool) -> Option<Self> {
         std::fs::create_dir_all(path).unwrap();
         let opts = format!("size={size}{}", if ro { ",ro" } else { "" });
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(path).status().is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs { path: path.to_owned() })
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs {
+            path: path.to_owned(),
+        })
     }
 
     /// Fill what is left with one file, so the next write that needs a new block fails.
     pub fn fill(&self) {
         let filler = self.path.join("filler");
-        let _ = Command::new("dd").args(["if=/dev/zero", "bs=64k"]).arg(format!("of={}", filler.display())).output();
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", filler.display()))
+            .output();
         let _ = Command::new("sync").status();
     }
 

@@ -28,7 +28,15 @@ impl TestEtcd {
         let dir = tempfile::tempdir().unwrap();
         let (port, peer) = (super::free_port(), super::free_port());
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut e = TestEtcd { child: None, port, peer, url: format!("{scheme}://127.0.0.1:{port}"), dir, tls, args: vec![] };
+        let mut e = TestEtcd {
+            child: None,
+            port,
+            peer,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            dir,
+            tls,
+            args: vec![],
+        };
         e.resume();
         e
     }
@@ -45,14 +53,33 @@ impl TestEtcd {
     /// Start (again) on the same ports and data; returns once it answers.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap();
         let peer = format!("http://127.0.0.1:{}", self.peer);
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}"), "--log-level", "warn"]);
+            .args([
+                "--listen-client-urls",
+                &self.url,
+                "--advertise-client-urls",
+                &self.url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("t={peer}"),
+                "--log-level",
+                "warn",
+            ]);
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
         }
@@ -65,15 +92,25 @@ impl TestEtcd {
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "etcd did not start:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         if self.tls.is_none() {
             // Answers once it has a leader.
             // With auth on, an anonymous health check is refused by a healthy etcd.
-            let healthy = |r: Result<String, String>| r.is_ok() || r.is_err_and(|e| e.contains("user name is empty"));
+            let healthy = |r: Result<String, String>| {
+                r.is_ok() || r.is_err_and(|e| e.contains("user name is empty"))
+            };
             while !healthy(self.ctl(&["endpoint", "health"])) {
-                assert!(start.elapsed() < Duration::from_secs(20), "etcd not healthy:\n{}", self.log());
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "etcd not healthy:\n{}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -95,7 +132,14 @@ impl TestEtcd {
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url, "--dial-timeout", "2s", "--command-timeout", "3s"])
+            .args([
+                "--endpoints",
+                &self.url,
+                "--dial-timeout",
+                "2s",
+                "--command-timeout",
+                "3s",
+            ])
             .args(args)
             .output()
             .expect("etcdctl not found: apt-get install -y etcd-client");
@@ -108,7 +152,8 @@ impl TestEtcd {
 
     /// Turn on authentication with user `root` and `password`.
     pub fn enable_auth(&self, password: &str) {
-        self.ctl(&["user", "add", &format!("root:{password}")]).unwrap();
+        self.ctl(&["user", "add", &format!("root:{password}")])
+            .unwrap();
         self.ctl(&["auth", "enable"]).unwrap();
     }
 }

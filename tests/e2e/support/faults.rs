@@ -94,7 +94,9 @@ impl FaultProxy {
 
     pub fn injected(&self) -> u64 {
         let f = &self.faults;
-        f.injected_429.load(Ordering::SeqCst) + f.injected_503.load(Ordering::SeqCst) + f.resets.load(Ordering::SeqCst)
+        f.injected_429.load(Ordering::SeqCst)
+            + f.injected_503.load(Ordering::SeqCst)
+            + f.resets.load(Ordering::SeqCst)
     }
 }
 
@@ -120,13 +122,20 @@ async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<O
 }
 
 fn header(head: &str, name: &str) -> Option<String> {
-    head.lines()
-        .skip(1)
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned()))
+    head.lines().skip(1).find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    })
 }
 
 /// Move exactly `n` bytes from `from` (after what is already in `buf`) to `to`.
-async fn copy_n(from: &mut TcpStream, buf: &mut Vec<u8>, to: &mut TcpStream, mut n: u64) -> std::io::Result<()> {
+async fn copy_n(
+    from: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    to: &mut TcpStream,
+    mut n: u64,
+) -> std::io::Result<()> {
     while n > 0 {
         if buf.is_empty() {
             let mut tmp = vec![0u8; 65536];
@@ -145,7 +154,11 @@ async fn copy_n(from: &mut TcpStream, buf: &mut Vec<u8>, to: &mut TcpStream, mut
 }
 
 /// Forward a chunked body, chunk by chunk, up to and including the last (empty) chunk.
-async fn copy_chunked(from: &mut TcpStream, buf: &mut Vec<u8>, to: &mut TcpStream) -> std::io::Result<()> {
+async fn copy_chunked(
+    from: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    to: &mut TcpStream,
+) -> std::io::Result<()> {
     loop {
         let line = loop {
             if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -160,7 +173,15 @@ async fn copy_chunked(from: &mut TcpStream, buf: &mut Vec<u8>, to: &mut TcpStrea
             buf.extend_from_slice(&tmp[..got]);
         };
         to.write_all(&line).await?;
-        let size = u64::from_str_radix(String::from_utf8_lossy(&line).trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let size = u64::from_str_radix(
+            String::from_utf8_lossy(&line)
+                .trim()
+                .split(';')
+                .next()
+                .unwrap_or("0"),
+            16,
+        )
+        .unwrap_or(0);
         copy_n(from, buf, to, size + 2).await?; // data and its CRLF (for the last chunk: the final CRLF)
         if size == 0 {
             return Ok(());
@@ -168,18 +189,33 @@ async fn copy_chunked(from: &mut TcpStream, buf: &mut Vec<u8>, to: &mut TcpStrea
     }
 }
 
-async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> std::io::Result<()> {
+async fn connection(
+    mut client: TcpStream,
+    upstream: String,
+    f: Arc<Faults>,
+) -> std::io::Result<()> {
     let mut server: Option<TcpStream> = None;
     let (mut cbuf, mut sbuf) = (Vec::new(), Vec::new());
     while let Some(head) = read_head(&mut client, &mut cbuf).await? {
         let text = String::from_utf8_lossy(&head).into_owned();
         let method = text.split_whitespace().next().unwrap_or("").to_owned();
-        let body_len: u64 = header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let body_len: u64 = header(&text, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         f.requests.fetch_add(1, Ordering::SeqCst);
         // Status faults go to bodiless requests only, counted among themselves, so "every
         // n-th" is deterministic whatever mix of uploads the client sends.
-        let n = if body_len == 0 { f.bodiless.fetch_add(1, Ordering::SeqCst) } else { u64::MAX };
-        if text.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/v2/_catalog")) && f.deny_catalog.load(Ordering::SeqCst) {
+        let n = if body_len == 0 {
+            f.bodiless.fetch_add(1, Ordering::SeqCst)
+        } else {
+            u64::MAX
+        };
+        if text
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("/v2/_catalog"))
+            && f.deny_catalog.load(Ordering::SeqCst)
+        {
             client.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 64\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"no catalog here\"}]}").await?;
             return client.shutdown().await;
         }
@@ -195,7 +231,9 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
         }
         let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
         let ration = f.ration(&method, &path);
-        let rate_headers = ration.map(|(l, r, w, _)| format!("RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n"));
+        let rate_headers = ration.map(|(l, r, w, _)| {
+            format!("RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n")
+        });
         if let Some((_, _, _, true)) = ration {
             let body = "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"pull rate limit reached\"}]}";
             let rsp = format!(
@@ -212,26 +250,47 @@ async fn connection(mut client: TcpStream, upstream: String, f: Arc<Faults>) -> 
         let up = server.as_mut().expect("connected");
         up.write_all(&head).await?;
         let may_reset = f.resets.load(Ordering::SeqCst) < f.max_resets.load(Ordering::SeqCst);
-        if method == "PATCH" && body_len > 1 && hit(&f.every_patch_reset, f.patches.fetch_add(1, Ordering::SeqCst)) && may_reset {
+        if method == "PATCH"
+            && body_len > 1
+            && hit(
+                &f.every_patch_reset,
+                f.patches.fetch_add(1, Ordering::SeqCst),
+            )
+            && may_reset
+        {
             // Half the body reaches the registry, then both connections die: a reset mid-upload.
             f.resets.fetch_add(1, Ordering::SeqCst);
             copy_n(&mut client, &mut cbuf, up, body_len / 2).await?;
             return Ok(());
         }
         copy_n(&mut client, &mut cbuf, up, body_len).await?;
-        let Some(rhead) = read_head(up, &mut sbuf).await? else { return Ok(()) };
+        let Some(rhead) = read_head(up, &mut sbuf).await? else {
+            return Ok(());
+        };
         let rtext = String::from_utf8_lossy(&rhead).into_owned();
         match &rate_headers {
             // The head ends with an empty line: the rate-limit headers go just before it.
-            Some(h) => client.write_all(format!("{}{h}\r\n", &rtext[..rtext.len() - 2]).as_bytes()).await?,
+            Some(h) => {
+                client
+                    .write_all(format!("{}{h}\r\n", &rtext[..rtext.len() - 2]).as_bytes())
+                    .await?
+            }
             None => client.write_all(&rhead).await?,
         }
-        let status: u16 = rtext.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let bodiless = method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
+        let status: u16 = rtext
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let bodiless =
+            method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
         if !bodiless {
-            if let Some(len) = header(&rtext, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if let Some(len) = header(&rtext, "content-length").and_then(|v| v.parse::<u64>().ok())
+            {
                 copy_n(up, &mut sbuf, &mut client, len).await?;
-            } else if header(&rtext, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            } else if header(&rtext, "transfer-encoding")
+                .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+            {
                 copy_chunked(up, &mut sbuf, &mut client).await?;
             } else {
                 // Body until close.

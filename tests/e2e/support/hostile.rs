@@ -54,7 +54,13 @@ struct Served {
 
 /// An image of one layer of `size` bytes in `repo` under tag `1.0`.
 fn one_layer(s: &mut Served, repo: &str, seed: u64, size: usize) {
-    let img = images::image(Format::Oci, &[&images::layer(seed, size)], "amd64", None, repo);
+    let img = images::image(
+        Format::Oci,
+        &[&images::layer(seed, size)],
+        "amd64",
+        None,
+        repo,
+    );
     for b in &img.blobs {
         s.blobs.insert(b.digest.clone(), b.bytes.clone());
     }
@@ -66,8 +72,19 @@ impl Hostile {
     pub fn start() -> Self {
         let (store_port, store_gets, store_auth) = object_store();
         let store = format!("http://127.0.0.1:{store_port}");
-        let mut s = Served { manifests: HashMap::new(), blobs: HashMap::new(), pages: Arc::default(), store };
-        let fine = images::image(Format::Oci, &[&images::layer(71, 20_000)], "amd64", None, "fine");
+        let mut s = Served {
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+            pages: Arc::default(),
+            store,
+        };
+        let fine = images::image(
+            Format::Oci,
+            &[&images::layer(71, 20_000)],
+            "amd64",
+            None,
+            "fine",
+        );
         for b in &fine.blobs {
             s.blobs.insert(b.digest.clone(), b.bytes.clone());
         }
@@ -88,19 +105,49 @@ impl Hostile {
             "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": fine.blobs[0].digest, "size": fine.blobs[0].bytes.len() },
             "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:../../x", "size": 10 }],
         });
-        s.add("evil", "1.0", Format::Oci.manifest(), serde_json::to_vec(&evil).unwrap());
+        s.add(
+            "evil",
+            "1.0",
+            Format::Oci.manifest(),
+            serde_json::to_vec(&evil).unwrap(),
+        );
         s.add("liar", "1.0", fine.media_type, fine.manifest.clone());
         s.add("looping", "1.0", fine.media_type, fine.manifest.clone());
-        s.add("looping", &fine.digest, fine.media_type, fine.manifest.clone());
-        s.add("badjson", "1.0", Format::Oci.manifest(), b"{\"schemaVersion\": 2, \"layers\": [".to_vec());
-        s.add("wrongtype", "1.0", "application/vnd.evil+json", br#"{"schemaVersion":2,"mediaType":"application/vnd.evil+json"}"#.to_vec());
+        s.add(
+            "looping",
+            &fine.digest,
+            fine.media_type,
+            fine.manifest.clone(),
+        );
+        s.add(
+            "badjson",
+            "1.0",
+            Format::Oci.manifest(),
+            b"{\"schemaVersion\": 2, \"layers\": [".to_vec(),
+        );
+        s.add(
+            "wrongtype",
+            "1.0",
+            "application/vnd.evil+json",
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.evil+json"}"#.to_vec(),
+        );
         let mut huge = serde_json::from_slice::<serde_json::Value>(&fine.manifest).unwrap();
         huge["annotations"] = serde_json::json!({ "padding": "x".repeat(5 << 20) });
-        s.add("huge", "1.0", fine.media_type, serde_json::to_vec(&huge).unwrap());
+        s.add(
+            "huge",
+            "1.0",
+            fine.media_type,
+            serde_json::to_vec(&huge).unwrap(),
+        );
         let child = serde_json::json!({ "mediaType": fine.media_type, "digest": fine.digest, "size": fine.manifest.len(),
                                         "platform": { "os": "linux", "architecture": "amd64" } });
         let wide = serde_json::json!({ "schemaVersion": 2, "mediaType": Format::Oci.index(), "manifests": vec![child; 5000] });
-        s.add("wide", "1.0", Format::Oci.index(), serde_json::to_vec(&wide).unwrap());
+        s.add(
+            "wide",
+            "1.0",
+            Format::Oci.index(),
+            serde_json::to_vec(&wide).unwrap(),
+        );
         one_layer(&mut s, "trickle", 72, 10_000);
         one_layer(&mut s, "slow", 73, 2 << 20);
         one_layer(&mut s, "moved", 74, 300_000);
@@ -112,8 +159,15 @@ impl Hostile {
             .route("/v2/{repo}/blobs/{digest}", get(blob))
             .layer(axum::middleware::from_fn(challenge))
             .with_state(Arc::new(s));
-        let port = super::serve::on_own_thread(|listener| async move { axum::serve(listener, app).await.unwrap() });
-        Hostile { port, pages, store_gets, store_auth }
+        let port = super::serve::on_own_thread(|listener| async move {
+            axum::serve(listener, app).await.unwrap()
+        });
+        Hostile {
+            port,
+            pages,
+            store_gets,
+            store_auth,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -123,15 +177,22 @@ impl Hostile {
 
 impl Served {
     fn add(&mut self, repo: &str, reference: &str, media_type: &'static str, bytes: Vec<u8>) {
-        self.manifests.insert((repo.to_owned(), reference.to_owned()), (media_type, bytes));
+        self.manifests
+            .insert((repo.to_owned(), reference.to_owned()), (media_type, bytes));
     }
 }
 
 async fn tags(State(s): State<Arc<Served>>, Path(repo): Path<String>, uri: Uri) -> Response {
     match repo.as_str() {
         "endless" => {
-            let last = uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("last=t"));
-            let n = last.and_then(|l| l.parse::<u64>().ok()).map_or(0, |n| n + 1);
+            let last = uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("last=t"));
+            let n = last
+                .and_then(|l| l.parse::<u64>().ok())
+                .map_or(0, |n| n + 1);
             s.pages.fetch_add(1, Ordering::SeqCst);
             let mut h = HeaderMap::new();
             let link = format!("</v2/endless/tags/list?n=1&last=t{n}>; rel=\"next\"");
@@ -141,7 +202,10 @@ async fn tags(State(s): State<Arc<Served>>, Path(repo): Path<String>, uri: Uri) 
         "notjson" => "<html>this is not a tag list</html>".into_response(),
         "looping" => {
             let mut h = HeaderMap::new();
-            h.insert(header::LINK, HeaderValue::from_static("</v2/looping/tags/list?n=1&last=0>; rel=\"next\""));
+            h.insert(
+                header::LINK,
+                HeaderValue::from_static("</v2/looping/tags/list?n=1&last=0>; rel=\"next\""),
+            );
             (h, "{\"name\":\"looping\",\"tags\":[\"1.0\"]}").into_response()
         }
         _ if s.manifests.contains_key(&(repo.clone(), "1.0".to_owned())) => {
@@ -151,15 +215,31 @@ async fn tags(State(s): State<Arc<Served>>, Path(repo): Path<String>, uri: Uri) 
     }
 }
 
-async fn manifest(State(s): State<Arc<Served>>, Path((repo, reference)): Path<(String, String)>) -> Response {
-    let found =
-        if repo == "liar" { s.manifests.get(&(repo.clone(), "1.0".to_owned())) } else { s.manifests.get(&(repo.clone(), reference)) };
+async fn manifest(
+    State(s): State<Arc<Served>>,
+    Path((repo, reference)): Path<(String, String)>,
+) -> Response {
+    let found = if repo == "liar" {
+        s.manifests.get(&(repo.clone(), "1.0".to_owned()))
+    } else {
+        s.manifests.get(&(repo.clone(), reference))
+    };
     match found {
         Some((media_type, bytes)) => {
             // The liar names the digest of another manifest, whatever was asked.
-            let digest = if repo == "liar" { images::sha256(b"another manifest") } else { images::sha256(bytes) };
+            let digest = if repo == "liar" {
+                images::sha256(b"another manifest")
+            } else {
+                images::sha256(bytes)
+            };
             (
-                [(header::CONTENT_TYPE, media_type.to_string()), (header::HeaderName::from_static("docker-content-digest"), digest)],
+                [
+                    (header::CONTENT_TYPE, media_type.to_string()),
+                    (
+                        header::HeaderName::from_static("docker-content-digest"),
+                        digest,
+                    ),
+                ],
                 bytes.clone(),
             )
                 .into_response()
@@ -168,11 +248,20 @@ async fn manifest(State(s): State<Arc<Served>>, Path((repo, reference)): Path<(S
     }
 }
 
-async fn blob(State(s): State<Arc<Served>>, Path((repo, digest)): Path<(String, String)>) -> Response {
-    let Some(bytes) = s.blobs.get(&digest).cloned() else { return StatusCode::NOT_FOUND.into_response() };
+async fn blob(
+    State(s): State<Arc<Served>>,
+    Path((repo, digest)): Path<(String, String)>,
+) -> Response {
+    let Some(bytes) = s.blobs.get(&digest).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let layer = bytes.len() > 5_000; // configs are small; only layers misbehave
     match repo.as_str() {
-        "moved" if layer => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, format!("{}/store/{digest}", s.store))]).into_response(),
+        "moved" if layer => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("{}/store/{digest}", s.store))],
+        )
+            .into_response(),
         "trickle" if layer => paced(bytes, 1, Duration::from_secs(3)),
         "slow" if layer => paced(bytes, 64 << 10, Duration::from_millis(250)),
         _ => bytes.into_response(),
@@ -187,7 +276,11 @@ fn paced(bytes: Vec<u8>, piece: usize, every: Duration) -> Response {
         tokio::time::sleep(every).await;
         Ok::<_, std::io::Error>(p)
     });
-    ([(header::CONTENT_LENGTH, len.to_string())], axum::body::Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_LENGTH, len.to_string())],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// 401 with a Basic challenge to anything sent without credentials (the object store is a
@@ -196,14 +289,24 @@ async fn challenge(req: axum::extract::Request, next: axum::middleware::Next) ->
     if req.headers().contains_key(header::AUTHORIZATION) {
         return next.run(req).await;
     }
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"hostile\"")]).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"hostile\"")],
+    )
+        .into_response()
 }
 
 /// A plain file server standing in for object storage: `/store/{digest}` → the blob's bytes,
 /// which it gets from the same generated images. Returns (port, GETs, GETs with Authorization).
 fn object_store() -> (u16, Arc<AtomicU64>, Arc<AtomicU64>) {
     let mut blobs = HashMap::new();
-    let img = images::image(Format::Oci, &[&images::layer(74, 300_000)], "amd64", None, "moved");
+    let img = images::image(
+        Format::Oci,
+        &[&images::layer(74, 300_000)],
+        "amd64",
+        None,
+        "moved",
+    );
     for b in &img.blobs {
         blobs.insert(b.digest.clone(), b.bytes.clone());
     }
@@ -219,10 +322,16 @@ fn object_store() -> (u16, Arc<AtomicU64>, Arc<AtomicU64>) {
                 if headers.contains_key(header::AUTHORIZATION) {
                     a.fetch_add(1, Ordering::SeqCst);
                 }
-                blobs.get(&digest).cloned().map_or_else(|| StatusCode::NOT_FOUND.into_response(), IntoResponse::into_response)
+                blobs.get(&digest).cloned().map_or_else(
+                    || StatusCode::NOT_FOUND.into_response(),
+                    IntoResponse::into_response,
+                )
             }
         }),
     );
-    let port = super::serve::on_own_thread(|listener| async move { axum::serve(listener, app).await.unwrap() });
+    let port =
+        super::serve::on_own_thread(
+            |listener| async move { axum::serve(listener, app).await.unwrap() },
+        );
     (port, gets, auth)
 }

@@ -79,7 +79,10 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(bytes: Vec<u8>) -> Self {
-        Blob { digest: sha256(&bytes), bytes }
+        Blob {
+            digest: sha256(&bytes),
+            bytes,
+        }
     }
 }
 
@@ -105,12 +108,22 @@ pub fn layer(seed: u64, size: usize) -> Layer {
         tar.append_data(&mut h, path, content).unwrap();
     };
     add(&format!("opt/data/blob-{seed}.bin"), &data);
-    add("etc/ferry-test.txt", format!("layer seed {seed}\n").repeat(16).as_bytes());
+    add(
+        "etc/ferry-test.txt",
+        format!("layer seed {seed}\n").repeat(16).as_bytes(),
+    );
     let tar = tar.into_inner().unwrap();
-    let level = if size > (32 << 20) { flate2::Compression::none() } else { flate2::Compression::fast() };
+    let level = if size > (32 << 20) {
+        flate2::Compression::none()
+    } else {
+        flate2::Compression::fast()
+    };
     let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(tar.len() + 1024), level);
     gz.write_all(&tar).unwrap();
-    Layer { diff_id: sha256(&tar), blob: Blob::new(gz.finish().unwrap()) }
+    Layer {
+        diff_id: sha256(&tar),
+        blob: Blob::new(gz.finish().unwrap()),
+    }
 }
 
 #[derive(Clone)]
@@ -128,15 +141,31 @@ fn descriptor(media_type: &str, b: &Blob) -> serde_json::Value {
 
 /// An image manifest over `layers`. Pretty-printed on purpose: any re-serialisation by a copy
 /// tool would change the bytes and the digest, and the tests would see it.
-pub fn image(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str>, note: &str) -> Image {
+pub fn image(
+    format: Format,
+    layers: &[&Layer],
+    arch: &str,
+    variant: Option<&str>,
+    note: &str,
+) -> Image {
     image_at(format, layers, arch, variant, note, "2026-01-01T00:00:00Z")
 }
 
 /// The annotation OCI test images carry (Docker v2 manifests have no annotations).
-pub const SOURCE_ANNOTATION: (&str, &str) = ("org.opencontainers.image.source", "https://git.example/ferry-test");
+pub const SOURCE_ANNOTATION: (&str, &str) = (
+    "org.opencontainers.image.source",
+    "https://git.example/ferry-test",
+);
 
 /// An image whose config says it was built at `created` (RFC 3339).
-pub fn image_at(format: Format, layers: &[&Layer], arch: &str, variant: Option<&str>, note: &str, created: &str) -> Image {
+pub fn image_at(
+    format: Format,
+    layers: &[&Layer],
+    arch: &str,
+    variant: Option<&str>,
+    note: &str,
+    created: &str,
+) -> Image {
     let config = json!({
         "created": created,
         "architecture": arch,
@@ -180,7 +209,10 @@ pub fn index(format: Format, children: &[Image]) -> (Vec<u8>, &'static str, Stri
             json!({ "mediaType": c.media_type, "digest": c.digest, "size": c.manifest.len(), "platform": platform })
         })
         .collect();
-    let body = serde_json::to_vec_pretty(&json!({ "schemaVersion": 2, "mediaType": format.index(), "manifests": manifests })).unwrap();
+    let body = serde_json::to_vec_pretty(
+        &json!({ "schemaVersion": 2, "mediaType": format.index(), "manifests": manifests }),
+    )
+    .unwrap();
     let digest = sha256(&body);
     (body, format.index(), digest)
 }
@@ -189,9 +221,13 @@ pub fn index(format: Format, children: &[Image]) -> (Vec<u8>, &'static str, Stri
 pub fn signature(subject: &str) -> Image {
     let payload = json!({ "critical": { "identity": { "docker-reference": "ferry.test/app" }, "image": { "docker-manifest-digest": subject }, "type": "cosign container image signature" } });
     let payload = Blob::new(serde_json::to_vec(&payload).unwrap());
-    let config = Blob::new(b"{\"architecture\":\"\",\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}".to_vec());
+    let config = Blob::new(
+        b"{\"architecture\":\"\",\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}"
+            .to_vec(),
+    );
     let mut layer = descriptor("application/vnd.dev.cosign.simplesigning.v1+json", &payload);
-    layer["annotations"] = json!({ "dev.cosignproject.cosign/signature": "MEUCIQDferrytestsignature" });
+    layer["annotations"] =
+        json!({ "dev.cosignproject.cosign/signature": "MEUCIQDferrytestsignature" });
     let manifest = json!({ "schemaVersion": 2, "mediaType": Format::Oci.manifest(), "config": descriptor(Format::Oci.config(), &config), "layers": [layer] });
     let manifest = serde_json::to_vec_pretty(&manifest).unwrap();
     Image {
@@ -216,22 +252,43 @@ pub struct Pusher {
 
 impl Pusher {
     pub fn new(base: &str) -> Self {
-        Pusher { http: super::http_client().build().unwrap(), base: base.trim_end_matches('/').to_owned(), requests: 0 }
+        Pusher {
+            http: super::http_client().build().unwrap(),
+            base: base.trim_end_matches('/').to_owned(),
+            requests: 0,
+        }
     }
 
     pub async fn blob(&mut self, repo: &str, b: &Blob) {
         self.requests += 1;
-        let head = self.http.head(format!("{}/v2/{repo}/blobs/{}", self.base, b.digest)).send().await.unwrap();
+        let head = self
+            .http
+            .head(format!("{}/v2/{repo}/blobs/{}", self.base, b.digest))
+            .send()
+            .await
+            .unwrap();
         if head.status().is_success() {
             return;
         }
         self.requests += 2;
-        let rsp = self.http.post(format!("{}/v2/{repo}/blobs/uploads/", self.base)).send().await.unwrap();
+        let rsp = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(rsp.status(), 202, "POST upload");
         let loc = rsp.headers()["location"].to_str().unwrap().to_owned();
         let mut url = reqwest::Url::parse(&self.base).unwrap().join(&loc).unwrap();
         url.query_pairs_mut().append_pair("digest", &b.digest);
-        let rsp = self.http.put(url).header("content-type", "application/octet-stream").body(b.bytes.clone()).send().await.unwrap();
+        let rsp = self
+            .http
+            .put(url)
+            .header("content-type", "application/octet-stream")
+            .body(b.bytes.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(rsp.status(), 201, "PUT blob {}", b.digest);
     }
 
@@ -245,18 +302,30 @@ impl Pusher {
             .send()
             .await
             .unwrap();
-        assert_eq!(rsp.status(), 201, "PUT manifest {repo}:{reference}: {}", rsp.text().await.unwrap_or_default());
+        assert_eq!(
+            rsp.status(),
+            201,
+            "PUT manifest {repo}:{reference}: {}",
+            rsp.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn image(&mut self, repo: &str, tag: &str, img: &Image) {
         for b in &img.blobs {
             self.blob(repo, b).await;
         }
-        self.manifest(repo, tag, img.media_type, &img.manifest).await;
+        self.manifest(repo, tag, img.media_type, &img.manifest)
+            .await;
     }
 
     /// Children by digest first, then the index under its tag. Returns the index digest.
-    pub async fn multi_arch(&mut self, repo: &str, tag: &str, format: Format, children: &[Image]) -> String {
+    pub async fn multi_arch(
+        &mut self,
+        repo: &str,
+        tag: &str,
+        format: Format,
+        children: &[Image],
+    ) -> String {
         for c in children {
             self.image(repo, &c.digest.clone(), c).await;
         }
@@ -313,15 +382,27 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
     let mut bytes = 0u64;
     let mut seen = std::collections::HashSet::new();
     let arches: [(&str, Option<&str>); 3] = [("amd64", None), ("arm64", None), ("arm", Some("v7"))];
-    let bases: Vec<Layer> = (0..3).map(|i| layer(spec.seed * 1000 + i, spec.base_size)).collect();
+    let bases: Vec<Layer> = (0..3)
+        .map(|i| layer(spec.seed * 1000 + i, spec.base_size))
+        .collect();
     let mut rng = Rng::new(spec.seed);
     for r in 0..spec.repos {
         let repo = format!("{}-{r:03}", spec.prefix);
-        let format = if r % 2 == 0 { Format::Oci } else { Format::Docker };
+        let format = if r % 2 == 0 {
+            Format::Oci
+        } else {
+            Format::Docker
+        };
         let multi = spec.index_every > 0 && r % spec.index_every == spec.index_every - 1;
         let n_arch = if multi { 3 } else { 1 };
-        let repo_layers: Vec<Layer> =
-            (0..n_arch).map(|a| layer(spec.seed * 1_000_000 + r as u64 * 100 + a as u64, spec.repo_layer)).collect();
+        let repo_layers: Vec<Layer> = (0..n_arch)
+            .map(|a| {
+                layer(
+                    spec.seed * 1_000_000 + r as u64 * 100 + a as u64,
+                    spec.repo_layer,
+                )
+            })
+            .collect();
         let mut newest = String::new();
         let mut newest_body: (Vec<u8>, &str) = (Vec::new(), "");
         for t in 0..spec.tags {
@@ -329,9 +410,18 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
             let children: Vec<Image> = (0..n_arch)
                 .map(|a| {
                     let size = rng.range(spec.app_layer.0 as u64, spec.app_layer.1 as u64) as usize;
-                    let app = layer(spec.seed * 1_000_000_000 + r as u64 * 10_000 + t as u64 * 10 + a as u64, size);
+                    let app = layer(
+                        spec.seed * 1_000_000_000 + r as u64 * 10_000 + t as u64 * 10 + a as u64,
+                        size,
+                    );
                     let (arch, variant) = arches[a];
-                    image(format, &[&bases[a], &repo_layers[a], &app], arch, variant, &format!("{repo}:{tag}"))
+                    image(
+                        format,
+                        &[&bases[a], &repo_layers[a], &app],
+                        arch,
+                        variant,
+                        &format!("{repo}:{tag}"),
+                    )
                 })
                 .collect();
             for b in children.iter().flat_map(|c| &c.blobs) {
@@ -352,7 +442,8 @@ pub async fn push_corpus(url: &str, spec: &CorpusSpec) -> Corpus {
             newest = digest;
         }
         if spec.tags > 0 {
-            p.manifest(&repo, "latest", newest_body.1, &newest_body.0).await;
+            p.manifest(&repo, "latest", newest_body.1, &newest_body.0)
+                .await;
             tags.push((repo.clone(), "latest".into(), newest.clone()));
         }
         if spec.sign && !newest.is_empty() {
@@ -373,6 +464,10 @@ pub async fn fetch_manifest(url: &str, repo: &str, reference: &str, accept: &str
         .send()
         .await
         .unwrap();
-    assert!(rsp.status().is_success(), "GET manifest {repo}:{reference}: {}", rsp.status());
+    assert!(
+        rsp.status().is_success(),
+        "GET manifest {repo}:{reference}: {}",
+        rsp.status()
+    );
     rsp.bytes().await.unwrap().to_vec()
 }

@@ -66,7 +66,10 @@ impl Ferry {
         for (name, body) in policies {
             std::fs::write(dir.path().join("policies").join(name), body).unwrap();
         }
-        Ferry { dir, env: Vec::new() }
+        Ferry {
+            dir,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -79,7 +82,11 @@ impl Ferry {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(ferry_bin());
-        c.arg("--config").arg(self.config()).args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
+        c.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -92,7 +99,11 @@ impl Ferry {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ferry")
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry")
     }
 }
 
@@ -120,11 +131,25 @@ impl Run {
 
     /// A number from the `sync` summary line, e.g. `summary("uploaded")`.
     pub fn summary(&self, word: &str) -> u64 {
-        let line = self.stdout.lines().find(|l| l.starts_with("sync ")).unwrap_or_else(|| panic!("no summary line in:\n{}", self.all()));
-        let words: Vec<&str> = line.split([' ', ',', ';', ':']).filter(|w| !w.is_empty()).collect();
-        let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("`{word}` not in summary: {line}"));
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("sync "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.all()));
+        let words: Vec<&str> = line
+            .split([' ', ',', ';', ':'])
+            .filter(|w| !w.is_empty())
+            .collect();
+        let i = words
+            .iter()
+            .position(|w| *w == word)
+            .unwrap_or_else(|| panic!("`{word}` not in summary: {line}"));
         // The nearest number before the word: "14 tags copied" → 14.
-        words[..i].iter().rev().find_map(|w| w.parse().ok()).unwrap_or_else(|| panic!("no count before `{word}` in: {line}"))
+        words[..i]
+            .iter()
+            .rev()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count before `{word}` in: {line}"))
     }
 
     pub fn assert_code(&self, code: i32) -> &Self {
@@ -159,9 +184,15 @@ impl Reader {
     pub fn with(url: &str, auth: Auth, ca: Option<&Path>) -> Self {
         let mut b = http_client();
         if let Some(ca) = ca {
-            b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap());
+            b = b.tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap(),
+            );
         }
-        Reader { url: url.to_owned(), http: b.build().unwrap(), auth }
+        Reader {
+            url: url.to_owned(),
+            http: b.build().unwrap(),
+            auth,
+        }
     }
 
     async fn header(&self, repo: &str) -> Option<String> {
@@ -172,8 +203,14 @@ impl Reader {
             Auth::Token(realm, u, p) => {
                 let rsp = self
                     .http
-                    .get(format!("{realm}?service={}&scope=repository:{repo}:pull", registry::TOKEN_SERVICE))
-                    .header("authorization", format!("Basic {}", b64(format!("{u}:{p}"))))
+                    .get(format!(
+                        "{realm}?service={}&scope=repository:{repo}:pull",
+                        registry::TOKEN_SERVICE
+                    ))
+                    .header(
+                        "authorization",
+                        format!("Basic {}", b64(format!("{u}:{p}"))),
+                    )
                     .send()
                     .await
                     .unwrap();
@@ -185,7 +222,12 @@ impl Reader {
 
     async fn get(&self, repo: &str, path: &str, head: bool) -> reqwest::Response {
         let url = format!("{}/v2/{repo}/{path}", self.url);
-        let mut req = if head { self.http.head(url) } else { self.http.get(url) }.header("accept", ACCEPT);
+        let mut req = if head {
+            self.http.head(url)
+        } else {
+            self.http.get(url)
+        }
+        .header("accept", ACCEPT);
         if let Some(h) = self.header(repo).await {
             req = req.header("authorization", h);
         }
@@ -194,19 +236,31 @@ impl Reader {
 
     /// A manifest's exact bytes, or None.
     pub async fn manifest(&self, repo: &str, reference: &str) -> Option<Vec<u8>> {
-        let rsp = self.get(repo, &format!("manifests/{reference}"), false).await;
+        let rsp = self
+            .get(repo, &format!("manifests/{reference}"), false)
+            .await;
         rsp.status().is_success().then_some(())?;
         Some(rsp.bytes().await.unwrap().to_vec())
     }
 
     pub async fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {
         let rsp = self.get(repo, &format!("blobs/{digest}"), true).await;
-        rsp.status().is_success().then(|| rsp.headers()["content-length"].to_str().unwrap().parse().unwrap())
+        rsp.status().is_success().then(|| {
+            rsp.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
     }
 
     pub async fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
         let rsp = self.get(repo, &format!("blobs/{digest}"), false).await;
-        assert!(rsp.status().is_success(), "GET blob {repo}@{digest}: {}", rsp.status());
+        assert!(
+            rsp.status().is_success(),
+            "GET blob {repo}@{digest}: {}",
+            rsp.status()
+        );
         rsp.bytes().await.unwrap().to_vec()
     }
 
@@ -216,8 +270,10 @@ impl Reader {
             return vec![];
         }
         let v: serde_json::Value = rsp.json().await.unwrap();
-        let mut t: Vec<String> =
-            v["tags"].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+        let mut t: Vec<String> = v["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
         t.sort();
         t
     }
@@ -225,25 +281,52 @@ impl Reader {
 
 /// The target holds `repo:tag` with the same bytes (so the same digest) as the source, and
 /// every blob and child manifest it references, with the right sizes.
-pub async fn assert_same_image(src: &Reader, dst: &Reader, src_repo: &str, dst_repo: &str, tag: &str) {
-    let a = src.manifest(src_repo, tag).await.unwrap_or_else(|| panic!("source lacks {src_repo}:{tag}"));
-    let b = dst.manifest(dst_repo, tag).await.unwrap_or_else(|| panic!("target lacks {dst_repo}:{tag}"));
-    assert_eq!(images::sha256(&a), images::sha256(&b), "{dst_repo}:{tag}: digests differ");
+pub async fn assert_same_image(
+    src: &Reader,
+    dst: &Reader,
+    src_repo: &str,
+    dst_repo: &str,
+    tag: &str,
+) {
+    let a = src
+        .manifest(src_repo, tag)
+        .await
+        .unwrap_or_else(|| panic!("source lacks {src_repo}:{tag}"));
+    let b = dst
+        .manifest(dst_repo, tag)
+        .await
+        .unwrap_or_else(|| panic!("target lacks {dst_repo}:{tag}"));
+    assert_eq!(
+        images::sha256(&a),
+        images::sha256(&b),
+        "{dst_repo}:{tag}: digests differ"
+    );
     assert_eq!(a, b, "{dst_repo}:{tag}: bytes differ");
     let mut queue = vec![b];
     while let Some(m) = queue.pop() {
         let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
         for child in v["manifests"].as_array().into_iter().flatten() {
             let d = child["digest"].as_str().unwrap();
-            let body = dst.manifest(dst_repo, d).await.unwrap_or_else(|| panic!("target lacks child {dst_repo}@{d}"));
+            let body = dst
+                .manifest(dst_repo, d)
+                .await
+                .unwrap_or_else(|| panic!("target lacks child {dst_repo}@{d}"));
             assert_eq!(images::sha256(&body), d);
             queue.push(body);
         }
-        let blobs = v["layers"].as_array().into_iter().flatten().chain(v.get("config"));
+        let blobs = v["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(v.get("config"));
         for desc in blobs {
             let d = desc["digest"].as_str().unwrap();
             let size = desc["size"].as_u64().unwrap();
-            assert_eq!(dst.blob_size(dst_repo, d).await, Some(size), "blob {dst_repo}@{d}");
+            assert_eq!(
+                dst.blob_size(dst_repo, d).await,
+                Some(size),
+                "blob {dst_repo}@{d}"
+            );
         }
     }
 }
@@ -278,12 +361,22 @@ where
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// GET on the daemon's endpoints: (status, body), or None when nothing answers.
 pub async fn daemon_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let rsp = http_client().build().unwrap().get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
+    let rsp = http_client()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
     Some((rsp.status().as_u16(), rsp.text().await.ok()?))
 }
 
@@ -298,12 +391,22 @@ impl Daemon {
     pub fn start(ferry: &Ferry, port: u16, log_name: &str) -> Self {
         let log = ferry.path().join(log_name);
         let file = std::fs::File::create(&log).unwrap();
-        let child = ferry.command(&["daemon"]).stdout(Stdio::null()).stderr(Stdio::from(file)).spawn().expect("spawn ferry daemon");
+        let child = ferry
+            .command(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn ferry daemon");
         Daemon { child, port, log }
     }
 
     pub async fn ready(&self) -> bool {
-        wait_for(20, || async { daemon_get(self.port, "/readyz").await.is_some_and(|(s, _)| s == 200) }).await
+        wait_for(20, || async {
+            daemon_get(self.port, "/readyz")
+                .await
+                .is_some_and(|(s, _)| s == 200)
+        })
+        .await
     }
 
     pub fn log(&self) -> String {
@@ -327,7 +430,12 @@ impl Drop for Daemon {
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig}");
 }
 
@@ -335,20 +443,37 @@ pub fn signal(child: &Child, sig: &str) {
 /// Prometheus text; None when absent.
 pub async fn metric(port: u16, name: &str, label: (&str, &str)) -> Option<f64> {
     let (_, body) = daemon_get(port, "/metrics").await?;
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
-    scrape.samples.iter().find(|s| s.metric == name && (label.0.is_empty() || s.labels.get(label.0) == Some(label.1))).map(|s| {
-        match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name && (label.0.is_empty() || s.labels.get(label.0) == Some(label.1))
+        })
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
             prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
             _ => -1.0,
-        }
-    })
+        })
 }
 
 /// POST to the daemon: (status, body). `token`: the bearer token to send, if any.
-pub async fn daemon_post(port: u16, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, String) {
-    let mut req =
-        http_client().build().unwrap().post(format!("http://127.0.0.1:{port}{path}")).header("content-type", content_type).body(body);
+pub async fn daemon_post(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let mut req = http_client()
+        .build()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", content_type)
+        .body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

@@ -31,8 +31,12 @@ impl Receiver {
     pub fn start(fail_first: u64) -> Self {
         let seen = Arc::new(Seen::default());
         seen.fail_first.store(fail_first, Ordering::SeqCst);
-        let app = axum::Router::new().fallback(record).with_state(seen.clone());
-        let port = super::serve::on_own_thread(|listener| async move { axum::serve(listener, app).await.unwrap() });
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(seen.clone());
+        let port = super::serve::on_own_thread(|listener| async move {
+            axum::serve(listener, app).await.unwrap()
+        });
         Receiver { port, seen }
     }
 
@@ -45,10 +49,23 @@ impl Receiver {
     }
 }
 
-async fn record(State(seen): State<Arc<Seen>>, uri: Uri, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    let refused = seen.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+async fn record(
+    State(seen): State<Arc<Seen>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let refused = seen
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    seen.all.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body, refused });
+    seen.all.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+        refused,
+    });
     if refused {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -43,13 +43,20 @@ impl TestRegistry {
             dir.path().join("data").display()
         );
         if let Some((cert, key)) = &opts.tls {
-            cfg += &format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+            cfg += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
         }
         if let Some((user, pass)) = &opts.basic {
             let hash = bcrypt::hash(pass, 4).expect("bcrypt");
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            cfg += &format!("auth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n", htpasswd.display());
+            cfg += &format!(
+                "auth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n",
+                htpasswd.display()
+            );
         }
         if let Some((realm, cert)) = &opts.token {
             cfg += &format!(
@@ -73,9 +80,17 @@ impl TestRegistry {
             .stderr(Stdio::piped())
             .spawn()
             .expect("docker-registry not found: run scripts/test.sh, or apt-get install -y docker-registry");
-        let port = wait_for_listen(child.stderr.take().unwrap(), &dir.path().join("registry.log"));
+        let port = wait_for_listen(
+            child.stderr.take().unwrap(),
+            &dir.path().join("registry.log"),
+        );
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
-        TestRegistry { child, port, url: format!("{scheme}://127.0.0.1:{port}"), dir }
+        TestRegistry {
+            child,
+            port,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            dir,
+        }
     }
 
     /// Every log line (access log and app log) so far.
@@ -116,8 +131,12 @@ fn wait_for_listen(stderr: std::process::ChildStderr, log: &Path) -> u16 {
             if !sent {
                 if let Some(pos) = line.find("listening on ") {
                     let rest = &line[pos + "listening on ".len()..];
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',').collect();
-                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                        .collect();
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                    {
                         let _ = tx.send(port);
                         sent = true;
                     }
@@ -130,7 +149,10 @@ fn wait_for_listen(stderr: std::process::ChildStderr, log: &Path) -> u16 {
         if let Ok(port) = rx.recv_timeout(Duration::from_millis(100)) {
             return port;
         }
-        assert!(Instant::now() < deadline, "docker-registry did not start listening within 20s");
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not start listening within 20s"
+        );
     }
 }
 
@@ -144,8 +166,16 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(d).output().expect("openssl not found: apt-get install -y openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl not found: apt-get install -y openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         run(&[
             "req",
@@ -167,7 +197,19 @@ impl TestCa {
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
         std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
         run(&[
             "x509",
@@ -193,6 +235,9 @@ impl TestCa {
         self.dir.path().join("ca.crt")
     }
     pub fn server(&self) -> (PathBuf, PathBuf) {
-        (self.dir.path().join("server.crt"), self.dir.path().join("server.key"))
+        (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        )
     }
 }
