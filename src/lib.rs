@@ -1,8 +1,10 @@
-//! ferry: policy-driven OCI image replication. See DESIGN.md §5 for the layering:
-//! model ← config, registry, state ← plan ← copy ← app ← cli.
+//! ferry: policy-driven OCI image replication. `docs/architecture.md` is the map: which
+//! module owns what, the layer table the imports follow (checked by
+//! `tests/e2e/architecture.rs`), and the path of a sync and of a webhook through the code.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod cluster;
@@ -14,6 +16,8 @@ pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod registry;
+pub mod run;
+pub mod signals;
 pub mod state;
 pub mod telemetry;
 

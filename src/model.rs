@@ -39,20 +39,22 @@ impl Digest {
 }
 
 impl FromStr for Digest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("unsupported digest `{s}` (only sha256 is supported)"))?;
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+            Invalid(format!(
+                "unsupported digest `{s}` (only sha256 is supported)"
+            ))
+        })?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(format!("malformed digest `{s}`"));
+            return Err(Invalid(format!("malformed digest `{s}`")));
         }
         Ok(Digest(s.to_owned()))
     }
 }
 impl TryFrom<String> for Digest {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
         s.parse()
     }
 }
@@ -70,6 +72,63 @@ impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // 19 chars are enough to tell digests apart in logs and keep lines readable.
         write!(f, "{}", &self.0[..19.min(self.0.len())])
+    }
+}
+
+/// A value that is not what it must be (a name, digest, size or manifest), with the reason
+/// as a user should read it. The model's only error: whoever parses decides what it costs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(String);
+
+impl Invalid {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Invalid(reason.into())
+    }
+}
+
+/// What kind of failure an error is: the `kind` label of `ferry_failures_total`, and what
+/// tells an operator where to look. Every typed error of the lower layers says its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Credentials missing or refused.
+    Auth,
+    /// The connection failed, was reset, timed out or stalled.
+    Transport,
+    /// Content did not match its digest or size.
+    Digest,
+    /// The registry answered something unexpected, or refused the request.
+    Protocol,
+    /// The registry counts requests and the budget is spent.
+    RateLimit,
+    /// A layout folder's file system (full, read-only, not a layout).
+    Storage,
+    /// This cluster member no longer holds the policy.
+    Fence,
+    /// A promotion gate could not be evaluated.
+    Gate,
+    /// A delete the policy's safety limits refused.
+    Guard,
+    /// The policy cannot be applied to what the source holds (a template, a missing
+    /// repository, an image too deep or too large).
+    Policy,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Transport => "transport",
+            Self::Digest => "digest",
+            Self::Protocol => "protocol",
+            Self::RateLimit => "rate_limit",
+            Self::Storage => "storage",
+            Self::Fence => "fence",
+            Self::Gate => "gate",
+            Self::Guard => "guard",
+            Self::Policy => "policy",
+        }
     }
 }
 
@@ -112,18 +171,18 @@ macro_rules! name_type {
             }
         }
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = Invalid;
+            fn from_str(s: &str) -> Result<Self, Invalid> {
                 if $check(s) {
                     Ok($name(s.to_owned()))
                 } else {
-                    Err(format!("invalid {} `{s}`", $what))
+                    Err(Invalid(format!("invalid {} `{s}`", $what)))
                 }
             }
         }
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
+            type Error = Invalid;
+            fn try_from(s: String) -> Result<Self, Invalid> {
                 s.parse()
             }
         }
@@ -216,9 +275,9 @@ struct Probe {
 
 /// The media type of a manifest body, trusting the body over a header (registries may
 /// answer `application/octet-stream` or `application/json`).
-pub fn manifest_media_type(body: &[u8], header: Option<&str>) -> Result<String, String> {
+pub fn manifest_media_type(body: &[u8], header: Option<&str>) -> Result<String, Invalid> {
     let probe: Probe =
-        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| Invalid(format!("manifest is not JSON: {e}")))?;
     if let Some(mt) = probe.media_type {
         return Ok(mt);
     }
@@ -229,26 +288,28 @@ pub fn manifest_media_type(body: &[u8], header: Option<&str>) -> Result<String, 
     }
 }
 
-pub fn manifest_kind(media_type: &str) -> Result<ManifestKind, String> {
+pub fn manifest_kind(media_type: &str) -> Result<ManifestKind, Invalid> {
     match media_type {
         OCI_MANIFEST | DOCKER_MANIFEST => Ok(ManifestKind::Image),
         OCI_INDEX | DOCKER_LIST => Ok(ManifestKind::Index),
-        other => Err(format!("unsupported manifest media type `{other}`")),
+        other => Err(Invalid(format!(
+            "unsupported manifest media type `{other}`"
+        ))),
     }
 }
 
 /// Parse the descriptors a manifest references. Sizes and digests are checked here,
 /// so nothing downstream deals with a negative size or a foreign algorithm.
-pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, String> {
-    let desc = |d: &str, size: i64| -> Result<(Digest, u64), String> {
-        let size = u64::try_from(size).map_err(|_| format!("negative size for {d}"))?;
+pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, Invalid> {
+    let desc = |d: &str, size: i64| -> Result<(Digest, u64), Invalid> {
+        let size = u64::try_from(size).map_err(|_| Invalid(format!("negative size for {d}")))?;
         Ok((d.parse()?, size))
     };
     let mut refs = References::default();
     match manifest_kind(media_type)? {
         ManifestKind::Image => {
-            let m: oci_client::manifest::OciImageManifest =
-                serde_json::from_slice(body).map_err(|e| format!("bad image manifest: {e}"))?;
+            let m: oci_client::manifest::OciImageManifest = serde_json::from_slice(body)
+                .map_err(|e| Invalid(format!("bad image manifest: {e}")))?;
             refs.blobs.push(desc(&m.config.digest, m.config.size)?);
             for l in &m.layers {
                 // Foreign layers live elsewhere (their `urls`); registries refuse to hold them.
@@ -260,7 +321,7 @@ pub fn manifest_references(media_type: &str, body: &[u8]) -> Result<References, 
         }
         ManifestKind::Index => {
             let m: oci_client::manifest::OciImageIndex =
-                serde_json::from_slice(body).map_err(|e| format!("bad index: {e}"))?;
+                serde_json::from_slice(body).map_err(|e| Invalid(format!("bad index: {e}")))?;
             for c in &m.manifests {
                 refs.manifests.push(desc(&c.digest, c.size)?);
             }
@@ -298,8 +359,8 @@ pub fn tag_version(tag: &str) -> Option<semver::Version> {
 pub struct ByteSize(pub u64);
 
 impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
         let t = s.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -314,14 +375,16 @@ impl FromStr for ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             u => {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "unknown size unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)"
-                ))
+                )))
             }
         };
-        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| Invalid(format!("invalid size `{s}`")))?;
         if !n.is_finite() || n < 0.0 {
-            return Err(format!("invalid size `{s}`"));
+            return Err(Invalid(format!("invalid size `{s}`")));
         }
         Ok(ByteSize((n * mult as f64) as u64))
     }

@@ -12,8 +12,8 @@ use serde_json::json;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::config::NotifySpec;
-use crate::state::RunRecord;
+use crate::config::{NotifyOn, NotifySpec};
+use crate::state::{Outcome, RunRecord};
 
 /// Attempts per notification, and the wait before each retry (doubling).
 const ATTEMPTS: u32 = 5;
@@ -60,8 +60,8 @@ impl Notifier {
     pub fn after_run(&self, run: &RunRecord) {
         let kinds = outcomes(run);
         for (i, spec) in self.inner.specs.iter().enumerate() {
-            for kind in kinds.iter().filter(|k| spec.on.iter().any(|o| o == *k)) {
-                let (inner, doc) = (self.inner.clone(), document(run, kind, &self.inner.source));
+            for kind in kinds.iter().filter(|k| spec.on.contains(k)) {
+                let (inner, doc) = (self.inner.clone(), document(run, *kind, &self.inner.source));
                 self.inner.tasks.spawn(async move {
                     let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
                         &inner.delivered
@@ -95,28 +95,28 @@ impl Notifier {
     }
 }
 
-/// The outcomes a run counts as, in OUTCOMES' terms.
-fn outcomes(run: &RunRecord) -> Vec<&'static str> {
+/// What a run is worth a notification for.
+fn outcomes(run: &RunRecord) -> Vec<NotifyOn> {
     let mut out = Vec::new();
-    match run.outcome.as_str() {
-        "failed" => out.push("failed"),
-        "ok" => out.push("succeeded"),
-        _ => {}
+    match run.outcome {
+        Outcome::Failed => out.push(NotifyOn::Failed),
+        Outcome::Ok => out.push(NotifyOn::Succeeded),
+        Outcome::Interrupted => {}
     }
     if run.counts.held > 0 {
-        out.push("held");
+        out.push(NotifyOn::Held);
     }
     if run.counts.conflicts > 0 {
-        out.push("conflict");
+        out.push(NotifyOn::Conflict);
     }
     out
 }
 
 /// A CloudEvents 1.0 document, with a `text` line for chat webhooks (Slack, Mattermost).
-fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
+fn document(run: &RunRecord, kind: NotifyOn, source: &str) -> serde_json::Value {
     let c = &run.counts;
     let what = match kind {
-        "failed" => format!(
+        NotifyOn::Failed => format!(
             "failed: {} failure(s){}",
             c.failures,
             run.errors
@@ -124,7 +124,7 @@ fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
                 .map(|e| format!("; first: {e}"))
                 .unwrap_or_default()
         ),
-        "held" => format!(
+        NotifyOn::Held => format!(
             "held back {} tag(s){}",
             c.held,
             run.held
@@ -132,11 +132,11 @@ fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
                 .map(|h| format!("; first: {h}"))
                 .unwrap_or_default()
         ),
-        "conflict" => format!(
+        NotifyOn::Conflict => format!(
             "met {} conflict(s) (target tags that moved; overwrite = false)",
             c.conflicts
         ),
-        _ => format!(
+        NotifyOn::Succeeded => format!(
             "succeeded: {} tag(s) copied, {} in sync",
             c.tags_copied, c.tags_in_sync
         ),
@@ -150,9 +150,9 @@ fn document(run: &RunRecord, kind: &str, source: &str) -> serde_json::Value {
         .unwrap_or_default();
     json!({
         "specversion": "1.0",
-        "id": format!("{}-{}-{kind}", run.policy, run.started_ms),
+        "id": format!("{}-{}-{}", run.policy, run.started_ms, kind.as_str()),
         "source": source,
-        "type": format!("dev.ferry.run.{kind}"),
+        "type": format!("dev.ferry.run.{}", kind.as_str()),
         "subject": run.policy,
         "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "datacontenttype": "application/json",

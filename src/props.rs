@@ -137,7 +137,7 @@ proptest! {
             rules.include.push(re);
         }
         rules.semver = semver::VersionReq::parse(&range).ok();
-        let _ = rules.decide(&tag);
+        let _ = rules.dropped(&tag);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Command line: one file per command; each returns its exit code (DESIGN.md §1):
-//! 0 success, 1 something failed (the rest still ran), 2 bad config or usage.
+//! Command line: one file per command; each returns its exit code: 0 success, 1 something
+//! failed (the rest still ran), 2 bad config or usage (the README's table).
 
 mod daemon;
 mod docs;

@@ -19,7 +19,7 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
     };
     let mut plans = Vec::new();
     for p in policies {
-        plans.extend(app.plan_policy(p).await);
+        plans.extend(app.runner().plan_policy(p).await);
     }
     let failed = plans.iter().filter(|p| p.error.is_some()).count();
     if args.json {
@@ -50,7 +50,7 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
         );
     }
     // Planning records first-seen times and filtered indexes; keep them.
-    if let Some(s) = app.state() {
+    if let Some(s) = app.runner().state() {
         if let Err(e) = s.flush().await {
             return super::fail(e, 1);
         }

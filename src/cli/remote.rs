@@ -1,12 +1,42 @@
 //! Talking to a running daemon over its HTTP API, for the commands that cannot open the
 //! state store while the daemon holds it: `ferry sync` asks it to run and waits, `ferry
-//! status` reads its `/status`.
+//! status` reads its `/status`. Every answer is read into the API's own types.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
+use crate::api::{RunAccepted, RunRequest, RunState, RunView, StatusDoc};
 use crate::config::Config;
+
+/// Why talking to the daemon failed, as the CLI prints it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("{what} on the daemon at {base}: {source}")]
+    Transport {
+        what: &'static str,
+        base: String,
+        source: reqwest::Error,
+    },
+    #[error("{what}: the daemon at {base} answered {status}: {body}")]
+    Refused {
+        what: &'static str,
+        base: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{what}: the daemon at {base} sent no {expected}: {source}")]
+    Unreadable {
+        what: &'static str,
+        base: String,
+        expected: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("the daemon holds the state store, and ferry can ask it to run only through its API: set daemon.api_token_env or daemon.api_token_file (the daemon needs it too)")]
+    NoToken,
+}
 
 pub struct DaemonClient {
     base: String,
@@ -16,12 +46,12 @@ pub struct DaemonClient {
 
 impl DaemonClient {
     /// A client for the daemon `cfg` describes (`daemon.listen`, `daemon.api_token_*`).
-    pub fn new(cfg: &Config) -> Result<Self, String> {
+    pub fn new(cfg: &Config) -> Result<Self, RemoteError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(RemoteError::Client)?;
         Ok(DaemonClient {
             base: format!("http://{}", cfg.daemon.listen),
             token: cfg.daemon.api_token.as_ref().map(|t| t.expose().to_owned()),
@@ -33,65 +63,65 @@ impl DaemonClient {
         &self.base
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &'static str,
+        expected: &'static str,
+    ) -> Result<T, RemoteError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let rsp = req
-            .send()
-            .await
-            .map_err(|e| format!("{what} on the daemon at {}: {e}", self.base))?;
+        let transport = |source| RemoteError::Transport {
+            what,
+            base: self.base.clone(),
+            source,
+        };
+        let rsp = req.send().await.map_err(transport)?;
         let status = rsp.status();
-        let body = rsp
-            .text()
-            .await
-            .map_err(|e| format!("{what} on the daemon at {}: {e}", self.base))?;
+        let body = rsp.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(format!(
-                "{what}: the daemon at {} answered {status}: {}",
-                self.base,
-                body.trim()
-            ));
+            let body = String::from_utf8_lossy(&body).trim().to_owned();
+            return Err(RemoteError::Refused {
+                what,
+                base: self.base.clone(),
+                status,
+                body,
+            });
         }
-        serde_json::from_str(&body)
-            .map_err(|e| format!("{what}: the daemon at {} sent no JSON: {e}", self.base))
+        serde_json::from_slice(&body).map_err(|source| RemoteError::Unreadable {
+            what,
+            base: self.base.clone(),
+            expected,
+            source,
+        })
     }
 
-    pub async fn status(&self) -> Result<Value, String> {
-        self.call(
-            self.http.get(format!("{}/status", self.base)),
-            "GET /status",
-        )
-        .await
+    pub async fn status(&self) -> Result<StatusDoc, RemoteError> {
+        let url = format!("{}/status", self.base);
+        self.call(self.http.get(url), "GET /status", "status document")
+            .await
     }
 
     /// Ask for a run; returns its id.
-    pub async fn start_run(&self, body: &Value) -> Result<u64, String> {
+    pub async fn start_run(&self, body: &RunRequest) -> Result<u64, RemoteError> {
         if self.token.is_none() {
-            return Err("the daemon holds the state store, and ferry can ask it to run only through its API: set daemon.api_token_env or daemon.api_token_file (the daemon needs it too)".into());
+            return Err(RemoteError::NoToken);
         }
-        let v = self
-            .call(
-                self.http.post(format!("{}/v1/runs", self.base)).json(body),
-                "POST /v1/runs",
-            )
-            .await?;
-        v["id"]
-            .as_u64()
-            .ok_or_else(|| format!("POST /v1/runs: the daemon at {} sent no run id", self.base))
+        let req = self.http.post(format!("{}/v1/runs", self.base)).json(body);
+        let accepted: RunAccepted = self.call(req, "POST /v1/runs", "run id").await?;
+        Ok(accepted.id)
     }
 
-    /// Poll the run until it is done; returns its final document.
-    pub async fn wait_run(&self, id: u64) -> Result<Value, String> {
+    /// Poll the run until it is done; returns its final view.
+    pub async fn wait_run(&self, id: u64) -> Result<RunView, RemoteError> {
         loop {
-            let v = self
-                .call(
-                    self.http.get(format!("{}/v1/runs/{id}", self.base)),
-                    "GET /v1/runs",
-                )
+            let url = format!("{}/v1/runs/{id}", self.base);
+            let v: RunView = self
+                .call(self.http.get(url), "GET /v1/runs", "run view")
                 .await?;
-            if v["state"] == "done" {
+            if v.state == RunState::Done {
                 return Ok(v);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,38 +1,50 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use serde_json::Value;
-
+use crate::api::{ClusterStatus, StatusDoc};
 use crate::model::ByteSize;
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 
+use super::remote::RemoteError;
 use super::StatusArgs;
+
+#[derive(Debug, thiserror::Error)]
+enum StatusError {
+    #[error(transparent)]
+    Store(StateError),
+    #[error("{open}; and {daemon}")]
+    Daemon {
+        open: StateError,
+        daemon: RemoteError,
+    },
+}
 
 /// The status document: from the state store, or, while a daemon holds the store, from the
 /// daemon's `/status` endpoint (the same document, plus its schedule).
-async fn document(cfg: &crate::config::Config) -> Result<Value, String> {
+async fn document(cfg: &crate::config::Config) -> Result<StatusDoc, StatusError> {
     match StateStore::open(&cfg.daemon.state_dir) {
         Ok(store) => {
-            let mut doc = serde_json::to_value(store.status().map_err(|e| e.to_string())?)
-                .expect("status serializes");
+            let mut doc = StatusDoc::read(&store, None).map_err(StatusError::Store)?;
             // No daemon here, but the cluster it belongs to can still be read from etcd.
             if let Some(settings) = &cfg.cluster {
                 let peek = crate::cluster::Cluster::peek(settings, crate::daemon::local(cfg));
-                doc["cluster"] =
+                doc.cluster = Some(
                     match tokio::time::timeout(std::time::Duration::from_secs(10), peek).await {
                         Ok(Ok(c)) => c,
-                        Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
-                        Err(_) => serde_json::json!({ "error": "etcd did not answer within 10 s" }),
-                    };
+                        Ok(Err(e)) => ClusterStatus::unreadable(e.to_string()),
+                        Err(_) => ClusterStatus::unreadable("etcd did not answer within 10 s"),
+                    },
+                );
             }
             Ok(doc)
         }
-        Err(open_error) => {
-            let client = super::remote::DaemonClient::new(cfg)?;
-            client
-                .status()
-                .await
-                .map_err(|e| format!("{open_error}; and {e}"))
+        Err(open) => {
+            let daemon = |daemon| StatusError::Daemon { open, daemon };
+            let client = match super::remote::DaemonClient::new(cfg) {
+                Ok(c) => c,
+                Err(e) => return Err(daemon(e)),
+            };
+            client.status().await.map_err(daemon)
         }
     }
 }
@@ -53,7 +65,6 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
     let time = |ms: u64| {
         chrono::DateTime::from_timestamp_millis(ms as i64)
             .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -71,14 +82,14 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         "SENT",
         "FAILURES"
     );
-    let runs: Vec<&Value> = doc["runs"].as_array().into_iter().flatten().collect();
     // Every configured policy, run or not, then runs of policies no longer configured.
     let mut names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
     names.extend(
-        runs.iter()
-            .filter_map(|r| r["policy"].as_str())
-            .filter(|p| !cfg.policies.iter().any(|c| c.name == *p))
-            .map(str::to_owned),
+        doc.runs
+            .iter()
+            .map(|r| &r.policy)
+            .filter(|p| !cfg.policies.iter().any(|c| &c.name == *p))
+            .cloned(),
     );
     for name in &names {
         let trigger = cfg
@@ -88,65 +99,61 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             .map_or("(removed)".to_owned(), |p| {
                 crate::daemon::describe(&p.trigger)
             });
-        let next = doc["policies"][name]["next_run_ms"]
-            .as_u64()
+        let next = doc
+            .policies
+            .as_ref()
+            .and_then(|p| p.get(name))
+            .and_then(|p| p.next_run_ms)
             .map_or("-".into(), time);
-        let Some(r) = runs.iter().find(|r| r["policy"] == name.as_str()) else {
+        let Some(r) = doc.last_run(name) else {
             println!(
                 "{name:<22} {trigger:<20} {:<12} {:<20} {next:<20}",
                 "never run", "-"
             );
             continue;
         };
-        let c = &r["counts"];
+        let c = &r.counts;
         println!(
             "{:<22} {:<20} {:<12} {:<20} {:<20} {:>6} {:>6} {:>6} {:>10} {:>8}",
             name,
             trigger,
-            r["outcome"].as_str().unwrap_or(""),
-            time(n(&r["started_ms"])),
+            r.outcome.as_str(),
+            time(r.started_ms),
             next,
-            n(&c["tags_copied"]),
-            n(&c["blobs_uploaded"]),
-            n(&c["blobs_mounted"]),
-            ByteSize(n(&c["bytes_sent"])).to_string(),
-            n(&c["failures"])
+            c.tags_copied,
+            c.blobs_uploaded,
+            c.blobs_mounted,
+            ByteSize(c.bytes_sent).to_string(),
+            c.failures
         );
-        if let Some(scope) = r["scope"].as_str() {
+        if let Some(scope) = &r.scope {
             println!("    targeted run: {scope}");
         }
-        for e in r["errors"].as_array().into_iter().flatten().take(3) {
-            println!("    failed: {}", e.as_str().unwrap_or(""));
+        for e in r.errors.iter().take(3) {
+            println!("    failed: {e}");
         }
-        for h in r["held"].as_array().into_iter().flatten().take(5) {
-            println!("    held: {}", h.as_str().unwrap_or(""));
+        for h in r.held.iter().take(5) {
+            println!("    held: {h}");
         }
     }
-    let pending = doc["pending_events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !pending.is_empty() {
-        println!(
-            "\nevents pending ({} in all):",
-            n(&doc["pending_events_total"])
-        );
-        for e in &pending {
-            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
-            let tag = if s("tag").is_empty() {
-                String::new()
-            } else {
-                format!(":{}", s("tag"))
-            };
+    if !doc.pending_events.is_empty() {
+        println!("\nevents pending ({} in all):", doc.pending_events_total);
+        for e in &doc.pending_events {
+            let tag = e
+                .key
+                .tag
+                .as_ref()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default();
             println!(
                 "  {} {} {}{tag} from {} (accepted {}, {} attempts){}",
-                s("policy"),
-                s("action"),
-                s("repository"),
-                s("registry"),
-                time(n(&e["accepted_ms"])),
-                n(&e["attempts"]),
-                if e["through_etcd"] == true {
+                e.key.policy,
+                e.key.action,
+                e.key.repository_str(),
+                e.registry,
+                time(e.accepted_ms),
+                e.attempts,
+                if e.through_etcd {
                     ", handed over through etcd"
                 } else {
                     ""
@@ -154,22 +161,19 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             );
         }
     }
-    print_cluster(&doc["cluster"]);
-    let uploads = doc["uploads_in_flight"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !uploads.is_empty() {
+    if let Some(c) = &doc.cluster {
+        print_cluster(c);
+    }
+    if !doc.uploads_in_flight.is_empty() {
         println!("\nuploads in flight:");
-        for u in &uploads {
-            let s = |k: &str| u[k].as_str().unwrap_or("").to_owned();
+        for u in &doc.uploads_in_flight {
             println!(
                 "  {}/{} {} {}/{}",
-                s("target"),
-                s("repository"),
-                s("digest"),
-                ByteSize(n(&u["offset"])),
-                ByteSize(n(&u["size"]))
+                u.target,
+                u.repository,
+                u.digest,
+                ByteSize(u.offset),
+                ByteSize(u.size)
             );
         }
     }
@@ -177,77 +181,56 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
 }
 
 /// Members, their last heartbeat and what each holds; policies they do not agree on.
-fn print_cluster(c: &Value) {
-    if c.is_null() {
-        return;
-    }
-    if let Some(e) = c["error"].as_str() {
+fn print_cluster(c: &ClusterStatus) {
+    if let Some(e) = &c.error {
         println!("\ncluster: cannot be read: {e}");
         return;
     }
-    if c["daemon_running"] == false {
+    if c.daemon_running == Some(false) {
         println!(
             "\ncluster (this member's daemon is not running; etcd {}):",
-            c["etcd"].as_str().unwrap_or("")
+            c.etcd
         );
-    } else if c["joined"] != true {
+    } else if !c.joined {
         println!("\ncluster: this member has not joined (etcd unreachable?)");
         return;
     } else {
-        println!(
-            "\ncluster (this member: {}, etcd {}):",
-            c["member"].as_str().unwrap_or(""),
-            c["etcd"].as_str().unwrap_or("")
-        );
+        println!("\ncluster (this member: {}, etcd {}):", c.member, c.etcd);
     }
     println!(
         "  {:<20} {:<24} {:>10} {:>9}  HOLDS",
         "MEMBER", "HOST / PID", "HEARTBEAT", "POLICIES"
     );
-    for m in c["members"].as_array().into_iter().flatten() {
-        let heartbeat = m["heartbeat_age_seconds"]
-            .as_i64()
+    for m in &c.members {
+        let heartbeat = m
+            .heartbeat_age_seconds
             .map_or("?".to_owned(), |s| format!("{s}s ago"));
-        let holds: Vec<&str> = m["holds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
         println!(
             "  {:<20} {:<24} {:>10} {:>9}  {}",
-            m["name"].as_str().unwrap_or(""),
-            format!("{} / {}", m["host"].as_str().unwrap_or(""), m["pid"]),
+            m.name,
+            format!("{} / {}", m.host, m.pid),
             heartbeat,
-            m["policies"],
-            holds.join(", ")
+            m.policies,
+            m.holds.join(", ")
         );
     }
-    if let Some(n) = c["events_waiting"].as_u64().filter(|n| *n > 0) {
+    if let Some(n) = c.events_waiting.filter(|n| *n > 0) {
         println!("  {n} events or run requests waiting in etcd for their policy's owner");
     }
-    for m in c["mismatches"].as_array().into_iter().flatten() {
-        let list = |k: &str| {
-            m[k].as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if m["differs"] == true {
+    for m in &c.mismatches {
+        if m.differs {
             println!(
                 "  policy {}: defined differently on {}",
-                m["policy"].as_str().unwrap_or(""),
-                list("defined_on")
+                m.policy,
+                m.defined_on.join(", ")
             );
         }
-        if !list("missing_on").is_empty() {
+        if !m.missing_on.is_empty() {
             println!(
                 "  policy {}: not defined on {} (runs only on {})",
-                m["policy"].as_str().unwrap_or(""),
-                list("missing_on"),
-                list("defined_on")
+                m.policy,
+                m.missing_on.join(", "),
+                m.defined_on.join(", ")
             );
         }
     }

@@ -8,28 +8,27 @@ use tracing::warn;
 
 use super::remote::DaemonClient;
 use super::SyncArgs;
+use crate::api::RunRequest;
 use crate::app::App;
+use crate::copy::Guards;
 use crate::model::ByteSize;
 use crate::plan::RunOptions;
-use crate::state::{Counts, StateError};
+use crate::run::Reach;
+use crate::signals::Signals;
+use crate::state::{Counts, Outcome, StateError};
 
 /// First SIGINT/SIGTERM: stop starting work, let chunks in flight finish and be
 /// checkpointed. Second: leave at once (the saved checkpoints still hold).
-fn stop_on_signals(cancel: CancellationToken) {
+fn stop_on_signals(cancel: CancellationToken) -> std::io::Result<()> {
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        signals.stop().await;
         warn!("stopping: finishing the chunks in flight (signal again to abort now)");
         cancel.cancel();
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        signals.stop().await;
         std::process::exit(130);
     });
+    Ok(())
 }
 
 /// On a terminal, while `work` runs: one status line, and a bar per large blob in flight,
@@ -38,7 +37,7 @@ async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>)
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let started = std::time::Instant::now();
     let line = || {
-        let p = app.progress();
+        let p = app.runner().progress();
         let bytes = p.bytes.load(Ordering::Relaxed);
         let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
         format!(
@@ -68,7 +67,7 @@ async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>)
             _ = tick.tick() => {
                 total.set_message(line());
                 total.tick();
-                let live = app.progress().large_blobs();
+                let live = app.runner().progress().large_blobs();
                 shown.retain(|id, bar| {
                     let keep = live.iter().any(|b| b.id == *id);
                     if !keep {
@@ -91,7 +90,7 @@ async fn with_progress<T>(app: &App, work: impl std::future::Future<Output = T>)
 }
 
 /// How one policy's run ended, whether ferry ran it here or a daemon did.
-struct Outcome {
+struct Finished {
     policy: String,
     counts: Counts,
     errors: Vec<String>,
@@ -131,36 +130,35 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         Err(e) => return super::fail(e, 2),
     };
     let cancel = CancellationToken::new();
-    stop_on_signals(cancel.clone());
+    if let Err(e) = stop_on_signals(cancel.clone()) {
+        return super::fail(format!("signal handlers: {e}"), 1);
+    }
+    let opts = RunOptions {
+        force_delete: args.force_delete,
+        verify: args.verify,
+    };
     let runs = futures_util::future::join_all(policies.iter().map(|p| {
-        app.run_policy(
-            p,
-            &cancel,
-            None,
-            RunOptions {
-                force_delete: args.force_delete,
-                verify: args.verify,
-            },
-        )
+        app.runner()
+            .run(p, &Reach::Full, opts, Guards::cancel(cancel.clone()))
     }));
     let runs = if std::io::stderr().is_terminal() {
         with_progress(&app, runs).await
     } else {
         runs.await
     };
-    let outcomes: Vec<Outcome> = runs
+    let outcomes: Vec<Finished> = runs
         .into_iter()
-        .map(|r| Outcome {
+        .map(|r| Finished {
             counts: r.counts(),
+            errors: r.errors(),
             policy: r.policy,
-            errors: r.errors,
             held: r.held,
             interrupted: r.interrupted,
         })
         .collect();
     // Failure notifications are retried in the background; give them a moment, not forever.
-    app.notifier().settle(NOTIFY_WAIT).await;
-    if let Some(s) = app.state() {
+    app.runner().notifier().settle(NOTIFY_WAIT).await;
+    if let Some(s) = app.runner().state() {
         if let Err(e) = s.flush().await {
             report(&outcomes);
             return super::fail(e, 1);
@@ -194,41 +192,44 @@ async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &st
     );
     let mut ids = Vec::new();
     for n in &names {
-        match client.start_run(&serde_json::json!({ "policy": n, "force_delete": args.force_delete, "verify": args.verify })).await {
-            Ok(id) => ids.push((n.clone(), id)),
+        let req = RunRequest {
+            policy: n.clone(),
+            force_delete: args.force_delete,
+            verify: args.verify,
+            ..Default::default()
+        };
+        match client.start_run(&req).await {
+            Ok(id) => ids.push(id),
             Err(e) => return super::fail(e, 1),
         }
     }
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => return super::fail(format!("signal handlers: {e}"), 1),
+    };
     let mut outcomes = Vec::new();
-    for (policy, id) in ids {
+    for id in ids {
         let v = tokio::select! {
             v = client.wait_run(id) => v,
-            _ = tokio::signal::ctrl_c() => return super::fail("interrupted; the daemon goes on with the runs", 1),
+            _ = signals.stop() => return super::fail("interrupted; the daemon goes on with the runs", 1),
         };
         let v = match v {
             Ok(v) => v,
             Err(e) => return super::fail(e, 1),
         };
-        let strings = |k: &str| -> Vec<String> {
-            v[k].as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.as_str().map(str::to_owned))
-                .collect()
-        };
-        outcomes.push(Outcome {
-            policy,
-            counts: serde_json::from_value(v["counts"].clone()).unwrap_or_default(),
-            errors: strings("errors"),
-            held: strings("held"),
-            interrupted: v["outcome"] == "interrupted",
+        outcomes.push(Finished {
+            interrupted: v.outcome == Some(Outcome::Interrupted),
+            policy: v.policy,
+            counts: v.counts,
+            errors: v.errors,
+            held: v.held,
         });
     }
     report(&outcomes)
 }
 
 /// The summary line and the failures and holds, on stdout and stderr; the exit code.
-fn report(runs: &[Outcome]) -> ExitCode {
+fn report(runs: &[Finished]) -> ExitCode {
     let mut total = Counts::default();
     let mut errors = Vec::new();
     for r in runs {

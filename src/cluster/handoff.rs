@@ -10,8 +10,10 @@ use etcd_client::{GetOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::etcd::Created;
 use super::etcd::EtcdError;
-use super::{Created, Inner};
+use super::Inner;
+use crate::api::RunView;
 use crate::state::JournalKey;
 
 /// Largest record read back from etcd; anything bigger was not written by ferry.
@@ -42,7 +44,8 @@ pub enum Incoming {
     Result {
         etcd_key: String,
         id: u64,
-        view: serde_json::Value,
+        /// The run view as the owner wrote it: a peer's words, checked by whoever reads them.
+        view: Vec<u8>,
     },
 }
 
@@ -65,9 +68,10 @@ pub(super) async fn waiting(inner: &Inner) -> Result<i64, EtcdError> {
     }
     let opts = GetOptions::new().with_prefix().with_count_only();
     let n = inner
+        .etcd
         .call(
             "count waiting events",
-            inner.client().get(inner.key("events/"), Some(opts)),
+            inner.etcd.client().get(inner.key("events/"), Some(opts)),
         )
         .await?
         .count();
@@ -84,6 +88,7 @@ pub(super) async fn put(inner: &Inner, h: &Handoff, id: &str) -> Result<bool, Ha
     let value = serde_json::to_vec(h).expect("handoff serializes");
     let added = matches!(
         inner
+            .etcd
             .create("hand an event to its policy's owner", key, value, None)
             .await?,
         Created::Now(_)
@@ -104,7 +109,8 @@ pub(super) async fn remove(inner: &Inner, keys: &[String]) {
                 .collect::<Vec<_>>(),
         );
         if let Err(e) = inner
-            .call("remove done events", inner.client().txn(txn))
+            .etcd
+            .call("remove done events", inner.etcd.client().txn(txn))
             .await
         {
             warn!(error = %e, keys = chunk.len(), "could not remove finished events from etcd; their policy's next owner runs them again");
@@ -112,13 +118,17 @@ pub(super) async fn remove(inner: &Inner, keys: &[String]) {
     }
 }
 
-pub(super) async fn report(inner: &Inner, origin: &str, id: u64, view: &serde_json::Value) {
+pub(super) async fn report(inner: &Inner, origin: &str, id: u64, view: &RunView) {
     let key = inner.key(&format!("results/{origin}/{id}"));
     // On our lease: a result nobody collects (its member is gone) goes away with us.
     let opts = inner.lease_id().map(|l| PutOptions::new().with_lease(l));
     let value = serde_json::to_vec(view).expect("run view serializes");
     if let Err(e) = inner
-        .call("report a run result", inner.client().put(key, value, opts))
+        .etcd
+        .call(
+            "report a run result",
+            inner.etcd.client().put(key, value, opts),
+        )
         .await
     {
         warn!(error = %e, origin, id, "could not report a run's result to the member that was asked for it");
@@ -162,13 +172,11 @@ pub(super) fn incoming(
         return None;
     }
     let id = id.parse().ok()?;
-    serde_json::from_slice(value)
-        .ok()
-        .map(|view| Incoming::Result {
-            etcd_key: full_key.to_owned(),
-            id,
-            view,
-        })
+    Some(Incoming::Result {
+        etcd_key: full_key.to_owned(),
+        id,
+        view: value.to_vec(),
+    })
 }
 
 /// Waiting work for a policy that no live member defines is kept this long (its owner may be
@@ -191,22 +199,24 @@ pub(super) async fn sweep_orphans(inner: &Inner) -> Result<usize, EtcdError> {
         .collect();
     let cutoff = crate::model::now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
     let mut orphans = Vec::new();
-    super::session::scan(inner, &prefix, None, |kv| {
-        let Some(policy) = kv
-            .key_str()
-            .ok()
-            .and_then(|k| k.strip_prefix(&prefix))
-            .and_then(|r| r.split('/').next())
-        else {
-            return;
-        };
-        let old =
-            serde_json::from_slice::<Handoff>(kv.value()).map_or(true, |h| h.accepted_ms < cutoff);
-        if !defined.contains(policy) && old {
-            orphans.push(String::from_utf8_lossy(kv.key()).into_owned());
-        }
-    })
-    .await?;
+    inner
+        .etcd
+        .scan(&prefix, None, |kv| {
+            let Some(policy) = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(&prefix))
+                .and_then(|r| r.split('/').next())
+            else {
+                return;
+            };
+            let old = serde_json::from_slice::<Handoff>(kv.value())
+                .map_or(true, |h| h.accepted_ms < cutoff);
+            if !defined.contains(policy) && old {
+                orphans.push(String::from_utf8_lossy(kv.key()).into_owned());
+            }
+        })
+        .await?;
     if !orphans.is_empty() {
         warn!(
             keys = orphans.len(),

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::api::Mismatch;
 use sha2::{Digest as _, Sha256};
 
 /// What a member publishes under `members/NAME`, bound to its lease.
@@ -40,16 +42,6 @@ pub fn owner<'a>(unit: &str, members: &'a BTreeMap<String, MemberRecord>) -> Opt
         .filter(|m| m.policies.contains_key(unit))
         .max_by_key(|m| (score(&m.name, unit), &m.name))
         .map(|m| m.name.as_str())
-}
-
-/// Policies not defined alike on every member: missing on some, or defined differently.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Mismatch {
-    pub policy: String,
-    pub defined_on: Vec<String>,
-    pub missing_on: Vec<String>,
-    /// The members do not agree on its definition.
-    pub differs: bool,
 }
 
 pub fn mismatches(members: &BTreeMap<String, MemberRecord>) -> Vec<Mismatch> {

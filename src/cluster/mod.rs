@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::api::ClusterStatus;
 use crate::config::ClusterSettings;
 pub use etcd::EtcdError;
 pub use handoff::{Handoff, HandoffError, Incoming};
@@ -58,7 +59,6 @@ pub(crate) struct Counters {
     lease_lost: AtomicU64,
     fence_ok: AtomicU64,
     fence_refused: AtomicU64,
-    etcd_requests: AtomicU64,
 }
 
 impl Counters {
@@ -83,9 +83,8 @@ struct Lease {
 pub(crate) struct Inner {
     name: String,
     prefix: String,
-    endpoints: String,
     ttl: Duration,
-    client: etcd_client::Client,
+    etcd: etcd::Etcd,
     record: Mutex<MemberRecord>,
     lease: Mutex<Option<Lease>>,
     /// A lease given up as lost, to revoke once etcd answers again.
@@ -109,12 +108,15 @@ pub(crate) struct Inner {
     /// (`daemon.max_pending_events`, cluster-wide), and the last count (when, how many).
     max_waiting: std::sync::atomic::AtomicUsize,
     waiting: Mutex<Option<(Instant, i64)>>,
+    /// The lease keeper, the watch, the reconcile loop and the hand-overs they start: all
+    /// awaited when the member leaves.
+    tasks: TaskTracker,
 }
 
 impl Inner {
     fn new(
         settings: &ClusterSettings,
-        client: etcd_client::Client,
+        etcd: etcd::Etcd,
         api: std::net::SocketAddr,
         policies: BTreeMap<String, String>,
         handover_wait: Duration,
@@ -133,9 +135,8 @@ impl Inner {
         Inner {
             name: settings.member.clone(),
             prefix: settings.prefix.clone(),
-            endpoints: settings.etcd.join(","),
             ttl: settings.lease_ttl,
-            client,
+            etcd,
             record: Mutex::new(record),
             lease: Mutex::new(None),
             stale_lease: Mutex::new(None),
@@ -150,20 +151,8 @@ impl Inner {
             synced: std::sync::atomic::AtomicBool::new(false),
             max_waiting: std::sync::atomic::AtomicUsize::new(max_waiting),
             waiting: Mutex::new(None),
+            tasks: TaskTracker::new(),
         }
-    }
-
-    fn client(&self) -> etcd_client::Client {
-        self.client.clone()
-    }
-
-    async fn call<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        self.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
-        etcd::call(&self.endpoints, what, f).await
     }
 
     /// The lease may still be relied on: its deadline is more than a safety margin away (a
@@ -180,36 +169,6 @@ impl Inner {
             .expect("lock poisoned")
             .filter(|l| Instant::now() + margin < l.deadline)
             .map(|l| l.id)
-    }
-
-    /// Write `value` at `key` (on `lease`, if given) only if no such key exists, in one
-    /// transaction that otherwise reads what is there.
-    async fn create(
-        &self,
-        what: &str,
-        key: String,
-        value: Vec<u8>,
-        lease: Option<i64>,
-    ) -> Result<Created, EtcdError> {
-        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                value,
-                lease.map(|l| PutOptions::new().with_lease(l)),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.call(what, self.client().txn(txn)).await?;
-        if resp.succeeded() {
-            return Ok(Created::Now(resp.header().map_or(0, |h| h.revision())));
-        }
-        Ok(Created::Exists(resp.op_responses().into_iter().find_map(
-            |r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-                _ => None,
-            },
-        )))
     }
 
     fn changed(&self) {
@@ -251,14 +210,6 @@ pub struct Gauges {
     pub etcd_requests: u64,
 }
 
-/// What a create-if-absent write found.
-enum Created {
-    /// Written, at this revision (the key's create revision).
-    Now(i64),
-    /// The key was there already: what it holds, when the read came back.
-    Exists(Option<etcd_client::KeyValue>),
-}
-
 /// What this member brings from its own config (a reload changes all but `api`).
 pub struct Local {
     /// The daemon's API address, shown to the other members.
@@ -276,7 +227,6 @@ pub struct Local {
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
-    tasks: TaskTracker,
     stop: CancellationToken,
 }
 
@@ -320,23 +270,21 @@ impl Cluster {
             inbox,
         ));
         session::first_registration(&inner, stop).await?;
-        info!(member = %inner.name, etcd = %inner.endpoints, lease_ttl = ?inner.ttl, "joined the cluster");
+        info!(member = %inner.name, etcd = %inner.etcd.endpoints(), lease_ttl = ?inner.ttl, "joined the cluster");
         let cluster = Cluster {
             inner,
-            tasks: TaskTracker::new(),
             stop: stop.child_token(),
         };
-        cluster.tasks.spawn(session::keep_lease(
-            cluster.inner.clone(),
-            cluster.stop.clone(),
-        ));
-        cluster
+        let (inner, stop) = (&cluster.inner, &cluster.stop);
+        inner
             .tasks
-            .spawn(session::watch(cluster.inner.clone(), cluster.stop.clone()));
-        cluster.tasks.spawn(session::reconcile(
-            cluster.inner.clone(),
-            cluster.stop.clone(),
-        ));
+            .spawn(session::keep_lease(inner.clone(), stop.clone()));
+        inner
+            .tasks
+            .spawn(session::watch(inner.clone(), stop.clone()));
+        inner
+            .tasks
+            .spawn(session::reconcile(inner.clone(), stop.clone()));
         Ok(cluster)
     }
 
@@ -348,7 +296,7 @@ impl Cluster {
     pub async fn peek(
         settings: &ClusterSettings,
         local: Local,
-    ) -> Result<serde_json::Value, ClusterError> {
+    ) -> Result<ClusterStatus, ClusterError> {
         let client = etcd::connect(settings).await?;
         let inner = Inner::new(
             settings,
@@ -361,7 +309,7 @@ impl Cluster {
         );
         session::read_members(&inner).await?;
         let mut doc = session::status(&inner).await;
-        doc["daemon_running"] = false.into();
+        doc.daemon_running = Some(false);
         Ok(doc)
     }
 
@@ -426,7 +374,7 @@ impl Cluster {
     }
 
     /// The owner reports how a run asked for on member `origin` went.
-    pub async fn report(&self, origin: &str, id: u64, view: &serde_json::Value) {
+    pub async fn report(&self, origin: &str, id: u64, view: &crate::api::RunView) {
         handoff::report(&self.inner, origin, id, view).await;
     }
 
@@ -435,8 +383,8 @@ impl Cluster {
     /// The daemon has already let its runs stop.
     pub async fn leave(&self) {
         self.stop.cancel();
-        self.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.tasks.wait()).await;
         self.inner.units.lose_all("leaving the cluster");
         let id = self
             .inner
@@ -448,7 +396,11 @@ impl Cluster {
         if let Some(id) = id {
             match self
                 .inner
-                .call("revoke the lease", self.inner.client().lease_revoke(id))
+                .etcd
+                .call(
+                    "revoke the lease",
+                    self.inner.etcd.client().lease_revoke(id),
+                )
                 .await
             {
                 Ok(_) => {
@@ -463,7 +415,7 @@ impl Cluster {
 
     /// The `cluster` part of `/status`: members, their last heartbeat, what each owns, and
     /// policies the members do not agree on.
-    pub async fn status(&self) -> serde_json::Value {
+    pub async fn status(&self) -> ClusterStatus {
         session::status(&self.inner).await
     }
 
@@ -479,7 +431,7 @@ impl Cluster {
             lease_lost: c(&i.counters.lease_lost),
             fence_ok: c(&i.counters.fence_ok),
             fence_refused: c(&i.counters.fence_refused),
-            etcd_requests: c(&i.counters.etcd_requests),
+            etcd_requests: i.etcd.requests(),
         }
     }
 }

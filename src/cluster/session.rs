@@ -6,15 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use etcd_client::{EventType, KeyValue, PutOptions, WatchOptions};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::etcd::Created;
 use super::etcd::{EtcdError, REQUEST_TIMEOUT};
 use super::handoff::{incoming, MAX_RECORD};
 use super::members::{mismatches, owner, MemberRecord};
-use super::{ClusterError, Created, Inner, Lease};
+use super::{ClusterError, Inner, Lease};
+use crate::api::{ClusterStatus, MemberView};
 
 enum Register {
     Etcd(EtcdError),
@@ -37,9 +39,10 @@ fn ttl_secs(inner: &Inner) -> i64 {
 async fn register(inner: &Inner) -> Result<(), Register> {
     let sent = Instant::now();
     let grant = inner
+        .etcd
         .call(
             "grant a lease",
-            inner.client().lease_grant(ttl_secs(inner), None),
+            inner.etcd.client().lease_grant(ttl_secs(inner), None),
         )
         .await?;
     let id = grant.id();
@@ -48,11 +51,16 @@ async fn register(inner: &Inner) -> Result<(), Register> {
     let key = inner.key(&format!("members/{}", inner.name));
     let value = serde_json::to_vec(&rec).expect("record serializes");
     if let Created::Exists(kv) = inner
+        .etcd
         .create("register this member", key, value, Some(id))
         .await?
     {
         let _ = inner
-            .call("revoke an unused lease", inner.client().lease_revoke(id))
+            .etcd
+            .call(
+                "revoke an unused lease",
+                inner.etcd.client().lease_revoke(id),
+            )
             .await;
         return Err(Register::Taken(
             kv.and_then(|kv| serde_json::from_slice(kv.value()).ok()),
@@ -116,9 +124,10 @@ pub(super) async fn publish(inner: &Inner, rec: &MemberRecord) -> Result<(), Etc
     rec.lease = id;
     let key = inner.key(&format!("members/{}", inner.name));
     inner
+        .etcd
         .call(
             "publish this member",
-            inner.client().put(
+            inner.etcd.client().put(
                 key,
                 serde_json::to_vec(&rec).expect("record serializes"),
                 Some(PutOptions::new().with_lease(id)),
@@ -152,7 +161,11 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
             let stale = *inner.stale_lease.lock().expect("lock poisoned");
             if let Some(id) = stale {
                 match inner
-                    .call("revoke the lost lease", inner.client().lease_revoke(id))
+                    .etcd
+                    .call(
+                        "revoke the lost lease",
+                        inner.etcd.client().lease_revoke(id),
+                    )
                     .await
                 {
                     Err(EtcdError::Away { reason, .. }) if !reason.contains("not found") => {}
@@ -179,9 +192,10 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
             continue;
         };
         match inner
+            .etcd
             .call(
                 "open the lease keepalive",
-                inner.client().lease_keep_alive(lease.id),
+                inner.etcd.client().lease_keep_alive(lease.id),
             )
             .await
         {
@@ -199,7 +213,7 @@ pub(super) async fn keep_lease(inner: Arc<Inner>, stop: CancellationToken) {
                     stream.message().await
                 })
                 .await;
-                inner.counters.etcd_requests.fetch_add(1, Ordering::Relaxed);
+                inner.etcd.counted();
                 match answer {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
                         if let Some(l) = inner
@@ -281,54 +295,6 @@ fn apply(inner: &Inner, kv: &KeyValue, deleted: bool) -> bool {
 /// How often the sweeper looks for waiting work nobody can do.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
-/// Keys read per request when scanning a range.
-const PAGE: i64 = 500;
-/// Most keys one scan reads: far beyond any real cluster, a bound against a polluted prefix.
-const MAX_SCAN: usize = 200_000;
-
-/// The first key after every key starting with `prefix` (which ends in `/`).
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-/// Every key under `prefix`, page by page, all at one revision (`rev`, or the first page's).
-/// Returns that revision.
-pub(super) async fn scan(
-    inner: &Inner,
-    prefix: &str,
-    rev: Option<i64>,
-    mut each: impl FnMut(&KeyValue),
-) -> Result<i64, EtcdError> {
-    let end = prefix_end(prefix);
-    let (mut start, mut rev, mut seen) = (prefix.as_bytes().to_vec(), rev, 0);
-    loop {
-        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-        if let Some(r) = rev {
-            opts = opts.with_revision(r);
-        }
-        let resp = inner
-            .call(
-                "read the cluster",
-                inner.client().get(start.clone(), Some(opts)),
-            )
-            .await?;
-        let at = *rev.get_or_insert(resp.header().map_or(0, |h| h.revision()));
-        resp.kvs().iter().for_each(&mut each);
-        seen += resp.kvs().len();
-        match resp.kvs().last() {
-            Some(kv) if resp.more() && seen < MAX_SCAN => {
-                start = kv.key().to_vec();
-                start.push(0);
-            }
-            _ => return Ok(at),
-        }
-    }
-}
-
 /// Read members and locks (for a look at the cluster from outside it).
 pub(super) async fn read_members(inner: &Inner) -> Result<i64, EtcdError> {
     let (mut members, mut locks) = (BTreeMap::new(), BTreeMap::new());
@@ -345,21 +311,25 @@ async fn scan_members(
     locks: &mut BTreeMap<String, String>,
 ) -> Result<i64, EtcdError> {
     let (member_keys, lock_keys) = (inner.key("members/"), inner.key("locks/"));
-    let rev = scan(inner, &member_keys, None, |kv| {
-        if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&member_keys)) {
-            members.extend(member_record(name, kv.value()).map(|r| (name.to_owned(), r)));
-        }
-    })
-    .await?;
-    scan(inner, &lock_keys, Some(rev), |kv| {
-        if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&lock_keys)) {
-            locks.insert(
-                unit.to_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            );
-        }
-    })
-    .await?;
+    let rev = inner
+        .etcd
+        .scan(&member_keys, None, |kv| {
+            if let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&member_keys)) {
+                members.extend(member_record(name, kv.value()).map(|r| (name.to_owned(), r)));
+            }
+        })
+        .await?;
+    inner
+        .etcd
+        .scan(&lock_keys, Some(rev), |kv| {
+            if let Some(unit) = kv.key_str().ok().and_then(|k| k.strip_prefix(&lock_keys)) {
+                locks.insert(
+                    unit.to_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                );
+            }
+        })
+        .await?;
     Ok(rev)
 }
 
@@ -369,13 +339,14 @@ async fn scan_members(
 async fn snapshot(inner: &Inner) -> Result<i64, EtcdError> {
     let (mut members, mut locks, mut results) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let rev = scan_members(inner, &mut members, &mut locks).await?;
-    scan(
-        inner,
-        &inner.key(&format!("results/{}/", inner.name)),
-        Some(rev),
-        |kv| results.push(kv.clone()),
-    )
-    .await?;
+    inner
+        .etcd
+        .scan(
+            &inner.key(&format!("results/{}/", inner.name)),
+            Some(rev),
+            |kv| results.push(kv.clone()),
+        )
+        .await?;
     *inner.members.lock().expect("lock poisoned") = members;
     *inner.locks.lock().expect("lock poisoned") = locks;
     inner.synced.store(true, Ordering::Relaxed);
@@ -408,9 +379,10 @@ pub(super) async fn watch(inner: Arc<Inner>, stop: CancellationToken) {
                     .with_prefix()
                     .with_start_revision(rev + 1);
                 match inner
+                    .etcd
                     .call(
                         "watch the cluster",
-                        inner.client().watch(inner.prefix.clone(), Some(opts)),
+                        inner.etcd.client().watch(inner.prefix.clone(), Some(opts)),
                     )
                     .await
                 {
@@ -479,7 +451,10 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
             let (inner, unit) = (inner.clone(), unit.clone());
             let wait = *inner.handover_wait.lock().expect("lock poisoned");
             if let Some(h) = inner.units.start_release(&unit) {
-                tokio::spawn(async move { inner.release(&unit, h, wait).await });
+                inner
+                    .clone()
+                    .tasks
+                    .spawn(async move { inner.release(&unit, h, wait).await });
             }
         }
         for unit in want.difference(&held) {
@@ -529,10 +504,12 @@ pub(super) async fn reconcile(inner: Arc<Inner>, stop: CancellationToken) {
 
 /// A policy just taken (or the watch restarted): the events and run requests waiting for it.
 pub(super) async fn deliver_waiting(inner: &Inner, unit: &str) {
-    if let Err(e) = scan(inner, &inner.key(&format!("events/{unit}/")), None, |kv| {
-        apply(inner, kv, false);
-    })
-    .await
+    if let Err(e) = inner
+        .etcd
+        .scan(&inner.key(&format!("events/{unit}/")), None, |kv| {
+            apply(inner, kv, false);
+        })
+        .await
     {
         warn!(policy = unit, error = %e, "cannot read the events waiting for this policy; they run when it is read again");
         inner.rescan.store(true, Ordering::Relaxed);
@@ -540,13 +517,13 @@ pub(super) async fn deliver_waiting(inner: &Inner, unit: &str) {
 }
 
 /// The `cluster` part of `/status`.
-pub(super) async fn status(inner: &Inner) -> serde_json::Value {
+pub(super) async fn status(inner: &Inner) -> ClusterStatus {
     let members = inner.members.lock().expect("lock poisoned").clone();
     let locks = inner.locks.lock().expect("lock poisoned").clone();
     let ages = join_all(members.values().map(|m| async move {
         let ttl = tokio::time::timeout(
             Duration::from_secs(1),
-            inner.client().lease_time_to_live(m.lease, None),
+            inner.etcd.client().lease_time_to_live(m.lease, None),
         )
         .await;
         match ttl {
@@ -560,31 +537,40 @@ pub(super) async fn status(inner: &Inner) -> serde_json::Value {
         .await
         .ok()
         .and_then(Result::ok);
-    let mut holds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut holds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (unit, holder) in &locks {
-        holds.entry(holder.as_str()).or_default().push(unit);
+        holds.entry(holder.as_str()).or_default().push(unit.clone());
     }
-    let list: Vec<serde_json::Value> = members
+    let list = members
         .values()
         .zip(ages)
-        .map(|(m, age)| {
-            let owns: Vec<&String> = m.policies.keys().filter(|p| owner(p, &members) == Some(m.name.as_str())).collect();
-            serde_json::json!({
-                "name": m.name, "host": m.host, "pid": m.pid, "api": m.api, "started_ms": m.started_ms,
-                "heartbeat_age_seconds": age, "policies": m.policies.len(), "owns": owns,
-                "holds": holds.get(m.name.as_str()).cloned().unwrap_or_default(),
-            })
+        .map(|(m, age)| MemberView {
+            name: m.name.clone(),
+            host: m.host.clone(),
+            pid: m.pid,
+            api: m.api.clone(),
+            started_ms: m.started_ms,
+            heartbeat_age_seconds: age,
+            policies: m.policies.len(),
+            owns: m
+                .policies
+                .keys()
+                .filter(|p| owner(p, &members) == Some(m.name.as_str()))
+                .cloned()
+                .collect(),
+            holds: holds.get(m.name.as_str()).cloned().unwrap_or_default(),
         })
         .collect();
-    serde_json::json!({
-        "member": inner.name,
-        "etcd": inner.endpoints,
-        "lease_ttl_seconds": inner.ttl.as_secs(),
-        "joined": inner.lease_alive(),
-        "holds": inner.units.names(),
-        "members": list,
-        "mismatches": mismatches(&members),
-        // Events and run requests accepted by any member, not yet done by their owner.
-        "events_waiting": waiting,
-    })
+    ClusterStatus {
+        member: inner.name.clone(),
+        etcd: inner.etcd.endpoints().to_owned(),
+        lease_ttl_seconds: inner.ttl.as_secs(),
+        joined: inner.lease_alive(),
+        holds: inner.units.names(),
+        members: list,
+        mismatches: mismatches(&members),
+        events_waiting: waiting.map(|n| usize::try_from(n).unwrap_or(0)),
+        daemon_running: None,
+        error: None,
+    }
 }

@@ -14,9 +14,10 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::etcd::Created;
 use super::etcd::EtcdError;
-use super::{Created, Inner};
-use crate::copy::Fence;
+use super::Inner;
+use crate::copy::{Fence, FenceError, Guards};
 
 /// A lock this member holds.
 pub(super) struct Held {
@@ -90,13 +91,13 @@ pub struct Claim {
 impl Claim {
     /// What a run gets: the claim's cancel token and fence; outside a cluster (no claim),
     /// `outside` and no fence.
-    pub fn guards(
-        claim: Option<&Claim>,
-        outside: &CancellationToken,
-    ) -> (CancellationToken, Option<Arc<dyn Fence>>) {
+    pub fn guards(claim: Option<&Claim>, outside: &CancellationToken) -> Guards {
         claim.map_or_else(
-            || (outside.clone(), None),
-            |c| (c.cancel.clone(), Some(c.fence.clone())),
+            || Guards::cancel(outside.clone()),
+            |c| Guards {
+                cancel: c.cancel.clone(),
+                fence: Some(c.fence.clone()),
+            },
         )
     }
 }
@@ -148,6 +149,7 @@ impl Inner {
             return Ok(false);
         };
         let rev = match self
+            .etcd
             .create(
                 "take a policy lock",
                 self.lock_key(unit),
@@ -217,7 +219,8 @@ impl Inner {
             )])
             .and_then([TxnOp::delete(key, None)]);
         match self
-            .call("release a policy lock", self.client().txn(txn))
+            .etcd
+            .call("release a policy lock", self.etcd.client().txn(txn))
             .await
         {
             Ok(_) => info!(policy = unit, "policy handed over"),
@@ -247,12 +250,12 @@ struct UnitFence {
 }
 
 impl UnitFence {
-    async fn verify(&self) -> Result<(), String> {
+    async fn verify(&self) -> Result<(), FenceError> {
         let lost = || {
-            format!(
+            FenceError(format!(
                 "policy `{}` is no longer held by cluster member `{}`; write not done",
                 self.unit, self.inner.name
-            )
+            ))
         };
         let ours = self
             .inner
@@ -267,7 +270,7 @@ impl UnitFence {
         }
         let key = self.inner.lock_key(&self.unit);
         let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, self.rev)]);
-        match self.inner.call("check a policy lock", self.inner.client().txn(txn)).await {
+        match self.inner.etcd.call("check a policy lock", self.inner.etcd.client().txn(txn)).await {
             Ok(r) if r.succeeded() => Ok(()),
             Ok(_) => {
                 // Deleted or taken over behind our back (an operator, or our lease expired in
@@ -280,16 +283,16 @@ impl UnitFence {
                 self.inner.changed();
                 Err(lost())
             }
-            Err(e) => Err(format!(
+            Err(e) => Err(FenceError(format!(
                 "cannot confirm that cluster member `{}` still holds policy `{}` ({e}); write not done",
                 self.inner.name, self.unit
-            )),
+            ))),
         }
     }
 }
 
 impl Fence for UnitFence {
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), FenceError>> {
         async move {
             let r = self.verify().await;
             self.inner.counters.fence(r.is_ok());

@@ -111,6 +111,7 @@ pub(super) fn rate(b: &Spanned<String>, field: &str, sink: &mut Sink) -> Option<
     }
 }
 
+// The problem is a diagnostic's text (see the config module doc).
 pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
     // A folder of OCI image layouts (air-gapped sites): `oci:/absolute/path`.
     if let Some(path) = s.strip_prefix("oci:") {

@@ -4,6 +4,10 @@
 //! One file per part: `daemon` (`[daemon]`), `registries` (`[registries.*]` and bare URLs),
 //! `policies` (the policy folder), `cluster` (`[cluster]`), `types` (what a policy is),
 //! `check` (shared validation).
+//!
+//! The checks here return a problem as text (`Result<_, String>`): it becomes a diagnostic
+//! with its position at once, all problems are printed together, and nothing matches on
+//! them. Parsed values are typed; only the problems are words.
 
 mod check;
 mod cluster;
@@ -24,7 +28,7 @@ pub use cluster::ClusterSettings;
 pub use daemon::DaemonSettings;
 pub use diag::Diagnostic;
 use diag::Sink;
-pub use notify::{NotifySpec, OUTCOMES};
+pub use notify::{NotifyOn, NotifySpec};
 use raw::RawConfig;
 pub use registries::RegistrySpec;
 pub use types::{MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
@@ -103,6 +107,7 @@ const MAX_FILE: u64 = 8 << 20;
 
 /// A config file's text: a regular file (a FIFO would block `validate` for good), at most
 /// MAX_FILE bytes, UTF-8. Symlink loops fail in `metadata` with the OS's own words.
+// The problem is a diagnostic's text (see the module doc).
 fn read_bounded(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;

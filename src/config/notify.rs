@@ -6,14 +6,41 @@ use super::diag::Sink;
 use super::raw::RawConfig;
 use crate::model::Secret;
 
-/// What a run can be notified for.
-pub const OUTCOMES: [&str; 4] = ["failed", "held", "conflict", "succeeded"];
+/// What a run can be notified for (`on = [...]`, and the CloudEvents type
+/// `dev.ferry.run.<it>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyOn {
+    Failed,
+    Held,
+    Conflict,
+    Succeeded,
+}
+
+impl NotifyOn {
+    pub const ALL: [NotifyOn; 4] = [Self::Failed, Self::Held, Self::Conflict, Self::Succeeded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Held => "held",
+            Self::Conflict => "conflict",
+            Self::Succeeded => "succeeded",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
 
 #[derive(Clone, PartialEq)]
 pub struct NotifySpec {
     pub url: url::Url,
-    /// A subset of OUTCOMES.
-    pub on: Vec<String>,
+    pub on: Vec<NotifyOn>,
     pub bearer_token: Option<Secret>,
     /// Extra headers, as chat and incident tools want them (`X-Api-Key = "..."`). Their values
     /// are treated as secrets: never logged.
@@ -41,8 +68,8 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
         };
         let mut on = Vec::new();
         for o in n.on.get_ref() {
-            if OUTCOMES.contains(&o.get_ref().as_str()) {
-                on.push(o.get_ref().clone());
+            if let Some(kind) = NotifyOn::parse(o.get_ref()) {
+                on.push(kind);
             } else {
                 sink.err(
                     o.span(),
@@ -50,7 +77,7 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
                         "{}: `{}` is not one of {}",
                         field("on"),
                         o.get_ref(),
-                        OUTCOMES.join(", ")
+                        NotifyOn::names()
                     ),
                 );
             }
@@ -61,7 +88,7 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
                 format!(
                     "{}: name at least one of {}",
                     field("on"),
-                    OUTCOMES.join(", ")
+                    NotifyOn::names()
                 ),
             );
         }

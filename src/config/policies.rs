@@ -231,7 +231,7 @@ fn policy(
                     .chain([example])
                     .find_map(|n| render_template(t.get_ref(), &n).err())
                 {
-                    sink.err(t.span(), ctx(&e));
+                    sink.err(t.span(), ctx(&e.to_string()));
                 }
             }
             t.get_ref().clone()

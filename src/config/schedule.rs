@@ -92,6 +92,7 @@ fn instant(tz: &TimeZone, w: NaiveDateTime) -> Option<DateTime<Utc>> {
 }
 
 /// An IANA time zone name, e.g. `Europe/Paris`.
+// The problem is a diagnostic's text (see the config module doc).
 pub fn parse_timezone(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name).map_err(|_| {
         format!(
@@ -103,6 +104,7 @@ pub fn parse_timezone(name: &str) -> Result<TimeZone, String> {
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 /// Parse a 5-field crontab (or `@hourly`-style shorthand), or 6 fields with seconds first.
+// The problem is a diagnostic's text (see the config module doc).
 pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let native = match fields.len() {
@@ -125,6 +127,7 @@ pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
     cron::Schedule::from_str(&native).map_err(|e| format!("invalid schedule `{expr}`: {e}"))
 }
 
+// The problem is a diagnostic's text (see the config module doc).
 fn crontab_dow(field: &str) -> Result<String, String> {
     if field == "*" || field == "?" {
         return Ok(field.to_owned());
@@ -173,6 +176,7 @@ fn crontab_dow(field: &str) -> Result<String, String> {
 }
 
 /// `30s`, `5m`, `2h`, `1d`.
+// The problem is a diagnostic's text (see the config module doc).
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));

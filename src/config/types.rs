@@ -7,7 +7,7 @@ use std::time::Duration;
 use globset::GlobSet;
 use regex::Regex;
 
-use crate::model::RepoName;
+use crate::model::{Invalid, RepoName};
 
 pub struct Policy {
     pub name: String,
@@ -130,38 +130,37 @@ pub struct TagRules {
 }
 
 impl TagRules {
-    /// Whether the include/exclude/semver rules keep `tag`; the reason when they do not.
-    pub fn decide(&self, tag: &str) -> Result<(), String> {
+    /// Why the include/exclude/semver rules drop `tag`; `None` when they keep it.
+    pub fn dropped(&self, tag: &str) -> Option<String> {
         if let Some(r) = self.exclude.iter().find(|r| r.is_match(tag)) {
-            return Err(format!("excluded by tags.exclude `{}`", r.as_str()));
+            return Some(format!("excluded by tags.exclude `{}`", r.as_str()));
         }
         if !self.include.is_empty() && !self.include.iter().any(|r| r.is_match(tag)) {
-            return Err("matches no tags.include".into());
+            return Some("matches no tags.include".into());
         }
-        if let Some(req) = &self.semver {
-            match crate::model::tag_version(tag) {
-                None => return Err("not a semver tag (tags.semver is set)".into()),
-                Some(v) if !req.matches(&v) => {
-                    return Err(format!("{v} is outside tags.semver `{req}`"))
-                }
-                Some(_) => {}
-            }
+        let req = self.semver.as_ref()?;
+        match crate::model::tag_version(tag) {
+            None => Some("not a semver tag (tags.semver is set)".into()),
+            Some(v) if !req.matches(&v) => Some(format!("{v} is outside tags.semver `{req}`")),
+            Some(_) => None,
         }
-        Ok(())
     }
 }
 
 impl Policy {
     /// The target repository for a source repository, from the `target_repository` template.
-    pub fn target_repo(&self, source: &RepoName) -> Result<RepoName, String> {
+    pub fn target_repo(&self, source: &RepoName) -> Result<RepoName, Invalid> {
         render_template(&self.target_repository, source)
     }
 }
 
-pub(super) fn render_template(template: &str, source: &RepoName) -> Result<RepoName, String> {
+pub(super) fn render_template(template: &str, source: &RepoName) -> Result<RepoName, Invalid> {
     let out = template
         .replace("{repository}", source.as_str())
         .replace("{name}", source.last());
-    out.parse()
-        .map_err(|e| format!("target_repository `{template}` gives {e} for `{source}`"))
+    out.parse().map_err(|e| {
+        Invalid::new(format!(
+            "target_repository `{template}` gives {e} for `{source}`"
+        ))
+    })
 }

@@ -230,7 +230,7 @@ impl Fanout {
                 self.start(digest, g);
             } else {
                 let (me, d) = (self.clone(), digest.clone());
-                tokio::spawn(async move {
+                self.shared.tasks.spawn(async move {
                     tokio::time::sleep(GATHER).await;
                     let mut groups = me.groups.lock().expect("lock poisoned");
                     if let Some(g) = groups.get_mut(&d).filter(|g| g.ready()) {
@@ -264,7 +264,7 @@ impl Fanout {
             .collect();
         let (source, repo, digest) = (self.source.clone(), self.repo.clone(), digest.clone());
         tracing::debug!(%digest, members = members.len(), "one source read for several targets");
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             let _slot = slot;
             pump(&source, &repo, &digest, members).await;
         });

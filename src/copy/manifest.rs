@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
-use super::{add, Copier, CopyError, Fanout, Stats};
+use super::{add, Copier, CopyError, Failure, Fanout, Shared, Stats, TagOutcome};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{PulledManifest, Registry};
@@ -18,13 +18,15 @@ use crate::registry::{PulledManifest, Registry};
 /// How one repository copy ended.
 #[derive(Debug, Default)]
 pub struct RepoReport {
-    pub errors: Vec<String>,
+    pub errors: Vec<Failure>,
     /// Tags held back by promotion gates, with the reason.
     pub held: Vec<String>,
     pub interrupted: bool,
 }
 
-type Memo = Mutex<HashMap<Digest, Arc<OnceCell<Result<(), String>>>>>;
+/// What was done once per run for a blob or child manifest, and how it went: every tag that
+/// needs it waits for the one copy and shares its outcome.
+type Memo = Mutex<HashMap<Digest, Arc<OnceCell<Result<(), Shared>>>>>;
 
 /// One repository's copy in progress.
 struct RepoCopy<'a> {
@@ -38,7 +40,7 @@ struct RepoCopy<'a> {
     manifests: Memo,
 }
 
-fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), String>>> {
+fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), Shared>>> {
     memo.lock()
         .expect("lock poisoned")
         .entry(d.clone())
@@ -49,15 +51,26 @@ fn cell(memo: &Memo, d: &Digest) -> Arc<OnceCell<Result<(), String>>> {
 impl Copier {
     /// Copy what `plan` says is missing. A failing tag is reported and the others still copy;
     /// a tag is written only after everything it references is on the target. Blobs other
-    /// targets of the run also need are read through `fan`.
+    /// targets of the run also need are read through `fan`. A plan that failed is counted
+    /// and reported with its error, and copies nothing.
     pub async fn copy_repo(
         &self,
-        plan: &RepoPlan,
+        mut plan: RepoPlan,
         source: &Registry,
         target: &Registry,
         fan: &Arc<Fanout>,
     ) -> RepoReport {
-        let report = self.copy_plan(plan, source, target, fan).await;
+        let report = match plan.error.take() {
+            Some(e) => {
+                self.stats(&plan.target).fail(e.kind());
+                let place = format!("{} → {}", plan.source_repository, plan.target);
+                RepoReport {
+                    errors: vec![Failure::new(place, e)],
+                    ..Default::default()
+                }
+            }
+            None => self.copy_plan(&plan, source, target, fan).await,
+        };
         fan.leave(&plan.target);
         report
     }
@@ -71,13 +84,6 @@ impl Copier {
     ) -> RepoReport {
         let mut report = RepoReport::default();
         let stats = self.stats(&plan.target);
-        if let Some(e) = &plan.error {
-            add(&stats.failures, 1);
-            report
-                .errors
-                .push(format!("{} → {}: {e}", plan.source_repository, plan.target));
-            return report;
-        }
         add(&stats.tags_in_sync, plan.count(TagAction::InSync) as u64);
         let rc = RepoCopy {
             copier: self,
@@ -119,13 +125,19 @@ impl Copier {
             .filter(|t| matches!(t.action, TagAction::Create | TagAction::Move))
             .map(|t| rc.copy_counted(t))
             .collect();
-        let outcomes: Vec<Option<String>> =
+        let outcomes: Vec<(&TagPlan, TagOutcome)> =
             stream::iter(copies).buffer_unordered(width).collect().await;
-        for o in outcomes {
+        for (t, o) in outcomes {
             match o {
-                None => report.interrupted = true,
-                Some(e) if e.is_empty() => {}
-                Some(e) => report.errors.push(e),
+                TagOutcome::Interrupted => report.interrupted = true,
+                TagOutcome::Copied => {}
+                TagOutcome::Failed(e) => {
+                    let place = format!(
+                        "{}:{} → {}/{}",
+                        plan.source_repository, t.tag, plan.target, plan.target_repository
+                    );
+                    report.errors.push(Failure::new(place, e));
+                }
             }
         }
         if report.interrupted {
@@ -138,7 +150,7 @@ impl Copier {
             }
             if let Err(e) = self.fenced().await {
                 report.interrupted = true;
-                report.errors.push(e);
+                report.errors.push(Failure::new("", e));
                 break;
             }
             match target
@@ -150,20 +162,23 @@ impl Copier {
                     info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag deleted (gone from the source)");
                 }
                 Err(e) => {
-                    add(&stats.failures, 1);
-                    report.errors.push(format!(
-                        "{}:{} → {}: delete: {e}",
+                    stats.fail(e.kind());
+                    let place = format!(
+                        "{}:{} → {}: delete",
                         plan.target_repository, t.tag, plan.target
-                    ));
+                    );
+                    report.errors.push(Failure::new(place, e));
                 }
             }
         }
         if let Some(r) = &plan.refused_deletes {
-            add(&stats.failures, 1);
-            report.errors.push(format!(
-                "{} → {}/{}: {r}",
+            let e = CopyError::DeletesRefused(r.clone());
+            stats.fail(e.kind());
+            let place = format!(
+                "{} → {}/{}",
                 plan.source_repository, plan.target, plan.target_repository
-            ));
+            );
+            report.errors.push(Failure::new(place, e));
         }
         for n in &plan.delete_notes {
             warn!(repo = %plan.target_repository, target = %plan.target, "{n}");
@@ -176,11 +191,14 @@ impl Copier {
                 break;
             }
             if let Err(e) = rc.ensure_child(d).await {
-                add(&stats.failures, 1);
-                report.errors.push(format!(
-                    "{}@{d} → {}/{}: referrer: {e}",
+                stats.fail(e.kind());
+                let place = format!(
+                    "{}@{d} → {}/{}: referrer",
                     plan.source_repository, plan.target, plan.target_repository
-                ));
+                );
+                report
+                    .errors
+                    .push(Failure::new(place, CopyError::Shared(e)));
             }
         }
         report
@@ -188,12 +206,11 @@ impl Copier {
 }
 
 impl RepoCopy<'_> {
-    /// Copy one tag and count it: `None` when interrupted, `Some("")` when copied, else the
-    /// error line.
-    async fn copy_counted(&self, t: &TagPlan) -> Option<String> {
+    /// Copy one tag and count it.
+    async fn copy_counted<'t>(&self, t: &'t TagPlan) -> (&'t TagPlan, TagOutcome) {
         let (c, plan, stats) = (self.copier, self.plan, &self.stats);
         if c.cancel.is_cancelled() {
-            return None;
+            return (t, TagOutcome::Interrupted);
         }
         let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
         match self
@@ -213,24 +230,18 @@ impl RepoCopy<'_> {
                     &t.source_digest,
                 );
                 info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
-                Some(String::new())
+                (t, TagOutcome::Copied)
             }
-            Err(_) if c.cancel.is_cancelled() => None,
+            Err(_) if c.cancel.is_cancelled() => (t, TagOutcome::Interrupted),
             Err(e) => {
-                add(&stats.failures, 1);
-                Some(format!(
-                    "{}:{} → {}/{}: {e}",
-                    plan.source_repository, t.tag, plan.target, plan.target_repository
-                ))
+                stats.fail(e.kind());
+                (t, TagOutcome::Failed(e))
             }
         }
     }
-    fn manifest(&self, digest: &Digest) -> Result<PulledManifest, String> {
-        let m = self
-            .plan
-            .manifests
-            .get(digest)
-            .ok_or_else(|| format!("{digest}: not in the plan"))?;
+
+    fn manifest(&self, digest: &Digest) -> Result<PulledManifest, CopyError> {
+        let m = self.planned(digest)?;
         Ok(PulledManifest {
             digest: m.digest.clone(),
             media_type: m.media_type.clone(),
@@ -238,26 +249,31 @@ impl RepoCopy<'_> {
         })
     }
 
-    async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), String> {
-        self.ensure_contents(root.clone()).await?;
+    /// A manifest of the plan; one that is not there is a bug, reported rather than a panic.
+    fn planned(&self, digest: &Digest) -> Result<&crate::plan::ManifestPlan, CopyError> {
+        self.plan
+            .manifests
+            .get(digest)
+            .ok_or_else(|| CopyError::Protocol(format!("{digest}: not in the plan")))
+    }
+
+    async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), CopyError> {
+        self.ensure_contents(root.clone())
+            .await
+            .map_err(CopyError::Shared)?;
         let m = self.manifest(root)?;
         self.copier.fenced().await?;
         self.target
             .put_manifest(&self.plan.target_repository, tag, &m)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         add(&self.stats.manifests_written, 1);
         Ok(())
     }
 
     /// Everything `digest` references is on the target: its blobs and child manifests.
-    fn ensure_contents(&self, digest: Digest) -> BoxFuture<'_, Result<(), String>> {
+    fn ensure_contents(&self, digest: Digest) -> BoxFuture<'_, Result<(), Shared>> {
         async move {
-            let m = self
-                .plan
-                .manifests
-                .get(&digest)
-                .ok_or_else(|| format!("{digest}: not in the plan"))?;
+            let m = self.planned(&digest).map_err(Arc::new)?;
             if m.on_target {
                 return Ok(());
             }
@@ -267,14 +283,14 @@ impl RepoCopy<'_> {
             blobs
                 .into_iter()
                 .chain(children)
-                .collect::<Result<Vec<()>, String>>()
+                .collect::<Result<Vec<()>, Shared>>()
                 .map(drop)
         }
         .boxed()
     }
 
     /// A child manifest (of an index) is written by digest after its own contents.
-    async fn ensure_child(&self, digest: &Digest) -> Result<(), String> {
+    async fn ensure_child(&self, digest: &Digest) -> Result<(), Shared> {
         let on_target = self.plan.manifests.get(digest).is_some_and(|m| m.on_target);
         if on_target {
             return Ok(());
@@ -282,11 +298,11 @@ impl RepoCopy<'_> {
         cell(&self.manifests, digest)
             .get_or_init(|| async {
                 self.ensure_contents(digest.clone()).await?;
-                let m = self.manifest(digest)?;
+                let m = self.manifest(digest).map_err(Arc::new)?;
                 self.target
                     .put_manifest(&self.plan.target_repository, digest.as_str(), &m)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Arc::new(e.into()))?;
                 add(&self.stats.manifests_written, 1);
                 Ok(())
             })
@@ -294,14 +310,21 @@ impl RepoCopy<'_> {
             .clone()
     }
 
-    async fn ensure_blob(&self, digest: &Digest) -> Result<(), String> {
+    async fn ensure_blob(&self, digest: &Digest) -> Result<(), Shared> {
         cell(&self.blobs, digest)
-            .get_or_init(|| self.copy_blob(digest))
+            .get_or_init(|| async {
+                self.copy_blob(digest).await.map_err(|e| {
+                    Arc::new(CopyError::Blob {
+                        digest: digest.clone(),
+                        source: Arc::new(e),
+                    })
+                })
+            })
             .await
             .clone()
     }
 
-    async fn copy_blob(&self, digest: &Digest) -> Result<(), String> {
+    async fn copy_blob(&self, digest: &Digest) -> Result<(), CopyError> {
         let c = self.copier;
         let (plan, target_key, dst) = (
             self.plan,
@@ -311,7 +334,7 @@ impl RepoCopy<'_> {
         let info = plan
             .blobs
             .get(digest)
-            .ok_or_else(|| format!("blob {digest}: not in the plan"))?;
+            .ok_or_else(|| CopyError::Protocol("not in the plan".into()))?;
         // One copy of a digest per target at a time: a second repository waits, then mounts.
         let _held = self.fan.turn(target_key, digest).await;
         let present = match info.on_target {
@@ -320,12 +343,7 @@ impl RepoCopy<'_> {
             // run may still have finished this blob there.
             None => {
                 c.state.blob_in(target_key, dst, digest)
-                    && self
-                        .target
-                        .head_blob(dst, digest)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .is_some()
+                    && self.target.head_blob(dst, digest).await?.is_some()
             }
         };
         if present {
@@ -335,7 +353,7 @@ impl RepoCopy<'_> {
             return Ok(());
         }
         if c.cancel.is_cancelled() {
-            return Err(CopyError::Interrupted.to_string());
+            return Err(CopyError::Interrupted);
         }
         let home = c.state.blob_home(target_key, digest, dst);
         // A mount or a saved upload needs no source read from byte 0: no fan-out for those.
@@ -399,7 +417,7 @@ impl RepoCopy<'_> {
                 c.state.blob_known(target_key, dst, digest);
                 Ok(())
             }
-            Err(e) => Err(format!("blob {digest}: {e}")),
+            Err(e) => Err(e),
         }
     }
 }

@@ -2,57 +2,25 @@
 //! Nothing here reads config: the composition root hands in [`CopyOptions`].
 
 mod blob;
+mod error;
 mod fanout;
 mod manifest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Digest;
-use crate::registry::{RateLimiter, RegistryError};
+use crate::model::{Digest, ErrorKind, RepoName};
+use crate::plan::RepoPlan;
+use crate::registry::{RateLimiter, Registry};
 use crate::state::{Counts, StateStore};
 
+pub use error::{CopyError, Failure, FenceError, Shared, TagOutcome};
 pub use fanout::Fanout;
 pub use manifest::RepoReport;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("interrupted")]
-    Interrupted,
-    #[error("source ended before the end of blob {digest}")]
-    SourceShort { digest: Digest },
-    #[error("source sent more than the {size} bytes of blob {digest}")]
-    SourceLong { digest: Digest, size: u64 },
-    #[error("source sent blob {expected} with the wrong content (digest {actual})")]
-    SourceDigest { expected: Digest, actual: Digest },
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl CopyError {
-    /// Worth asking the target where the upload stands and going on from there.
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Registry(e) => e.is_retryable() || matches!(e, RegistryError::Protocol { .. }),
-            Self::SourceShort { .. } | Self::Protocol(_) => true,
-            Self::Interrupted | Self::SourceLong { .. } | Self::SourceDigest { .. } => false,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Registry(e) => e.retry_after(),
-            _ => None,
-        }
-    }
-}
 
 /// Most a fan-out member may have buffered, whatever the chunk size: enough to ride out a
 /// chunk's round trip on a slow link without holding the faster targets back.
@@ -77,6 +45,8 @@ struct Stats {
     blobs_skipped: AtomicU64,
     bytes_sent: AtomicU64,
     failures: AtomicU64,
+    /// The same failures by kind, for `ferry_failures_total{kind}`.
+    failure_kinds: Mutex<BTreeMap<ErrorKind, u64>>,
     retries: AtomicU64,
     held: AtomicU64,
     deleted: AtomicU64,
@@ -119,6 +89,9 @@ pub struct CopyShared {
     bandwidth: Option<Arc<RateLimiter>>,
     /// Live totals across every run of this process, for a progress line.
     pub progress: Progress,
+    /// Work a copy leaves running on its own (a fan-out's source read and its start timer):
+    /// the daemon waits for it at a stop like for its runs.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What has been done so far, updated as it happens (bytes per acknowledged chunk).
@@ -202,7 +175,12 @@ impl CopyShared {
             opts,
             locks: KeyedLocks::default(),
             progress: Progress::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    pub fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.tasks
     }
 }
 
@@ -211,7 +189,25 @@ impl CopyShared {
 /// daemon alone has no fence. A registry cannot check a fencing token itself, so this is
 /// the last moment at which a member that lost its policy can still be stopped.
 pub trait Fence: Send + Sync {
-    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), FenceError>>;
+}
+
+/// What may stop a run's writes: its cancellation (a stop, a reload, the policy moving to
+/// another cluster member), and in a cluster the fence asked before every tag write.
+#[derive(Clone)]
+pub struct Guards {
+    pub cancel: CancellationToken,
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+impl Guards {
+    /// Cancellation only: a daemon alone, or `ferry sync`.
+    pub fn cancel(cancel: CancellationToken) -> Self {
+        Guards {
+            cancel,
+            fence: None,
+        }
+    }
 }
 
 /// One policy run's copier: its counters (per target), and the shared limits and state.
@@ -224,6 +220,16 @@ pub struct Copier {
 }
 
 impl Stats {
+    fn fail(&self, kind: ErrorKind) {
+        add(&self.failures, 1);
+        *self
+            .failure_kinds
+            .lock()
+            .expect("lock poisoned")
+            .entry(kind)
+            .or_default() += 1;
+    }
+
     fn snapshot(&self) -> Counts {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
@@ -244,41 +250,40 @@ impl Stats {
 }
 
 impl Copier {
-    pub fn new(
-        shared: Arc<CopyShared>,
-        state: StateStore,
-        cancel: CancellationToken,
-        fence: Option<Arc<dyn Fence>>,
-    ) -> Self {
+    pub fn new(shared: Arc<CopyShared>, state: StateStore, guards: Guards) -> Self {
         Copier {
             shared,
             state,
             stats: Mutex::default(),
-            cancel,
-            fence,
+            cancel: guards.cancel,
+            fence: guards.fence,
         }
     }
 
     /// Before a tag write or delete: the fence, if any, still lets us write.
-    async fn fenced(&self) -> Result<(), String> {
+    async fn fenced(&self) -> Result<(), FenceError> {
         match &self.fence {
             Some(f) => f.check().await,
             None => Ok(()),
         }
     }
 
-    /// The fan-out groups for one repository copied to several targets in this run.
-    pub fn fanout(
-        &self,
-        source: &crate::registry::Registry,
-        repo: &crate::model::RepoName,
-    ) -> Arc<Fanout> {
-        Fanout::new(
+    /// The fan-out groups of one repository copied to several targets in this run: every
+    /// blob that more than one of `plans` lacks is read from the source once for all of them.
+    pub fn fanout(&self, source: &Registry, repo: &RepoName, plans: &[RepoPlan]) -> Arc<Fanout> {
+        let fan = Fanout::new(
             self.shared.clone(),
             source,
             repo,
             self.shared.opts.chunk_size.min(FANOUT_BUFFER),
-        )
+        );
+        for p in plans.iter().filter(|p| p.error.is_none()) {
+            for (digest, _) in p.missing_blobs() {
+                fan.expect(&p.target, digest);
+            }
+        }
+        fan.settle();
+        fan
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -304,8 +309,21 @@ impl Copier {
             .collect()
     }
 
-    /// Count a failure that happened outside a repository copy (e.g. a source that cannot be listed).
-    pub fn count_failure(&self, target: &str) {
-        add(&self.stats(target).failures, 1);
+    /// Count a failure that happened outside a repository copy (a source that cannot be
+    /// listed, a repository that cannot be planned).
+    pub fn count_failure(&self, target: &str, kind: ErrorKind) {
+        self.stats(target).fail(kind);
+    }
+
+    /// Failures of this run by target and kind.
+    pub fn failure_kinds(&self) -> BTreeMap<(String, ErrorKind), u64> {
+        let stats = self.stats.lock().expect("lock poisoned");
+        let mut out = BTreeMap::new();
+        for (target, s) in stats.iter() {
+            for (kind, n) in s.failure_kinds.lock().expect("lock poisoned").iter() {
+                out.insert((target.clone(), *kind), *n);
+            }
+        }
+        out
     }
 }

@@ -5,28 +5,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
-use crate::app::{PolicyRun, RegistryGauges};
-use crate::state::Counts;
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PolicyState {
-    pub trigger: String,
-    pub running: bool,
-    pub next_run_ms: Option<u64>,
-    pub runs_ok: u64,
-    pub runs_failed: u64,
-    pub runs_interrupted: u64,
-    pub last_duration_secs: f64,
-    pub last_success_ms: Option<u64>,
-    /// Ticks that came while the previous run was still going, and so waited for it.
-    pub ticks_delayed: u64,
-    /// Ticks folded into a delayed one (more than one came during a long run).
-    pub ticks_skipped: u64,
-    /// Counts summed over every run since the daemon started, per target.
-    pub targets: BTreeMap<String, Counts>,
-}
+pub use crate::api::PolicyState;
+use crate::model::ErrorKind;
+use crate::run::{PolicyRun, RegistryGauges};
+use crate::state::{Counts, Outcome};
 
 /// Upper bounds (seconds) of the event → replicated histogram: sub-second is the goal, a
 /// minute or more means retries.
@@ -63,6 +45,8 @@ pub struct Metrics {
     events: Mutex<BTreeMap<(String, &'static str), u64>>,
     pub events_replayed: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Failures since start by (policy, target, kind).
+    failures: Mutex<BTreeMap<(String, String, ErrorKind), u64>>,
 }
 
 impl Metrics {
@@ -104,17 +88,27 @@ impl Metrics {
             p.running = false;
             p.last_duration_secs = run.duration.as_secs_f64();
             match run.outcome() {
-                "ok" => {
+                Outcome::Ok => {
                     p.runs_ok += 1;
                     p.last_success_ms = Some(run.started_ms + run.duration.as_millis() as u64);
                 }
-                "interrupted" => p.runs_interrupted += 1,
-                _ => p.runs_failed += 1,
+                Outcome::Interrupted => p.runs_interrupted += 1,
+                Outcome::Failed => p.runs_failed += 1,
             }
             for (t, c) in &run.targets {
                 p.targets.entry(t.clone()).or_default().add(c);
             }
         });
+        self.failed(run);
+    }
+
+    /// Count a run's failures by kind (its counts per target went in with `finished`).
+    fn failed(&self, run: &PolicyRun) {
+        let mut all = self.failures.lock().expect("lock poisoned");
+        for ((target, kind), n) in &run.failure_kinds {
+            *all.entry((run.policy.clone(), target.clone(), *kind))
+                .or_default() += n;
+        }
     }
 
     pub fn events(&self, registry: &str, outcome: &'static str, n: u64) {
@@ -294,11 +288,17 @@ impl Metrics {
             "Blob bytes sent to the target.",
             per_target(&|c| c.bytes_sent),
         );
+        let failures = self.failures.lock().expect("lock poisoned").clone();
         family(
             "ferry_failures_total",
             "counter",
-            "Tags or repositories that failed.",
-            per_target(&|c| c.failures),
+            "Tags or repositories that failed, by kind: auth, transport, digest, protocol, rate_limit, storage, fence, gate, guard, policy.",
+            failures
+                .iter()
+                .map(|((p, t, k), n)| {
+                    (labels(&[("policy", p), ("target", t), ("kind", k.as_str())]), *n as f64)
+                })
+                .collect(),
         );
         family(
             "ferry_retries_total",

@@ -17,13 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::shared::Claimed;
 use super::Shared;
-use crate::app::PolicyRun;
-use crate::cluster::Claim;
 use crate::model::now_ms;
-use crate::model::RepoName;
-use crate::plan::Scope;
-use crate::state::{JournalEntry, JournalKey, PendingEvent, StateError, StateStore};
+use crate::plan::{RunOptions, Scope};
+use crate::run::Reach;
+use crate::state::{JournalAction, JournalEntry, JournalKey, PendingEvent, StateError, StateStore};
 
 /// Targeted runs in flight at once; each is one repository and is itself bounded by the
 /// shared blob slots and the registries' `max_concurrent`.
@@ -41,19 +40,17 @@ pub enum QueueError {
     Cluster(#[from] crate::cluster::HandoffError),
 }
 
-/// What a journal key asks for, as a planning scope.
-pub fn scope_of(key: &JournalKey) -> Result<Scope, String> {
-    let tag = if key.tag.is_empty() {
-        None
-    } else {
-        Some(key.tag.parse().map_err(|e: String| e)?)
+/// What a journal key asks for, as a targeted run; `None` for a whole policy (those go to
+/// its loop, never to this queue) or a push with no tag.
+pub fn reach_of(key: &JournalKey) -> Option<Reach> {
+    let repository = key.repository.clone()?;
+    let scope = match (key.action, &key.tag) {
+        (JournalAction::Push | JournalAction::Run, Some(t)) => Scope::Tag(t.clone()),
+        (JournalAction::Run, None) => Scope::All,
+        (JournalAction::Delete, t) => Scope::Deleted(t.clone()),
+        (JournalAction::Push, None) => return None,
     };
-    Ok(match (key.action.as_str(), tag) {
-        ("push" | "run", Some(t)) => Scope::Tag(t),
-        ("run", None) => Scope::All,
-        ("delete", t) => Scope::Deleted(t),
-        (a, _) => return Err(format!("unknown journal action `{a}`")),
-    })
+    Some(Reach::Targeted { repository, scope })
 }
 
 struct Item {
@@ -302,15 +299,18 @@ impl EventQueue {
         stop: &CancellationToken,
     ) {
         let app = shared.app();
-        let policy = app.config.policies.iter().find(|p| p.name == key.policy);
-        let repo: Result<RepoName, String> = key.repository.parse();
-        let scope = scope_of(&key);
-        let (policy, repo, scope) = match (policy, repo, scope) {
-            (Some(p), Ok(r), Ok(s)) if p.repositories.covers(&r) || key.action == "run" => {
-                (p, r, s)
+        let policy = app.policy(&key.policy);
+        let reach = reach_of(&key);
+        let covered = |p: &crate::config::Policy, reach: &Reach| match reach {
+            Reach::Targeted { repository, .. } => {
+                p.repositories.covers(repository) || key.action == JournalAction::Run
             }
+            Reach::Full => true,
+        };
+        let (policy, reach) = match (policy, reach) {
+            (Some(p), Some(r)) if covered(p, &r) => (p, r),
             _ => {
-                warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, "event no longer matches a policy (config changed); dropped");
+                warn!(policy = %key.policy, repository = key.repository_str(), tag = key.tag_str(), "event no longer matches a policy (config changed); dropped");
                 let (mut all, remote) = self.forget(&key);
                 all.extend(waiters);
                 shared
@@ -323,22 +323,18 @@ impl EventQueue {
             }
         };
         // In a cluster, only while this member holds the policy; otherwise its owner has it.
-        let claim = match shared.cluster().map(|c| c.claim(&policy.name, stop)) {
-            Some(None) => {
-                let (mut all, _) = self.forget(&key);
-                all.extend(waiters);
+        let opts = RunOptions::default();
+        let (run, moved) = match shared
+            .run_claimed(&app, policy, &reach, opts, stop, &waiters, || {})
+            .await
+        {
+            Claimed::Ran { run, moved } => (run, moved),
+            Claimed::Elsewhere => {
+                let (all, _) = self.forget(&key);
                 shared.runs.moved(&all);
                 return;
             }
-            held => held.flatten(),
         };
-        let (cancel, fence) = Claim::guards(claim.as_ref(), stop);
-        shared.runs.running(&waiters);
-        let run: PolicyRun = app
-            .run_targeted(policy, &repo, &scope, &cancel, fence)
-            .await;
-        drop(claim);
-        shared.runs.finished(&waiters, &run);
         let copied = run.counts().tags_copied;
         if copied > 0 {
             shared
@@ -346,11 +342,12 @@ impl EventQueue {
                 .replicated(&key.policy, now_ms().saturating_sub(entry.accepted_ms));
         }
         // A run cut short because the policy moved is the new owner's to do again.
-        let interrupted = run.interrupted || (cancel.is_cancelled() && !stop.is_cancelled());
-        match self.finished(&key, !run.errors.is_empty(), interrupted) {
+        let interrupted = run.interrupted || moved;
+        let failed = !run.failures.is_empty();
+        match self.finished(&key, failed, interrupted) {
             Ok(Finish::Done(remote)) => {
-                if !run.errors.is_empty() {
-                    warn!(policy = %key.policy, repository = %key.repository, tag = %key.tag, attempts = MAX_ATTEMPTS, "event given up after repeated failures; the next periodic run reconciles");
+                if failed {
+                    warn!(policy = %key.policy, repository = key.repository_str(), tag = key.tag_str(), attempts = MAX_ATTEMPTS, "event given up after repeated failures; the next periodic run reconciles");
                 }
                 if let Some(c) = shared.cluster() {
                     c.done(&remote).await;
@@ -363,9 +360,9 @@ impl EventQueue {
             }
             Ok(Finish::Again | Finish::Kept) => {}
             Ok(Finish::Retry(delay)) => {
-                info!(policy = %key.policy, repository = %key.repository, tag = %key.tag, retry_in = ?delay, "targeted run failed; retrying later");
+                info!(policy = %key.policy, repository = key.repository_str(), tag = key.tag_str(), retry_in = ?delay, "targeted run failed; retrying later");
                 let (queue, stop) = (self.clone(), stop.clone());
-                tokio::spawn(async move {
+                shared.tasks.spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(delay) => queue.make_ready(key),

@@ -4,35 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
-
-use crate::app::PolicyRun;
+use crate::api::{RunState, RunView};
 use crate::model::now_ms;
-use crate::state::{Counts, JournalKey};
+use crate::run::PolicyRun;
+use crate::state::{Counts, JournalKey, Outcome};
 
 /// Finished runs kept for clients that poll late; the oldest go first.
 const KEEP: usize = 1000;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RunView {
-    pub id: u64,
-    pub policy: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// `queued`, `running` or `done`.
-    pub state: &'static str,
-    /// Once done: `ok`, `failed` or `interrupted`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    pub counts: Counts,
-    pub errors: Vec<String>,
-    pub held: Vec<String>,
-    pub requested_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_ms: Option<u64>,
-}
+/// Failures and holds a view keeps.
+const LISTED: usize = 20;
 
 #[derive(Default)]
 pub struct RunBook {
@@ -42,7 +22,6 @@ pub struct RunBook {
 impl RunBook {
     /// A run asked for: of the whole policy, or of the repository (and tag) `key` names.
     pub fn create(&self, key: &JournalKey) -> u64 {
-        let named = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let mut g = self.inner.lock().expect("lock poisoned");
         g.0 += 1;
         let id = g.0;
@@ -51,9 +30,9 @@ impl RunBook {
             RunView {
                 id,
                 policy: key.policy.clone(),
-                repository: named(&key.repository),
-                tag: named(&key.tag),
-                state: "queued",
+                repository: key.repository.as_ref().map(ToString::to_string),
+                tag: key.tag.as_ref().map(ToString::to_string),
+                state: RunState::Queued,
                 outcome: None,
                 counts: Counts::default(),
                 errors: vec![],
@@ -63,7 +42,11 @@ impl RunBook {
             },
         );
         while g.1.len() > KEEP {
-            let Some(oldest) = g.1.iter().find(|(_, v)| v.state == "done").map(|(k, _)| *k) else {
+            let Some(oldest) =
+                g.1.iter()
+                    .find(|(_, v)| v.state == RunState::Done)
+                    .map(|(k, _)| *k)
+            else {
                 break;
             };
             g.1.remove(&oldest);
@@ -84,7 +67,7 @@ impl RunBook {
         let mut g = self.inner.lock().expect("lock poisoned");
         for id in ids {
             if let Some(v) = g.1.get_mut(id) {
-                v.state = "running";
+                v.state = RunState::Running;
             }
         }
     }
@@ -94,7 +77,7 @@ impl RunBook {
             ids,
             run.outcome(),
             run.counts(),
-            run.errors.clone(),
+            run.errors(),
             run.held.clone(),
         );
     }
@@ -103,7 +86,7 @@ impl RunBook {
     pub fn abandoned(&self, ids: &[u64], why: &str) {
         self.end(
             ids,
-            "failed",
+            Outcome::Failed,
             Counts::default(),
             vec![why.to_owned()],
             vec![],
@@ -114,40 +97,34 @@ impl RunBook {
     /// finds the request waiting in etcd.
     pub fn moved(&self, ids: &[u64]) {
         let why = "the policy moved to another cluster member, which runs this request".to_owned();
-        self.end(ids, "interrupted", Counts::default(), vec![why], vec![]);
+        self.end(
+            ids,
+            Outcome::Interrupted,
+            Counts::default(),
+            vec![why],
+            vec![],
+        );
     }
 
     /// A run asked for here was done by the cluster member that owns its policy: its result
-    /// as that member reported it (checked field by field; a bad one says so).
-    pub fn apply_remote(&self, id: u64, view: &serde_json::Value) {
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .take(20)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let outcome = view["outcome"]
-            .as_str()
-            .filter(|o| matches!(*o, "ok" | "failed" | "interrupted"))
-            .unwrap_or("failed");
-        let counts = serde_json::from_value(view["counts"].clone()).unwrap_or_default();
-        self.end(
-            &[id],
-            outcome,
-            counts,
-            strings(&view["errors"]),
-            strings(&view["held"]),
-        );
+    /// as that member reported it. A report that is not a finished run view fails the run.
+    pub fn apply_remote(&self, id: u64, view: &[u8]) {
+        match serde_json::from_slice::<RunView>(view) {
+            Ok(v) => {
+                let outcome = v.outcome.unwrap_or(Outcome::Failed);
+                self.end(&[id], outcome, v.counts, v.errors, v.held);
+            }
+            Err(e) => {
+                let why = format!("the member that ran it sent an unreadable report: {e}");
+                self.end(&[id], Outcome::Failed, Counts::default(), vec![why], vec![]);
+            }
+        }
     }
 
     fn end(
         &self,
         ids: &[u64],
-        outcome: &str,
+        outcome: Outcome,
         counts: Counts,
         errors: Vec<String>,
         held: Vec<String>,
@@ -155,11 +132,11 @@ impl RunBook {
         let mut g = self.inner.lock().expect("lock poisoned");
         for id in ids {
             if let Some(v) = g.1.get_mut(id) {
-                v.state = "done";
-                v.outcome = Some(outcome.to_owned());
+                v.state = RunState::Done;
+                v.outcome = Some(outcome);
                 v.counts = counts.clone();
-                v.errors = errors.iter().take(20).cloned().collect();
-                v.held = held.iter().take(20).cloned().collect();
+                v.errors = errors.iter().take(LISTED).cloned().collect();
+                v.held = held.iter().take(LISTED).cloned().collect();
                 v.finished_ms = Some(now_ms());
             }
         }

@@ -12,10 +12,12 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use tokio::sync::mpsc;
 
+use super::shared::Claimed;
 use super::Shared;
 use crate::app::App;
 use crate::config::Trigger;
 use crate::plan::RunOptions;
+use crate::run::Reach;
 
 /// The first run after the daemon starts: interval policies run at once, cron policies at
 /// their next tick, manual ones never (they run with `ferry sync --policy NAME`).
@@ -133,30 +135,26 @@ pub async fn policy_loop(
             verify: asked.iter().any(|a| a.opts.verify),
         };
         let started = Utc::now();
-        let claim = match shared.cluster().map(|c| c.claim(name, &stop)) {
-            Some(None) => {
+        let claimed = shared
+            .run_claimed(&app, policy, &Reach::Full, opts, &stop, &ids, || {
+                metrics.started(name)
+            })
+            .instrument(info_span!("run", policy = name))
+            .await;
+        let run = match claimed {
+            Claimed::Ran { run, .. } => run,
+            Claimed::Elsewhere => {
                 // Another member holds it: that member runs it on the same schedule.
                 debug!(
                     policy = name,
                     "held by another cluster member; not run here"
                 );
-                shared.runs.moved(&ids);
                 let (n, _) = after_run(&policy.trigger, started, Utc::now());
                 next_at = jittered(n);
                 continue;
             }
-            held => held.flatten(),
         };
-        let (cancel, fence) = crate::cluster::Claim::guards(claim.as_ref(), &stop);
-        metrics.started(name);
-        shared.runs.running(&ids);
-        let run = app
-            .run_policy(policy, &cancel, fence, opts)
-            .instrument(info_span!("run", policy = name))
-            .await;
-        drop(claim);
         metrics.finished(&run);
-        shared.runs.finished(&ids, &run);
         if stop.is_cancelled() {
             return;
         }

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::model::Digest;
+use crate::model::Invalid;
 use crate::model::RepoName;
 use crate::model::Tag;
 
@@ -50,32 +51,39 @@ fn field<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-fn json(body: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+fn json(body: &[u8]) -> Result<Value, Invalid> {
+    serde_json::from_slice(body).map_err(|e| Invalid::new(format!("body is not JSON: {e}")))
 }
 
-fn check_id(id: &str, at: &str) -> Result<String, String> {
+fn check_id(id: &str, at: &str) -> Result<String, Invalid> {
     if id.len() > MAX_ID || id.chars().any(|c| c.is_control()) {
-        return Err(format!(
+        return Err(Invalid::new(format!(
             "{at}: id is longer than {MAX_ID} characters or holds control characters"
-        ));
+        )));
     }
     Ok(id.to_owned())
 }
 
-fn repository(s: Option<&str>, at: &str) -> Result<RepoName, String> {
-    let s = s.ok_or_else(|| format!("{at}: no repository"))?;
-    s.parse().map_err(|e| format!("{at}: repository: {e}"))
+fn repository(s: Option<&str>, at: &str) -> Result<RepoName, Invalid> {
+    let s = s.ok_or_else(|| Invalid::new(format!("{at}: no repository")))?;
+    s.parse()
+        .map_err(|e| Invalid::new(format!("{at}: repository: {e}")))
 }
 
-fn tag(s: Option<&str>, at: &str) -> Result<Option<Tag>, String> {
-    s.map(|t| t.parse().map_err(|e| format!("{at}: tag: {e}")))
-        .transpose()
+fn tag(s: Option<&str>, at: &str) -> Result<Option<Tag>, Invalid> {
+    s.map(|t| {
+        t.parse()
+            .map_err(|e| Invalid::new(format!("{at}: tag: {e}")))
+    })
+    .transpose()
 }
 
-fn digest(s: Option<&str>, at: &str) -> Result<Option<Digest>, String> {
-    s.map(|d| d.parse().map_err(|e| format!("{at}: digest: {e}")))
-        .transpose()
+fn digest(s: Option<&str>, at: &str) -> Result<Option<Digest>, Invalid> {
+    s.map(|d| {
+        d.parse()
+            .map_err(|e| Invalid::new(format!("{at}: digest: {e}")))
+    })
+    .transpose()
 }
 
 /// A Distribution notification envelope: `{"events": [{id, action, target: {repository,
@@ -85,22 +93,25 @@ fn digest(s: Option<&str>, at: &str) -> Result<Option<Digest>, String> {
 /// # Errors
 /// A body that is not such an envelope, or an event with a missing or invalid field, with
 /// a one-line reason naming the event.
-pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
+pub fn parse_distribution(body: &[u8]) -> Result<Parsed, Invalid> {
     let v = json(body)?;
     let events = v
         .get("events")
         .and_then(Value::as_array)
-        .ok_or("no `events` array (not a Distribution envelope)")?;
+        .ok_or_else(|| Invalid::new("no `events` array (not a Distribution envelope)"))?;
     if events.len() > MAX_EVENTS {
-        return Err(format!(
+        return Err(Invalid::new(format!(
             "{} events in one body; at most {MAX_EVENTS}",
             events.len()
-        ));
+        )));
     }
     let mut out = Parsed::default();
     for (i, e) in events.iter().enumerate() {
         let at = format!("events[{i}]");
-        let id = check_id(field(e, "/id").ok_or_else(|| format!("{at}: no id"))?, &at)?;
+        let id = check_id(
+            field(e, "/id").ok_or_else(|| Invalid::new(format!("{at}: no id")))?,
+            &at,
+        )?;
         let action = match field(e, "/action") {
             Some("push") => Action::Push,
             Some("delete") => Action::Delete,
@@ -109,12 +120,12 @@ pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
                 continue;
             }
             Some(other) => {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "{at}: unknown action `{}`",
                     other.chars().take(40).collect::<String>()
-                ))
+                )))
             }
-            None => return Err(format!("{at}: no action")),
+            None => return Err(Invalid::new(format!("{at}: no action"))),
         };
         let repository = repository(field(e, "/target/repository"), &at)?;
         let tag = tag(field(e, "/target/tag"), &at)?;
@@ -124,7 +135,9 @@ pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
             continue;
         }
         if action == Action::Delete && tag.is_none() && digest.is_none() {
-            return Err(format!("{at}: a delete with neither tag nor digest"));
+            return Err(Invalid::new(format!(
+                "{at}: a delete with neither tag nor digest"
+            )));
         }
         out.events.push(Event {
             id,
@@ -144,19 +157,20 @@ pub fn parse_distribution(body: &[u8]) -> Result<Parsed, String> {
 ///
 /// # Errors
 /// A body that is not a Harbor payload, or a push/delete with invalid fields.
-pub fn parse_harbor(body: &[u8]) -> Result<Parsed, String> {
+pub fn parse_harbor(body: &[u8]) -> Result<Parsed, Invalid> {
     let v = json(body)?;
     let cloud = v.get("specversion").is_some();
     let (kind, data) = if cloud {
         (
-            field(&v, "/type").ok_or("no `type`")?,
-            v.get("data").ok_or("no `data` (not a Harbor CloudEvent)")?,
+            field(&v, "/type").ok_or_else(|| Invalid::new("no `type`"))?,
+            v.get("data")
+                .ok_or_else(|| Invalid::new("no `data` (not a Harbor CloudEvent)"))?,
         )
     } else {
         (
-            field(&v, "/type").ok_or("no `type` (not a Harbor webhook)")?,
+            field(&v, "/type").ok_or_else(|| Invalid::new("no `type` (not a Harbor webhook)"))?,
             v.get("event_data")
-                .ok_or("no `event_data` (not a Harbor webhook)")?,
+                .ok_or_else(|| Invalid::new("no `event_data` (not a Harbor webhook)"))?,
         )
     };
     let action = match kind {
@@ -176,16 +190,16 @@ pub fn parse_harbor(body: &[u8]) -> Result<Parsed, String> {
     let resources = data
         .get("resources")
         .and_then(Value::as_array)
-        .ok_or("no `resources` array")?;
+        .ok_or_else(|| Invalid::new("no `resources` array"))?;
     if resources.len() > MAX_EVENTS {
-        return Err(format!(
+        return Err(Invalid::new(format!(
             "{} resources in one body; at most {MAX_EVENTS}",
             resources.len()
-        ));
+        )));
     }
     let base_id = match (cloud, field(&v, "/id")) {
         (true, Some(id)) => check_id(id, "id")?,
-        (true, None) => return Err("a CloudEvent without an id".into()),
+        (true, None) => return Err(Invalid::new("a CloudEvent without an id")),
         // No id in Harbor's default format: the same delivery repeated hashes the same.
         (false, _) => format!("harbor:{}", crate::model::Digest::of(body).hex()),
     };
@@ -199,7 +213,9 @@ pub fn parse_harbor(body: &[u8]) -> Result<Parsed, String> {
             continue;
         }
         if action == Action::Delete && tag.is_none() && digest.is_none() {
-            return Err(format!("{at}: a delete with neither tag nor digest"));
+            return Err(Invalid::new(format!(
+                "{at}: a delete with neither tag nor digest"
+            )));
         }
         out.events.push(Event {
             id: format!("{base_id}/{i}"),
@@ -269,7 +285,7 @@ mod tests {
                 "unknown action",
             ),
         ] {
-            let e = parse_distribution(body.as_bytes()).unwrap_err();
+            let e = parse_distribution(body.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{body}: {e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }

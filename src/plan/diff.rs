@@ -19,9 +19,9 @@ pub struct DroppedTag {
 pub fn filter_tags(all: &[Tag], rules: &TagRules) -> (Vec<Tag>, Vec<DroppedTag>) {
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
     for t in all {
-        match rules.decide(t.as_str()) {
-            Ok(()) => kept.push(t.clone()),
-            Err(reason) => dropped.push(DroppedTag {
+        match rules.dropped(t.as_str()) {
+            None => kept.push(t.clone()),
+            Some(reason) => dropped.push(DroppedTag {
                 tag: t.clone(),
                 reason,
             }),

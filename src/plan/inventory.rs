@@ -12,7 +12,7 @@ use super::reads::SourceReads;
 use super::rules::{self, Ctx, Resolved};
 use super::{
     filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan,
-    Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan,
+    Memory, PlanError, RepoPlan, RunOptions, Scope, TagAction, TagPlan,
 };
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
@@ -80,7 +80,7 @@ pub async fn plan_repo(
         Ok(d) => d,
         Err(e) => {
             let mut p = RepoPlan::empty(&policy.name, target_key, repo.clone(), repo.clone());
-            p.error = Some(e);
+            p.error = Some(PlanError::Template(e));
             return p;
         }
     };
@@ -105,13 +105,13 @@ pub async fn plan_repo(
     plan
 }
 
-async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
+async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
     let (policy, source, target) = (ctx.policy, ctx.source, ctx.target);
     let (src, dest) = (
         plan.source_repository.clone(),
         plan.target_repository.clone(),
     );
-    let listed = source.tags(&src).await.map_err(|e| e.to_string())?;
+    let listed = source.tags(&src).await?;
     let src_tags = match (listed, ctx.scope) {
         // The listing may be ahead of the tag (its folder is there, its link not yet) or
         // behind it: ask for the tag itself.
@@ -126,9 +126,10 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
             }
             tags
         }
-        (listed, _) => {
-            listed.ok_or_else(|| format!("repository `{src}` not found on {}", source.name()))?
-        }
+        (listed, _) => listed.ok_or_else(|| PlanError::NotFound {
+            repo: src.clone(),
+            registry: source.name().to_owned(),
+        })?,
     };
     let (kept, mut dropped) = filter_tags(&src_tags, &policy.tags);
     let created = if needs_created(&kept, &policy.tags) {
@@ -154,8 +155,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
     plan.dropped = dropped;
     let dst_tags: HashSet<Tag> = target
         .tags(&dest)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .unwrap_or_default()
         .into_iter()
         .collect();
@@ -211,7 +211,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
         plan.dropped.retain(|d| !extra.contains(&d.tag));
         resolved.extend(resolve(ctx, &dst_tags, extra).await?);
         for d in &subjects {
-            for r in source.referrers(&src, d).await.map_err(|e| e.to_string())? {
+            for r in source.referrers(&src, d).await? {
                 if !plan.referrers.contains(&r) {
                     plan.referrers.push(r);
                 }
@@ -271,8 +271,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
             })
             .buffer_unordered(width(&[target]))
             .try_collect()
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (d, present) in found {
             plan.blobs.get_mut(&d).expect("planned").on_target = Some(present);
         }
@@ -284,15 +283,14 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), String> {
 /// then the tag's folder and link written), so a targeted run can come a moment too early.
 /// Ask for the tag itself a few times, about a second and a half in all; a tag that never
 /// shows up (a forged event, or deleted at once) is not there to copy.
-async fn pushed_tag_appears(source: &Registry, repo: &RepoName, tag: &Tag) -> Result<bool, String> {
+async fn pushed_tag_appears(
+    source: &Registry,
+    repo: &RepoName,
+    tag: &Tag,
+) -> Result<bool, PlanError> {
     for wait_ms in [0, 50, 100, 200, 400, 800] {
         tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-        if source
-            .head_manifest(repo, tag.as_str())
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
+        if source.head_manifest(repo, tag.as_str()).await?.is_some() {
             return Ok(true);
         }
     }
@@ -308,7 +306,7 @@ async fn resolve(
     ctx: &Ctx<'_>,
     dst_tags: &HashSet<Tag>,
     tags: Vec<Tag>,
-) -> Result<Vec<Resolved>, String> {
+) -> Result<Vec<Resolved>, PlanError> {
     let (source, target, src, dest) = (ctx.source, ctx.target, &ctx.src, &ctx.dest);
     let fresh_ms = if ctx.opts.verify {
         0
@@ -362,8 +360,7 @@ async fn resolve(
         })
         .buffered(width(&[source.registry(), target]))
         .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(resolved.into_iter().flatten().collect())
 }
 
@@ -428,7 +425,7 @@ async fn add_tree(
     repo_absent: bool,
     root: Digest,
     pulled: Option<PulledManifest>,
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let (src, dest) = (
         plan.source_repository.clone(),
         plan.target_repository.clone(),
@@ -440,20 +437,19 @@ async fn add_tree(
             continue;
         }
         if depth > MAX_DEPTH {
-            return Err(format!(
-                "{src}@{digest}: indexes nested more than {MAX_DEPTH} deep"
-            ));
+            return Err(PlanError::TooLarge {
+                repo: src,
+                digest,
+                what: format!("indexes nested more than {MAX_DEPTH} deep"),
+            });
         }
         if plan.manifests.len() >= MAX_MANIFESTS {
-            return Err(format!(
-                "more than {MAX_MANIFESTS} manifests in one repository"
-            ));
+            return Err(PlanError::TooManyManifests(MAX_MANIFESTS));
         }
         let on_target = !repo_absent
             && target
                 .head_manifest(&dest, digest.as_str())
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .is_some();
         if on_target && !is_root {
             plan.manifests.insert(
@@ -475,26 +471,31 @@ async fn add_tree(
             Some(m) => m,
             None => source
                 .get_manifest(&src, digest.as_str())
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!(
-                        "{src}@{digest}: manifest referenced but missing on {}",
-                        source.name()
-                    )
+                .await?
+                .ok_or_else(|| PlanError::Missing {
+                    repo: src.clone(),
+                    digest: digest.clone(),
+                    registry: source.name().to_owned(),
                 })?,
         };
         let refs = if on_target {
             Default::default()
         } else {
-            manifest_references(&m.media_type, &m.bytes)
-                .map_err(|e| format!("{src}@{digest}: {e}"))?
+            manifest_references(&m.media_type, &m.bytes).map_err(|reason| PlanError::Manifest {
+                repo: src.clone(),
+                digest: digest.clone(),
+                reason,
+            })?
         };
         if refs.manifests.len() > MAX_CHILDREN {
-            return Err(format!(
-                "{src}@{digest}: index lists {} manifests, more than {MAX_CHILDREN}",
-                refs.manifests.len()
-            ));
+            return Err(PlanError::TooLarge {
+                what: format!(
+                    "index lists {} manifests, more than {MAX_CHILDREN}",
+                    refs.manifests.len()
+                ),
+                repo: src,
+                digest,
+            });
         }
         for (child, _) in &refs.manifests {
             queue.push((child.clone(), None, depth + 1));

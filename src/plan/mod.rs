@@ -2,6 +2,7 @@
 //! and the manifests and blobs missing on the target. Printable as text and JSON.
 
 mod diff;
+mod error;
 mod inventory;
 mod reads;
 mod rules;
@@ -11,6 +12,7 @@ use std::fmt;
 
 use bytes::Bytes;
 pub use diff::{filter_index, filter_tags, keep_latest, needs_created, tag_action, DroppedTag};
+pub use error::PlanError;
 pub use inventory::{is_referrer_tag, plan_repo, select_repositories};
 pub use reads::SourceReads;
 use serde::Serialize;
@@ -143,7 +145,7 @@ pub struct BlobPlan {
     pub on_target: Option<bool>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct RepoPlan {
     pub policy: String,
     pub target: String,
@@ -166,8 +168,16 @@ pub struct RepoPlan {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delete_notes: Vec<String>,
     /// Set when the repository could not be planned; the other fields are then empty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_text")]
+    pub error: Option<PlanError>,
+}
+
+/// An error as its message: `plan --json` is read by people and scripts alike.
+fn as_text<S: serde::Serializer>(e: &Option<PlanError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_str(&e.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 impl RepoPlan {

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::reads::SourceReads;
 use super::{
-    filter_index, is_referrer_tag, Memory, RepoPlan, RunOptions, Scope, TagAction, TagPlan,
+    filter_index, is_referrer_tag, Memory, PlanError, RepoPlan, RunOptions, Scope, TagAction,
+    TagPlan,
 };
 use crate::config::Policy;
 use crate::model::{
@@ -39,8 +40,14 @@ pub(super) struct Resolved {
     pub note: Option<String>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// A manifest of `ctx.src` whose content cannot be read as one.
+fn bad(ctx: &Ctx<'_>, digest: &Digest) -> impl Fn(crate::model::Invalid) -> PlanError {
+    let (repo, digest) = (ctx.src.clone(), digest.clone());
+    move |reason| PlanError::Manifest {
+        repo: repo.clone(),
+        digest: digest.clone(),
+        reason,
+    }
 }
 
 /// Replace a multi-arch index by one holding only the wanted platforms. The filtered digest
@@ -48,7 +55,7 @@ fn err(e: impl std::fmt::Display) -> String {
 pub(super) async fn filter_platforms(
     ctx: &Ctx<'_>,
     r: &mut Resolved,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PlanError> {
     let wanted = &ctx.policy.platforms;
     let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     let key = format!("{}|{}", r.original, names.join(","));
@@ -70,13 +77,12 @@ pub(super) async fn filter_platforms(
         r.pulled = ctx
             .source
             .get_manifest(&ctx.src, r.original.as_str())
-            .await
-            .map_err(err)?;
+            .await?;
     }
     let Some(m) = r.pulled.as_ref() else {
         return Ok(None);
     };
-    if manifest_kind(&m.media_type).map_err(err)? != ManifestKind::Index {
+    if manifest_kind(&m.media_type).map_err(bad(ctx, &m.digest))? != ManifestKind::Index {
         return Ok(None);
     }
     match filter_index(&m.bytes, wanted) {
@@ -107,7 +113,7 @@ pub(super) async fn gate(
     ctx: &Ctx<'_>,
     src_tags: &[Tag],
     r: &Resolved,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PlanError> {
     let req = &ctx.policy.require;
     if let Some(min) = req.min_age {
         let seen = ctx.memory.first_seen(&format!(
@@ -135,8 +141,7 @@ pub(super) async fn gate(
             && ctx
                 .source
                 .referrers(&ctx.src, &r.original)
-                .await
-                .map_err(err)?
+                .await?
                 .is_empty()
         {
             return Ok(Some("no signature (require.signature)".into()));
@@ -161,7 +166,7 @@ pub(super) async fn gate(
 
 /// The manifest's annotations; for an image, its config's labels fill in the rest (builders
 /// put `org.opencontainers.image.*` in either place).
-async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, String>, String> {
+async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, String>, PlanError> {
     // The bytes resolved for a tag missing on the target are the source's own (unless a
     // platform filter replaced them): no second GET for those.
     let m = match r.pulled.as_ref().filter(|m| m.digest == r.original) {
@@ -169,14 +174,17 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
         None => match ctx
             .source
             .get_manifest(&ctx.src, r.original.as_str())
-            .await
-            .map_err(err)?
+            .await?
         {
             Some(m) => m,
             None => return Ok(HashMap::new()),
         },
     };
-    let json: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(err)?;
+    let unreadable = |what: &str, e: serde_json::Error| {
+        PlanError::Gate(format!("{}@{}: {what}: {e}", ctx.src, m.digest))
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| unreadable("manifest", e))?;
     let strings = |v: Option<&serde_json::Value>| -> HashMap<String, String> {
         v.and_then(|v| v.as_object())
             .map(|o| {
@@ -187,18 +195,15 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
             .unwrap_or_default()
     };
     let mut out = strings(json.get("annotations"));
-    if manifest_kind(&m.media_type).map_err(err)? == ManifestKind::Image {
+    if manifest_kind(&m.media_type).map_err(bad(ctx, &m.digest))? == ManifestKind::Image {
         if let Some((config, _)) = manifest_references(&m.media_type, &m.bytes)
-            .map_err(err)?
+            .map_err(bad(ctx, &m.digest))?
             .blobs
             .first()
         {
-            let body = ctx
-                .source
-                .get_small_blob(&ctx.src, config, 1 << 20)
-                .await
-                .map_err(err)?;
-            let cfg: serde_json::Value = serde_json::from_slice(&body).map_err(err)?;
+            let body = ctx.source.get_small_blob(&ctx.src, config, 1 << 20).await?;
+            let cfg: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| unreadable("image config", e))?;
             for (k, v) in strings(cfg.pointer("/config/Labels")) {
                 out.entry(k).or_insert(v);
             }
@@ -216,7 +221,7 @@ pub(super) async fn plan_deletes(
     src_tags: &[Tag],
     dst_tags: &HashSet<Tag>,
     known: &HashMap<Tag, Digest>,
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let src: HashSet<&Tag> = src_tags.iter().collect();
     let mut gone: Vec<Tag> = dst_tags
         .iter()
@@ -233,8 +238,7 @@ pub(super) async fn plan_deletes(
             if ctx
                 .source
                 .head_manifest(&ctx.src, t.as_str())
-                .await
-                .map_err(err)?
+                .await?
                 .is_none()
             {
                 confirmed.push(t);
@@ -267,12 +271,7 @@ pub(super) async fn plan_deletes(
         .cloned()
         .collect::<Vec<_>>()
     {
-        if let Some(h) = ctx
-            .target
-            .head_manifest(&ctx.dest, t.as_str())
-            .await
-            .map_err(err)?
-        {
+        if let Some(h) = ctx.target.head_manifest(&ctx.dest, t.as_str()).await? {
             digests.insert(t, h.digest);
         }
     }

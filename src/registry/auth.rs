@@ -107,13 +107,13 @@ impl Auth {
                 if let Some((c, _)) = cached.as_ref().filter(|(_, at)| at.elapsed() < HELPER_TTL) {
                     return Ok(Some(c.clone()));
                 }
-                let c = super::helper::get(program, server)
-                    .await
-                    .map_err(|detail| RegistryError::Unauthorized {
+                let c = super::helper::get(program, server).await.map_err(|e| {
+                    RegistryError::Unauthorized {
                         registry: self.registry.clone(),
                         op,
-                        detail,
-                    })?;
+                        detail: e.to_string(),
+                    }
+                })?;
                 *cached = Some((c.clone(), Instant::now()));
                 Ok(Some(c))
             }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::Digest;
+use crate::model::{Digest, ErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -50,6 +50,15 @@ pub enum RegistryError {
     Stalled {
         registry: String,
         op: &'static str,
+        detail: String,
+    },
+    /// A layout folder's file system failed or holds something that is not a layout.
+    #[error("{registry}: {op}: {path}: {detail}")]
+    Storage {
+        registry: String,
+        op: &'static str,
+        path: String,
+        kind: std::io::ErrorKind,
         detail: String,
     },
 }
@@ -111,11 +120,32 @@ impl RegistryError {
             }
             // The blob copy resumes from what the target acknowledged, a bounded number of times.
             Self::Stalled { .. } => true,
+            // A disk that is full, read-only or refuses us stays so; an interrupted call or
+            // one that timed out may not.
+            Self::Storage { kind, .. } => {
+                use std::io::ErrorKind as K;
+                matches!(kind, K::Interrupted | K::TimedOut | K::WouldBlock)
+            }
             // Waiting was already bounded by rate_limit_max_wait: the next run goes on.
             Self::Unauthorized { .. }
             | Self::Protocol { .. }
             | Self::DigestMismatch { .. }
             | Self::RateLimited { .. } => false,
+        }
+    }
+
+    /// What kind of failure this is, for metrics and messages.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Status {
+                status: 401 | 403, ..
+            }
+            | Self::Unauthorized { .. } => ErrorKind::Auth,
+            Self::Status { status: 429, .. } | Self::RateLimited { .. } => ErrorKind::RateLimit,
+            Self::Status { .. } | Self::Protocol { .. } => ErrorKind::Protocol,
+            Self::Transport { .. } | Self::Stalled { .. } => ErrorKind::Transport,
+            Self::DigestMismatch { .. } => ErrorKind::Digest,
+            Self::Storage { .. } => ErrorKind::Storage,
         }
     }
 

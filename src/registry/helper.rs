@@ -11,6 +11,34 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::Secret;
 
+/// Why a credential helper gave no credentials. It carries no word the helper printed.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("credential helper {program} did not answer within {secs}s")]
+    Timeout { program: String, secs: u64 },
+    #[error("credential helper {program} not found on PATH")]
+    NotFound { program: String },
+    #[error("credential helper {program} could not start: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("credential helper {program} exited with {code} for {server}")]
+    Exit {
+        program: String,
+        code: String,
+        server: String,
+    },
+    #[error("credential helper {program}: output unreadable or over {} KiB", MAX_OUTPUT >> 10)]
+    Output { program: String },
+    #[error(
+        "credential helper {program} printed no credentials (want JSON with Username and Secret)"
+    )]
+    NotCredentials { program: String },
+    #[error("credential helper {program} has no credentials for {server}")]
+    Empty { program: String, server: String },
+}
+
 /// Long enough for a helper that asks a cloud API (ECR, GCR), short enough that a helper
 /// waiting on a desktop prompt that will never come does not hold a run.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,18 +55,19 @@ struct Reply {
 
 /// Ask `program` for the credentials of `server`: (username, secret). A username of
 /// `<token>` means the secret is an identity token (an OAuth2 refresh token).
-pub async fn get(program: &str, server: &str) -> Result<(String, Secret), String> {
+pub async fn get(program: &str, server: &str) -> Result<(String, Secret), HelperError> {
     tokio::time::timeout(TIMEOUT, ask(program, server))
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
-                "credential helper {program} did not answer within {}s",
-                TIMEOUT.as_secs()
-            ))
+            Err(HelperError::Timeout {
+                program: program.to_owned(),
+                secs: TIMEOUT.as_secs(),
+            })
         })
 }
 
-async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
+async fn ask(program: &str, server: &str) -> Result<(String, Secret), HelperError> {
+    let program_ = || program.to_owned();
     let mut child = tokio::process::Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -47,10 +76,13 @@ async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("credential helper {program} not found on PATH")
-            }
-            _ => format!("credential helper {program} could not start: {e}"),
+            std::io::ErrorKind::NotFound => HelperError::NotFound {
+                program: program_(),
+            },
+            _ => HelperError::Start {
+                program: program_(),
+                source: e,
+            },
         })?;
     let mut stdin = child.stdin.take().expect("piped");
     // A helper that exits without reading its input is judged by its exit code below.
@@ -64,30 +96,33 @@ async fn ask(program: &str, server: &str) -> Result<(String, Secret), String> {
         .take(MAX_OUTPUT + 1)
         .read_to_end(&mut out)
         .await;
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    let status = child.wait().await.map_err(|e| HelperError::Start {
+        program: program_(),
+        source: e,
+    })?;
     if !status.success() {
         let code = status
             .code()
             .map_or_else(|| "a signal".to_owned(), |c| format!("code {c}"));
-        return Err(format!(
-            "credential helper {program} exited with {code} for {server}"
-        ));
+        return Err(HelperError::Exit {
+            program: program_(),
+            code,
+            server: server.to_owned(),
+        });
     }
     if read.is_err() || out.len() as u64 > MAX_OUTPUT {
-        return Err(format!(
-            "credential helper {program}: output unreadable or over {} KiB",
-            MAX_OUTPUT >> 10
-        ));
+        return Err(HelperError::Output {
+            program: program_(),
+        });
     }
-    let reply: Reply = serde_json::from_slice(&out)
-        .map_err(|_| format!("credential helper {program} printed no credentials (want JSON with Username and Secret)"))?;
+    let reply: Reply = serde_json::from_slice(&out).map_err(|_| HelperError::NotCredentials {
+        program: program_(),
+    })?;
     if reply.secret.is_empty() {
-        return Err(format!(
-            "credential helper {program} has no credentials for {server}"
-        ));
+        return Err(HelperError::Empty {
+            program: program_(),
+            server: server.to_owned(),
+        });
     }
     Ok((reply.username, Secret::new(reply.secret)))
 }

@@ -8,7 +8,8 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
 
-use super::{read_limited, Registry, RegistryError, Scope};
+use super::http::{read_limited, Http};
+use super::{RegistryError, Scope};
 use crate::model::{
     manifest_media_type, Digest, RepoName, Tag, MANIFEST_TYPES, MAX_MANIFEST_BYTES,
 };
@@ -38,7 +39,7 @@ pub struct BlobStream {
 /// One page of a tag list or catalog: 1,000 entries of the longest names fit in well under this.
 const MAX_PAGE_BYTES: usize = 16 << 20;
 
-impl Registry {
+impl Http {
     fn accept_manifests(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         req.header(ACCEPT, MANIFEST_TYPES.join(", "))
     }
@@ -47,13 +48,7 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .tags(repo)
-                .await
-                .map_err(|e| self.protocol("list tags", e));
-        }
+    pub(super) async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
         let first = self.url(&format!("/v2/{repo}/tags/list?n=1000"));
         let pages = self
             .paginate("list tags", &Scope::pull(repo.as_str()), first, "tags")
@@ -77,13 +72,7 @@ impl Registry {
     /// # Errors
     /// A registry that refuses the catalog (most public ones) gets an error that says to list
     /// repositories by name instead.
-    pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .catalog(self.inner.list_limit)
-                .await
-                .map_err(|e| self.protocol("list repositories", e));
-        }
+    pub(super) async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
         let first = self.url("/v2/_catalog?n=1000");
         let refused = |detail: String| {
             self.protocol(
@@ -118,7 +107,7 @@ impl Registry {
         first: url::Url,
         field: &str,
     ) -> Result<Option<Vec<String>>, RegistryError> {
-        let (limit, budget) = (self.inner.list_limit, self.inner.list_timeout);
+        let (limit, budget) = (self.list_limit, self.list_timeout);
         let started = tokio::time::Instant::now();
         let too_slow = |n: usize| {
             self.protocol(
@@ -196,17 +185,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn head_manifest(
+    pub(super) async fn head_manifest(
         &self,
         repo: &RepoName,
         reference: &str,
     ) -> Result<Option<ManifestHead>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .head_manifest(repo, reference)
-                .await
-                .map_err(|e| self.protocol("head manifest", e));
-        }
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let rsp = self
             .send("head manifest", &Scope::pull(repo.as_str()), |h| {
@@ -245,17 +228,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a manifest over 4 MiB; a digest mismatch.
-    pub async fn get_manifest(
+    pub(super) async fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &str,
     ) -> Result<Option<PulledManifest>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .get_manifest(repo, reference)
-                .await
-                .map_err(|e| self.protocol("get manifest", e));
-        }
         let op = "get manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         // Rationed registries count manifest GETs (not HEADs): a HEAD probes while waiting.
@@ -313,7 +290,7 @@ impl Registry {
         let expected = reference.parse::<Digest>().ok().or(header_digest);
         if let Some(expected) = expected.filter(|e| *e != digest) {
             return Err(RegistryError::DigestMismatch {
-                registry: self.name().to_owned(),
+                registry: self.name.clone(),
                 what: "manifest",
                 expected,
                 actual: digest,
@@ -332,18 +309,12 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors (e.g. `MANIFEST_BLOB_UNKNOWN`), a changed digest.
-    pub async fn put_manifest(
+    pub(super) async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &str,
         m: &PulledManifest,
     ) -> Result<(), RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .put_manifest(repo, reference, m)
-                .await
-                .map_err(|e| self.protocol("put manifest", e));
-        }
         let op = "put manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let rsp = self
@@ -364,7 +335,7 @@ impl Registry {
         {
             if got != m.digest {
                 return Err(RegistryError::DigestMismatch {
-                    registry: self.name().to_owned(),
+                    registry: self.name.clone(),
                     what: "stored manifest",
                     expected: m.digest.clone(),
                     actual: got,
@@ -378,17 +349,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; 405 when the registry does not allow deletes.
-    pub async fn delete_manifest(
+    pub(super) async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .delete_manifest(repo, digest)
-                .await
-                .map_err(|e| self.protocol("delete manifest", e));
-        }
         let op = "delete manifest";
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
         let rsp = self
@@ -418,17 +383,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn head_blob(
+    pub(super) async fn head_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .head_blob(repo, digest)
-                .await
-                .map_err(|e| self.protocol("head blob", e));
-        }
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let rsp = self
             .send("head blob", &Scope::pull(repo.as_str()), |h| {
@@ -453,16 +412,13 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn referrers(
+    pub(super) async fn referrers(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Vec<Digest>, RegistryError> {
-        if self.layout().is_some() {
-            return Ok(Vec::new()); // a layout has no referrers API; tagged signatures are tags
-        }
         let op = "referrers";
-        if self.inner.no_referrers_api.load(Ordering::Relaxed) {
+        if self.no_referrers_api.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
         let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
@@ -477,7 +433,7 @@ impl Registry {
         ) {
             // A registry with the API answers 200 even when there are no referrers, so this
             // one has none: stop asking (one request per registry and process, not per tag).
-            self.inner.no_referrers_api.store(true, Ordering::Relaxed);
+            self.no_referrers_api.store(true, Ordering::Relaxed);
             return Ok(Vec::new());
         }
         let rsp = self.expect(op, rsp, &[StatusCode::OK]).await?;
@@ -493,18 +449,12 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a blob over `limit`; a digest mismatch.
-    pub async fn get_small_blob(
+    pub(super) async fn get_small_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         limit: usize,
     ) -> Result<Bytes, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .get_small_blob(repo, digest, limit)
-                .await
-                .map_err(|e| self.protocol("get blob", e));
-        }
         let mut body = self.get_blob(repo, digest, 0).await?;
         let mut out = Vec::new();
         while let Some(chunk) = body.stream.next().await {
@@ -519,7 +469,7 @@ impl Registry {
         let actual = Digest::of(&out);
         if actual != *digest {
             return Err(RegistryError::DigestMismatch {
-                registry: self.name().to_owned(),
+                registry: self.name.clone(),
                 what: "blob",
                 expected: digest.clone(),
                 actual,
@@ -533,18 +483,12 @@ impl Registry {
     /// # Errors
     /// Transport, auth and status errors, including 404 for a blob the manifest names but the
     /// registry lacks.
-    pub async fn get_blob(
+    pub(super) async fn get_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         offset: u64,
     ) -> Result<BlobStream, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .get_blob(repo, digest, offset)
-                .await
-                .map_err(|e| self.protocol("get blob", e));
-        }
         let op = "get blob";
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let rsp = self
@@ -569,7 +513,7 @@ impl Registry {
         } else {
             0
         };
-        let (name, window) = (self.name().to_owned(), self.inner.stall_timeout);
+        let (name, window) = (self.name.clone(), self.stall_timeout);
         let stalled = move || RegistryError::Stalled {
             registry: name.clone(),
             op,
@@ -579,8 +523,8 @@ impl Registry {
                 window.as_secs()
             ),
         };
-        let (name, silent) = (self.name().to_owned(), stalled.clone());
-        let limited = self.clone();
+        let (name, silent) = (self.name.clone(), stalled.clone());
+        let limited = self.download_limit();
         let stream = rsp
             .bytes_stream()
             .map(move |r| {
@@ -600,8 +544,8 @@ impl Registry {
             .then(move |r| {
                 let limited = limited.clone();
                 async move {
-                    if let Ok(b) = &r {
-                        limited.throttle_download(b.len()).await;
+                    if let (Ok(b), Some(l)) = (&r, &limited) {
+                        l.acquire(b.len()).await;
                     }
                     r
                 }

@@ -1,17 +1,17 @@
-//! One registry endpoint: the HTTP client (TLS, timeouts), authentication, retries and the
-//! distribution API calls ferry makes. Knows nothing of policies or the state store.
+//! One registry endpoint and the distribution API calls ferry makes. Knows nothing of
+//! policies or the state store.
 //!
-//! Every request goes through [`Registry::send`] (rebuildable requests: auth challenge and
-//! retries handled) or [`Registry::send_once`] (streaming bodies, which cannot be replayed).
-//! oci-client supplies the manifest types; its own client is not used for requests because
-//! it drops response headers (`Retry-After`, `Link`, `Range`, `Location`), never retries, and
-//! keeps upload sessions private, and ferry wants one auth path for every request.
+//! The endpoint's URL decides its transport once, when the client is built: `http(s)://` is
+//! a registry (`http`: auth, retries, limits), `oci:` a folder of OCI image layouts
+//! (`layout`). Every call below is the same operation on either; the contract test
+//! (`tests/e2e/transports.rs`) runs one sequence over both.
 
 mod auth;
 mod budget;
 mod concurrency;
 mod error;
 mod helper;
+mod http;
 mod layout;
 mod limit;
 mod meta;
@@ -19,18 +19,20 @@ mod retry;
 mod stall;
 mod upload;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::Body;
 
 pub use auth::Scope;
 pub use error::RegistryError;
 pub use limit::RateLimiter;
 pub use meta::{BlobStream, ManifestHead, PulledManifest};
-use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{RequestBuilder, Response, StatusCode};
 pub use retry::RetryPolicy;
 pub use upload::{UploadSession, UploadStart};
+
+use crate::model::{Digest, RepoName, Tag};
 
 /// Everything needed to talk to one registry; built by the composition root from config.
 #[derive(Clone, PartialEq)]
@@ -84,30 +86,31 @@ pub struct Registry {
 
 struct Inner {
     name: String,
-    base: url::Url,
-    http: reqwest::Client,
-    auth: auth::Auth,
-    limit: concurrency::Concurrency,
-    /// `bandwidth_limit`, one bucket per direction: links are full duplex, and a source
-    /// shared with production traffic is protected on its sending side.
-    bandwidth: Option<(RateLimiter, RateLimiter)>,
-    retry: RetryPolicy,
-    retries: AtomicU64,
-    /// Set once the registry answered that it has no OCI 1.1 referrers API.
-    no_referrers_api: AtomicBool,
-    timeout: Duration,
-    stall_timeout: Duration,
-    list_limit: usize,
-    list_timeout: Duration,
-    budget: budget::Budget,
-    budget_max_wait: Duration,
-    /// Set for `oci:` URLs: the registry is a folder of OCI layouts, not an HTTP server.
-    layout: Option<layout::Layout>,
+    /// Bytes sent to this registry (`bandwidth_limit`, the sending side): uploads to a
+    /// layout folder are limited too. The receiving side is the HTTP transport's.
+    upload_limit: Option<Arc<RateLimiter>>,
+    transport: Transport,
     /// What it was built from: a reload that leaves it unchanged keeps this client.
     endpoint: Endpoint,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How the registry is reached; chosen once, from the URL's scheme.
+enum Transport {
+    // Boxed: the HTTP side holds a client, auth, limits and a budget; a layout, a path.
+    Http(Box<http::Http>),
+    Layout(layout::Layout),
+}
+
+/// One operation over whichever transport the registry has. Layout failures become
+/// storage errors naming the registry and the operation.
+macro_rules! over {
+    ($self:ident, $op:expr, $h:ident => $http:expr, $l:ident => $layout:expr $(,)?) => {
+        match &$self.inner.transport {
+            Transport::Http($h) => $http,
+            Transport::Layout($l) => $layout.map_err(|e| e.into_registry(&$self.inner.name, $op)),
+        }
+    };
+}
 
 fn install_crypto_provider() {
     static ONCE: Once = Once::new();
@@ -122,57 +125,20 @@ impl Registry {
     /// When the CA bundle cannot be parsed or the HTTP client cannot be built.
     pub fn new(ep: Endpoint) -> Result<Self, RegistryError> {
         install_crypto_provider();
-        let protocol = |detail: String| RegistryError::Protocol {
-            registry: ep.name.clone(),
-            op: "setup",
-            detail,
+        let limiter = || ep.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b)));
+        let transport = if ep.url.scheme() == "oci" {
+            Transport::Layout(layout::Layout::new(std::path::PathBuf::from(ep.url.path())))
+        } else {
+            Transport::Http(Box::new(http::Http::new(&ep, limiter())?))
         };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(ep.stall_timeout)
-            .pool_max_idle_per_host(ep.max_concurrent.max(4))
-            // Idle connections hold buffers: a daemon between runs keeps none for long.
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
-        if let Some(pem) = &ep.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| protocol(format!("ca_file: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| protocol(format!("HTTP client: {e}")))?;
-        let layout = (ep.url.scheme() == "oci")
-            .then(|| layout::Layout::new(std::path::PathBuf::from(ep.url.path())));
-        let endpoint = ep.clone();
         Ok(Registry {
             inner: Arc::new(Inner {
-                endpoint,
-                budget: budget::Budget::new(&ep.name, ep.rate_limit_reserve),
-                auth: auth::Auth::new(&ep.name, ep.credentials),
-                name: ep.name,
-                base: ep.url,
-                http,
-                limit: concurrency::Concurrency::new(ep.max_concurrent),
-                bandwidth: ep
-                    .bandwidth_limit
-                    .map(|b| (RateLimiter::new(b), RateLimiter::new(b))),
-                retry: ep.retry,
-                retries: AtomicU64::new(0),
-                no_referrers_api: Default::default(),
-                timeout: ep.request_timeout,
-                stall_timeout: ep.stall_timeout,
-                list_limit: ep.list_limit,
-                list_timeout: ep.list_timeout,
-                budget_max_wait: ep.rate_limit_max_wait,
-                layout,
+                name: ep.name.clone(),
+                upload_limit: limiter(),
+                transport,
+                endpoint: ep,
             }),
         })
-    }
-
-    fn layout(&self) -> Option<&layout::Layout> {
-        self.inner.layout.as_ref()
     }
 
     pub fn name(&self) -> &str {
@@ -185,341 +151,244 @@ impl Registry {
     }
 
     /// Requests this registry gets at once now, and the most it may get (`max_concurrent`).
+    /// A layout folder takes `max_concurrent` at once, always.
     pub fn concurrency(&self) -> (usize, usize) {
-        (self.inner.limit.limit(), self.inner.limit.max())
+        match &self.inner.transport {
+            Transport::Http(h) => h.concurrency(),
+            Transport::Layout(_) => {
+                let max = self.inner.endpoint.max_concurrent;
+                (max, max)
+            }
+        }
     }
 
     /// The rationed budget as last reported: (remaining, limit, seconds paused so far).
     pub fn rate_limit(&self) -> (Option<u64>, Option<u64>, f64) {
-        self.inner.budget.snapshot()
-    }
-
-    /// Wait until a counted request (a manifest GET) fits in the registry's rationed budget;
-    /// `probe` is a free request (a HEAD) that refreshes the budget's headers while waiting.
-    /// The returned guard gives the place back when the request is done.
-    ///
-    /// # Errors
-    /// When the budget would not refill within `rate_limit_max_wait`.
-    async fn counted<F, Fut>(
-        &self,
-        op: &'static str,
-        probe: F,
-    ) -> Result<BudgetGuard<'_>, RegistryError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
-        let started = std::time::Instant::now();
-        loop {
-            let wait = match self.inner.budget.decide() {
-                budget::Decision::Go(ticket) => return Ok(BudgetGuard(&self.inner.budget, ticket)),
-                budget::Decision::Queue => {
-                    tokio::time::sleep(budget::QUEUE_WAIT).await;
-                    continue;
-                }
-                budget::Decision::Wait(w) => w,
-            };
-            let (remaining, limit, _) = self.inner.budget.snapshot();
-            let left = format!(
-                "{} of {} left",
-                remaining.unwrap_or(0),
-                limit.map_or("?".into(), |l| l.to_string())
-            );
-            if started.elapsed() + wait > self.inner.budget_max_wait {
-                let resumes =
-                    chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                return Err(RegistryError::RateLimited {
-                    registry: self.inner.name.clone(),
-                    op,
-                    detail: format!(
-                        "budget spent ({left}); resumes at {} UTC at the earliest; the next run continues (rate_limit_max_wait is {}s)",
-                        resumes.format("%Y-%m-%d %H:%M:%S"),
-                        self.inner.budget_max_wait.as_secs()
-                    ),
-                });
-            }
-            if self.inner.budget.announce() {
-                tracing::warn!(registry = %self.inner.name, %left, wait = ?wait, "rate limit: pausing counted requests until the budget refills");
-            }
-            tokio::time::sleep(wait).await;
-            self.inner.budget.paused(wait);
-            probe().await;
+        match &self.inner.transport {
+            Transport::Http(h) => h.rate_limit(),
+            Transport::Layout(_) => (None, None, 0.0),
         }
     }
 
     /// Requests retried so far (transient failures), for metrics.
     pub fn retries(&self) -> u64 {
-        self.inner.retries.load(Ordering::Relaxed)
+        match &self.inner.transport {
+            Transport::Http(h) => h.retries(),
+            Transport::Layout(_) => 0,
+        }
     }
 
     /// Wait until `n` more bytes may be sent to this registry (`bandwidth_limit`).
     pub async fn throttle(&self, n: usize) {
-        if let Some((up, _)) = &self.inner.bandwidth {
+        if let Some(up) = &self.inner.upload_limit {
             up.acquire(n).await;
         }
     }
 
-    /// Wait until `n` more bytes may be read from this registry (`bandwidth_limit`).
-    async fn throttle_download(&self, n: usize) {
-        if let Some((_, down)) = &self.inner.bandwidth {
-            down.acquire(n).await;
-        }
+    /// Tags of a repository, following `Link` pagination. `None` when the repository does
+    /// not exist.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
+        over!(self, "list tags", h => h.tags(repo).await, l => l.tags(repo).await)
     }
 
-    fn url(&self, path: &str) -> url::Url {
-        self.inner
-            .base
-            .join(path)
-            .expect("registry paths are valid relative URLs")
+    /// Every repository in the catalog.
+    ///
+    /// # Errors
+    /// A registry that refuses the catalog (most public ones) gets an error that says to list
+    /// repositories by name instead.
+    pub async fn catalog(&self) -> Result<Vec<RepoName>, RegistryError> {
+        let limit = self.inner.endpoint.list_limit;
+        over!(self, "list repositories", h => h.catalog().await, l => l.catalog(limit).await)
     }
 
-    fn transport(&self, op: &'static str) -> impl Fn(reqwest::Error) -> RegistryError + '_ {
-        // without_url: upload URLs and redirect targets can carry signed credentials.
-        move |e| RegistryError::Transport {
-            registry: self.inner.name.clone(),
-            op,
-            source: e.without_url(),
-        }
-    }
-
-    fn protocol(&self, op: &'static str, detail: impl Into<String>) -> RegistryError {
-        RegistryError::Protocol {
-            registry: self.inner.name.clone(),
-            op,
-            detail: detail.into(),
-        }
-    }
-
-    /// Send a request that can be rebuilt: answers a 401 challenge once, then retries
-    /// transient failures. Returns any response that is not a 401 or retryable status.
-    async fn send(
+    /// HEAD a manifest by tag or digest. `None` when it does not exist.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn head_manifest(
         &self,
-        op: &'static str,
-        scope: &Scope,
-        build: impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        retry::with_retry(self.inner.retry, op, &self.inner.retries, || async {
-            let rsp = self.attempt(op, scope, &build).await?;
-            if rsp.status() == StatusCode::TOO_MANY_REQUESTS && self.inner.budget.spent() {
-                return Ok(rsp); // a rationed budget: the caller waits for it to refill, bounded
-            }
-            if rsp.status().is_server_error() || rsp.status() == StatusCode::TOO_MANY_REQUESTS {
-                return Err(self.status_error(op, rsp).await);
-            }
-            Ok(rsp)
-        })
-        .await
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        over!(self, "head manifest",
+            h => h.head_manifest(repo, reference).await,
+            l => l.head_manifest(repo, reference).await)
     }
 
-    async fn attempt(
+    /// GET a manifest with its exact bytes, checked against its digest.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a manifest over 4 MiB; a digest mismatch.
+    pub async fn get_manifest(
         &self,
-        op: &'static str,
-        scope: &Scope,
-        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let permit = self.inner.limit.acquire().await;
-        let rsp = self.attempt_with_auth(op, scope, build).await;
-        permit.done(self.load_sample(&rsp, concurrency::Sample::Light));
-        rsp
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<PulledManifest>, RegistryError> {
+        over!(self, "get manifest",
+            h => h.get_manifest(repo, reference).await,
+            l => l.get_manifest(repo, reference).await)
     }
 
-    /// What an answer says about the registry's load, for the concurrency limit.
-    fn load_sample(
+    /// PUT a manifest's exact bytes under a tag or its digest.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors (e.g. `MANIFEST_BLOB_UNKNOWN`), a changed digest.
+    pub async fn put_manifest(
         &self,
-        rsp: &Result<Response, RegistryError>,
-        answered: concurrency::Sample,
-    ) -> concurrency::Sample {
-        match rsp {
-            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS && !self.inner.budget.spent() => {
-                concurrency::Sample::Overload
-            }
-            Ok(r) if matches!(r.status().as_u16(), 502..=504) => concurrency::Sample::Overload,
-            Ok(_) => answered,
-            Err(RegistryError::Transport { source, .. }) if source.is_timeout() => {
-                concurrency::Sample::Overload
-            }
-            Err(_) => concurrency::Sample::Answered,
-        }
+        repo: &RepoName,
+        reference: &str,
+        m: &PulledManifest,
+    ) -> Result<(), RegistryError> {
+        over!(self, "put manifest",
+            h => h.put_manifest(repo, reference, m).await,
+            l => l.put_manifest(repo, reference, m).await)
     }
 
-    async fn attempt_with_auth(
+    /// Delete a manifest by digest (every tag pointing at it goes with it).
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a registry that does not allow deletes.
+    pub async fn delete_manifest(
         &self,
-        op: &'static str,
-        scope: &Scope,
-        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let http = &self.inner.http;
-        let header = self.inner.auth.header(http, scope).await?;
-        let ticket = self.inner.budget.ticket();
-        let rsp = self
-            .bounded(with_auth(build(http), header.clone()))
-            .await
-            .map_err(self.transport(op))?;
-        self.inner.budget.observe(ticket, rsp.headers());
-        if rsp.status() != StatusCode::UNAUTHORIZED {
-            if rsp.status().is_success() {
-                self.inner.auth.anonymous_ok().await;
-            }
-            return Ok(rsp);
-        }
-        let challenge = www_authenticate(rsp.headers());
-        self.inner
-            .auth
-            .challenged(http, scope, header.as_deref(), challenge.as_deref(), op)
-            .await?;
-        let header = self.inner.auth.header(http, scope).await?;
-        let ticket = self.inner.budget.ticket();
-        let rsp = self
-            .bounded(with_auth(build(http), header))
-            .await
-            .map_err(self.transport(op))?;
-        self.inner.budget.observe(ticket, rsp.headers());
-        if rsp.status() == StatusCode::UNAUTHORIZED {
-            return Err(RegistryError::Unauthorized {
-                registry: self.inner.name.clone(),
-                op,
-                detail: "credentials rejected".into(),
-            });
-        }
-        Ok(rsp)
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        over!(self, "delete manifest",
+            h => h.delete_manifest(repo, digest).await,
+            l => l.delete_manifest(repo, digest).await)
     }
 
-    /// Send with `request_timeout` as the whole-request bound, unless the request set its own
-    /// (blob bodies: bounded by the stall guard instead).
-    async fn bounded(&self, rb: RequestBuilder) -> reqwest::Result<Response> {
-        let mut req = rb.build()?;
-        if req.timeout().is_none() {
-            *req.timeout_mut() = Some(self.inner.timeout);
-        }
-        self.inner.http.execute(req).await
-    }
-
-    /// Send a request whose body streams and cannot be replayed: the caller owns recovery.
-    /// Auth must already be known for `scope` (an earlier `send` on it learnt the scheme).
-    async fn send_once(
+    /// HEAD a blob: its size when present.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn head_blob(
         &self,
-        op: &'static str,
-        scope: &Scope,
-        req: impl FnOnce(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let http = &self.inner.http;
-        let permit = self.inner.limit.acquire().await;
-        let rsp = match self.inner.auth.header(http, scope).await {
-            Ok(header) => with_auth(req(http), header)
-                .send()
-                .await
-                .map_err(self.transport(op)),
-            Err(e) => Err(e),
-        };
-        // The time includes sending the body: no measure of the registry's queue.
-        permit.done(self.load_sample(&rsp, concurrency::Sample::Answered));
-        rsp
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        over!(self, "head blob", h => h.head_blob(repo, digest).await, l => l.head_blob(repo, digest).await)
     }
 
-    /// Turn an unexpected response into an error, keeping the OCI error code and `Retry-After`.
-    async fn status_error(&self, op: &'static str, rsp: Response) -> RegistryError {
-        let status = rsp.status().as_u16();
-        let retry_after = rsp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry::parse_retry_after);
-        if status == 401 {
-            return RegistryError::Unauthorized {
-                registry: self.inner.name.clone(),
-                op,
-                detail: "credentials rejected".into(),
-            };
-        }
-        let body = read_limited(rsp, 16 << 10).await.unwrap_or_default();
-        let (code, message) = oci_error(&body);
-        RegistryError::Status {
-            registry: self.inner.name.clone(),
-            op,
-            status,
-            code,
-            message,
-            retry_after,
-        }
-    }
-
-    /// Check the status is one of `ok`, else turn the response into an error.
-    async fn expect(
+    /// Referrers of `digest` from the OCI 1.1 referrers API; empty when the registry does not
+    /// offer the API. A layout has none: its tagged signatures are tags.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn referrers(
         &self,
-        op: &'static str,
-        rsp: Response,
-        ok: &[StatusCode],
-    ) -> Result<Response, RegistryError> {
-        if ok.contains(&rsp.status()) {
-            Ok(rsp)
-        } else {
-            Err(self.status_error(op, rsp).await)
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        match &self.inner.transport {
+            Transport::Http(h) => h.referrers(repo, digest).await,
+            Transport::Layout(_) => Ok(Vec::new()),
         }
     }
-}
 
-/// A place in the rationed budget, given back when the counted request is done.
-struct BudgetGuard<'a>(&'a budget::Budget, u64);
-
-impl Drop for BudgetGuard<'_> {
-    fn drop(&mut self) {
-        self.0.done(self.1);
+    /// A small blob (an image config) in memory, at most `limit` bytes, digest checked.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a blob over `limit`; a digest mismatch.
+    pub async fn get_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
+        over!(self, "get blob",
+            h => h.get_small_blob(repo, digest, limit).await,
+            l => l.get_small_blob(repo, digest, limit).await)
     }
-}
 
-fn with_auth(req: RequestBuilder, header: Option<String>) -> RequestBuilder {
-    match header {
-        Some(h) => req.header(AUTHORIZATION, h),
-        None => req,
+    /// Stream a blob from `offset` (a Range request when `offset > 0`).
+    ///
+    /// # Errors
+    /// Transport, auth and status errors, including 404 for a blob the manifest names but the
+    /// registry lacks.
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        over!(self, "get blob",
+            h => h.get_blob(repo, digest, offset).await,
+            l => l.get_blob(&self.inner.name, repo, digest, offset).await)
     }
-}
 
-fn www_authenticate(h: &HeaderMap) -> Option<String> {
-    h.get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.to_ascii_lowercase().starts_with("bearer"))
-        .or_else(|| h.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()))
-        .map(str::to_owned)
-}
+    /// Open an upload session, or mount `digest` from `from` in the same registry. A registry
+    /// that cannot mount answers with a fresh session instead, which is used as is.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        mount: Option<(&Digest, &RepoName)>,
+    ) -> Result<UploadStart, RegistryError> {
+        over!(self, "start upload",
+            h => h.start_upload(repo, mount).await,
+            l => l.start_upload(repo, mount).await)
+    }
 
-/// Read at most `limit` bytes of a body; a longer body is an error, never a large allocation.
-async fn read_limited(mut rsp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::with_capacity(
-        rsp.content_length()
-            .map_or(1024, |n| (n as usize).min(limit)),
-    );
-    while let Some(chunk) = rsp.chunk().await? {
-        if out.len() + chunk.len() > limit {
-            out.extend_from_slice(&chunk[..limit - out.len()]);
-            break;
+    /// Ask how many bytes the registry holds for an upload. `None` when it has forgotten or
+    /// invalidated the session (Distribution does both after a PATCH body is cut).
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn upload_status(
+        &self,
+        repo: &RepoName,
+        location: &str,
+    ) -> Result<Option<UploadSession>, RegistryError> {
+        over!(self, "upload status",
+            h => h.upload_status(repo, location).await,
+            l => l.upload_status(location).await)
+    }
+
+    /// Send one chunk of `len` bytes at `session.offset`. Returns the advanced session.
+    /// Sent once: on any failure the caller must ask `upload_status` before sending more.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors; a registry whose acknowledged range disagrees.
+    pub async fn patch_chunk(
+        &self,
+        repo: &RepoName,
+        session: &UploadSession,
+        body: Body,
+        len: u64,
+    ) -> Result<UploadSession, RegistryError> {
+        over!(self, "upload chunk",
+            h => h.patch_chunk(repo, session, body, len).await,
+            l => l.append(session, body, len).await)
+    }
+
+    /// Close the upload, optionally carrying the last chunk, so a blob that fits in one
+    /// chunk costs a POST and a PUT. The registry checks the digest.
+    ///
+    /// # Errors
+    /// Transport, auth and status errors (`DIGEST_INVALID` when the bytes were wrong).
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        session: &UploadSession,
+        digest: &Digest,
+        last: Option<(Body, u64)>,
+    ) -> Result<(), RegistryError> {
+        over!(self, "finish upload",
+            h => h.finish_upload(repo, session, digest, last).await,
+            l => l.finish_with(repo, session, digest, last).await)
+    }
+
+    /// Abandon an upload session; best effort, so the registry can free its space early.
+    pub async fn cancel_upload(&self, repo: &RepoName, location: &str) {
+        match &self.inner.transport {
+            Transport::Http(h) => h.cancel_upload(repo, location).await,
+            Transport::Layout(l) => l.cancel(location).await,
         }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}` → (code, message).
-fn oci_error(body: &[u8]) -> (Option<String>, String) {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        errors: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(e) if !e.errors.is_empty() => (
-            e.errors[0].code.clone(),
-            e.errors[0].message.clone().unwrap_or_default(),
-        ),
-        _ => (
-            None,
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned(),
-        ),
     }
 }

@@ -8,7 +8,8 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, RegistryError, Scope};
+use super::http::Http;
+use super::{RegistryError, Scope};
 use crate::model::{Digest, RepoName};
 
 /// Where an upload stands: the newest Location (it changes after every PATCH) and how many
@@ -19,6 +20,7 @@ pub struct UploadSession {
     pub offset: u64,
 }
 
+#[derive(Debug)]
 pub enum UploadStart {
     Mounted,
     Session(UploadSession),
@@ -30,7 +32,7 @@ fn chunk_timeout(len: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs(len / (32 << 10))
 }
 
-impl Registry {
+impl Http {
     fn location(&self, op: &'static str, rsp: &reqwest::Response) -> Result<String, RegistryError> {
         let loc = rsp
             .headers()
@@ -39,7 +41,6 @@ impl Registry {
             .ok_or_else(|| self.protocol(op, "no Location in upload response"))?;
         // Locations may be relative to the registry root.
         let url = self
-            .inner
             .base
             .join(loc)
             .map_err(|e| self.protocol(op, format!("bad upload Location: {e}")))?;
@@ -55,17 +56,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors.
-    pub async fn start_upload(
+    pub(super) async fn start_upload(
         &self,
         repo: &RepoName,
         mount: Option<(&Digest, &RepoName)>,
     ) -> Result<UploadStart, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .start_upload(repo, mount)
-                .await
-                .map_err(|e| self.protocol("start upload", e));
-        }
         let op = "start upload";
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let scope = match mount {
@@ -99,17 +94,11 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and unexpected status errors.
-    pub async fn upload_status(
+    pub(super) async fn upload_status(
         &self,
         repo: &RepoName,
         location: &str,
     ) -> Result<Option<UploadSession>, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .upload_status(location)
-                .await
-                .map_err(|e| self.protocol("upload status", e));
-        }
         let op = "upload status";
         let url = self.upload_url(op, location)?;
         let rsp = self
@@ -138,19 +127,13 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors; a registry whose acknowledged range disagrees.
-    pub async fn patch_chunk(
+    pub(super) async fn patch_chunk(
         &self,
         repo: &RepoName,
         session: &UploadSession,
         body: Body,
         len: u64,
     ) -> Result<UploadSession, RegistryError> {
-        if let Some(l) = self.layout() {
-            return l
-                .append(session, body, len)
-                .await
-                .map_err(|e| self.protocol("upload chunk", e));
-        }
         let op = "upload chunk";
         let url = self.upload_url(op, &session.location)?;
         let end = session.offset + len - 1;
@@ -185,27 +168,13 @@ impl Registry {
     ///
     /// # Errors
     /// Transport, auth and status errors (`DIGEST_INVALID` when the bytes were wrong).
-    pub async fn finish_upload(
+    pub(super) async fn finish_upload(
         &self,
         repo: &RepoName,
         session: &UploadSession,
         digest: &Digest,
         last: Option<(Body, u64)>,
     ) -> Result<(), RegistryError> {
-        if let Some(l) = self.layout() {
-            let op = "finish upload";
-            let session = match last {
-                Some((body, len)) => l
-                    .append(session, body, len)
-                    .await
-                    .map_err(|e| self.protocol(op, e))?,
-                None => session.clone(),
-            };
-            return l
-                .finish(repo, &session, digest)
-                .await
-                .map_err(|e| self.protocol(op, e));
-        }
         let op = "finish upload";
         let mut url = self.upload_url(op, &session.location)?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
@@ -241,7 +210,7 @@ impl Registry {
         {
             if got != *digest {
                 return Err(RegistryError::DigestMismatch {
-                    registry: self.name().to_owned(),
+                    registry: self.name.clone(),
                     what: "uploaded blob",
                     expected: digest.clone(),
                     actual: got,
@@ -252,10 +221,7 @@ impl Registry {
     }
 
     /// Abandon an upload session; best effort, so the registry can free its space early.
-    pub async fn cancel_upload(&self, repo: &RepoName, location: &str) {
-        if let Some(l) = self.layout() {
-            return l.cancel(location).await;
-        }
+    pub(super) async fn cancel_upload(&self, repo: &RepoName, location: &str) {
         if let Ok(url) = self.upload_url("cancel upload", location) {
             let _ = self
                 .send_once("cancel upload", &Scope::push(repo.as_str()), |h| {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::{key, StateError, StateStore, Versioned, VERSION};
+use crate::model::{RepoName, Tag};
 
 /// How long an event id is remembered for dedup: redeliveries come within seconds or
 /// minutes (a sender that did not see our 202), never a day later.
@@ -21,37 +22,126 @@ const ID_TTL_MS: u64 = 3_600_000;
 /// Prune the id tree every this many new ids.
 const PRUNE_EVERY: u64 = 4096;
 
+/// What a journal entry asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalAction {
+    /// A pushed tag: copy it (with its referrers) through the policy's rules.
+    Push,
+    /// A deleted tag or manifest: delete what the source confirms is gone.
+    Delete,
+    /// A run asked for over the API.
+    Run,
+}
+
+impl JournalAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Delete => "delete",
+            Self::Run => "run",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Push, Self::Delete, Self::Run]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JournalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One unit of pending work. On the wire (status documents, etcd hand-overs) a missing
+/// repository or tag is the empty string, as it always was.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JournalKey {
     pub policy: String,
-    pub repository: String,
-    /// Empty: the whole repository.
-    pub tag: String,
-    /// `push`, `delete` or `run` (a run asked for over the API).
-    pub action: String,
+    /// `None`: the whole policy (a full run asked for over the API).
+    #[serde(with = "empty_is_none")]
+    pub repository: Option<RepoName>,
+    /// `None`: the whole repository.
+    #[serde(with = "empty_is_none")]
+    pub tag: Option<Tag>,
+    pub action: JournalAction,
+}
+
+/// `Option<T>` as `T`'s string, `None` as `""`.
+mod empty_is_none {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: ToString, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.as_ref().map(ToString::to_string).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: std::str::FromStr<Err: std::fmt::Display>,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        (!s.is_empty())
+            .then(|| s.parse().map_err(D::Error::custom))
+            .transpose()
+    }
 }
 
 impl JournalKey {
-    fn bytes(&self) -> Vec<u8> {
-        key(&[
-            self.policy.as_bytes(),
-            self.repository.as_bytes(),
-            self.tag.as_bytes(),
-            self.action.as_bytes(),
-        ])
-    }
-
-    fn parse(k: &[u8]) -> Option<Self> {
-        let parts: Vec<String> = k
-            .split(|&b| b == 0)
-            .map(|p| String::from_utf8(p.to_vec()).ok())
-            .collect::<Option<_>>()?;
-        let [policy, repository, tag, action] = <[String; 4]>::try_from(parts).ok()?;
-        Some(JournalKey {
-            policy,
+    /// `{"policy": P}` for a whole policy, or one repository (and tag) of it.
+    pub fn new(
+        policy: &str,
+        repository: Option<RepoName>,
+        tag: Option<Tag>,
+        action: JournalAction,
+    ) -> Self {
+        JournalKey {
+            policy: policy.to_owned(),
             repository,
             tag,
             action,
+        }
+    }
+
+    /// The repository as logs and documents name it (empty for a whole policy).
+    pub fn repository_str(&self) -> &str {
+        self.repository.as_ref().map_or("", RepoName::as_str)
+    }
+
+    /// The tag as logs and documents name it (empty for a whole repository).
+    pub fn tag_str(&self) -> &str {
+        self.tag.as_ref().map_or("", Tag::as_str)
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let (repository, tag) = (self.repository_str(), self.tag_str());
+        key(&[
+            self.policy.as_bytes(),
+            repository.as_bytes(),
+            tag.as_bytes(),
+            self.action.as_str().as_bytes(),
+        ])
+    }
+
+    /// A key as stored; `None` for one that no longer parses (it is dropped and counted).
+    fn parse(k: &[u8]) -> Option<Self> {
+        let parts: Vec<&str> = k
+            .split(|&b| b == 0)
+            .map(std::str::from_utf8)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [policy, repository, tag, action] = <[&str; 4]>::try_from(parts).ok()?;
+        fn named(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        Some(JournalKey {
+            policy: policy.to_owned(),
+            repository: named(repository).map(str::parse).transpose().ok()?,
+            tag: named(tag).map(str::parse).transpose().ok()?,
+            action: JournalAction::parse(action)?,
         })
     }
 }
@@ -190,12 +280,12 @@ mod tests {
     use super::*;
 
     fn k(tag: &str) -> JournalKey {
-        JournalKey {
-            policy: "p".into(),
-            repository: "team/app".into(),
-            tag: tag.into(),
-            action: "push".into(),
-        }
+        JournalKey::new(
+            "p",
+            Some("team/app".parse().unwrap()),
+            Some(tag.parse().unwrap()),
+            JournalAction::Push,
+        )
     }
 
     #[tokio::test]
@@ -220,7 +310,13 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         let (all, bad) = s.journal_all().unwrap();
         assert_eq!((all.len(), bad), (1, 0));
-        assert_eq!((all[0].0.tag.as_str(), all[0].1.accepted_ms), ("v1", 5));
+        assert_eq!(
+            (
+                all[0].0.tag.as_ref().unwrap().as_str(),
+                all[0].1.accepted_ms
+            ),
+            ("v1", 5)
+        );
         s.journal.insert(b"garbage", b"{not json").unwrap();
         assert_eq!(s.journal_all().unwrap().1, 1);
     }

@@ -6,10 +6,9 @@
 //! Trees and keys (fields joined by `\0`, which no registry name, repository or digest holds):
 //!   uploads : target \0 repo \0 digest     -> UploadRecord  one per blob upload in flight
 //!   blobs   : target \0 digest \0 repo     -> ()            repositories known to hold a blob (mount sources)
-//!   runs    : policy \0 start_ms (u64 BE)  -> RunRecord     one per run; scan in reverse for the latest
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
-//!   journal, event_ids: see `journal.rs`; written: see `written.rs`
+//!   journal, event_ids: see `journal.rs`; runs: see `runs.rs`; written: see `written.rs`
 //! Values are JSON with a `v` field; a record that does not decode is dropped and counted
 //! (`damage.rs`). The format of the whole store is in `state.format`, beside sled's files.
 
@@ -18,13 +17,15 @@ use std::time::Duration;
 
 mod damage;
 mod journal;
+mod runs;
 mod written;
 
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-pub use journal::{JournalEntry, JournalKey};
+pub use journal::{JournalAction, JournalEntry, JournalKey};
+pub use runs::{Counts, Outcome, RunRecord};
 pub use written::WrittenRecord;
 
 use crate::model::{Digest, RepoName};
@@ -64,81 +65,8 @@ pub struct UploadRecord {
     pub started_ms: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub tags_copied: u64,
-    pub tags_in_sync: u64,
-    #[serde(default)]
-    pub conflicts: u64,
-    pub manifests_written: u64,
-    pub blobs_uploaded: u64,
-    pub blobs_mounted: u64,
-    pub blobs_skipped: u64,
-    pub bytes_sent: u64,
-    pub failures: u64,
-    /// Blob transfers resumed after a transient failure.
-    #[serde(default)]
-    pub retries: u64,
-    /// Tags held back by a promotion gate.
-    #[serde(default)]
-    pub held: u64,
-    /// Target tags deleted (delete = true).
-    #[serde(default)]
-    pub deleted: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
-        self.tags_copied += o.tags_copied;
-        self.tags_in_sync += o.tags_in_sync;
-        self.conflicts += o.conflicts;
-        self.manifests_written += o.manifests_written;
-        self.blobs_uploaded += o.blobs_uploaded;
-        self.blobs_mounted += o.blobs_mounted;
-        self.blobs_skipped += o.blobs_skipped;
-        self.bytes_sent += o.bytes_sent;
-        self.failures += o.failures;
-        self.retries += o.retries;
-        self.held += o.held;
-        self.deleted += o.deleted;
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub v: u32,
-    pub policy: String,
-    pub started_ms: u64,
-    pub ended_ms: u64,
-    /// `ok`, `failed` or `interrupted`.
-    pub outcome: String,
-    pub counts: Counts,
-    /// The same counts per target.
-    #[serde(default)]
-    pub targets: std::collections::BTreeMap<String, Counts>,
-    /// First few failure messages, for `ferry status`.
-    pub errors: Vec<String>,
-    /// Tags held back by promotion gates, with the reason.
-    #[serde(default)]
-    pub held: Vec<String>,
-    /// A targeted run's repository (and tag), e.g. `push team/app:v1`; none for a full run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
-
-/// What `ferry status --json` prints and the daemon's `/status` serves (the daemon adds its
-/// schedule).
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
-    pub runs: Vec<RunRecord>,
-    pub uploads_in_flight: Vec<InFlight>,
-    /// Accepted events not yet carried out (the first `PENDING_SHOWN`), and how many in all.
-    pub pending_events: Vec<PendingEvent>,
-    pub pending_events_total: usize,
-}
-
 /// A journal entry, as `status` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingEvent {
     #[serde(flatten)]
     pub key: JournalKey,
@@ -147,7 +75,7 @@ pub struct PendingEvent {
     pub events: u64,
     pub attempts: u32,
     /// Handed to this cluster member through etcd, which keeps it (not in the local journal).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub through_etcd: bool,
 }
 
@@ -164,11 +92,8 @@ impl PendingEvent {
     }
 }
 
-/// Pending events a status lists; the total counts them all.
-pub const PENDING_SHOWN: usize = 100;
-
 /// An upload in flight, as `status` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
     pub target: String,
     pub repository: String,
@@ -428,76 +353,6 @@ impl StateStore {
             .insert(format!("filtered:{key}"), digest.as_str().as_bytes());
         self.lost(saved.map(drop), FILTERED);
     }
-
-    /// Record a run, keeping the last `keep` of its policy. Not flushed here: sled writes
-    /// within a second anyway, and an fsync per run cost hundreds a second with many
-    /// policies on short intervals; a crash loses at most the last second of history.
-    pub fn record_run(&self, run: &RunRecord, keep: usize) -> Result<(), StateError> {
-        self.runs.insert(
-            key(&[run.policy.as_bytes(), &run.started_ms.to_be_bytes()]),
-            serde_json::to_vec(run).expect("records serialize"),
-        )?;
-        self.prune_runs(&run.policy, keep)
-    }
-
-    /// Keep the last runs per policy only: sled files never shrink, so the keyspace stays bounded.
-    fn prune_runs(&self, policy: &str, keep: usize) -> Result<(), StateError> {
-        let prefix = key(&[policy.as_bytes(), b""]);
-        let keys: Vec<sled::IVec> = self
-            .runs
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<_, _>>()?;
-        for k in keys.iter().take(keys.len().saturating_sub(keep)) {
-            self.runs.remove(k)?;
-        }
-        Ok(())
-    }
-
-    /// The last run of each policy, the uploads in flight and what the journal holds.
-    pub fn status(&self) -> Result<Status, StateError> {
-        let (pending, _) = self.journal_all()?;
-        let total = pending.len();
-        let shown = pending
-            .into_iter()
-            .take(PENDING_SHOWN)
-            .map(|(key, e)| PendingEvent::new(key, &e, false))
-            .collect();
-        self.status_with(shown, total)
-    }
-
-    /// The same, with pending events the caller knows better: a daemon's queue also holds
-    /// work a cluster handed it through etcd, which its journal does not.
-    pub fn status_with(
-        &self,
-        pending_events: Vec<PendingEvent>,
-        pending_events_total: usize,
-    ) -> Result<Status, StateError> {
-        Ok(Status {
-            runs: self.last_runs()?,
-            uploads_in_flight: self.uploads_in_flight()?,
-            pending_events,
-            pending_events_total,
-        })
-    }
-
-    /// The latest run of every policy, by policy name.
-    pub fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
-        let mut out: Vec<RunRecord> = Vec::new();
-        for kv in self.runs.iter().rev() {
-            let (k, v) = kv?;
-            let Some(rec) =
-                self.read::<RunRecord>(&self.runs, &k, &v, "that run is missing from the history")
-            else {
-                continue;
-            };
-            if out.last().is_none_or(|l| l.policy != rec.policy) {
-                out.push(rec);
-            }
-        }
-        out.reverse();
-        Ok(out)
-    }
 }
 
 /// sled reports a held lock as an `Other` error whose text carries the `WouldBlock` cause.
@@ -513,12 +368,6 @@ impl Versioned for UploadRecord {
         self.v
     }
 }
-impl Versioned for RunRecord {
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
 impl UploadRecord {
     pub fn new(location: String, offset: u64, size: u64) -> Self {
         UploadRecord {
@@ -527,32 +376,6 @@ impl UploadRecord {
             offset,
             size,
             started_ms: now_ms(),
-        }
-    }
-}
-
-impl RunRecord {
-    pub fn new(
-        policy: &str,
-        started_ms: u64,
-        outcome: &str,
-        targets: std::collections::BTreeMap<String, Counts>,
-        errors: Vec<String>,
-        held: Vec<String>,
-    ) -> Self {
-        let mut counts = Counts::default();
-        targets.values().for_each(|c| counts.add(c));
-        RunRecord {
-            v: VERSION,
-            policy: policy.to_owned(),
-            started_ms,
-            ended_ms: now_ms(),
-            outcome: outcome.to_owned(),
-            counts,
-            targets,
-            errors,
-            held,
-            scope: None,
         }
     }
 }
@@ -577,12 +400,12 @@ mod tests {
             .await;
             s.blob_known("t", &"other".parse().unwrap(), &d);
             s.record_run(
-                &RunRecord::new("p", 1, "ok", Default::default(), vec![], vec![]),
+                &RunRecord::new("p", 1, Outcome::Ok, Default::default(), vec![], vec![]),
                 50,
             )
             .unwrap();
             s.record_run(
-                &RunRecord::new("p", 2, "failed", Default::default(), vec![], vec![]),
+                &RunRecord::new("p", 2, Outcome::Failed, Default::default(), vec![], vec![]),
                 50,
             )
             .unwrap();
@@ -592,34 +415,7 @@ mod tests {
         assert_eq!(s.blob_home("t", &d, &repo).unwrap().as_str(), "other");
         assert_eq!(s.blob_home("t", &d, &"other".parse().unwrap()), None);
         let runs = s.last_runs().unwrap();
-        assert_eq!((runs.len(), runs[0].outcome.as_str()), (1, "failed"));
+        assert_eq!((runs.len(), runs[0].outcome), (1, Outcome::Failed));
         assert_eq!(s.uploads_in_flight().unwrap()[0].digest, d.as_str());
-    }
-
-    #[tokio::test]
-    async fn run_history_keeps_the_last_runs_of_each_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
-        for t in 1..=7 {
-            for p in ["a", "b"] {
-                s.record_run(
-                    &RunRecord::new(p, t, "ok", Default::default(), vec![], vec![]),
-                    3,
-                )
-                .unwrap();
-            }
-        }
-        let kept: Vec<(String, u64)> = s
-            .runs
-            .iter()
-            .values()
-            .map(|v| serde_json::from_slice::<RunRecord>(&v.unwrap()).unwrap())
-            .map(|r| (r.policy, r.started_ms))
-            .collect();
-        let want: Vec<(String, u64)> = ["a", "b"]
-            .iter()
-            .flat_map(|p| (5..=7).map(move |t| ((*p).to_owned(), t)))
-            .collect();
-        assert_eq!(kept, want);
     }
 }

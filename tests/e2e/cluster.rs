@@ -111,24 +111,12 @@ async fn status(port: u16) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Policies each member holds, from one member's `/status`.
+/// Policies each member holds, from one member's `/status` read as the API's own type.
 async fn holders(port: u16) -> Vec<(String, Vec<String>)> {
-    let v = status(port).await;
-    v["cluster"]["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| {
-                    let holds = m["holds"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|h| h.as_str().unwrap().to_owned())
-                        .collect();
-                    (m["name"].as_str().unwrap().to_owned(), holds)
-                })
-                .collect()
-        })
+    let (_, body) = daemon_get(port, "/status").await.expect("status answers");
+    let doc: ferry::api::StatusDoc = serde_json::from_str(&body).unwrap();
+    doc.cluster
+        .map(|c| c.members.into_iter().map(|m| (m.name, m.holds)).collect())
         .unwrap_or_default()
 }
 

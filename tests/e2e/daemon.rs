@@ -98,6 +98,14 @@ async fn daemon_mirrors_new_pushes_and_reports_status_and_metrics() {
     let status = ferry.run(&["status", "--json"]);
     status.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    // The same document as the API's own type: what the CLI and the page read.
+    let doc: ferry::api::StatusDoc = serde_json::from_str(&status.stdout).unwrap();
+    let last = doc.last_run("mirror").expect("a run of mirror");
+    assert_eq!(last.outcome, ferry::state::Outcome::Ok);
+    assert!(doc
+        .policies
+        .as_ref()
+        .is_some_and(|p| p["mirror"].next_run_ms.is_some()));
     assert_eq!(v["runs"][0]["policy"], "mirror");
     assert_eq!(v["runs"][0]["outcome"], "ok");
     assert!(

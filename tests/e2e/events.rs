@@ -658,7 +658,9 @@ async fn sync_and_status_beside_a_running_daemon_go_through_its_api() {
             .send()
             .await
             .unwrap();
-        rsp.text().await.unwrap().contains("\"state\": \"done\"")
+        let text = rsp.text().await.unwrap();
+        let view: ferry::api::RunView = serde_json::from_str(&text).unwrap();
+        text.contains("\"state\": \"done\"") && view.state == ferry::api::RunState::Done
     })
     .await;
     assert!(done, "{}", daemon.log());

@@ -17,4 +17,5 @@ mod state;
 mod support;
 mod sync;
 mod terminal;
+mod transports;
 mod validate;

@@ -20,7 +20,7 @@ use crate::daemon::queue::QueueError;
 use crate::daemon::Shared;
 use crate::events::{parse_distribution, parse_harbor, Action, Parsed};
 use crate::model::now_ms;
-use crate::state::JournalKey;
+use crate::state::{JournalAction, JournalKey};
 
 pub async fn distribution(
     state: State<Arc<Shared>>,
@@ -45,7 +45,7 @@ async fn receive(
     Path(registry): Path<String>,
     headers: &HeaderMap,
     body: &[u8],
-    parse: fn(&[u8]) -> Result<Parsed, String>,
+    parse: fn(&[u8]) -> Result<Parsed, crate::model::Invalid>,
 ) -> Response {
     if let Err(why) = s.accepting() {
         return reply(StatusCode::SERVICE_UNAVAILABLE, why);
@@ -77,7 +77,7 @@ async fn receive(
         Err(e) => {
             s.metrics.events(&registry, "rejected", 1);
             debug!(registry, reason = %e, "webhook refused");
-            return reply(StatusCode::BAD_REQUEST, e);
+            return reply(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
     let mut counts = Counts {
@@ -95,8 +95,8 @@ async fn receive(
             Err(e) => return refuse(&s, &registry, &counts, QueueError::State(e)),
         }
         let action = match ev.action {
-            Action::Push => "push",
-            Action::Delete => "delete",
+            Action::Push => JournalAction::Push,
+            Action::Delete => JournalAction::Delete,
         };
         let policies = app.config.policies.iter().filter(|p| {
             p.events
@@ -107,12 +107,7 @@ async fn receive(
         let mut any = false;
         for p in policies {
             any = true;
-            let key = JournalKey {
-                policy: p.name.clone(),
-                repository: ev.repository.to_string(),
-                tag: ev.tag.as_ref().map(ToString::to_string).unwrap_or_default(),
-                action: action.to_owned(),
-            };
+            let key = JournalKey::new(&p.name, Some(ev.repository.clone()), ev.tag.clone(), action);
             let queued = match s.cluster() {
                 None => s.queue.enqueue(key, &registry, None, None),
                 Some(c) => {

@@ -3,32 +3,20 @@
 
 use std::sync::Arc;
 
+use super::{json, reply};
+use crate::api::{RunAccepted, RunRequest};
+use crate::cluster::Handoff;
+use crate::config::Policy;
+use crate::daemon::Shared;
+use crate::model::Invalid;
+use crate::model::RepoName;
+use crate::model::Tag;
+use crate::plan::RunOptions;
+use crate::state::{JournalAction, JournalKey};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
-
-use super::{json, reply};
-use crate::cluster::Handoff;
-use crate::config::Policy;
-use crate::daemon::Shared;
-use crate::model::RepoName;
-use crate::model::Tag;
-use crate::plan::RunOptions;
-use crate::state::JournalKey;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRequest {
-    policy: String,
-    repository: Option<String>,
-    tag: Option<String>,
-    #[serde(default)]
-    force_delete: bool,
-    #[serde(default)]
-    verify: bool,
-}
 
 pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: RunRequest = match serde_json::from_slice(&body) {
@@ -44,7 +32,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         return reply(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let app = s.app();
-    let Some(policy) = app.config.policies.iter().find(|p| p.name == req.policy) else {
+    let Some(policy) = app.policy(&req.policy) else {
         return reply(
             StatusCode::NOT_FOUND,
             format!(
@@ -55,13 +43,13 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     let key = match run_key(policy, req.repository.as_deref(), req.tag.as_deref()) {
         Ok(k) => k,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
     };
     if let Some(c) = s.cluster() {
         return hand_off(&s, c, policy, key, &req).await;
     }
     let id = s.runs.create(&key);
-    if key.repository.is_empty() {
+    if key.repository.is_none() {
         return match s.request_full_run(
             &policy.name,
             id,
@@ -70,8 +58,9 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
                 verify: req.verify,
             },
         ) {
-            Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+            Ok(()) => json(StatusCode::ACCEPTED, &RunAccepted { id }),
             Err(why) => {
+                let why = why.to_string();
                 s.runs.abandoned(&[id], &why);
                 reply(StatusCode::SERVICE_UNAVAILABLE, why)
             }
@@ -83,7 +72,7 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         .map_err(|e| e.to_string());
     match queued {
         Ok(()) => match s.state.commit().await {
-            Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+            Ok(()) => json(StatusCode::ACCEPTED, &RunAccepted { id }),
             Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         Err(e) => {
@@ -95,28 +84,28 @@ pub async fn create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 
 /// The journal key of a run request: the whole policy, a repository, or one tag of it,
 /// checked against the policy.
-fn run_key(policy: &Policy, repo: Option<&str>, tag: Option<&str>) -> Result<JournalKey, String> {
+fn run_key(policy: &Policy, repo: Option<&str>, tag: Option<&str>) -> Result<JournalKey, Invalid> {
     let (repository, tag) = match (repo, tag) {
-        (None, Some(_)) => return Err("a tag needs its repository".into()),
-        (None, None) => (String::new(), String::new()),
+        (None, Some(_)) => return Err(Invalid::new("a tag needs its repository")),
+        (None, None) => (None, None),
         (Some(r), t) => {
             let repo: RepoName = r.parse()?;
             if !policy.repositories.covers(&repo) {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "policy `{}` does not replicate repository `{repo}`",
                     policy.name
-                ));
+                )));
             }
             let tag: Option<Tag> = t.map(str::parse).transpose()?;
-            (repo.to_string(), tag.map(String::from).unwrap_or_default())
+            (Some(repo), tag)
         }
     };
-    Ok(JournalKey {
-        policy: policy.name.clone(),
+    Ok(JournalKey::new(
+        &policy.name,
         repository,
         tag,
-        action: "run".into(),
-    })
+        JournalAction::Run,
+    ))
 }
 
 /// In a cluster: the request goes to the policy's owner through etcd (which may be this
@@ -141,7 +130,7 @@ async fn hand_off(
     // Unique per member and process start: ids restart at 1 when a daemon restarts.
     let key = format!("run-{}-{}-{id}", c.member(), s.started_ms);
     match c.hand_off(&h, &key).await {
-        Ok(_) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+        Ok(_) => json(StatusCode::ACCEPTED, &RunAccepted { id }),
         Err(e) => {
             s.runs.abandoned(&[id], &e.to_string());
             reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

@@ -10,14 +10,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Shared;
+use crate::api::RunState;
 use crate::cluster::{Handoff, Incoming};
-use crate::model::RepoName;
 use crate::plan::RunOptions;
+use crate::state::{JournalAction, Outcome};
 
 /// How long a reporter waits for a run asked for by another member before giving up on it.
 const REPORT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn pump(
+/// Take what the cluster hands this member until `stop`: results of runs asked for here and
+/// done elsewhere, and waiting work of the policies it holds.
+pub async fn receive(
     shared: Arc<Shared>,
     mut incoming: mpsc::UnboundedReceiver<Incoming>,
     stop: CancellationToken,
@@ -44,31 +47,33 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
         return;
     };
     let app = shared.app();
-    let Some(policy) = app.config.policies.iter().find(|p| p.name == h.key.policy) else {
+    let Some(policy) = app.policy(&h.key.policy) else {
         return;
     };
-    let covered = h.key.repository.is_empty()
+    let full = h.key.repository.is_none() && h.key.action == JournalAction::Run;
+    let covered = full
         || h.key
             .repository
-            .parse::<RepoName>()
-            .is_ok_and(|r| policy.repositories.covers(&r));
-    if !covered || crate::daemon::queue::scope_of(&h.key).is_err() {
-        warn!(key = %etcd_key, policy = %policy.name, repository = %h.key.repository, "waiting work does not match this member's policy; dropped");
+            .as_ref()
+            .is_some_and(|r| policy.repositories.covers(r));
+    if !covered || (!full && super::queue::reach_of(&h.key).is_none()) {
+        warn!(key = %etcd_key, policy = %policy.name, repository = h.key.repository_str(), "waiting work does not match this member's policy; dropped");
         cluster.done(&[etcd_key]).await;
         return;
     }
     let local = h.request.map(|_| shared.runs.create(&h.key));
-    let full = h.key.repository.is_empty();
     let queued = if full {
         let id = local.unwrap_or_else(|| shared.runs.create(&h.key));
-        shared.request_full_run(
-            &policy.name,
-            id,
-            RunOptions {
-                force_delete: h.force_delete,
-                verify: h.verify,
-            },
-        )
+        shared
+            .request_full_run(
+                &policy.name,
+                id,
+                RunOptions {
+                    force_delete: h.force_delete,
+                    verify: h.verify,
+                },
+            )
+            .map_err(|e| e.to_string())
     } else {
         shared
             .queue
@@ -83,7 +88,7 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
     }
     if let (Some(lid), Some(origin), Some(rid)) = (local, h.origin.clone(), h.request) {
         let (shared, stop, cluster) = (shared.clone(), stop.clone(), cluster.clone());
-        tokio::spawn(async move {
+        shared.clone().tasks.spawn(async move {
             let deadline = tokio::time::Instant::now() + REPORT_WAIT;
             while tokio::time::Instant::now() < deadline {
                 tokio::select! {
@@ -93,21 +98,15 @@ async fn take(shared: &Arc<Shared>, etcd_key: String, h: Handoff, stop: &Cancell
                 let Some(view) = shared.runs.get(lid) else {
                     return;
                 };
-                if view.state != "done" {
+                if view.state != RunState::Done {
                     continue;
                 }
                 // Interrupted: the policy moved or this member is stopping; the request stays
                 // in etcd for whoever holds the policy next.
-                if view.outcome.as_deref() == Some("interrupted") {
+                if view.outcome == Some(Outcome::Interrupted) {
                     return;
                 }
-                cluster
-                    .report(
-                        &origin,
-                        rid,
-                        &serde_json::to_value(&view).expect("run view serializes"),
-                    )
-                    .await;
+                cluster.report(&origin, rid, &view).await;
                 if full {
                     cluster.done(&[etcd_key]).await;
                 }

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
+use crate::api::{ClusterStatus, StatusDoc};
 use crate::state::now_ms;
 
 const REFRESH_SECS: u32 = 10;
@@ -44,12 +45,7 @@ fn relative(ms: u64, now: u64) -> String {
     }
 }
 
-fn list(items: Option<&Vec<Value>>, max: usize) -> String {
-    let items: Vec<&str> = items
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn list(items: &[String], max: usize) -> String {
     if items.is_empty() {
         return String::new();
     }
@@ -63,13 +59,17 @@ fn list(items: Option<&Vec<Value>>, max: usize) -> String {
     out + "</ul>"
 }
 
-pub fn render(doc: &Value) -> String {
+/// How far an upload is, in percent; a size of 0 or an offset past it reads as done.
+fn percent(offset: u64, size: u64) -> u64 {
+    (u128::from(offset) * 100 / u128::from(size.max(1))).min(100) as u64
+}
+
+pub fn render(doc: &StatusDoc) -> String {
     let now = now_ms();
     let mut h = String::with_capacity(16 << 10);
-    let no_policies = serde_json::Map::new();
-    let policies = doc["policies"].as_object().unwrap_or(&no_policies);
+    let no_policies = BTreeMap::new();
+    let policies = doc.policies.as_ref().unwrap_or(&no_policies);
     // The store keeps the latest run of each policy (full or targeted): that is the row.
-    let runs = doc["runs"].as_array().map_or(&[][..], Vec::as_slice);
     let _ = write!(
         h,
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content={REFRESH_SECS}>\
@@ -79,88 +79,74 @@ pub fn render(doc: &Value) -> String {
         if policies.len() == 1 { "y" } else { "ies" },
         chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now as i64).unwrap_or_default().format("%Y-%m-%d %H:%M:%S"),
     );
-    if let Some(e) = doc["error"].as_str() {
+    if let Some(e) = &doc.error {
         let _ = write!(h, "<p class=failed>State store: {}</p>", esc(e));
     }
     h.push_str(
         "<h2>Policies</h2><table id=policies><tr><th>Policy</th><th>Trigger</th><th>Last run</th><th>Outcome</th>\
          <th>Copied</th><th>In sync</th><th>Held</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Last errors</th></tr>",
     );
+    let no_list: Vec<String> = Vec::new();
     for (name, p) in policies {
-        let last = runs.iter().find(|r| r["policy"] == name.as_str());
-        let outcome = if p["running"].as_bool() == Some(true) {
+        let last = doc.last_run(name);
+        let outcome = if p.running {
             "running"
         } else {
-            last.and_then(|r| r["outcome"].as_str())
-                .unwrap_or("none yet")
+            last.map_or("none yet", |r| r.outcome.as_str())
         };
-        let count = |k: &str| {
-            last.and_then(|r| r["counts"][k].as_u64())
-                .map_or_else(String::new, |n| n.to_string())
+        let count = |f: fn(&crate::state::Counts) -> u64| {
+            last.map_or_else(String::new, |r| f(&r.counts).to_string())
         };
         let _ = write!(
             h,
             "<tr data-policy=\"{n}\" data-outcome=\"{o}\"><td><b>{n}</b></td><td>{t}</td><td>{l}</td><td class=\"{o}\">{o}</td>\
              <td>{c}</td><td>{s}</td><td class=held>{hd}</td><td>{f}</td><td>{next}</td><td>{ht}</td><td>{er}</td></tr>",
             n = esc(name),
-            t = esc(p["trigger"].as_str().unwrap_or("")),
-            l = last.and_then(|r| r["ended_ms"].as_u64()).map_or_else(|| "never".to_owned(), |ms| relative(ms, now)),
+            t = esc(&p.trigger),
+            l = last.map_or_else(|| "never".to_owned(), |r| relative(r.ended_ms, now)),
             o = esc(outcome),
-            c = count("tags_copied"),
-            s = count("tags_in_sync"),
-            hd = count("held"),
-            f = count("failures"),
-            next = p["next_run_ms"].as_u64().map_or_else(|| "on request".to_owned(), |ms| relative(ms, now)),
-            ht = list(last.and_then(|r| r["held"].as_array()), 5),
-            er = list(last.and_then(|r| r["errors"].as_array()), 3),
+            c = count(|c| c.tags_copied),
+            s = count(|c| c.tags_in_sync),
+            hd = count(|c| c.held),
+            f = count(|c| c.failures),
+            next = p.next_run_ms.map_or_else(|| "on request".to_owned(), |ms| relative(ms, now)),
+            ht = list(last.map_or(&no_list, |r| &r.held), 5),
+            er = list(last.map_or(&no_list, |r| &r.errors), 3),
         );
     }
     h.push_str("</table>");
 
-    let uploads = doc["uploads_in_flight"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
+    let uploads = &doc.uploads_in_flight;
     let _ = write!(h, "<h2>Uploads in flight ({})</h2>", uploads.len());
     if !uploads.is_empty() {
         h.push_str("<table id=uploads><tr><th>Target</th><th>Repository</th><th>Blob</th><th>Done</th></tr>");
         for u in uploads.iter().take(100) {
-            let (off, size) = (
-                u["offset"].as_u64().unwrap_or(0),
-                u["size"].as_u64().unwrap_or(0).max(1),
-            );
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}%</td></tr>",
-                esc(u["target"].as_str().unwrap_or("")),
-                esc(u["repository"].as_str().unwrap_or("")),
-                esc(u["digest"].as_str().unwrap_or("").get(..19).unwrap_or("")),
-                off * 100 / size
+                esc(&u.target),
+                esc(&u.repository),
+                esc(u.digest.get(..19).unwrap_or("")),
+                percent(u.offset, u.size)
             );
         }
         h.push_str("</table>");
     }
 
-    let pending = doc["pending_events"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    let _ = write!(
-        h,
-        "<h2>Events pending ({})</h2>",
-        doc["pending_events_total"].as_u64().unwrap_or(0)
-    );
-    if !pending.is_empty() {
+    let _ = write!(h, "<h2>Events pending ({})</h2>", doc.pending_events_total);
+    if !doc.pending_events.is_empty() {
         h.push_str("<table id=events><tr><th>Policy</th><th>Event</th><th>Accepted</th><th>Attempts</th></tr>");
-        for e in pending {
+        for e in &doc.pending_events {
             let what = format!(
                 "{} {}{}{}",
-                e["action"].as_str().unwrap_or(""),
-                e["repository"].as_str().unwrap_or(""),
-                e["tag"]
-                    .as_str()
-                    .filter(|t| !t.is_empty())
+                e.key.action,
+                e.key.repository_str(),
+                e.key
+                    .tag
+                    .as_ref()
                     .map(|t| format!(":{t}"))
                     .unwrap_or_default(),
-                if e["through_etcd"] == true {
+                if e.through_etcd {
                     " (through etcd)"
                 } else {
                     ""
@@ -169,12 +155,10 @@ pub fn render(doc: &Value) -> String {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(e["policy"].as_str().unwrap_or("")),
+                esc(&e.key.policy),
                 esc(&what),
-                e["accepted_ms"]
-                    .as_u64()
-                    .map_or_else(String::new, |ms| relative(ms, now)),
-                e["attempts"].as_u64().unwrap_or(0)
+                relative(e.accepted_ms, now),
+                e.attempts
             );
         }
         h.push_str("</table>");
@@ -183,75 +167,65 @@ pub fn render(doc: &Value) -> String {
     h.push_str(
         "<h2>Registries</h2><table id=registries><tr><th>Registry</th><th>Requests at once (limit / max)</th><th>Rate limit</th></tr>",
     );
-    for c in doc["concurrency"].as_array().into_iter().flatten() {
-        let name = c["registry"].as_str().unwrap_or("");
-        let rate = doc["rate_limits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["registry"] == name)
+    let rates = doc.rate_limits.as_deref().unwrap_or_default();
+    for c in doc.concurrency.as_deref().unwrap_or_default() {
+        let rate = rates
+            .iter()
+            .find(|r| r.registry == c.registry)
             .map_or_else(String::new, |r| {
+                let n = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
                 format!(
                     "{} of {} left, paused {:.0} s in all",
-                    r["remaining"],
-                    r["limit"],
-                    r["paused_seconds"].as_f64().unwrap_or(0.0)
+                    n(r.remaining),
+                    n(r.limit),
+                    r.paused_seconds
                 )
             });
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
-            esc(name),
-            c["limit"],
-            c["max"],
+            esc(&c.registry),
+            c.limit,
+            c.max,
             esc(&rate)
         );
     }
     h.push_str("</table>");
-    cluster(&mut h, &doc["cluster"]);
+    if let Some(c) = &doc.cluster {
+        cluster(&mut h, c);
+    }
     h.push_str("</body></html>\n");
     h
 }
 
 /// Members, heartbeats and holdings; policies the members do not agree on.
-fn cluster(h: &mut String, c: &Value) {
-    if c.is_null() {
-        return;
-    }
-    if c["joined"] != true {
+fn cluster(h: &mut String, c: &ClusterStatus) {
+    if !c.joined {
         h.push_str("<h2>Cluster</h2><p class=failed>This member has not joined the cluster (etcd unreachable?).</p>");
         return;
     }
     let _ = write!(
         h,
         "<h2>Cluster</h2><p class=muted>This member: {}; etcd {}</p><table id=cluster><tr><th>Member</th><th>Host / pid</th><th>Last heartbeat</th><th>Holds</th></tr>",
-        esc(c["member"].as_str().unwrap_or("")),
-        esc(c["etcd"].as_str().unwrap_or(""))
+        esc(&c.member),
+        esc(&c.etcd)
     );
-    for m in c["members"].as_array().into_iter().flatten() {
-        let beat = m["heartbeat_age_seconds"]
-            .as_i64()
+    for m in &c.members {
+        let beat = m
+            .heartbeat_age_seconds
             .map_or("?".to_owned(), |s| format!("{s} s ago"));
         let _ = write!(
             h,
             "<tr data-member=\"{0}\"><td>{0}</td><td>{1} / {2}</td><td>{beat}</td><td>{3}</td></tr>",
-            esc(m["name"].as_str().unwrap_or("")),
-            esc(m["host"].as_str().unwrap_or("")),
-            m["pid"],
-            list(m["holds"].as_array(), 50)
+            esc(&m.name),
+            esc(&m.host),
+            m.pid,
+            list(&m.holds, 50)
         );
     }
     h.push_str("</table>");
-    for m in c["mismatches"].as_array().into_iter().flatten() {
-        let names = |k: &str| {
-            m[k].as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let how = if m["differs"] == true {
+    for m in &c.mismatches {
+        let how = if m.differs {
             "defined differently"
         } else {
             "not defined everywhere"
@@ -259,9 +233,9 @@ fn cluster(h: &mut String, c: &Value) {
         let _ = write!(
             h,
             "<p class=held>Policy {}: {how} (defined on {}; missing on {}).</p>",
-            esc(m["policy"].as_str().unwrap_or("")),
-            esc(&names("defined_on")),
-            esc(&names("missing_on"))
+            esc(&m.policy),
+            esc(&m.defined_on.join(", ")),
+            esc(&m.missing_on.join(", "))
         );
     }
 }
@@ -269,19 +243,48 @@ fn cluster(h: &mut String, c: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PolicyState;
+    use crate::state::{Counts, Outcome, RunRecord};
 
     #[test]
     fn names_and_errors_are_escaped() {
-        let doc = serde_json::json!({
-            "policies": { "p<1>": { "trigger": "interval 1m", "running": false, "next_run_ms": null } },
-            "runs": [{ "policy": "p<1>", "outcome": "failed", "ended_ms": 0, "counts": { "failures": 1 },
-                       "errors": ["<script>alert(1)</script>"], "held": [] }],
-        });
+        let policy = PolicyState {
+            trigger: "interval 1m".into(),
+            ..Default::default()
+        };
+        let mut run = RunRecord::new(
+            "p<1>",
+            0,
+            Outcome::Failed,
+            [(
+                "t".to_owned(),
+                Counts {
+                    failures: 1,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            vec!["<script>alert(1)</script>".into()],
+            vec![],
+        );
+        run.ended_ms = 0;
+        let doc = StatusDoc {
+            policies: Some([("p<1>".to_owned(), policy)].into()),
+            runs: vec![run],
+            ..Default::default()
+        };
         let page = render(&doc);
         assert!(
             page.contains("data-policy=\"p&lt;1&gt;\"") && page.contains("&lt;script&gt;"),
             "{page}"
         );
         assert!(!page.contains("<script>"));
+    }
+
+    #[test]
+    fn upload_progress_never_overflows() {
+        assert_eq!(percent(u64::MAX, u64::MAX), 100);
+        assert_eq!(percent(50, 0), 100);
+        assert_eq!(percent(1, 4), 25);
     }
 }

@@ -9,7 +9,7 @@
 //! same way, and only after every blob it reaches is in place. A crash leaves at worst a
 //! temporary file (removed by the next upload of that blob) or blobs nothing refers to yet.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,22 +18,16 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+mod gc;
+mod upload;
+
 use super::meta::{BlobStream, ManifestHead, PulledManifest};
-use super::upload::{UploadSession, UploadStart};
 use super::RegistryError;
-use crate::model::{
-    manifest_media_type, manifest_references, Digest, Hasher, RepoName, Tag, MAX_MANIFEST_BYTES,
-    OCI_INDEX,
-};
+use crate::model::{manifest_media_type, Digest, RepoName, Tag, MAX_MANIFEST_BYTES, OCI_INDEX};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// `index.json` is read whole: a layout with 100,000 tags is about 30 MiB of it.
 const MAX_INDEX_BYTES: u64 = 64 << 20;
-/// How old an unreferenced blob must be before a delete removes it.
-const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-/// An upload file untouched this long was abandoned (its blob no longer wanted, or its
-/// checkpoint lost): removed when the repository is next written or collected.
-const UPLOAD_ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Folders walked below the root to find repositories (`a/b/c` is three deep).
 const MAX_DEPTH: usize = 8;
 
@@ -100,10 +94,64 @@ fn read_index(cache: &IndexCache, dir: &Path) -> Io<Option<Arc<Value>>> {
     Ok(Some(v))
 }
 
-type Io<T> = Result<T, String>;
+type Io<T> = Result<T, LayoutError>;
 
-fn io(what: &Path) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", what.display())
+/// What went wrong in a layout folder. Kept apart from HTTP failures: a full disk or a
+/// permission problem is a storage error naming the path, and its io kind decides whether a
+/// retry can help.
+#[derive(Debug)]
+pub(super) enum LayoutError {
+    Io {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+        detail: String,
+    },
+    Digest {
+        what: &'static str,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+impl LayoutError {
+    /// Something under `path` is not what a layout holds (bad JSON, too large, wrong place).
+    fn invalid(path: &Path, detail: impl std::fmt::Display) -> Self {
+        LayoutError::Io {
+            path: path.to_owned(),
+            kind: std::io::ErrorKind::InvalidData,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(super) fn into_registry(self, registry: &str, op: &'static str) -> RegistryError {
+        match self {
+            LayoutError::Io { path, kind, detail } => RegistryError::Storage {
+                registry: registry.to_owned(),
+                op,
+                path: path.display().to_string(),
+                kind,
+                detail,
+            },
+            LayoutError::Digest {
+                what,
+                expected,
+                actual,
+            } => RegistryError::DigestMismatch {
+                registry: registry.to_owned(),
+                what,
+                expected,
+                actual,
+            },
+        }
+    }
+}
+
+fn io(what: &Path) -> impl Fn(std::io::Error) -> LayoutError + '_ {
+    move |e| LayoutError::Io {
+        path: what.to_owned(),
+        kind: e.kind(),
+        detail: e.to_string(),
+    }
 }
 
 /// Write `bytes` to `path` so a crash leaves the old file or the new one, never a mix.
@@ -129,9 +177,16 @@ fn sync_dir(path: &Path) -> Io<()> {
 
 /// Blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Io<T> + Send + 'static) -> Io<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| e.to_string())?
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        // A bug in the closure: let it crash the process like any other panic.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(LayoutError::Io {
+            path: PathBuf::new(),
+            kind: std::io::ErrorKind::Interrupted,
+            detail: format!("the runtime is stopping: {e}"),
+        }),
+    }
 }
 
 impl Layout {
@@ -173,16 +228,15 @@ impl Layout {
             .read_to_end(&mut buf)
             .map_err(io(&path))?;
         if buf.len() as u64 > MAX_INDEX_BYTES {
-            return Err(format!(
-                "{}: larger than {} MiB",
-                path.display(),
-                MAX_INDEX_BYTES >> 20
+            return Err(LayoutError::invalid(
+                &path,
+                format!("larger than {} MiB", MAX_INDEX_BYTES >> 20),
             ));
         }
         let v: Value = serde_json::from_slice(&buf)
-            .map_err(|e| format!("{}: not an OCI index: {e}", path.display()))?;
+            .map_err(|e| LayoutError::invalid(&path, format!("not an OCI index: {e}")))?;
         if !v["manifests"].is_array() {
-            return Err(format!("{}: no manifests list", path.display()));
+            return Err(LayoutError::invalid(&path, "no manifests list"));
         }
         Ok(Some(v))
     }
@@ -192,17 +246,18 @@ impl Layout {
     /// holds something other than a layout is left alone.
     fn init(root: &Path, dir: &Path) -> Io<()> {
         if !root.is_dir() {
-            return Err(format!(
-                "{}: no such folder (is the disk mounted?)",
-                root.display()
-            ));
+            return Err(LayoutError::Io {
+                path: root.to_owned(),
+                kind: std::io::ErrorKind::NotFound,
+                detail: "no such folder (is the disk mounted?)".into(),
+            });
         }
         if !dir.join("oci-layout").is_file()
             && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
         {
-            return Err(format!(
-                "{}: not an OCI layout (no oci-layout file) and not empty; not writing into it",
-                dir.display()
+            return Err(LayoutError::invalid(
+                dir,
+                "not an OCI layout (no oci-layout file) and not empty; not writing into it",
             ));
         }
         std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io(dir))?;
@@ -266,9 +321,9 @@ impl Layout {
                     }
                 }
                 if out.len() > limit {
-                    return Err(format!(
-                        "{}: more than {limit} repositories",
-                        root.display()
+                    return Err(LayoutError::invalid(
+                        &root,
+                        format!("more than {limit} repositories"),
                     ));
                 }
             }
@@ -307,7 +362,7 @@ impl Layout {
                         .as_str()
                         .unwrap_or("")
                         .parse()
-                        .map_err(|e| format!("{}: {e}", dir.display()))?;
+                        .map_err(|e| LayoutError::invalid(&dir, e))?;
                     Ok(Some((d, m["mediaType"].as_str().map(str::to_owned))))
                 }
                 (None, Some(d), Some(b)) if b.is_file() => Ok(Some((d, None))),
@@ -351,7 +406,8 @@ impl Layout {
         let bytes = self
             .get_small_blob(repo, &digest, MAX_MANIFEST_BYTES)
             .await?;
-        let media_type = manifest_media_type(&bytes, media_type.as_deref())?;
+        let media_type = manifest_media_type(&bytes, media_type.as_deref())
+            .map_err(|e| LayoutError::invalid(&self.blob_path(repo, &digest), e))?;
         Ok(Some(PulledManifest {
             digest,
             media_type,
@@ -373,11 +429,18 @@ impl Layout {
                 .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut buf))
                 .map_err(io(&path))?;
             if buf.len() > limit {
-                return Err(format!("{}: larger than {limit} bytes", path.display()));
+                return Err(LayoutError::invalid(
+                    &path,
+                    format!("larger than {limit} bytes"),
+                ));
             }
             let got = Digest::of(&buf);
             if got != want {
-                return Err(format!("{}: content has digest {got}", path.display()));
+                return Err(LayoutError::Digest {
+                    what: "blob",
+                    expected: want,
+                    actual: got,
+                });
             }
             Ok(Bytes::from(buf))
         })
@@ -394,6 +457,7 @@ impl Layout {
 
     pub(super) async fn get_blob(
         &self,
+        registry: &str,
         repo: &RepoName,
         digest: &Digest,
         offset: u64,
@@ -403,15 +467,9 @@ impl Layout {
         tokio::io::AsyncSeekExt::seek(&mut f, SeekFrom::Start(offset))
             .await
             .map_err(io(&path))?;
-        let name = path.display().to_string();
+        let registry = registry.to_owned();
         let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 << 10)
-            .map(move |r| {
-                r.map_err(|e| RegistryError::Protocol {
-                    registry: name.clone(),
-                    op: "read blob",
-                    detail: e.to_string(),
-                })
-            })
+            .map(move |r| r.map_err(|e| io(&path)(e).into_registry(&registry, "read blob")))
             .boxed();
         Ok(BlobStream { offset, stream })
     }
@@ -469,250 +527,10 @@ impl Layout {
                 .expect("checked by index()")
                 .retain(|e| e["digest"] != digest.as_str());
             cache.write(&dir, &index)?;
-            collect_garbage(&dir, &index)
+            gc::collect_garbage(&dir, &index)
         })
         .await
     }
-
-    // Uploads: a temporary file under `blobs/`, appended chunk by chunk (its length is the
-    // offset: what was written survives a crash as far as it reached the disk), hashed and
-    // renamed into place at the end.
-
-    /// Make `repo` a layout if it is not one yet; under its lock, since `index.json` is created
-    /// here and a concurrent first write of a tag must not be overwritten by it.
-    async fn ensure(&self, repo: &RepoName) -> Io<()> {
-        let dir = self.repo(repo);
-        if dir.join("index.json").is_file() && dir.join("oci-layout").is_file() {
-            return Ok(());
-        }
-        let lock = self.lock(repo);
-        let _held = lock.lock().await;
-        let root = self.root.clone();
-        blocking(move || Self::init(&root, &dir)).await
-    }
-
-    pub(super) async fn start_upload(
-        &self,
-        repo: &RepoName,
-        mount: Option<(&Digest, &RepoName)>,
-    ) -> Io<UploadStart> {
-        self.ensure(repo).await?;
-        let dir = self.repo(repo);
-        let from = mount.map(|(d, from)| (self.blob_path(from, d), self.blob_path(repo, d)));
-        let tmp = dir
-            .join("blobs")
-            .join(format!(".upload-{}-{:x}", std::process::id(), rand_id()));
-        blocking(move || {
-            sweep_abandoned(&dir.join("blobs"));
-            // A mount within the same folder is a hard link: no bytes copied.
-            if let Some((src, dst)) = from {
-                if dst.is_file() || std::fs::hard_link(&src, &dst).is_ok() {
-                    return Ok(UploadStart::Mounted);
-                }
-            }
-            std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            Ok(UploadStart::Session(UploadSession {
-                location: tmp.display().to_string(),
-                offset: 0,
-            }))
-        })
-        .await
-    }
-
-    /// An upload location is a temporary file of this folder; anything else (a checkpoint
-    /// from when this registry was another one) is no upload of ours.
-    fn ours(&self, location: &str) -> bool {
-        let p = Path::new(location);
-        p.starts_with(&self.root)
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".upload-"))
-            && !location.contains("/../")
-    }
-
-    /// The file of an upload of ours, or why it is not one.
-    fn upload_file(&self, location: &str) -> Io<PathBuf> {
-        if self.ours(location) {
-            Ok(PathBuf::from(location))
-        } else {
-            Err(format!(
-                "{location}: not an upload in {}",
-                self.root.display()
-            ))
-        }
-    }
-
-    pub(super) async fn upload_status(&self, location: &str) -> Io<Option<UploadSession>> {
-        if !self.ours(location) {
-            return Ok(None);
-        }
-        Ok(tokio::fs::metadata(location)
-            .await
-            .ok()
-            .map(|m| UploadSession {
-                location: location.to_owned(),
-                offset: m.len(),
-            }))
-    }
-
-    /// Append `len` bytes of `body` at `session.offset`.
-    pub(super) async fn append(
-        &self,
-        session: &UploadSession,
-        body: reqwest::Body,
-        len: u64,
-    ) -> Io<UploadSession> {
-        use http_body_util::BodyExt;
-        let path = self.upload_file(&session.location)?;
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(io(&path))?;
-        let at = f.metadata().await.map_err(io(&path))?.len();
-        if at != session.offset {
-            return Err(format!(
-                "{}: holds {at} bytes, the upload is at {}",
-                path.display(),
-                session.offset
-            ));
-        }
-        tokio::io::AsyncSeekExt::seek(&mut f, SeekFrom::Start(at))
-            .await
-            .map_err(io(&path))?;
-        let mut stream = body.into_data_stream();
-        let mut written = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("source: {e}"))?;
-            written += chunk.len() as u64;
-            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
-                .await
-                .map_err(io(&path))?;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut f)
-            .await
-            .map_err(io(&path))?;
-        if written != len {
-            return Err(format!(
-                "{}: got {written} bytes of a {len}-byte chunk",
-                path.display()
-            ));
-        }
-        Ok(UploadSession {
-            location: session.location.clone(),
-            offset: session.offset + len,
-        })
-    }
-
-    /// The upload is complete: check its digest, make it durable, move it into place.
-    pub(super) async fn finish(
-        &self,
-        repo: &RepoName,
-        session: &UploadSession,
-        digest: &Digest,
-    ) -> Io<()> {
-        let (tmp, dst, want) = (
-            self.upload_file(&session.location)?,
-            self.blob_path(repo, digest),
-            digest.clone(),
-        );
-        blocking(move || {
-            let mut f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
-            let mut hasher = Hasher::default();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).map_err(io(&tmp))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            let got = hasher.finish();
-            if got != want {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(format!("uploaded blob has digest {got}, expected {want}"));
-            }
-            f.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-            sync_dir(&dst)
-        })
-        .await
-    }
-
-    pub(super) async fn cancel(&self, location: &str) {
-        if self.ours(location) {
-            let _ = tokio::fs::remove_file(location).await;
-        }
-    }
-}
-
-/// Remove `.upload-*` files of `blobs` untouched for `UPLOAD_ABANDONED` (best effort: a
-/// file that cannot be removed now is tried again next time).
-fn sweep_abandoned(blobs: &Path) {
-    for e in std::fs::read_dir(blobs).into_iter().flatten().flatten() {
-        let stale = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > UPLOAD_ABANDONED));
-        if stale && e.file_name().to_string_lossy().starts_with(".upload-") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Remove the blobs of a layout that no index entry reaches (after a delete), and uploads
-/// abandoned long ago.
-fn collect_garbage(dir: &Path, index: &Value) -> Io<()> {
-    sweep_abandoned(&dir.join("blobs"));
-    let blobs = dir.join("blobs/sha256");
-    let mut keep = HashSet::new();
-    let mut queue: Vec<(String, String)> = index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            Some((
-                m["digest"].as_str()?.to_owned(),
-                m["mediaType"].as_str().unwrap_or("").to_owned(),
-            ))
-        })
-        .collect();
-    while let Some((digest, media_type)) = queue.pop() {
-        let Ok(d) = digest.parse::<Digest>() else {
-            continue;
-        };
-        if !keep.insert(d.hex().to_owned()) {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(blobs.join(d.hex())) else {
-            continue;
-        };
-        let media_type = if media_type.is_empty() {
-            manifest_media_type(&bytes, None).unwrap_or_default()
-        } else {
-            media_type
-        };
-        if let Ok(refs) = manifest_references(&media_type, &bytes) {
-            keep.extend(refs.blobs.iter().map(|(b, _)| b.hex().to_owned()));
-            queue.extend(
-                refs.manifests
-                    .iter()
-                    .map(|(m, _)| (m.as_str().to_owned(), String::new())),
-            );
-        }
-    }
-    // A blob written in the last minutes may belong to an image still being copied into this
-    // repository (its tag is written last): left for a later delete to collect.
-    let settled = |e: &std::fs::DirEntry| {
-        e.metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > GC_GRACE))
-    };
-    for e in std::fs::read_dir(&blobs).map_err(io(&blobs))?.flatten() {
-        if !keep.contains(e.file_name().to_string_lossy().as_ref()) && settled(&e) {
-            std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
-        }
-    }
-    Ok(())
 }
 
 fn rand_id() -> u64 {

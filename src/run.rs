@@ -1,0 +1,526 @@
+//! Running a policy: [`Runner::run`] reads in the order the work happens. Select the
+//! repositories, then for each of them (several at once) lock it, plan it for every target,
+//! gather the fan-out and copy; then record the run and notify. `ferry sync`, the scheduler
+//! and the event queue all start runs here.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::{stream, StreamExt};
+use tracing::{error, info, info_span, Instrument};
+
+use crate::config::Policy;
+use crate::copy::{Copier, CopyShared, Failure, Guards, KeyedLocks, Progress, RepoReport};
+use crate::model::{Digest, ErrorKind, RepoName, Tag};
+use crate::notify::Notifier;
+use crate::plan::{
+    plan_repo, select_repositories, Memory, NoMemory, PlanError, RepoPlan, RunOptions, Scope,
+    SourceReads,
+};
+use crate::registry::Registry;
+use crate::state::{now_ms, Counts, Outcome, RunRecord, StateStore};
+
+/// What a run covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every repository the policy selects, every tag.
+    Full,
+    /// One repository, within `scope`: an event, or a run asked for one repository or tag.
+    Targeted { repository: RepoName, scope: Scope },
+}
+
+impl Reach {
+    /// `push team/app:v1`, `delete team/app:v1`, `delete team/app`, `repository team/app`;
+    /// none for a full run.
+    fn describe(&self) -> Option<String> {
+        let Reach::Targeted {
+            repository: repo,
+            scope,
+        } = self
+        else {
+            return None;
+        };
+        Some(match scope {
+            Scope::All => format!("repository {repo}"),
+            Scope::Tag(t) => format!("push {repo}:{t}"),
+            Scope::Deleted(Some(t)) => format!("delete {repo}:{t}"),
+            Scope::Deleted(None) => format!("delete {repo}"),
+        })
+    }
+}
+
+/// One registry client's counters: retries, its rationed budget as last reported, and the
+/// adaptive request limit in force.
+pub struct RegistryGauges {
+    pub name: String,
+    pub retries: u64,
+    pub remaining: Option<u64>,
+    pub limit: Option<u64>,
+    pub paused_seconds: f64,
+    pub concurrency: usize,
+    pub max_concurrent: usize,
+}
+
+/// How one policy run ended. Failures stay typed here; they become text in the run record.
+#[derive(Debug)]
+pub struct PolicyRun {
+    pub policy: String,
+    pub started_ms: u64,
+    pub duration: Duration,
+    pub targets: BTreeMap<String, Counts>,
+    pub failures: Vec<Failure>,
+    /// Failures by target and kind (the counts a failure adds to, not the failure list: one
+    /// source that cannot be listed fails every target once).
+    pub failure_kinds: BTreeMap<(String, ErrorKind), u64>,
+    /// Tags held back by promotion gates, with the reason.
+    pub held: Vec<String>,
+    pub interrupted: bool,
+    /// What a targeted run looked at (`push team/app:v1`); none for a full run.
+    pub scope: Option<String>,
+}
+
+impl PolicyRun {
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        self.targets.values().for_each(|c| total.add(c));
+        total
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match (self.interrupted, self.failures.is_empty()) {
+            (true, _) => Outcome::Interrupted,
+            (false, true) => Outcome::Ok,
+            (false, false) => Outcome::Failed,
+        }
+    }
+
+    /// The failures as the lines a person reads.
+    pub fn errors(&self) -> Vec<String> {
+        self.failures.iter().map(ToString::to_string).collect()
+    }
+
+    /// What the run history keeps: the first 20 failures and holds.
+    pub fn record(&self) -> RunRecord {
+        let mut rec = RunRecord::new(
+            &self.policy,
+            self.started_ms,
+            self.outcome(),
+            self.targets.clone(),
+            self.failures
+                .iter()
+                .take(20)
+                .map(ToString::to_string)
+                .collect(),
+            self.held.iter().take(20).cloned().collect(),
+        );
+        rec.scope = self.scope.clone();
+        rec
+    }
+}
+
+/// Everything runs share: one client per registry, the state store, the copy limits, the
+/// repository locks and the notifier.
+pub struct Runner {
+    registries: BTreeMap<String, Registry>,
+    state: Option<StateStore>,
+    shared: Arc<CopyShared>,
+    /// One per (policy, target, source repository), held while it is planned and copied: a
+    /// targeted run and a full run never write the same tags at once.
+    repo_locks: Arc<KeyedLocks<(String, String, RepoName)>>,
+    notifier: Notifier,
+    /// Runs kept per policy in the state store.
+    history: usize,
+}
+
+impl Runner {
+    pub fn new(
+        registries: BTreeMap<String, Registry>,
+        state: Option<StateStore>,
+        shared: Arc<CopyShared>,
+        notifier: Notifier,
+        history: usize,
+    ) -> Self {
+        Runner {
+            registries,
+            state,
+            shared,
+            repo_locks: Arc::default(),
+            notifier,
+            history,
+        }
+    }
+
+    /// Keep what `older` learnt and holds that is still true: its repository locks (runs of
+    /// the old config may still be going), its client of every registry whose endpoint is
+    /// unchanged (a rationed budget, the adaptive concurrency, open connections), and its
+    /// notifier when `same_notify` (its counters and deliveries in flight).
+    pub fn carry_over(&mut self, older: &Runner, same_notify: bool) {
+        self.repo_locks = older.repo_locks.clone();
+        if same_notify {
+            self.notifier = older.notifier.clone();
+        }
+        for (key, reg) in &mut self.registries {
+            if let Some(old) = older.registries.get(key).filter(|o| o.same_endpoint(reg)) {
+                *reg = old.clone();
+            }
+        }
+    }
+
+    /// Where run outcomes are sent (`[[notify]]`).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Live totals of every run of this process so far.
+    pub fn progress(&self) -> &Progress {
+        &self.shared.progress
+    }
+
+    /// Background work copies left running (one source read feeding several targets):
+    /// awaited at a stop.
+    pub fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        self.shared.tasks()
+    }
+
+    pub fn state(&self) -> Option<&StateStore> {
+        self.state.as_ref()
+    }
+
+    /// What each registry's client has seen so far, for metrics and `/status`.
+    pub fn registry_gauges(&self) -> Vec<RegistryGauges> {
+        self.registries
+            .values()
+            .map(|r| {
+                let (remaining, limit, paused_seconds) = r.rate_limit();
+                let (concurrency, max_concurrent) = r.concurrency();
+                RegistryGauges {
+                    name: r.name().to_owned(),
+                    retries: r.retries(),
+                    remaining,
+                    limit,
+                    paused_seconds,
+                    concurrency,
+                    max_concurrent,
+                }
+            })
+            .collect()
+    }
+
+    fn registry(&self, key: &str) -> &Registry {
+        &self.registries[key] // config validation guarantees every policy's registries exist
+    }
+
+    /// Repositories of `policy` planned and copied at once: enough that their requests can
+    /// fill the widest of its registries' `max_concurrent` (a repository has a few round
+    /// trips in sequence: tag lists, then its tags' HEADs in parallel). What each registry
+    /// really gets at once is its adaptive limit; blobs are bounded by `max_concurrent_blobs`.
+    fn repo_width(&self, policy: &Policy) -> usize {
+        let widest = std::iter::once(&policy.source)
+            .chain(&policy.targets)
+            .map(|r| self.registry(r).concurrency().1)
+            .max();
+        (widest.unwrap_or(1) / 2).max(2)
+    }
+
+    /// Plan every (target, repository) of a policy, touching nothing (`ferry plan`). A source
+    /// that cannot be listed gives one plan entry carrying the error per target.
+    pub async fn plan_policy(&self, policy: &Policy) -> Vec<RepoPlan> {
+        let source = self.registry(&policy.source);
+        let repos = match select_repositories(policy, source).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = Arc::new(e);
+                return policy
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let mut p = RepoPlan::empty(&policy.name, t, unknown(), unknown());
+                        p.error = Some(PlanError::Listing(e.clone()));
+                        p
+                    })
+                    .collect();
+            }
+        };
+        let memory = self.memory();
+        let by_repo: Vec<Vec<RepoPlan>> = stream::iter(&repos)
+            .map(|r| {
+                self.plan_repository(
+                    policy,
+                    r,
+                    memory.as_ref(),
+                    RunOptions::default(),
+                    &Scope::All,
+                )
+            })
+            .buffered(self.repo_width(policy))
+            .collect()
+            .await;
+        // Target by target, as before plans were made for all targets of a repository at once.
+        let mut by_repo: Vec<_> = by_repo.into_iter().map(Vec::into_iter).collect();
+        policy
+            .targets
+            .iter()
+            .flat_map(|_| {
+                by_repo
+                    .iter_mut()
+                    .filter_map(Iterator::next)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Run `policy` now, as far as `reach` says.
+    ///
+    /// # Panics
+    /// When the runner was built without a state store.
+    pub async fn run(
+        &self,
+        policy: &Policy,
+        reach: &Reach,
+        opts: RunOptions,
+        guards: Guards,
+    ) -> PolicyRun {
+        let state = self
+            .state
+            .clone()
+            .expect("running a policy needs the state store");
+        let (started, clock) = (now_ms(), std::time::Instant::now());
+        let cancel = guards.cancel.clone();
+        let copier = Copier::new(self.shared.clone(), state.clone(), guards);
+        let memory = StateMemory(&state);
+
+        let mut failures = Vec::new();
+        let mut reports = Vec::new();
+        let mut interrupted = false;
+        match self.select(policy, reach, &cancel).await {
+            Err(e) => {
+                for t in &policy.targets {
+                    copier.count_failure(t, e.kind());
+                }
+                failures.push(Failure::new("", e));
+            }
+            Ok(repos) => {
+                let scope = match reach {
+                    Reach::Full => Scope::All,
+                    Reach::Targeted { scope, .. } => scope.clone(),
+                };
+                let copier = &copier;
+                let per_repo: Vec<Vec<RepoReport>> = stream::iter(repos)
+                    .map(|r| {
+                        let span = info_span!("repo", repo = %r);
+                        let scope = &scope;
+                        let memory = &memory;
+                        async move {
+                            self.sync_repository(policy, &r, copier, memory, opts, scope)
+                                .await
+                        }
+                        .instrument(span)
+                    })
+                    .buffer_unordered(self.repo_width(policy))
+                    .collect()
+                    .await;
+                reports = per_repo.into_iter().flatten().collect();
+                interrupted = cancel.is_cancelled();
+            }
+        }
+
+        let mut run = PolicyRun {
+            policy: policy.name.clone(),
+            started_ms: started,
+            duration: clock.elapsed(),
+            targets: copier.counts_by_target(),
+            failure_kinds: copier.failure_kinds(),
+            failures,
+            held: Vec::new(),
+            interrupted,
+            scope: reach.describe(),
+        };
+        for r in reports {
+            run.interrupted |= r.interrupted;
+            run.failures.extend(r.errors);
+            run.held.extend(r.held);
+        }
+        self.record_and_notify(&run, &state);
+        run
+    }
+
+    /// Phase 1: the repositories the run covers. Listing only reads: at a stop it ends at
+    /// once, not after its retries.
+    async fn select(
+        &self,
+        policy: &Policy,
+        reach: &Reach,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<RepoName>, crate::registry::RegistryError> {
+        match reach {
+            Reach::Targeted { repository, .. } => Ok(vec![repository.clone()]),
+            Reach::Full => tokio::select! {
+                biased;
+                () = cancel.cancelled() => Ok(Vec::new()),
+                r = select_repositories(policy, self.registry(&policy.source)) => r,
+            },
+        }
+    }
+
+    /// Phases 2 to 5 for one repository: lock it for every target, plan it with one source
+    /// read of each tag list and manifest, gather the fan-out (one source read of each blob
+    /// several targets lack), copy to every target.
+    async fn sync_repository(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+        copier: &Copier,
+        memory: &StateMemory<'_>,
+        opts: RunOptions,
+        scope: &Scope,
+    ) -> Vec<RepoReport> {
+        let locked_and_planned = async {
+            let locks = self.lock(policy, repo).await;
+            (
+                locks,
+                self.plan_repository(policy, repo, memory, opts, scope)
+                    .await,
+            )
+        };
+        // Waiting for a lock and planning only read (what planning remembers is best-effort):
+        // at a stop they end at once, instead of running out their retries against a registry
+        // that does not answer while the daemon waits for its stop deadline. Cancellation is
+        // looked at first, so a repository reached after the stop is not even started.
+        let (_locks, plans) = tokio::select! {
+            biased;
+            () = copier.cancel_token().cancelled() => return Vec::new(),
+            p = locked_and_planned => p,
+        };
+        let source = self.registry(&policy.source);
+        let fan = copier.fanout(source, repo, &plans);
+        let copies = plans.into_iter().map(|p| {
+            let (target, span) = (
+                self.registry(&p.target),
+                info_span!("copy", target = %p.target),
+            );
+            copier.copy_repo(p, source, target, &fan).instrument(span)
+        });
+        join_all(copies).await
+    }
+
+    /// The repository's lock for every target of the policy, taken in name order so two
+    /// runs of the policy never hold each other's locks crosswise.
+    async fn lock(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut held = Vec::new();
+        for t in policy.targets.iter().collect::<BTreeSet<_>>() {
+            held.push(
+                self.repo_locks
+                    .lock((policy.name.clone(), t.clone(), repo.clone()))
+                    .await,
+            );
+        }
+        held
+    }
+
+    /// One repository planned for every target, with one source read of each tag list and
+    /// manifest.
+    async fn plan_repository(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+        memory: &dyn Memory,
+        opts: RunOptions,
+        scope: &Scope,
+    ) -> Vec<RepoPlan> {
+        let reads = SourceReads::new(self.registry(&policy.source));
+        let plans = policy.targets.iter().map(|t| {
+            plan_repo(
+                policy,
+                t,
+                &reads,
+                self.registry(t),
+                repo,
+                memory,
+                opts,
+                scope,
+            )
+            .instrument(info_span!("plan", target = %t))
+        });
+        join_all(plans).await
+    }
+
+    /// Phases 6 and 7: the run history and `[[notify]]`. A targeted run that found its tag in
+    /// sync (a coalesced or repeated event) is not worth a place in the history; one that did
+    /// something or failed is.
+    fn record_and_notify(&self, run: &PolicyRun, state: &StateStore) {
+        for f in &run.failures {
+            error!(policy = %run.policy, error = %f, kind = f.kind().as_str(), "copy failed");
+        }
+        let c = run.counts();
+        let worth = run.scope.is_none()
+            || c.tags_copied + c.deleted + c.held + c.conflicts > 0
+            || !run.failures.is_empty();
+        if worth {
+            let rec = run.record();
+            if let Err(e) = state.record_run(&rec, self.history) {
+                error!(policy = %run.policy, error = %e, "could not record the run");
+            }
+            self.notifier.after_run(&rec);
+        }
+        match &run.scope {
+            None => info!(policy = %run.policy, outcome = %run.outcome(), "run finished"),
+            Some(s) => {
+                info!(policy = %run.policy, scope = %s, outcome = %run.outcome(), copied = c.tags_copied, deleted = c.deleted, "targeted run finished")
+            }
+        }
+    }
+
+    fn memory(&self) -> Box<dyn Memory + '_> {
+        match &self.state {
+            Some(s) => Box::new(StateMemory(s)),
+            None => Box::new(NoMemory),
+        }
+    }
+}
+
+/// What planning remembers between runs, kept in the state store.
+struct StateMemory<'a>(&'a StateStore);
+
+impl Memory for StateMemory<'_> {
+    fn first_seen(&self, key: &str) -> u64 {
+        self.0.first_seen(key, now_ms())
+    }
+    fn filtered(&self, key: &str) -> Option<Digest> {
+        self.0.filtered_index(key)
+    }
+    fn remember_filtered(&self, key: &str, digest: &Digest) {
+        self.0.remember_filtered_index(key, digest);
+    }
+    fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
+        self.0
+            .written(target, repo, tag)
+            .map(|r| (r.source, r.target, r.at_ms))
+    }
+    fn remember_written(
+        &self,
+        target: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        source: &Digest,
+        target_digest: &Digest,
+    ) {
+        self.0
+            .remember_written(target, repo, tag, source, target_digest);
+    }
+    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &HashSet<Tag>) {
+        self.0.forget_written_except(target, repo, &|t| {
+            t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))
+        });
+    }
+}
+
+/// The repository a plan names when the source could not even be listed.
+fn unknown() -> RepoName {
+    "unknown".parse().expect("valid repository name")
+}
