@@ -112,5 +112,6 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         list_timeout: spec.list_timeout,
         rate_limit_reserve: spec.rate_limit_reserve,
         rate_limit_max_wait: spec.rate_limit_max_wait,
+        upload: spec.upload,
     }
 }

@@ -15,6 +15,7 @@ pub mod events;
 pub mod model;
 pub mod notify;
 pub mod plan;
+pub mod probe;
 pub mod registry;
 pub mod run;
 pub mod signals;

@@ -110,6 +110,10 @@ pub enum ErrorKind {
     Gate,
     /// A delete the policy's safety limits refused.
     Guard,
+    /// The target repository or project does not exist and must be created first.
+    Missing,
+    /// The target refused to move a tag (immutable tags).
+    Conflict,
     /// The policy cannot be applied to what the source holds (a template, a missing
     /// repository, an image too deep or too large).
     Policy,
@@ -127,6 +131,8 @@ impl ErrorKind {
             Self::Fence => "fence",
             Self::Gate => "gate",
             Self::Guard => "guard",
+            Self::Missing => "missing",
+            Self::Conflict => "conflict",
             Self::Policy => "policy",
         }
     }
@@ -402,11 +408,50 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// How a blob goes up to a registry. They differ in what registries accept (the quirks
+/// catalogue, rule 3), and in what a cut costs: only chunks resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStrategy {
+    /// POST, PATCHes of one chunk each with `Content-Range`, checkpointed; the last chunk in
+    /// the PUT. Resumable across restarts.
+    Chunked,
+    /// POST, one PATCH streaming the whole blob without `Content-Range`, an empty PUT: what
+    /// docker and skopeo send, taken where chunks are not (GAR, GHCR).
+    Stream,
+    /// POST, then one PUT streaming the whole blob.
+    Monolithic,
+}
+
+impl UploadStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chunked => "chunked",
+            Self::Stream => "stream",
+            Self::Monolithic => "monolithic",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a registry's credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credentials {
-    /// A username and password (or token): from the config, a file, or docker's `auths`.
+    /// A username and password (or token): from the config, the environment, or docker's
+    /// `auths`.
     Password(String, Secret),
+    /// A username and a password read from a file, and read again when the registry refuses
+    /// it: a sidecar that renews short-lived passwords (ECR's last 12 hours) rewrites the file.
+    PasswordFile {
+        username: String,
+        path: std::path::PathBuf,
+        password: Secret,
+    },
     /// A docker credential helper program, asked for `server` when the registry first wants
     /// credentials, and again after it refuses them.
     Helper { program: String, server: String },

@@ -212,6 +212,11 @@ impl Runner {
         &self.registries[key] // config validation guarantees every policy's registries exist
     }
 
+    /// The client of the configured registry `key`, if there is one.
+    pub fn registry_named(&self, key: &str) -> Option<&Registry> {
+        self.registries.get(key)
+    }
+
     /// Repositories of `policy` planned and copied at once: enough that their requests can
     /// fill the widest of its registries' `max_concurrent` (a repository has a few round
     /// trips in sequence: tag lists, then its tags' HEADs in parallel). What each registry

@@ -4,6 +4,7 @@
 mod daemon;
 mod docs;
 mod plan;
+mod probe;
 mod remote;
 mod status;
 mod sync;
@@ -54,6 +55,9 @@ pub enum Command {
     Daemon,
     /// Last run of each policy and uploads in flight, from the state store.
     Status(StatusArgs),
+    /// What a configured registry does: catalog, referrers API, upload strategy, mounts,
+    /// deletes, tokens. Read-only unless --write is given.
+    Probe(ProbeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -88,6 +92,23 @@ pub struct SyncArgs {
     /// (as a run after the policy's verify_interval does).
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// The registry's name in the config (`[registries.NAME]`).
+    pub registry: String,
+    /// A repository to ask read-only questions about (the referrers API).
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Push a small test image to this repository (a 3 MiB blob in 1 MiB parts, then a tag
+    /// `ferry-probe-…`), mount it, and delete the tag again: finds out the upload strategy
+    /// (kept in the state store, as a copy learns it), mounts and deletes.
+    #[arg(long, value_name = "REPO")]
+    pub write: Option<String>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -131,6 +152,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync(a) => sync::run(&cli.config, a).await,
         Command::Daemon => daemon::run(&cli.config).await,
         Command::Status(a) => status::run(&cli.config, a).await,
+        Command::Probe(a) => probe::run(&cli.config, a).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
     }

@@ -163,12 +163,19 @@ impl Inner {
 
     /// The lease, while it may still be relied on.
     fn lease_id(&self) -> Option<i64> {
+        self.lease_safe_for().map(|(id, _)| id)
+    }
+
+    /// The lease and how much longer it may be relied on: its deadline less a margin (a
+    /// write that starts now must end before another member could take the policy).
+    fn lease_safe_for(&self) -> Option<(i64, Duration)> {
         let margin = (self.ttl / 5).min(Duration::from_secs(2));
+        let now = Instant::now();
         self.lease
             .lock()
             .expect("lock poisoned")
-            .filter(|l| Instant::now() + margin < l.deadline)
-            .map(|l| l.id)
+            .filter(|l| now + margin < l.deadline)
+            .map(|l| (l.id, l.deadline - now - margin))
     }
 
     fn changed(&self) {

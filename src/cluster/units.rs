@@ -27,6 +27,8 @@ pub(super) struct Held {
     pub token: CancellationToken,
     /// Runs holding a claim on it now.
     pub active: Arc<AtomicUsize>,
+    /// A run under this lock has finished: the targets were checked since it was taken.
+    pub verified: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -84,6 +86,11 @@ impl Units {
 pub struct Claim {
     pub cancel: CancellationToken,
     pub fence: Arc<dyn Fence>,
+    /// The first run since this member took the policy: what earlier owners wrote is not
+    /// known here (a fenced-off owner's last write may have landed late), so the targets are
+    /// asked, not trusted.
+    pub verify: bool,
+    verified: Arc<std::sync::atomic::AtomicBool>,
     active: Arc<AtomicUsize>,
     link: tokio::task::JoinHandle<()>,
 }
@@ -99,6 +106,11 @@ impl Claim {
                 fence: Some(c.fence.clone()),
             },
         )
+    }
+
+    /// The run under this claim finished (not interrupted): later runs may trust the records.
+    pub fn verified(&self) {
+        self.verified.store(true, Ordering::Release);
     }
 }
 
@@ -137,6 +149,8 @@ impl Inner {
         Some(Claim {
             cancel,
             fence,
+            verify: !h.verified.load(Ordering::Acquire),
+            verified: h.verified.clone(),
             active: h.active.clone(),
             link,
         })
@@ -174,6 +188,7 @@ impl Inner {
             rev,
             token: CancellationToken::new(),
             active: Arc::new(AtomicUsize::new(0)),
+            verified: Arc::default(),
         };
         self.units
             .held
@@ -303,5 +318,14 @@ impl Fence for UnitFence {
             r
         }
         .boxed()
+    }
+
+    /// A renewed lease moves the deadline on; a retry is cut to what the lease covers now.
+    fn vouched_for(&self) -> Option<std::time::Duration> {
+        Some(
+            self.inner
+                .lease_safe_for()
+                .map_or(std::time::Duration::ZERO, |(_, d)| d),
+        )
     }
 }

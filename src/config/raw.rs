@@ -77,6 +77,7 @@ pub(super) struct RawRegistry {
     pub stall_timeout: Option<S<String>>,
     pub list_limit: Option<S<i64>>,
     pub list_timeout: Option<S<String>>,
+    pub upload: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

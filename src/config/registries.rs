@@ -9,7 +9,7 @@ use super::check::{login, parse_url, positive, rate};
 use super::diag::Sink;
 use super::raw::RawRegistry;
 use crate::model::ByteSize;
-use crate::model::{Credentials, Secret};
+use crate::model::{Credentials, Secret, UploadStrategy};
 
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct RegistrySpec {
     /// Most entries one tag list or catalog may have, and how long listing it may take.
     pub list_limit: usize,
     pub list_timeout: Duration,
+    /// `upload = "chunked" | "stream" | "monolithic"`; `None` (`"auto"`): what the registry
+    /// is known to take, learnt from its answers.
+    pub upload: Option<UploadStrategy>,
 }
 
 impl RegistrySpec {
@@ -58,6 +61,7 @@ impl RegistrySpec {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             list_limit: DEFAULT_LIST_LIMIT,
             list_timeout: DEFAULT_LIST_TIMEOUT,
+            upload: None,
         }
     }
 }
@@ -105,7 +109,14 @@ pub(super) fn registry_spec(
         sink,
     );
     let credentials = login
-        .map(|(u, p)| Credentials::Password(u, p))
+        .map(|(username, password)| match &r.password_file {
+            Some(f) => Credentials::PasswordFile {
+                username,
+                path: base.join(f.get_ref()),
+                password,
+            },
+            None => Credentials::Password(username, password),
+        })
         .or(from_docker);
     let ca_pem = r
         .ca_file
@@ -162,6 +173,28 @@ pub(super) fn registry_spec(
                 DEFAULT_LIST_LIMIT
             }),
     };
+    let upload = r.upload.as_ref().and_then(|u| {
+        let strategies = [
+            UploadStrategy::Chunked,
+            UploadStrategy::Stream,
+            UploadStrategy::Monolithic,
+        ];
+        match strategies.into_iter().find(|s| s.as_str() == u.get_ref()) {
+            Some(s) => Some(s),
+            None if u.get_ref() == "auto" => None,
+            None => {
+                sink.err(
+                    u.span(),
+                    format!(
+                        "{}: `{}` is not one of auto, chunked, stream, monolithic",
+                        field("upload"),
+                        u.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    });
     Some(RegistrySpec {
         name: name.to_owned(),
         url: url?,
@@ -175,6 +208,7 @@ pub(super) fn registry_spec(
         stall_timeout,
         list_limit,
         list_timeout,
+        upload,
     })
 }
 

@@ -1,9 +1,8 @@
-//! One blob from source to target: resume a saved upload, else mount, else a chunked upload
-//! streamed from the source. Every acknowledged chunk is checkpointed (and flushed) before
-//! the next is sent; a failed chunk is never re-sent blindly: the registry is asked first.
-//!
-//! Each chunk's request body pulls exactly its bytes from the source response as the
-//! registry reads them, so memory holds a few network frames, never a chunk or a layer.
+//! One blob from source to target: resume a saved upload, else mount, else an upload
+//! streamed from the source in the way the target takes (`habits.rs`). In a chunked upload
+//! every acknowledged chunk is checkpointed (and flushed) before the next is sent; a failed
+//! chunk is never re-sent blindly: the registry is asked first, and its answer is checked
+//! against ferry's own count of what it sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,13 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::body::{chunk_body, source_error, Limits, SourceReader};
+use super::habits::{refusal, Habit, Refusal};
 use super::CopyError;
-use crate::model::{Digest, Hasher, RepoName};
+use crate::model::{Digest, Hasher, RepoName, UploadStrategy};
 use crate::registry::{
     BlobStream, RateLimiter, Registry, RegistryError, UploadSession, UploadStart,
 };
@@ -25,11 +24,57 @@ use crate::state::{StateStore, UploadRecord};
 
 /// Attempts at one blob within a run; each resumes from what the registry acknowledged.
 const MAX_ATTEMPTS: u32 = 6;
+/// Strategy changes one blob may go through (chunked, stream, monolithic, bigger parts).
+const MAX_CHANGES: u32 = 4;
 
-pub(super) enum BlobOutcome {
+/// How one blob reached the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobOutcome {
     Uploaded { bytes: u64 },
     Mounted,
     AlreadyThere,
+}
+
+/// Send one blob the way a copy does (learning the target's upload habits): for `ferry
+/// probe --write`, outside any plan.
+///
+/// # Errors
+/// As a blob copy fails.
+#[allow(clippy::too_many_arguments)]
+pub async fn push_blob(
+    source: &Registry,
+    src_repo: &RepoName,
+    target: &Registry,
+    target_key: &str,
+    dst_repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    chunk_size: u64,
+    state: &StateStore,
+) -> Result<BlobOutcome, CopyError> {
+    let (cancel, retries, progress) = (
+        CancellationToken::new(),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
+    let job = BlobJob {
+        source,
+        target,
+        target_key,
+        src_repo,
+        dst_repo,
+        digest,
+        size,
+        chunk_size,
+        state,
+        cancel: &cancel,
+        retries: &retries,
+        global_limit: None,
+        progress: &progress,
+        bar: None,
+        feed: std::sync::Mutex::new(None),
+    };
+    job.run(None).await
 }
 
 /// Everything one blob copy needs; borrowed from the engine.
@@ -54,6 +99,17 @@ pub(super) struct BlobJob<'a> {
     pub feed: std::sync::Mutex<Option<BoxStream<'static, Result<Bytes, RegistryError>>>>,
 }
 
+/// How far a transfer got, for the decisions after a failure.
+#[derive(Default)]
+struct Sent {
+    /// Bytes the registry acknowledged, over every attempt (the run's counters).
+    bytes: u64,
+    /// Chunk PATCHes of the current session.
+    patches: u32,
+    /// The body of the request that failed.
+    body: u64,
+}
+
 impl BlobJob<'_> {
     async fn checkpoint(&self, s: &UploadSession) {
         let rec = UploadRecord::new(s.location.clone(), s.offset, self.size);
@@ -62,8 +118,8 @@ impl BlobJob<'_> {
             .await;
     }
 
-    fn acknowledged(&self, sent: &mut u64, len: u64) {
-        *sent += len;
+    fn acknowledged(&self, sent: &mut Sent, len: u64) {
+        sent.bytes += len;
         self.progress.fetch_add(len, Ordering::Relaxed);
         if let Some(b) = self.bar {
             b.done.fetch_add(len, Ordering::Relaxed);
@@ -75,7 +131,16 @@ impl BlobJob<'_> {
             .forget_upload(self.target_key, self.dst_repo, self.digest);
     }
 
-    /// A session to continue: the saved one if the registry still has it, else a mount or a new one.
+    /// How the target takes uploads: as configured, else as it has answered before.
+    fn habit(&self) -> Habit {
+        let learnt = self
+            .state
+            .habits(self.target_key, self.target.url().as_str());
+        Habit::of(self.target.upload_setting(), learnt.as_ref())
+    }
+
+    /// A session to continue: the saved one if the registry still has it (a mount first, when
+    /// another repository holds the blob: no byte to send then), else a mount or a new one.
     async fn open_session(
         &self,
         mount_from: Option<&RepoName>,
@@ -84,17 +149,45 @@ impl BlobJob<'_> {
             .state
             .upload(self.target_key, self.dst_repo, self.digest)
         {
+            if let Some(from) = mount_from {
+                match self
+                    .target
+                    .start_upload(self.dst_repo, Some((self.digest, from)))
+                    .await?
+                {
+                    UploadStart::Mounted => {
+                        self.target
+                            .cancel_upload(self.dst_repo, &rec.location)
+                            .await;
+                        self.forget();
+                        return Ok(Err(BlobOutcome::Mounted));
+                    }
+                    UploadStart::Session(fresh) => {
+                        self.target
+                            .cancel_upload(self.dst_repo, &fresh.location)
+                            .await;
+                        self.state.blob_gone(self.target_key, from, self.digest);
+                    }
+                }
+            }
             match self
                 .target
                 .upload_status(self.dst_repo, &rec.location)
                 .await?
             {
-                Some(s) => {
+                Some(mut s) => {
+                    // Quay's status counts one past the end (QUAY-3): what ferry knows it sent
+                    // is the better figure then. Otherwise the registry's figure is the truth
+                    // (it may hold more than the checkpoint: a body that landed after a kill).
+                    if s.offset == rec.offset + 1 {
+                        s.offset = rec.offset;
+                    }
                     info!(offset = s.offset, saved = rec.offset, "resuming upload");
                     return Ok(Ok(s));
                 }
                 None => {
-                    // Distribution invalidates a session whose PATCH was cut (crash, reset).
+                    // Distribution 2.8 invalidates a session whose PATCH was cut (crash, reset),
+                    // and refuses even to say where it stood.
                     warn!(
                         saved = rec.offset,
                         "target no longer holds the saved upload; starting this blob over"
@@ -111,18 +204,17 @@ impl BlobJob<'_> {
                 }
             }
         }
-        let start = self
+        match self
             .target
             .start_upload(self.dst_repo, mount_from.map(|from| (self.digest, from)))
-            .await?;
-        match start {
+            .await?
+        {
             UploadStart::Mounted => Ok(Err(BlobOutcome::Mounted)),
             UploadStart::Session(s) => {
                 if let Some(from) = mount_from {
                     debug!(from = %from, "mount refused; uploading");
                     self.state.blob_gone(self.target_key, from, self.digest);
                 }
-                self.checkpoint(&s).await;
                 Ok(Ok(s))
             }
         }
@@ -132,71 +224,187 @@ impl BlobJob<'_> {
         &self,
         mount_from: Option<&RepoName>,
     ) -> Result<BlobOutcome, CopyError> {
+        let mut habit = self.habit();
         let mut session = match self.open_session(mount_from).await? {
             Ok(s) => s,
             Err(done) => return Ok(done),
         };
-        let mut sent = 0u64;
-        let mut attempt = 0;
+        let mut sent = Sent::default();
+        let (mut attempt, mut changes) = (0, 0);
         loop {
             attempt += 1;
             let before = session.offset;
-            match self.send_from(&mut session, &mut sent).await {
+            // Only chunks resume after a restart: a crash from here on finds this record.
+            if habit.strategy == UploadStrategy::Chunked {
+                self.checkpoint(&session).await;
+            }
+            let result = match habit.strategy {
+                UploadStrategy::Chunked => self.send_chunked(&mut session, &mut sent, &habit).await,
+                whole => self.send_whole(&session, &mut sent, whole).await,
+            };
+            let e = match result {
                 Ok(()) => {
                     self.forget();
-                    return Ok(BlobOutcome::Uploaded { bytes: sent });
+                    return Ok(BlobOutcome::Uploaded { bytes: sent.bytes });
                 }
                 Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
-                Err(e)
-                    if e.is_retryable()
-                        && attempt < MAX_ATTEMPTS
-                        && !self.cancel.is_cancelled() =>
-                {
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(Duration::from_millis(500 << attempt.min(6)));
-                    warn!(error = %e, attempt, offset = session.offset, ?wait, "blob transfer failed; asking the target where it stands");
-                    tokio::select! { () = self.cancel.cancelled() => return Err(CopyError::Interrupted), () = tokio::time::sleep(wait) => {} }
-                    session = match self
-                        .target
-                        .upload_status(self.dst_repo, &session.location)
-                        .await?
-                    {
-                        Some(s) => s,
-                        None => {
-                            warn!(
-                                lost = before.max(session.offset),
-                                "target invalidated the upload; starting this blob over"
-                            );
-                            self.target
-                                .cancel_upload(self.dst_repo, &session.location)
-                                .await;
-                            match self.target.start_upload(self.dst_repo, None).await? {
-                                UploadStart::Session(s) => s,
-                                UploadStart::Mounted => return Ok(BlobOutcome::Mounted),
-                            }
-                        }
-                    };
-                    self.checkpoint(&session).await;
+                Err(e) => e,
+            };
+            let part = habit.part(self.chunk_size, session.min_chunk);
+            let learnt = refusal(&e, habit.strategy, sent.patches, sent.body)
+                .and_then(|r| habit.after(r, part).map(|h| (r, h)));
+            if let Some((r, next)) = learnt.filter(|_| changes < MAX_CHANGES) {
+                changes += 1;
+                warn!(registry = self.target.name(), error = %e, from = %habit.strategy, to = %next.strategy, "upload refused; going on the way the registry takes");
+                self.state
+                    .remember_habits(self.target_key, &next.record(self.target.url().as_str()));
+                habit = next;
+                // A body too large for one request: the chunks already there stay, the rest goes
+                // in smaller requests. Any other refusal starts the blob over the new way.
+                if let (Refusal::BodyTooLarge(_), Some(s)) = (r, self.status(&session).await?) {
+                    session = s;
+                    continue;
                 }
-                Err(e) => {
-                    // A permanent failure: do not leave a half upload for a later run to resume.
-                    self.target
-                        .cancel_upload(self.dst_repo, &session.location)
-                        .await;
-                    self.forget();
-                    return Err(e);
-                }
+                session = self.restart(&session).await?;
+                sent.patches = 0;
+                continue;
             }
+            if e.is_retryable() && attempt < MAX_ATTEMPTS && !self.cancel.is_cancelled() {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_millis(500 << attempt.min(6)));
+                warn!(error = %e, attempt, offset = session.offset, ?wait, "blob transfer failed; asking the target where it stands");
+                tokio::select! {
+                    () = self.cancel.cancelled() => return Err(CopyError::Interrupted),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                // Only chunks resume: a stream or a single PUT goes again from its start.
+                let resumed = match habit.strategy {
+                    UploadStrategy::Chunked => self.status(&session).await?,
+                    _ => None,
+                };
+                session = match resumed {
+                    Some(s) => s,
+                    None => {
+                        warn!(
+                            lost = before.max(session.offset),
+                            "target invalidated the upload; starting this blob over"
+                        );
+                        sent.patches = 0;
+                        self.restart(&session).await?
+                    }
+                };
+                continue;
+            }
+            // A permanent failure: do not leave a half upload for a later run to resume.
+            self.target
+                .cancel_upload(self.dst_repo, &session.location)
+                .await;
+            self.forget();
+            return Err(e);
         }
     }
 
-    /// Send from `session.offset` to the end: PATCH whole chunks, then PUT the last one.
-    async fn send_from(
+    /// Where the registry says the upload stands; `None` when it has forgotten it.
+    async fn status(&self, session: &UploadSession) -> Result<Option<UploadSession>, CopyError> {
+        let s = self
+            .target
+            .upload_status(self.dst_repo, &session.location)
+            .await?;
+        if let Some(s) = &s {
+            self.checkpoint(s).await;
+        }
+        Ok(s)
+    }
+
+    /// Abandon `session` and open a new one.
+    async fn restart(&self, session: &UploadSession) -> Result<UploadSession, CopyError> {
+        self.target
+            .cancel_upload(self.dst_repo, &session.location)
+            .await;
+        self.forget();
+        match self.target.start_upload(self.dst_repo, None).await? {
+            UploadStart::Session(s) => Ok(s),
+            UploadStart::Mounted => Err(CopyError::Protocol(
+                "the registry mounted a blob it was not asked to".into(),
+            )),
+        }
+    }
+
+    /// The source from `offset`, hashed when it starts at byte 0.
+    async fn reader(&self, offset: u64) -> Result<SourceReader, CopyError> {
+        let feed = self.feed.lock().expect("lock poisoned").take();
+        let body = match feed {
+            Some(stream) if offset == 0 => BlobStream { offset: 0, stream },
+            _ => {
+                self.source
+                    .get_blob(self.src_repo, self.digest, offset)
+                    .await?
+            }
+        };
+        Ok(SourceReader {
+            stream: body.stream,
+            pending: Bytes::new(),
+            skip: offset - body.offset,
+            // Only a stream from byte 0 can be hashed here (a source that ignored our Range
+            // sends one); a resumed upload is verified by the registry when the PUT names it.
+            hasher: (body.offset == 0).then(Hasher::default),
+            digest: self.digest.clone(),
+            size: self.size,
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            target: self.target.clone(),
+            global: self.global_limit.clone(),
+        }
+    }
+
+    /// The whole blob in one request: one PATCH without `Content-Range` and an empty PUT
+    /// (`Stream`), or one PUT (`Monolithic`). Neither resumes: a failure starts over.
+    async fn send_whole(
+        &self,
+        session: &UploadSession,
+        sent: &mut Sent,
+        how: UploadStrategy,
+    ) -> Result<(), CopyError> {
+        if self.cancel.is_cancelled() {
+            return Err(CopyError::Interrupted);
+        }
+        if let Some(b) = self.bar {
+            b.done.store(0, Ordering::Relaxed);
+        }
+        let src = self.reader(0).await?;
+        let (body, back) = chunk_body(src, self.size, true, self.limits());
+        sent.body = self.size;
+        let (target, repo) = (self.target, self.dst_repo);
+        if how == UploadStrategy::Monolithic {
+            target
+                .finish_upload(repo, session, self.digest, Some((body, self.size)))
+                .await
+                .map_err(|e| source_error(e, back))?;
+        } else {
+            let patched = target
+                .patch_chunk(repo, session, body, self.size, false)
+                .await
+                .map_err(|e| source_error(e, back))?;
+            target
+                .finish_upload(repo, &patched.session, self.digest, None)
+                .await?;
+        }
+        self.acknowledged(sent, self.size);
+        Ok(())
+    }
+
+    /// Send from `session.offset` to the end in chunks: PATCH whole chunks, then PUT the last
+    /// one (or PATCH it too, and PUT nothing, when the registry takes no body that large).
+    async fn send_chunked(
         &self,
         session: &mut UploadSession,
-        sent: &mut u64,
+        sent: &mut Sent,
+        habit: &Habit,
     ) -> Result<(), CopyError> {
         if session.offset > self.size {
             return Err(CopyError::Protocol(format!(
@@ -215,37 +423,17 @@ impl BlobJob<'_> {
         if let Some(b) = self.bar {
             b.done.store(session.offset, Ordering::Relaxed);
         }
-        let feed = self.feed.lock().expect("lock poisoned").take();
-        let body = match feed {
-            Some(stream) if session.offset == 0 => BlobStream { offset: 0, stream },
-            _ => {
-                self.source
-                    .get_blob(self.src_repo, self.digest, session.offset)
-                    .await?
-            }
-        };
-        let mut src = SourceReader {
-            stream: body.stream,
-            pending: Bytes::new(),
-            skip: session.offset - body.offset,
-            // Only a stream from byte 0 can be hashed here (a source that ignored our Range sends
-            // one); a resumed upload is verified by the registry when the PUT names the digest.
-            hasher: (body.offset == 0).then(Hasher::default),
-            digest: self.digest.clone(),
-            size: self.size,
-        };
+        let part = habit.part(self.chunk_size, session.min_chunk);
+        let mut src = self.reader(session.offset).await?;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(CopyError::Interrupted);
             }
-            let len = self.chunk_size.min(self.size - session.offset);
+            let len = part.min(self.size - session.offset);
             let last = session.offset + len == self.size;
-            let limits = Limits {
-                target: self.target.clone(),
-                global: self.global_limit.clone(),
-            };
-            let (body, back) = chunk_body(src, len, last, limits);
-            if last {
+            let (body, back) = chunk_body(src, len, last, self.limits());
+            sent.body = len;
+            if last && habit.fits(len) {
                 self.target
                     .finish_upload(self.dst_repo, session, self.digest, Some((body, len)))
                     .await
@@ -253,183 +441,56 @@ impl BlobJob<'_> {
                 self.acknowledged(sent, len);
                 return Ok(());
             }
-            let next = match self
+            let patched = match self
                 .target
-                .patch_chunk(self.dst_repo, session, body, len)
+                .patch_chunk(self.dst_repo, session, body, len, true)
                 .await
             {
-                Ok(next) => next,
+                Ok(p) => p,
                 Err(e) => return Err(source_error(e, back)),
             };
+            sent.patches += 1;
             self.acknowledged(sent, len);
-            *session = next;
+            *session = patched.session;
+            if let Some(says) = patched.registry_says {
+                // ECR's Range goes stale after the first chunk (ECR-2): ask, and go on if the
+                // registry's own status agrees with what ferry sent; start over rather than
+                // loop when it does not.
+                match self
+                    .target
+                    .upload_status(self.dst_repo, &session.location)
+                    .await?
+                {
+                    Some(s) if s.offset == session.offset || s.offset == session.offset + 1 => {
+                        debug!(
+                            says,
+                            offset = session.offset,
+                            "the PATCH answer's Range is stale; the status agrees with ferry"
+                        );
+                        session.location = s.location;
+                    }
+                    other => {
+                        let held = other.map_or("nothing".to_owned(), |s| s.offset.to_string());
+                        return Err(CopyError::Protocol(format!(
+                            "the registry acknowledged {says} bytes and holds {held}, ferry sent {}",
+                            session.offset
+                        )));
+                    }
+                }
+            }
             self.checkpoint(session).await;
             debug!(
                 offset = session.offset,
                 size = self.size,
                 "chunk acknowledged"
             );
+            if last {
+                self.target
+                    .finish_upload(self.dst_repo, session, self.digest, None)
+                    .await?;
+                return Ok(());
+            }
             src = back.take().await?;
-        }
-    }
-}
-
-/// When a request fails because its body failed, the body's error (a source fault or a
-/// digest mismatch) is the real cause, not the transport error it provoked.
-fn source_error(e: RegistryError, back: Returned) -> CopyError {
-    match back.try_error() {
-        Some(cause) => cause,
-        None => CopyError::Registry(e),
-    }
-}
-
-/// The source body and what has been read of it, handed from one chunk's request to the next.
-struct SourceReader {
-    stream: BoxStream<'static, Result<Bytes, RegistryError>>,
-    pending: Bytes,
-    /// Bytes still to discard because the source ignored our Range request.
-    skip: u64,
-    hasher: Option<Hasher>,
-    digest: Digest,
-    size: u64,
-}
-
-impl SourceReader {
-    async fn next_bytes(&mut self, max: u64) -> Result<Bytes, CopyError> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = (self.pending.len() as u64).min(max) as usize;
-                let out = self.pending.split_to(n);
-                if let Some(h) = &mut self.hasher {
-                    h.update(&out);
-                }
-                return Ok(out);
-            }
-            match self.stream.next().await {
-                Some(Ok(mut b)) => {
-                    if self.skip > 0 {
-                        let drop = (b.len() as u64).min(self.skip) as usize;
-                        let skipped = b.split_to(drop);
-                        if let Some(h) = &mut self.hasher {
-                            h.update(&skipped);
-                        }
-                        self.skip -= drop as u64;
-                    }
-                    self.pending = b;
-                }
-                Some(Err(e)) => return Err(CopyError::Registry(e)),
-                None => {
-                    return Err(CopyError::SourceShort {
-                        digest: self.digest.clone(),
-                    })
-                }
-            }
-        }
-    }
-
-    /// At the end of the blob: no byte more, and (when hashed from 0) the right digest.
-    async fn verify_end(&mut self) -> Result<(), CopyError> {
-        if !self.pending.is_empty() {
-            return Err(CopyError::SourceLong {
-                digest: self.digest.clone(),
-                size: self.size,
-            });
-        }
-        while let Some(b) = self.stream.next().await {
-            if !b.map_err(CopyError::Registry)?.is_empty() {
-                return Err(CopyError::SourceLong {
-                    digest: self.digest.clone(),
-                    size: self.size,
-                });
-            }
-        }
-        if let Some(h) = self.hasher.take() {
-            let actual = h.finish();
-            if actual != self.digest {
-                return Err(CopyError::SourceDigest {
-                    expected: self.digest.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What a chunk body hands back when the request is done with it.
-struct Returned(oneshot::Receiver<Result<SourceReader, CopyError>>);
-
-impl Returned {
-    async fn take(self) -> Result<SourceReader, CopyError> {
-        // A body dropped unread (request failed before sending it) returns nothing: the
-        // caller then reopens the source from the offset the registry reports.
-        self.0.await.unwrap_or(Err(CopyError::Protocol(
-            "source stream lost with a failed request".into(),
-        )))
-    }
-    fn try_error(mut self) -> Option<CopyError> {
-        match self.0.try_recv() {
-            Ok(Err(e)) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// A request body of exactly `len` bytes taken from `src`. The reader is handed back as the
-/// last byte is produced (hyper may never poll an exhausted body again); on the last chunk
-/// the end of the blob is verified first, and a mismatch fails the body before its final
-/// bytes go out, so the registry never commits a wrong blob.
-fn chunk_body(
-    src: SourceReader,
-    len: u64,
-    last: bool,
-    limits: Limits,
-) -> (reqwest::Body, Returned) {
-    let (tx, rx) = oneshot::channel();
-    let limits = Arc::new(limits);
-    let stream =
-        futures_util::stream::unfold((Some(src), len, Some(tx)), move |(src, left, tx)| {
-            let limits = limits.clone();
-            async move {
-                let mut src = src?;
-                let tx = tx?;
-                let fail = |e: CopyError, tx: oneshot::Sender<_>| {
-                    let msg = e.to_string();
-                    let _ = tx.send(Err(e));
-                    Some((Err(std::io::Error::other(msg)), (None, 0, None)))
-                };
-                let b = match src.next_bytes(left).await {
-                    Ok(b) => b,
-                    Err(e) => return fail(e, tx),
-                };
-                limits.wait(b.len()).await;
-                let left = left - b.len() as u64;
-                if left > 0 {
-                    return Some((Ok(b), (Some(src), left, Some(tx))));
-                }
-                if last {
-                    if let Err(e) = src.verify_end().await {
-                        return fail(e, tx);
-                    }
-                }
-                let _ = tx.send(Ok(src));
-                Some((Ok(b), (None, 0, None)))
-            }
-        });
-    (reqwest::Body::wrap_stream(stream), Returned(rx))
-}
-
-/// The bandwidth limits an upload body honours: its target registry's and the daemon's.
-struct Limits {
-    target: Registry,
-    global: Option<Arc<RateLimiter>>,
-}
-
-impl Limits {
-    async fn wait(&self, n: usize) {
-        self.target.throttle(n).await;
-        if let Some(g) = &self.global {
-            g.acquire(n).await;
         }
     }
 }

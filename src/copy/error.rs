@@ -83,6 +83,8 @@ pub struct FenceError(pub String);
 #[derive(Debug)]
 pub enum TagOutcome {
     Copied,
+    /// The target refused to move the tag (immutable tags): it keeps its digest.
+    Conflict,
     /// The run was stopped before the tag was written.
     Interrupted,
     Failed(CopyError),

@@ -13,7 +13,7 @@ use super::blob::{BlobJob, BlobOutcome};
 use super::{add, Copier, CopyError, Failure, Fanout, Shared, Stats, TagOutcome};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
-use crate::registry::{PulledManifest, Registry};
+use crate::registry::{PulledManifest, Registry, RegistryError};
 
 /// How one repository copy ended.
 #[derive(Debug, Default)]
@@ -130,7 +130,7 @@ impl Copier {
         for (t, o) in outcomes {
             match o {
                 TagOutcome::Interrupted => report.interrupted = true,
-                TagOutcome::Copied => {}
+                TagOutcome::Copied | TagOutcome::Conflict => {}
                 TagOutcome::Failed(e) => {
                     let place = format!(
                         "{}:{} → {}/{}",
@@ -143,33 +143,9 @@ impl Copier {
         if report.interrupted {
             return report;
         }
-        for t in plan.tags.iter().filter(|t| t.action == TagAction::Delete) {
-            if self.cancel.is_cancelled() {
-                report.interrupted = true;
-                break;
-            }
-            if let Err(e) = self.fenced().await {
-                report.interrupted = true;
-                report.errors.push(Failure::new("", e));
-                break;
-            }
-            match target
-                .delete_manifest(&plan.target_repository, &t.source_digest)
-                .await
-            {
-                Ok(()) => {
-                    add(&stats.deleted, 1);
-                    info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag deleted (gone from the source)");
-                }
-                Err(e) => {
-                    stats.fail(e.kind());
-                    let place = format!(
-                        "{}:{} → {}: delete",
-                        plan.target_repository, t.tag, plan.target
-                    );
-                    report.errors.push(Failure::new(place, e));
-                }
-            }
+        self.delete_gone(plan, target, &stats, &mut report).await;
+        if report.interrupted {
+            return report;
         }
         if let Some(r) = &plan.refused_deletes {
             let e = CopyError::DeletesRefused(r.clone());
@@ -179,9 +155,6 @@ impl Copier {
                 plan.source_repository, plan.target, plan.target_repository
             );
             report.errors.push(Failure::new(place, e));
-        }
-        for n in &plan.delete_notes {
-            warn!(repo = %plan.target_repository, target = %plan.target, "{n}");
         }
         // Untagged referrers (signatures and the like found through the referrers API), by
         // digest, once the images they refer to are there.
@@ -233,6 +206,11 @@ impl RepoCopy<'_> {
                 (t, TagOutcome::Copied)
             }
             Err(_) if c.cancel.is_cancelled() => (t, TagOutcome::Interrupted),
+            Err(CopyError::Registry(e @ RegistryError::Immutable { .. })) => {
+                add(&stats.conflicts, 1);
+                warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, error = %e, "the target refused to move an immutable tag; left as it is");
+                (t, TagOutcome::Conflict)
+            }
             Err(e) => {
                 stats.fail(e.kind());
                 (t, TagOutcome::Failed(e))
@@ -262,9 +240,16 @@ impl RepoCopy<'_> {
             .await
             .map_err(CopyError::Shared)?;
         let m = self.manifest(root)?;
-        self.copier.fenced().await?;
+        let repo = &self.plan.target_repository;
+        // Asked right before the write, not at planning: an equal digest writes nothing, which
+        // is what a registry with immutable tags needs even for a byte-identical re-push.
+        if let Some(h) = self.target.head_target_manifest(repo, tag).await? {
+            if h.digest == m.digest {
+                return Ok(());
+            }
+        }
         self.target
-            .put_manifest(&self.plan.target_repository, tag, &m)
+            .put_manifest(repo, tag, &m, self.copier.gate())
             .await?;
         add(&self.stats.manifests_written, 1);
         Ok(())
@@ -300,7 +285,7 @@ impl RepoCopy<'_> {
                 self.ensure_contents(digest.clone()).await?;
                 let m = self.manifest(digest).map_err(Arc::new)?;
                 self.target
-                    .put_manifest(&self.plan.target_repository, digest.as_str(), &m)
+                    .put_manifest(&self.plan.target_repository, digest.as_str(), &m, None)
                     .await
                     .map_err(|e| Arc::new(e.into()))?;
                 add(&self.stats.manifests_written, 1);

@@ -2,8 +2,11 @@
 //! Nothing here reads config: the composition root hands in [`CopyOptions`].
 
 mod blob;
+mod body;
+mod deletes;
 mod error;
 mod fanout;
+mod habits;
 mod manifest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Digest, ErrorKind, RepoName};
 use crate::plan::RepoPlan;
-use crate::registry::{RateLimiter, Registry};
+use crate::registry::{RateLimiter, Registry, WriteGate};
 use crate::state::{Counts, StateStore};
 
+pub use blob::{push_blob, BlobOutcome};
 pub use error::{CopyError, Failure, FenceError, Shared, TagOutcome};
 pub use fanout::Fanout;
 pub use manifest::RepoReport;
@@ -190,6 +194,11 @@ impl CopyShared {
 /// the last moment at which a member that lost its policy can still be stopped.
 pub trait Fence: Send + Sync {
     fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), FenceError>>;
+    /// How much longer a write that starts now is safe (the lease's time left, less a
+    /// margin); `None`: no limit.
+    fn vouched_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What may stop a run's writes: its cancellation (a stop, a reload, the policy moving to
@@ -217,6 +226,25 @@ pub struct Copier {
     stats: Mutex<BTreeMap<String, Arc<Stats>>>,
     cancel: CancellationToken,
     fence: Option<Arc<dyn Fence>>,
+    deletes: deletes::DeleteWays,
+}
+
+/// Every attempt of a tag write or delete asks the fence first, and the run's stop ends a
+/// wait between attempts (a 503 with `Retry-After` must not outlive the policy's lock).
+impl WriteGate for Copier {
+    fn admit(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        use futures_util::FutureExt;
+        async move { self.fenced().await.map_err(|e| e.to_string()) }.boxed()
+    }
+
+    fn stopped(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        use futures_util::FutureExt;
+        self.cancel.cancelled().boxed()
+    }
+
+    fn vouched_for(&self) -> Option<std::time::Duration> {
+        self.fence.as_ref().and_then(|f| f.vouched_for())
+    }
 }
 
 impl Stats {
@@ -257,6 +285,7 @@ impl Copier {
             stats: Mutex::default(),
             cancel: guards.cancel,
             fence: guards.fence,
+            deletes: deletes::DeleteWays::default(),
         }
     }
 
@@ -266,6 +295,11 @@ impl Copier {
             Some(f) => f.check().await,
             None => Ok(()),
         }
+    }
+
+    /// The gate of this run's tag writes and deletes: asked before every attempt.
+    fn gate(&self) -> Option<&dyn WriteGate> {
+        Some(self)
     }
 
     /// The fan-out groups of one repository copied to several targets in this run: every

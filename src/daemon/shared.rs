@@ -121,9 +121,20 @@ impl Shared {
         };
         let guards = Claim::guards(claim.as_ref(), stop);
         let cancel = guards.cancel.clone();
+        let opts = RunOptions {
+            verify: opts.verify || claim.as_ref().is_some_and(|c| c.verify),
+            ..opts
+        };
         starting();
         self.runs.running(ids);
         let run = app.runner().run(policy, reach, opts, guards).await;
+        // Only a full run has asked about every tag; a targeted one verified just its own.
+        if let Some(c) = claim
+            .as_ref()
+            .filter(|_| !run.interrupted && matches!(reach, Reach::Full))
+        {
+            c.verified();
+        }
         drop(claim);
         self.runs.finished(ids, &run);
         Claimed::Ran {

@@ -248,6 +248,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             target_digest: r.target,
             reason,
             original: r.original,
+            shared_with: None,
         });
     }
     if policy.delete && !matches!(ctx.scope, Scope::Tag(_)) {
@@ -341,12 +342,15 @@ async fn resolve(
                     if s.digest == was {
                         return Ok(Some(found(s.digest, Some(wrote), None)));
                     }
-                    (Some(s), target.head_manifest(dest, tag.as_str()).await?)
+                    (
+                        Some(s),
+                        target.head_target_manifest(dest, tag.as_str()).await?,
+                    )
                 }
                 None => {
                     let (s, t) = tokio::join!(
                         source.head_manifest(src, tag.as_str()),
-                        target.head_manifest(dest, tag.as_str())
+                        target.head_target_manifest(dest, tag.as_str())
                     );
                     (s?, t?)
                 }
@@ -448,7 +452,7 @@ async fn add_tree(
         }
         let on_target = !repo_absent
             && target
-                .head_manifest(&dest, digest.as_str())
+                .head_target_manifest(&dest, digest.as_str())
                 .await?
                 .is_some();
         if on_target && !is_root {

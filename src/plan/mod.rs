@@ -76,6 +76,10 @@ pub struct TagPlan {
     /// The digest the source tag points at (differs from `source_digest` for a filtered index).
     #[serde(skip)]
     pub original: Digest,
+    /// A delete whose manifest a kept tag also points at: only a registry that deletes tags
+    /// can remove it; elsewhere it stays (a digest delete would take the kept tag too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<Tag>,
 }
 
 /// What planning remembers between runs; the state store provides it (see `app`).
@@ -164,9 +168,6 @@ pub struct RepoPlan {
     /// Deletes the policy wanted but its safety limits refused, with the reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_deletes: Option<String>,
-    /// Tags left on the target on purpose (e.g. their manifest is shared with a kept tag).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub delete_notes: Vec<String>,
     /// Set when the repository could not be planned; the other fields are then empty.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_text")]
     pub error: Option<PlanError>,
@@ -193,7 +194,6 @@ impl RepoPlan {
             manifests: BTreeMap::new(),
             blobs: BTreeMap::new(),
             refused_deletes: None,
-            delete_notes: vec![],
             error: None,
         }
     }
@@ -217,6 +217,10 @@ impl RepoPlan {
 
 impl fmt::Display for RepoPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No repository was found to plan: the source itself could not be listed.
+        if let Some(e @ PlanError::Listing(_)) = &self.error {
+            return writeln!(f, "listing repositories for {}: error: {e}", self.target);
+        }
         write!(
             f,
             "{} → {}/{}:",

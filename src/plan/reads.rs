@@ -65,8 +65,23 @@ impl<'a> SourceReads<'a> {
         self.registry.name()
     }
 
+    /// The repository's tags. Digests the listing gave (GCR's) answer the HEADs of those
+    /// tags later.
     pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
-        once(&self.tags, repo.clone(), || self.registry.tags(repo)).await
+        once(&self.tags, repo.clone(), || async {
+            let Some(list) = self.registry.tag_list(repo).await? else {
+                return Ok(None);
+            };
+            let mut heads = self.heads.lock().expect("lock poisoned");
+            for (tag, head) in list.heads {
+                let cell = heads
+                    .entry((repo.clone(), tag.as_str().to_owned()))
+                    .or_default();
+                let _ = cell.set(Some(head));
+            }
+            Ok(Some(list.tags))
+        })
+        .await
     }
 
     pub async fn head_manifest(

@@ -213,8 +213,8 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
 }
 
 /// Plan deleting target tags gone from the source: never when the source listed nothing,
-/// never more than `max_delete` unless forced, and never a manifest another kept target tag
-/// still points at (Distribution deletes manifests, not tags).
+/// never more than `max_delete` unless forced. A tag whose manifest a kept tag shares is
+/// marked so: the copy deletes it only where the registry deletes tags, not manifests.
 pub(super) async fn plan_deletes(
     ctx: &Ctx<'_>,
     plan: &mut RepoPlan,
@@ -271,35 +271,34 @@ pub(super) async fn plan_deletes(
         .cloned()
         .collect::<Vec<_>>()
     {
-        if let Some(h) = ctx.target.head_manifest(&ctx.dest, t.as_str()).await? {
+        if let Some(h) = ctx
+            .target
+            .head_target_manifest(&ctx.dest, t.as_str())
+            .await?
+        {
             digests.insert(t, h.digest);
         }
     }
-    let mut refused = Vec::new();
     for t in gone {
         let Some(d) = digests.get(&t).cloned() else {
             continue;
         };
-        let shared = digests
+        let shared_with = digests
             .iter()
-            .find(|(other, od)| **od == d && src.contains(other))
-            .map(|(o, _)| o.clone());
-        match shared {
-            Some(o) => refused.push(format!("{t} shares its manifest with kept tag {o}")),
-            None => plan.tags.push(TagPlan {
-                tag: t,
-                action: TagAction::Delete,
-                source_digest: d.clone(),
-                target_digest: Some(d.clone()),
-                reason: None,
-                original: d,
-            }),
-        }
+            .filter(|(other, od)| **od == d && src.contains(other))
+            .map(|(o, _)| o.clone())
+            .min();
+        plan.tags.push(TagPlan {
+            tag: t,
+            action: TagAction::Delete,
+            source_digest: d.clone(),
+            target_digest: Some(d.clone()),
+            reason: shared_with
+                .as_ref()
+                .map(|o| format!("shares its manifest with kept tag {o}: deleted only where the registry deletes tags")),
+            original: d,
+            shared_with,
+        });
     }
-    plan.delete_notes.extend(
-        refused
-            .into_iter()
-            .map(|r| format!("not deleted: {r} (Distribution deletes manifests, not tags)")),
-    );
     Ok(())
 }

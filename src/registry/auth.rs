@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::challenge::{parse_challenge, Challenge};
 use super::error::RegistryError;
 use crate::model::{Credentials, Secret};
 
@@ -20,6 +21,10 @@ use crate::model::{Credentials, Secret};
 pub struct Scope(Vec<String>);
 
 impl Scope {
+    /// No resource: what `GET /v2/` needs.
+    pub fn none() -> Self {
+        Scope(Vec::new())
+    }
     pub fn pull(repo: &str) -> Self {
         Scope(vec![format!("repository:{repo}:pull")])
     }
@@ -33,6 +38,23 @@ impl Scope {
             format!("repository:{from}:pull"),
         ])
     }
+    /// These scopes with `first` in front (those not already there), for a registry that
+    /// asked for more than a token had.
+    pub fn led_by(&self, first: &[String]) -> Self {
+        let mut all: Vec<String> = first.to_vec();
+        all.extend(self.0.iter().filter(|s| !first.contains(s)).cloned());
+        Scope(all)
+    }
+
+    /// The repository a scope is about (`repository:NAME:…`, the first one).
+    pub fn repository(&self) -> Option<&str> {
+        self.0
+            .first()?
+            .strip_prefix("repository:")?
+            .rsplit_once(':')
+            .map(|(r, _)| r)
+    }
+
     pub fn catalog() -> Self {
         Scope(vec!["registry:catalog:*".into()])
     }
@@ -64,15 +86,43 @@ pub struct Auth {
     credentials: Option<Credentials>,
     /// What a credential helper answered, and when: asked again after HELPER_TTL or a refusal.
     from_helper: Mutex<Option<((String, Secret), Instant)>>,
+    /// A password file as last read: read again after a refusal.
+    from_file: Mutex<Option<Secret>>,
     scheme: Mutex<Scheme>,
     tokens: Mutex<HashMap<Scope, TokenSlot>>,
+    /// What the last token answer looked like, for `ferry probe`.
+    last_token: std::sync::Mutex<Option<TokenFacts>>,
+}
+
+/// How a registry's token server answers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenFacts {
+    /// `token` or `access_token`.
+    pub field: &'static str,
+    /// `expires_in` as sent; `None`: absent (read as 60 s).
+    pub expires_in: Option<u64>,
+    /// Exchanged the OAuth2 way (an identity token: ACR, credential helpers).
+    pub oauth2: bool,
+}
+
+/// How a registry authenticates, as far as ferry has seen.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuthFacts {
+    /// `bearer realm=… service=…`, `basic`, `anonymous` or `unknown`.
+    pub scheme: String,
+    pub token: Option<TokenFacts>,
 }
 
 /// How long a credential helper's answer is used: helpers hand out short-lived tokens (ECR's
 /// last 12 hours), so a long-running daemon asks again now and then.
 const HELPER_TTL: Duration = Duration::from_secs(15 * 60);
-/// The username by which a helper says its secret is an identity (OAuth2 refresh) token.
-const IDENTITY_TOKEN: &str = "<token>";
+/// The usernames that say the secret is an identity (OAuth2 refresh) token: a credential
+/// helper's, and the one `docker login` stores for Azure's refresh tokens (ACR-3).
+const IDENTITY_USERS: [&str; 2] = ["<token>", "00000000-0000-0000-0000-000000000000"];
+
+fn is_identity(user: &str) -> bool {
+    IDENTITY_USERS.contains(&user)
+}
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -81,8 +131,9 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-/// A token server that omits `expires_in` means 60 s (the token spec's default).
-const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// A token server that omits `expires_in` means 60 s (the token spec's default); a shorter
+/// one is read as 60 s too, as regclient does: a few seconds would mean a fetch per request.
+const MIN_TOKEN_LIFETIME: u64 = 60;
 /// Renew this long before expiry, so a token never expires between header and server.
 const RENEW_MARGIN: Duration = Duration::from_secs(15);
 
@@ -92,8 +143,10 @@ impl Auth {
             registry: registry.to_owned(),
             credentials,
             from_helper: Mutex::new(None),
+            from_file: Mutex::new(None),
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
+            last_token: std::sync::Mutex::new(None),
         }
     }
 
@@ -102,6 +155,24 @@ impl Auth {
         match &self.credentials {
             None => Ok(None),
             Some(Credentials::Password(u, p)) => Ok(Some((u.clone(), p.clone()))),
+            Some(Credentials::PasswordFile {
+                username,
+                path,
+                password,
+            }) => {
+                let mut cached = self.from_file.lock().await;
+                let secret = match cached.as_ref() {
+                    Some(s) => s.clone(),
+                    // Read again after a refusal; a file that cannot be read keeps the old one.
+                    None => std::fs::read_to_string(path)
+                        .ok()
+                        .map(|t| Secret::new(t.trim_end_matches(['\n', '\r'])))
+                        .filter(|s| !s.expose().is_empty())
+                        .unwrap_or_else(|| password.clone()),
+                };
+                *cached = Some(secret.clone());
+                Ok(Some((username.clone(), secret)))
+            }
             Some(Credentials::Helper { program, server }) => {
                 let mut cached = self.from_helper.lock().await;
                 if let Some((c, _)) = cached.as_ref().filter(|(_, at)| at.elapsed() < HELPER_TTL) {
@@ -120,14 +191,16 @@ impl Auth {
         }
     }
 
-    /// Credentials were refused: a helper is asked again next time (it may have renewed them).
+    /// Credentials were refused: a helper is asked again next time, a password file read
+    /// again (either may have been renewed).
     async fn refused(&self) {
         *self.from_helper.lock().await = None;
+        *self.from_file.lock().await = None;
     }
 
     async fn basic(&self, op: &'static str) -> Result<Option<String>, RegistryError> {
         match self.creds(op).await? {
-            Some((u, _)) if u == IDENTITY_TOKEN => Err(RegistryError::Unauthorized {
+            Some((u, _)) if is_identity(&u) => Err(RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 op,
                 detail: "the credential helper gave an identity token, which needs a token server; this registry asks for Basic auth"
@@ -151,15 +224,22 @@ impl Auth {
             Scheme::Basic => self.basic("auth").await,
             Scheme::Bearer { realm, service } => {
                 let token = self
-                    .token(http, &realm, service.as_deref(), scope, None)
+                    .token(http, &realm, service.as_deref(), scope, scope, None)
                     .await?;
                 Ok(Some(format!("Bearer {}", token.expose())))
             }
         }
     }
 
-    /// Learn from a 401 to a request sent with `sent` as its Authorization. Returns true when
-    /// a retry with new credentials can succeed.
+    /// Whether the scheme is known (from a 401 or an anonymous success): a 401 without a
+    /// challenge can then be answered without asking the registry's `/v2/` for one.
+    pub async fn scheme_known(&self) -> bool {
+        !matches!(*self.scheme.lock().await, Scheme::Unknown)
+    }
+
+    /// Learn from a 401 to a request sent with `sent` as its Authorization, so that a retry
+    /// with new credentials can succeed. A 401 without a challenge (GCR has sent such: GCP-3)
+    /// is answered with the scheme already learnt.
     pub async fn challenged(
         &self,
         http: &reqwest::Client,
@@ -167,18 +247,28 @@ impl Auth {
         sent: Option<&str>,
         www_authenticate: Option<&str>,
         op: &'static str,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<(), RegistryError> {
         let unauthorized = |detail: &str| RegistryError::Unauthorized {
             registry: self.registry.clone(),
             op,
             detail: detail.to_owned(),
         };
-        let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
-            return Err(unauthorized(
-                "the registry sent 401 without a usable WWW-Authenticate challenge",
-            ));
+        let known = self.scheme.lock().await.clone();
+        let challenge = match (www_authenticate.and_then(parse_challenge), known) {
+            (Some(c), _) => c,
+            (None, Scheme::Basic) => Challenge::Basic,
+            (None, Scheme::Bearer { realm, service }) => Challenge::Bearer {
+                realm,
+                service,
+                scope: vec![],
+                insufficient: false,
+            },
+            (None, _) => {
+                return Err(unauthorized(
+                    "the registry sent 401 without a usable WWW-Authenticate challenge",
+                ))
+            }
         };
-        let mut scheme = self.scheme.lock().await;
         match challenge {
             Challenge::Basic => {
                 if self.credentials.is_none() {
@@ -186,28 +276,42 @@ impl Auth {
                         "the registry wants a username and password; none are configured",
                     ));
                 }
+                *self.scheme.lock().await = Scheme::Basic;
                 // Only a request that carried the credentials can prove them wrong; a concurrent
                 // request may have learnt the scheme while this one was in flight.
                 if sent.is_some_and(|h| h.starts_with("Basic ")) {
                     self.refused().await;
-                    return Err(unauthorized("credentials rejected"));
+                    // A helper or a password file may hold renewed ones by now (ECR's).
+                    if self.basic(op).await?.as_deref() == sent {
+                        return Err(unauthorized("credentials rejected"));
+                    }
                 }
-                *scheme = Scheme::Basic;
-                Ok(true)
+                Ok(())
             }
-            Challenge::Bearer { realm, service } => {
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: wanted,
+                insufficient,
+            } => {
                 // The caller retries once after a challenge, so re-fetching here cannot loop.
-                *scheme = Scheme::Bearer {
+                *self.scheme.lock().await = Scheme::Bearer {
                     realm: realm.clone(),
                     service: service.clone(),
                 };
-                drop(scheme);
                 // Only the token this request carried is known bad; one fetched meanwhile by a
                 // concurrent request is used as it is.
                 let refused = sent.and_then(|h| h.strip_prefix("Bearer "));
-                self.token(http, &realm, service.as_deref(), scope, refused)
+                // Some token servers read only the first scope (ggcr #1312): the one the
+                // registry asks for goes first.
+                let asked = if insufficient {
+                    scope.led_by(&wanted)
+                } else {
+                    scope.clone()
+                };
+                self.token(http, &realm, service.as_deref(), scope, &asked, refused)
                     .await?;
-                Ok(true)
+                Ok(())
             }
         }
     }
@@ -220,6 +324,7 @@ impl Auth {
         realm: &str,
         service: Option<&str>,
         scope: &Scope,
+        asked: &Scope,
         refused: Option<&str>,
     ) -> Result<Secret, RegistryError> {
         let slot = self
@@ -236,7 +341,7 @@ impl Auth {
         {
             return Ok(t.value.clone());
         }
-        let token = self.fetch_token(http, realm, service, scope).await?;
+        let token = self.fetch_token(http, realm, service, asked).await?;
         *cached = Some(token.clone());
         Ok(token.value)
     }
@@ -263,9 +368,11 @@ impl Auth {
                 q.append_pair("scope", s);
             }
         }
-        let req = match self.creds(op).await? {
+        let creds = self.creds(op).await?;
+        let oauth2 = matches!(&creds, Some((u, _)) if is_identity(u));
+        let req = match creds {
             // An identity token is exchanged the OAuth2 way (distribution's token spec, POST).
-            Some((u, token)) if u == IDENTITY_TOKEN => {
+            Some((u, token)) if is_identity(&u) => {
                 let mut form: Vec<(&str, &str)> = vec![
                     ("grant_type", "refresh_token"),
                     ("refresh_token", token.expose()),
@@ -314,10 +421,13 @@ impl Auth {
                 retry_after: None,
             });
         }
-        let body = rsp.bytes().await.map_err(|e| RegistryError::Transport {
-            registry: self.registry.clone(),
-            op,
-            source: e.without_url(),
+        // A token is a few KiB; a server that sends more is not a token server.
+        let body = super::http::read_limited(rsp, 1 << 20).await.map_err(|e| {
+            RegistryError::Transport {
+                registry: self.registry.clone(),
+                op,
+                source: e.without_url(),
+            }
         })?;
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
@@ -325,6 +435,16 @@ impl Auth {
                 op,
                 detail: format!("token response is not JSON: {e}"),
             })?;
+        let field = if parsed.token.is_some() {
+            "token"
+        } else {
+            "access_token"
+        };
+        *self.last_token.lock().expect("lock poisoned") = Some(TokenFacts {
+            field,
+            expires_in: parsed.expires_in,
+            oauth2,
+        });
         let value = parsed
             .token
             .or(parsed.access_token)
@@ -334,13 +454,29 @@ impl Auth {
                 op,
                 detail: "token response has no token".into(),
             })?;
-        let lifetime =
-            Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1));
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(0).max(MIN_TOKEN_LIFETIME));
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_MARGIN).max(lifetime / 2);
         Ok(Token {
             value: Secret::new(value),
             renew_at,
         })
+    }
+
+    /// How this registry authenticates, as seen so far.
+    pub async fn facts(&self) -> AuthFacts {
+        let scheme = match &*self.scheme.lock().await {
+            Scheme::Unknown => "unknown".to_owned(),
+            Scheme::Anonymous => "anonymous".to_owned(),
+            Scheme::Basic => "basic".to_owned(),
+            Scheme::Bearer { realm, service } => {
+                format!(
+                    "bearer realm={realm} service={}",
+                    service.as_deref().unwrap_or("-")
+                )
+            }
+        };
+        let token = self.last_token.lock().expect("lock poisoned").clone();
+        AuthFacts { scheme, token }
     }
 
     /// Remember that the registry accepted a request without credentials.
@@ -349,71 +485,5 @@ impl Auth {
         if matches!(*s, Scheme::Unknown) {
             *s = Scheme::Anonymous;
         }
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-/// `Bearer realm="https://auth/token",service="registry",scope="..."` or `Basic realm="x"`.
-fn parse_challenge(h: &str) -> Option<Challenge> {
-    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
-    if scheme.eq_ignore_ascii_case("basic") {
-        return Some(Challenge::Basic);
-    }
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut realm = None;
-    let mut service = None;
-    let mut rest = rest.trim();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let (value, after) = match after.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
-            }
-            None => after.split_once(',').map_or((after, ""), |(v, a)| (v, a)),
-        };
-        match key.trim().to_ascii_lowercase().as_str() {
-            "realm" => realm = Some(value.to_owned()),
-            "service" => service = Some(value.to_owned()),
-            _ => {}
-        }
-        rest = after.trim_start_matches([',', ' ']);
-    }
-    Some(Challenge::Bearer {
-        realm: realm?,
-        service,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenges_parse() {
-        assert_eq!(
-            parse_challenge(r#"Basic realm="x""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(
-            parse_challenge(
-                r#"Bearer realm="https://a/token",service="reg",scope="repository:x:pull""#
-            ),
-            Some(Challenge::Bearer {
-                realm: "https://a/token".into(),
-                service: Some("reg".into())
-            })
-        );
-        assert_eq!(parse_challenge("Bearer service=reg"), None);
     }
 }

@@ -52,6 +52,47 @@ pub enum RegistryError {
         op: &'static str,
         detail: String,
     },
+    /// The repository (or its project) must be created on the registry before a push: ECR,
+    /// GAR, Harbor and Quay do not create it on the first push.
+    #[error("{registry}: {op}: repository {repo} does not exist on {registry} ({detail}): create it first (see the README, \"Repositories that must exist\")")]
+    MissingRepository {
+        registry: String,
+        op: &'static str,
+        repo: String,
+        detail: String,
+    },
+    /// The registry refused to move a tag that exists (immutable tags): a conflict.
+    #[error("{registry}: {op}: tag {tag} is immutable on {registry} (HTTP {status}{}); it keeps its digest", code_text(.code, .message))]
+    Immutable {
+        registry: String,
+        op: &'static str,
+        tag: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    /// The registry deletes nothing through the registry API (GHCR-3; Docker Hub for tagged
+    /// manifests: HUB-6; Distribution without `storage.delete.enabled`).
+    #[error("{registry}: {op}: this registry does not allow deletes through the registry API (HTTP {status}{}){hint}", code_text(.code, .message))]
+    NoDeletes {
+        registry: String,
+        op: &'static str,
+        status: u16,
+        code: Option<String>,
+        message: String,
+        hint: &'static str,
+    },
+    /// Credentials ran out in the middle of an upload (GitLab's 5-minute tokens); new ones
+    /// were fetched, and the upload goes on from where the registry says it is.
+    #[error("{registry}: {op}: credentials expired mid-upload; renewed")]
+    Reauthenticated { registry: String, op: &'static str },
+    /// A gated write was stopped before an attempt: its writer may no longer write.
+    #[error("{registry}: {op}: not sent: {detail}")]
+    Fenced {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
     /// A layout folder's file system failed or holds something that is not a layout.
     #[error("{registry}: {op}: {path}: {detail}")]
     Storage {
@@ -87,6 +128,21 @@ fn chain(e: &reqwest::Error) -> String {
     out
 }
 
+/// The connection closed before any answer came (ECR's answer to a push into a repository
+/// that does not exist).
+pub(super) fn hung_up(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// A TLS failure (untrusted or invalid certificate) will not heal by retrying. hyper-rustls
 /// hands it up as a `rustls::Error` inside one or more `io::Error`s.
 fn is_tls_failure(e: &reqwest::Error) -> bool {
@@ -119,7 +175,11 @@ impl RegistryError {
                 !source.is_builder() && !source.is_redirect() && !is_tls_failure(source)
             }
             // The blob copy resumes from what the target acknowledged, a bounded number of times.
-            Self::Stalled { .. } => true,
+            Self::Stalled { .. } | Self::Reauthenticated { .. } => true,
+            Self::MissingRepository { .. }
+            | Self::Immutable { .. }
+            | Self::NoDeletes { .. }
+            | Self::Fenced { .. } => false,
             // A disk that is full, read-only or refuses us stays so; an interrupted call or
             // one that timed out may not.
             Self::Storage { kind, .. } => {
@@ -144,8 +204,13 @@ impl RegistryError {
             Self::Status { status: 429, .. } | Self::RateLimited { .. } => ErrorKind::RateLimit,
             Self::Status { .. } | Self::Protocol { .. } => ErrorKind::Protocol,
             Self::Transport { .. } | Self::Stalled { .. } => ErrorKind::Transport,
+            Self::Reauthenticated { .. } => ErrorKind::Auth,
+            Self::MissingRepository { .. } => ErrorKind::Missing,
+            Self::Immutable { .. } => ErrorKind::Conflict,
+            Self::NoDeletes { .. } => ErrorKind::Protocol,
             Self::DigestMismatch { .. } => ErrorKind::Digest,
             Self::Storage { .. } => ErrorKind::Storage,
+            Self::Fenced { .. } => ErrorKind::Fence,
         }
     }
 

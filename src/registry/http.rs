@@ -8,7 +8,7 @@
 //! it drops response headers (`Retry-After`, `Link`, `Range`, `Location`), never retries, and
 //! keeps upload sessions private, and ferry wants one auth path for every request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +29,8 @@ pub(super) struct Http {
     download: Option<Arc<RateLimiter>>,
     retry: retry::RetryPolicy,
     retries: AtomicU64,
-    /// Set once the registry answered that it has no OCI 1.1 referrers API.
-    pub(super) no_referrers_api: AtomicBool,
+    /// Whether the registry has the OCI 1.1 referrers API, as last found out.
+    pub(super) referrers_api: super::capability::Capability,
     timeout: Duration,
     pub(super) stall_timeout: Duration,
     pub(super) list_limit: usize,
@@ -58,7 +58,8 @@ impl Http {
             .pool_max_idle_per_host(ep.max_concurrent.max(4))
             // Idle connections hold buffers: a daemon between runs keeps none for long.
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .redirect(redirects());
         if let Some(pem) = &ep.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| protocol(format!("ca_file: {e}")))?;
@@ -77,7 +78,7 @@ impl Http {
             download,
             retry: ep.retry,
             retries: AtomicU64::new(0),
-            no_referrers_api: AtomicBool::default(),
+            referrers_api: super::capability::Capability::default(),
             timeout: ep.request_timeout,
             stall_timeout: ep.stall_timeout,
             list_limit: ep.list_limit,
@@ -149,6 +150,18 @@ impl Http {
         }
     }
 
+    pub(super) async fn auth_facts(&self) -> auth::AuthFacts {
+        self.auth.facts().await
+    }
+
+    pub(super) async fn ping(&self) -> Result<u16, RegistryError> {
+        let url = self.url("/v2/");
+        let rsp = self
+            .send("ping", &Scope::none(), |h| h.get(url.clone()))
+            .await?;
+        Ok(rsp.status().as_u16())
+    }
+
     /// Requests retried so far (transient failures), for metrics.
     pub(super) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
@@ -197,8 +210,45 @@ impl Http {
         scope: &Scope,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        retry::with_retry(self.retry, op, &self.retries, || async {
-            let rsp = self.attempt(op, scope, &build).await?;
+        self.send_mapped(op, scope, build, std::convert::identity)
+            .await
+    }
+
+    /// `send` for a write that must not land once its writer lost the right to it: the
+    /// `gate` is asked before every attempt, and may end a wait.
+    pub(super) async fn send_gated(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        gate: Option<&dyn super::WriteGate>,
+    ) -> Result<Response, RegistryError> {
+        self.send_with(op, scope, build, std::convert::identity, gate)
+            .await
+    }
+
+    /// `send`, with each attempt's error first read by `map`, which may say what it really
+    /// means before the retry decision (a hang-up that means a missing repository).
+    pub(super) async fn send_mapped(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        map: impl Fn(RegistryError) -> RegistryError,
+    ) -> Result<Response, RegistryError> {
+        self.send_with(op, scope, build, map, None).await
+    }
+
+    async fn send_with(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        map: impl Fn(RegistryError) -> RegistryError,
+        gate: Option<&dyn super::WriteGate>,
+    ) -> Result<Response, RegistryError> {
+        retry::with_retry(self.retry, &self.name, op, &self.retries, gate, || async {
+            let rsp = self.attempt(op, scope, &build).await.map_err(&map)?;
             if rsp.status() == StatusCode::TOO_MANY_REQUESTS && self.budget.spent() {
                 return Ok(rsp); // a rationed budget: the caller waits for it to refill, bounded
             }
@@ -261,7 +311,7 @@ impl Http {
             }
             return Ok(rsp);
         }
-        let challenge = www_authenticate(rsp.headers());
+        let challenge = self.challenge_of(op, scope, rsp).await?;
         self.auth
             .challenged(http, scope, header.as_deref(), challenge.as_deref(), op)
             .await?;
@@ -280,6 +330,41 @@ impl Http {
             });
         }
         Ok(rsp)
+    }
+
+    /// The challenge a 401 means: its own `WWW-Authenticate`, else (GCR has sent bare 401s,
+    /// GCP-3) the one the registry's `/v2/` sends, unless the scheme is known already. A 401
+    /// saying the project does not exist (Harbor's, HBR-3, with an empty challenge) is no
+    /// credentials problem: re-authenticating would loop.
+    async fn challenge_of(
+        &self,
+        op: &'static str,
+        scope: &Scope,
+        rsp: Response,
+    ) -> Result<Option<String>, RegistryError> {
+        if let Some(c) = www_authenticate(rsp.headers()).filter(|c| !c.trim().is_empty()) {
+            return Ok(Some(c));
+        }
+        let body = read_limited(rsp, 16 << 10).await.unwrap_or_default();
+        let (_, message) = oci_error(&body);
+        if let Some(repo) = scope.repository().filter(|_| message.contains("not found")) {
+            return Err(RegistryError::MissingRepository {
+                registry: self.name.clone(),
+                op,
+                repo: repo.to_owned(),
+                detail: format!("HTTP 401: {message}"),
+            });
+        }
+        if self.auth.scheme_known().await {
+            return Ok(None);
+        }
+        let ping = self
+            .client
+            .get(self.url("/v2/"))
+            .timeout(self.timeout)
+            .send()
+            .await;
+        Ok(ping.ok().and_then(|p| www_authenticate(p.headers())))
     }
 
     /// Send with `request_timeout` as the whole-request bound, unless the request set its own
@@ -302,16 +387,33 @@ impl Http {
     ) -> Result<Response, RegistryError> {
         let http = &self.client;
         let permit = self.limit.acquire().await;
-        let rsp = match self.auth.header(http, scope).await {
-            Ok(header) => with_auth(req(http), header)
-                .send()
-                .await
-                .map_err(self.transport(op)),
-            Err(e) => Err(e),
+        let sent = match self.auth.header(http, scope).await {
+            Ok(h) => h,
+            Err(e) => {
+                permit.done(concurrency::Sample::Answered);
+                return Err(e);
+            }
         };
+        let rsp = with_auth(req(http), sent.clone())
+            .send()
+            .await
+            .map_err(self.transport(op));
         // The time includes sending the body: no measure of the registry's queue.
         permit.done(self.load_sample(&rsp, concurrency::Sample::Answered));
-        rsp
+        let rsp = rsp?;
+        if rsp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(rsp);
+        }
+        // Credentials ran out mid-upload (GitLab's tokens last 5 minutes): renew them; the
+        // caller asks where the upload stands and goes on. Refused credentials stay an error.
+        let challenge = self.challenge_of(op, scope, rsp).await?;
+        self.auth
+            .challenged(http, scope, sent.as_deref(), challenge.as_deref(), op)
+            .await?;
+        Err(RegistryError::Reauthenticated {
+            registry: self.name.clone(),
+            op,
+        })
     }
 
     /// Turn an unexpected response into an error, keeping the OCI error code and `Retry-After`.
@@ -382,6 +484,27 @@ fn www_authenticate(h: &HeaderMap) -> Option<String> {
 }
 
 /// Read at most `limit` bytes of a body; a longer body is an error, never a large allocation.
+/// Redirects followed: blob reads to storage (S3, a CDN), and any on the same origin. Another
+/// origin for anything else is answered to the caller as the 3xx it is: GHCR sends its
+/// referrers to a web API on another host (GHCR-1), which means "no API", not a place to
+/// send this registry's requests. reqwest drops `Authorization` when the origin changes.
+fn redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let blob = first.as_ref().is_some_and(|u| u.path().contains("/blobs/"));
+        let same = first
+            .as_ref()
+            .is_some_and(|u| u.origin() == attempt.url().origin());
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if blob || same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 pub(super) async fn read_limited(
     mut rsp: Response,
     limit: usize,

@@ -8,16 +8,22 @@
 
 mod auth;
 mod budget;
+mod capability;
+mod challenge;
 mod concurrency;
 mod error;
+mod gate;
 mod helper;
 mod http;
 mod layout;
 mod limit;
+mod listing;
 mod meta;
+mod referrers;
 mod retry;
 mod stall;
 mod upload;
+mod writes;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -25,14 +31,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::Body;
 
-pub use auth::Scope;
+pub use auth::{AuthFacts, Scope, TokenFacts};
 pub use error::RegistryError;
+pub use gate::WriteGate;
 pub use limit::RateLimiter;
+pub use listing::TagList;
 pub use meta::{BlobStream, ManifestHead, PulledManifest};
 pub use retry::RetryPolicy;
-pub use upload::{UploadSession, UploadStart};
+pub use upload::{Patched, UploadSession, UploadStart};
+pub use writes::TagDelete;
 
-use crate::model::{Digest, RepoName, Tag};
+use crate::model::{Digest, RepoName, Tag, UploadStrategy};
 
 /// Everything needed to talk to one registry; built by the composition root from config.
 #[derive(Clone, PartialEq)]
@@ -57,6 +66,8 @@ pub struct Endpoint {
     pub rate_limit_reserve: u64,
     /// Longest a counted request waits for a rationed budget to refill before it fails.
     pub rate_limit_max_wait: Duration,
+    /// The upload strategy the config fixes; `None`: learnt from the registry's answers.
+    pub upload: Option<UploadStrategy>,
 }
 
 impl Endpoint {
@@ -75,6 +86,7 @@ impl Endpoint {
             list_timeout: Duration::from_secs(600),
             rate_limit_reserve: 0,
             rate_limit_max_wait: Duration::from_secs(600),
+            upload: None,
         }
     }
 }
@@ -150,6 +162,16 @@ impl Registry {
         self.inner.endpoint == other.inner.endpoint
     }
 
+    /// The upload strategy the config fixes (`None`: auto).
+    pub fn upload_setting(&self) -> Option<UploadStrategy> {
+        self.inner.endpoint.upload
+    }
+
+    /// The URL the registry was configured with.
+    pub fn url(&self) -> &url::Url {
+        &self.inner.endpoint.url
+    }
+
     /// Requests this registry gets at once now, and the most it may get (`max_concurrent`).
     /// A layout folder takes `max_concurrent` at once, always.
     pub fn concurrency(&self) -> (usize, usize) {
@@ -191,7 +213,17 @@ impl Registry {
     /// # Errors
     /// Transport, auth and unexpected status errors.
     pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, RegistryError> {
-        over!(self, "list tags", h => h.tags(repo).await, l => l.tags(repo).await)
+        Ok(self.tag_list(repo).await?.map(|l| l.tags))
+    }
+
+    /// Tags of a repository, with the digests the listing gave itself (GCR's).
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn tag_list(&self, repo: &RepoName) -> Result<Option<TagList>, RegistryError> {
+        over!(self, "list tags",
+            h => h.tags(repo).await,
+            l => l.tags(repo).await.map(|t| t.map(|tags| TagList { tags, ..Default::default() })))
     }
 
     /// Every repository in the catalog.
@@ -214,7 +246,23 @@ impl Registry {
         reference: &str,
     ) -> Result<Option<ManifestHead>, RegistryError> {
         over!(self, "head manifest",
-            h => h.head_manifest(repo, reference).await,
+            h => h.head_manifest(repo, reference, false).await,
+            l => l.head_manifest(repo, reference).await)
+    }
+
+    /// HEAD a manifest on a target, where a 403 means absent: Artifactory's virtual
+    /// repositories answer so for what they do not have (JF-6). Never on a source, where
+    /// "absent" can confirm a delete.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn head_target_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        over!(self, "head manifest",
+            h => h.head_manifest(repo, reference, true).await,
             l => l.head_manifest(repo, reference).await)
     }
 
@@ -241,9 +289,11 @@ impl Registry {
         repo: &RepoName,
         reference: &str,
         m: &PulledManifest,
+        gate: Option<&dyn WriteGate>,
     ) -> Result<(), RegistryError> {
+        self.admitted("put manifest", gate).await?;
         over!(self, "put manifest",
-            h => h.put_manifest(repo, reference, m).await,
+            h => h.put_manifest(repo, reference, m, gate).await,
             l => l.put_manifest(repo, reference, m).await)
     }
 
@@ -255,10 +305,48 @@ impl Registry {
         &self,
         repo: &RepoName,
         digest: &Digest,
+        gate: Option<&dyn WriteGate>,
     ) -> Result<(), RegistryError> {
+        self.admitted("delete manifest", gate).await?;
         over!(self, "delete manifest",
-            h => h.delete_manifest(repo, digest).await,
+            h => h.delete_manifest(repo, digest, gate).await,
             l => l.delete_manifest(repo, digest).await)
+    }
+
+    /// Delete one tag, leaving its manifest to any other tag. A registry that deletes only
+    /// manifests says `NotByTag`.
+    ///
+    /// # Errors
+    /// Transport, auth and unexpected status errors.
+    pub async fn delete_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<TagDelete, RegistryError> {
+        self.admitted("delete tag", gate).await?;
+        over!(self, "delete tag",
+            h => h.delete_tag(repo, tag.as_str(), gate).await,
+            l => l.delete_tag(repo, tag.as_str()).await.map(|()| TagDelete::Deleted))
+    }
+
+    /// A layout write has no retries: its gate is asked once, here. (The HTTP transport
+    /// asks it again before every attempt.)
+    async fn admitted(
+        &self,
+        op: &'static str,
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<(), RegistryError> {
+        match (gate, &self.inner.transport) {
+            (Some(g), Transport::Layout(_)) => {
+                g.admit().await.map_err(|detail| RegistryError::Fenced {
+                    registry: self.inner.name.clone(),
+                    op,
+                    detail,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// HEAD a blob: its size when present.
@@ -284,8 +372,35 @@ impl Registry {
         digest: &Digest,
     ) -> Result<Vec<Digest>, RegistryError> {
         match &self.inner.transport {
-            Transport::Http(h) => h.referrers(repo, digest).await,
+            Transport::Http(h) => Ok(h.referrers(repo, digest).await?.unwrap_or_default()),
             Transport::Layout(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// How the registry authenticates, as seen so far; `None` for a layout.
+    pub async fn auth_facts(&self) -> Option<AuthFacts> {
+        match &self.inner.transport {
+            Transport::Http(h) => Some(h.auth_facts().await),
+            Transport::Layout(_) => None,
+        }
+    }
+
+    /// `GET /v2/`, authenticating as a request would: the status it ends with.
+    ///
+    /// # Errors
+    /// Transport errors; credentials refused.
+    pub async fn ping(&self) -> Result<u16, RegistryError> {
+        match &self.inner.transport {
+            Transport::Http(h) => h.ping().await,
+            Transport::Layout(_) => Ok(200),
+        }
+    }
+
+    /// Whether the registry has the OCI 1.1 referrers API, if found out in the last hour.
+    pub fn referrers_api(&self) -> Option<bool> {
+        match &self.inner.transport {
+            Transport::Http(h) => h.referrers_api.known(),
+            Transport::Layout(_) => Some(false),
         }
     }
 
@@ -350,21 +465,24 @@ impl Registry {
             l => l.upload_status(location).await)
     }
 
-    /// Send one chunk of `len` bytes at `session.offset`. Returns the advanced session.
-    /// Sent once: on any failure the caller must ask `upload_status` before sending more.
+    /// Send `len` bytes at `session.offset`: a chunk with `Content-Range` (`ranged`), or
+    /// the rest of the blob in one stream. Returns the advanced session, and what the
+    /// registry's `Range` says when that disagrees. Sent once: on any failure the caller must
+    /// ask `upload_status` before sending more.
     ///
     /// # Errors
-    /// Transport, auth and status errors; a registry whose acknowledged range disagrees.
+    /// Transport, auth and status errors.
     pub async fn patch_chunk(
         &self,
         repo: &RepoName,
         session: &UploadSession,
         body: Body,
         len: u64,
-    ) -> Result<UploadSession, RegistryError> {
+        ranged: bool,
+    ) -> Result<Patched, RegistryError> {
         over!(self, "upload chunk",
-            h => h.patch_chunk(repo, session, body, len).await,
-            l => l.append(session, body, len).await)
+            h => h.patch_chunk(repo, session, body, len, ranged).await,
+            l => l.append(session, body, len).await.map(|session| Patched { session, registry_says: None }))
     }
 
     /// Close the upload, optionally carrying the last chunk, so a blob that fits in one

@@ -9,6 +9,7 @@ use backoff::ExponentialBackoffBuilder;
 use tracing::warn;
 
 use super::error::RegistryError;
+use super::gate::WriteGate;
 
 /// Longest `Retry-After` we honour; a registry asking for an hour is better reported than obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
@@ -32,10 +33,14 @@ impl Default for RetryPolicy {
 
 /// Run `f` until it succeeds, fails permanently, or the deadline passes. `backoff` lets a
 /// `Retry-After` bypass its own elapsed-time limit, so the deadline is enforced here too.
+/// A `gate` is asked before every attempt; its stop ends a wait, and no wait is longer than
+/// the gate can vouch for (it is asked again when the wait ends).
 pub async fn with_retry<T, F, Fut>(
     policy: RetryPolicy,
+    registry: &str,
     op: &'static str,
     retries: &AtomicU64,
+    gate: Option<&dyn WriteGate>,
     mut f: F,
 ) -> Result<T, RegistryError>
 where
@@ -48,17 +53,40 @@ where
         .with_max_interval(policy.max_interval)
         .with_max_elapsed_time(Some(policy.deadline))
         .build();
-    backoff::future::retry_notify(
+    let fenced = |detail: String| RegistryError::Fenced {
+        registry: registry.to_owned(),
+        op,
+        detail,
+    };
+    let retried = backoff::future::retry_notify(
         backoff,
         || {
+            // The attempt is made now (it borrows `f` only here); the gate is asked first.
             let attempt = f();
+            let fenced = &fenced;
             async move {
-                attempt.await.map_err(|e| match e.retry_after() {
-                    _ if !e.is_retryable() || start.elapsed() >= policy.deadline => {
-                        backoff::Error::permanent(e)
+                let admitted = match gate {
+                    Some(g) => g.admit().await.map_err(fenced),
+                    None => Ok(()),
+                };
+                let result = match admitted {
+                    Ok(()) => attempt.await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(|e| {
+                    if !e.is_retryable() || start.elapsed() >= policy.deadline {
+                        return backoff::Error::permanent(e);
                     }
-                    Some(ra) => backoff::Error::retry_after(e, ra.min(MAX_RETRY_AFTER)),
-                    None => backoff::Error::transient(e),
+                    // No wait past what the writer can vouch for: it is asked again (`admit`)
+                    // when the wait ends, and a lost lock ends the write there.
+                    let cap = gate
+                        .and_then(|g| g.vouched_for())
+                        .unwrap_or(MAX_RETRY_AFTER)
+                        .min(MAX_RETRY_AFTER);
+                    match e.retry_after() {
+                        Some(ra) => backoff::Error::retry_after(e, ra.min(cap)),
+                        None => backoff::Error::transient(e),
+                    }
                 })
             }
         },
@@ -66,8 +94,14 @@ where
             retries.fetch_add(1, Ordering::Relaxed);
             warn!(op, error = %e, ?wait, "retrying");
         },
-    )
-    .await
+    );
+    match gate {
+        None => retried.await,
+        Some(g) => tokio::select! {
+            r = retried => r,
+            () = g.stopped() => Err(fenced("the run was stopped".into())),
+        },
+    }
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
@@ -105,7 +139,7 @@ mod tests {
             max_interval: Duration::from_millis(5),
             deadline: Duration::from_secs(5),
         };
-        let r = with_retry(policy, "t", &AtomicU64::new(0), || {
+        let r = with_retry(policy, "r", "t", &AtomicU64::new(0), None, || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 2 {
@@ -118,7 +152,7 @@ mod tests {
         .await;
         assert_eq!(r.unwrap(), 2);
         calls.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = with_retry(policy, "t", &AtomicU64::new(0), || {
+        let r: Result<(), _> = with_retry(policy, "r", "t", &AtomicU64::new(0), None, || {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err(status(404, None)) }
         })
@@ -137,7 +171,7 @@ mod tests {
             deadline: Duration::from_millis(150),
         };
         let start = std::time::Instant::now();
-        let r: Result<(), _> = with_retry(policy, "t", &AtomicU64::new(0), || async {
+        let r: Result<(), _> = with_retry(policy, "r", "t", &AtomicU64::new(0), None, || async {
             Err(status(429, Some(Duration::from_millis(40))))
         })
         .await;

@@ -8,7 +8,8 @@
 //!   blobs   : target \0 digest \0 repo     -> ()            repositories known to hold a blob (mount sources)
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
-//!   journal, event_ids: see `journal.rs`; runs: see `runs.rs`; written: see `written.rs`
+//!   journal, event_ids: see `journal.rs`; runs: see `runs.rs`; written: see `written.rs`;
+//!   habits: see `habits.rs`
 //! Values are JSON with a `v` field; a record that does not decode is dropped and counted
 //! (`damage.rs`). The format of the whole store is in `state.format`, beside sled's files.
 
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod damage;
+mod habits;
 mod journal;
 mod runs;
 mod written;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use habits::Habits;
 pub use journal::{JournalAction, JournalEntry, JournalKey};
 pub use runs::{Counts, Outcome, RunRecord};
 pub use written::WrittenRecord;
@@ -112,6 +115,7 @@ pub struct StateStore {
     journal: sled::Tree,
     event_ids: sled::Tree,
     written: sled::Tree,
+    habits: sled::Tree,
     commit: Arc<journal::Commit>,
     damage: Arc<damage::Damage>,
 }
@@ -175,6 +179,7 @@ impl StateStore {
             journal: db.open_tree("journal")?,
             event_ids: db.open_tree("event_ids")?,
             written: db.open_tree("written")?,
+            habits: db.open_tree("habits")?,
             commit: Arc::default(),
             damage: Arc::default(),
             db,

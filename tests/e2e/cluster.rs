@@ -17,7 +17,7 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 const NEVER: &str = "0 0 1 1 *";
 
 /// A member's folder: its own state store and listener, the shared registries and policies.
-fn member(
+pub(crate) fn member(
     name: &str,
     etcd: &str,
     ttl: &str,
@@ -42,7 +42,7 @@ fn member(
 }
 
 /// Policy `p{i}` copies repository `r{i}`: on events (schedule never comes) or every 2 s.
-fn policy(i: usize, events: bool) -> (String, String) {
+pub(crate) fn policy(i: usize, events: bool) -> (String, String) {
     let trigger = if events {
         format!("schedule = \"{NEVER}\"\nevents = true")
     } else {
@@ -54,7 +54,7 @@ fn policy(i: usize, events: bool) -> (String, String) {
     )
 }
 
-fn small(seed: u64) -> images::Image {
+pub(crate) fn small(seed: u64) -> images::Image {
     images::image(
         Format::Oci,
         &[&images::layer(seed, 8_000)],
@@ -65,7 +65,7 @@ fn small(seed: u64) -> images::Image {
 }
 
 /// Tag writes (`PUT /v2/REPO/manifests/TAG`) per repo:tag in a registry's access log.
-fn tag_writes(r: &TestRegistry) -> std::collections::BTreeMap<String, usize> {
+pub(crate) fn tag_writes(r: &TestRegistry) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
     for line in r.log().lines() {
         let Some(rest) = line.split("\"PUT /v2/").nth(1) else {
@@ -106,13 +106,13 @@ async fn run_view(port: u16, id: u64) -> String {
     rsp.text().await.unwrap()
 }
 
-async fn status(port: u16) -> serde_json::Value {
+pub(crate) async fn status(port: u16) -> serde_json::Value {
     let (_, body) = daemon_get(port, "/status").await.expect("status answers");
     serde_json::from_str(&body).unwrap()
 }
 
 /// Policies each member holds, from one member's `/status` read as the API's own type.
-async fn holders(port: u16) -> Vec<(String, Vec<String>)> {
+pub(crate) async fn holders(port: u16) -> Vec<(String, Vec<String>)> {
     let (_, body) = daemon_get(port, "/status").await.expect("status answers");
     let doc: ferry::api::StatusDoc = serde_json::from_str(&body).unwrap();
     doc.cluster
@@ -122,7 +122,7 @@ async fn holders(port: u16) -> Vec<(String, Vec<String>)> {
 
 /// `members` live, `units` policies held once each, each by the member rendezvous hashing
 /// gives it to (a handover in progress does not count).
-async fn all_held(port: u16, members: usize, units: usize) -> bool {
+pub(crate) async fn all_held(port: u16, members: usize, units: usize) -> bool {
     let h = holders(port).await;
     let all: BTreeSet<&String> = h.iter().flat_map(|(_, u)| u).collect();
     let settled = status(port).await["cluster"]["members"]

@@ -28,9 +28,10 @@ async fn upload(r: &Registry, repo: &RepoName, bytes: &[u8]) {
     assert_eq!(s.offset, 0, "{}", r.name());
     let half = bytes.len() / 2;
     let s = r
-        .patch_chunk(repo, &s, bytes[..half].to_vec().into(), half as u64)
+        .patch_chunk(repo, &s, bytes[..half].to_vec().into(), half as u64, true)
         .await
-        .unwrap();
+        .unwrap()
+        .session;
     assert_eq!(s.offset, half as u64, "{}", r.name());
     let status = r.upload_status(repo, &s.location).await.unwrap().unwrap();
     assert_eq!(
@@ -92,7 +93,7 @@ async fn contract(r: &Registry) -> Seen {
         media_type: img.media_type.to_owned(),
         bytes: img.manifest.clone().into(),
     };
-    r.put_manifest(&app, "v1", &m).await.unwrap();
+    r.put_manifest(&app, "v1", &m, None).await.unwrap();
     let head = r.head_manifest(&app, "v1").await.unwrap().unwrap();
     let pulled = r.get_manifest(&app, "v1").await.unwrap().unwrap();
     let tags = r
@@ -124,7 +125,7 @@ async fn contract(r: &Registry) -> Seen {
         .unwrap_err();
     let wrong_digest_left_nothing = r.head_blob(&app, &fake).await.unwrap().is_none();
 
-    r.delete_manifest(&app, &m.digest).await.unwrap();
+    r.delete_manifest(&app, &m.digest, None).await.unwrap();
     let gone = r.head_manifest(&app, "v1").await.unwrap().is_none();
     let after_tags = r
         .tags(&app)

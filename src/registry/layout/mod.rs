@@ -514,10 +514,28 @@ impl Layout {
 
     /// Remove every tag at `digest`, then the blobs no tag reaches any more.
     pub(super) async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Io<()> {
+        let digest = digest.clone();
+        self.drop_entries(repo, move |e| e["digest"] == digest.as_str())
+            .await
+    }
+
+    /// Remove one tag; the manifest stays while another tag reaches it.
+    pub(super) async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Io<()> {
+        let tag = tag.to_owned();
+        self.drop_entries(repo, move |e| e["annotations"][REF_NAME] == tag.as_str())
+            .await
+    }
+
+    /// Remove the index entries `doomed` picks, then the blobs no entry reaches any more.
+    async fn drop_entries(
+        &self,
+        repo: &RepoName,
+        doomed: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+    ) -> Io<()> {
         let dir = self.repo(repo);
         let lock = self.lock(repo);
         let _held = lock.lock().await;
-        let (digest, cache) = (digest.clone(), self.indexes.clone());
+        let cache = self.indexes.clone();
         blocking(move || {
             let Some(mut index) = Self::index(&dir)? else {
                 return Ok(());
@@ -525,7 +543,7 @@ impl Layout {
             index["manifests"]
                 .as_array_mut()
                 .expect("checked by index()")
-                .retain(|e| e["digest"] != digest.as_str());
+                .retain(|e| !doomed(e));
             cache.write(&dir, &index)?;
             gc::collect_garbage(&dir, &index)
         })

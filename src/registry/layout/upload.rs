@@ -49,10 +49,10 @@ impl Layout {
                 }
             }
             std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            Ok(UploadStart::Session(UploadSession {
-                location: tmp.display().to_string(),
-                offset: 0,
-            }))
+            Ok(UploadStart::Session(UploadSession::at(
+                tmp.display().to_string(),
+                0,
+            )))
         })
         .await
     }
@@ -89,10 +89,7 @@ impl Layout {
         Ok(tokio::fs::metadata(location)
             .await
             .ok()
-            .map(|m| UploadSession {
-                location: location.to_owned(),
-                offset: m.len(),
-            }))
+            .map(|m| UploadSession::at(location.to_owned(), m.len())))
     }
 
     /// Append `len` bytes of `body` at `session.offset`.
@@ -141,10 +138,10 @@ impl Layout {
                 format!("got {written} bytes of a {len}-byte chunk"),
             ));
         }
-        Ok(UploadSession {
-            location: session.location.clone(),
-            offset: session.offset + len,
-        })
+        Ok(UploadSession::at(
+            session.location.clone(),
+            session.offset + len,
+        ))
     }
 
     /// The upload is complete: check its digest, make it durable, move it into place.

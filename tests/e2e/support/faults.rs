@@ -24,6 +24,11 @@ pub struct Faults {
     /// would let no blob larger than a few chunks through, with any tool.
     pub every_patch_reset: AtomicU64,
     pub max_resets: AtomicU64,
+    /// When not 0: every manifest PUT gets 503 with `Retry-After:` this many seconds, its body
+    /// read and dropped (a registry in maintenance, as a member's write meets it).
+    pub manifest_put_503: AtomicU64,
+    /// Manifest PUTs answered 503 that way.
+    pub manifest_puts_refused: AtomicU64,
     /// Answer 401 to the catalog, as most public registries do.
     pub deny_catalog: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
@@ -133,7 +138,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 async fn copy_n(
     from: &mut TcpStream,
     buf: &mut Vec<u8>,
-    to: &mut TcpStream,
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
     mut n: u64,
 ) -> std::io::Result<()> {
     while n > 0 {
@@ -230,6 +235,14 @@ async fn connection(
             return client.shutdown().await;
         }
         let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let wait = f.manifest_put_503.load(Ordering::SeqCst);
+        if wait > 0 && method == "PUT" && path.contains("/manifests/") {
+            copy_n(&mut client, &mut cbuf, &mut tokio::io::sink(), body_len).await?;
+            f.manifest_puts_refused.fetch_add(1, Ordering::SeqCst);
+            let rsp = format!("HTTP/1.1 503 Service Unavailable\r\nRetry-After: {wait}\r\nContent-Length: 0\r\n\r\n");
+            client.write_all(rsp.as_bytes()).await?;
+            continue;
+        }
         let ration = f.ration(&method, &path);
         let rate_headers = ration.map(|(l, r, w, _)| {
             format!("RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n")

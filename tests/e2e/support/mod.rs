@@ -10,9 +10,10 @@ pub mod faults;
 pub mod hostile;
 pub mod images;
 pub mod proxy;
+pub mod quirks;
 pub mod receiver;
 pub mod registry;
-mod serve;
+pub mod serve;
 pub mod token;
 
 pub use serve::serve_tcp;
@@ -241,6 +242,13 @@ impl Reader {
             .await;
         rsp.status().is_success().then_some(())?;
         Some(rsp.bytes().await.unwrap().to_vec())
+    }
+
+    /// The digest of a manifest's exact bytes, or None.
+    pub async fn digest(&self, repo: &str, reference: &str) -> Option<String> {
+        self.manifest(repo, reference)
+            .await
+            .map(|b| images::sha256(&b))
     }
 
     pub async fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {

@@ -1,0 +1,157 @@
+//! Deleting target tags gone from the source. By tag where the registry can (only that tag
+//! goes: Distribution 3, GitLab, Quay, layouts), else by digest, which takes every tag of the
+//! manifest and so is never done for a manifest a kept tag still points at.
+//!
+//! A registry that takes `DELETE manifests/<tag>` may still delete the manifest rather than
+//! the tag. The first such delete of a manifest a kept tag shares is therefore checked, and
+//! undone (the kept tag put back from the bytes read before) if the kept tag went too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tracing::{info, warn};
+
+use super::{add, Copier, CopyError, Failure, RepoReport, Stats};
+use crate::plan::{RepoPlan, TagAction, TagPlan};
+use crate::registry::{Registry, RegistryError, TagDelete};
+
+/// What a run learnt about each target's deletes, so each is found out once per run.
+#[derive(Default)]
+pub(super) struct DeleteWays(Mutex<HashMap<String, Way>>);
+
+#[derive(Clone, Copy, Default, PartialEq)]
+struct Way {
+    /// `None`: not tried yet.
+    by_tag: Option<bool>,
+    /// The registry deletes nothing (reported once).
+    none: bool,
+}
+
+impl DeleteWays {
+    fn get(&self, target: &str) -> Way {
+        self.0
+            .lock()
+            .expect("lock poisoned")
+            .get(target)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn set(&self, target: &str, f: impl FnOnce(&mut Way)) {
+        f(self
+            .0
+            .lock()
+            .expect("lock poisoned")
+            .entry(target.to_owned())
+            .or_default());
+    }
+}
+
+enum Done {
+    Deleted,
+    /// Left in place: its manifest is shared and the registry deletes manifests only.
+    Kept,
+    /// The registry deletes nothing; already reported this run.
+    Refused,
+}
+
+impl Copier {
+    /// Delete the plan's `Delete` tags, after every copy of the repository.
+    pub(super) async fn delete_gone(
+        &self,
+        plan: &RepoPlan,
+        target: &Registry,
+        stats: &Stats,
+        report: &mut RepoReport,
+    ) {
+        for t in plan.tags.iter().filter(|t| t.action == TagAction::Delete) {
+            if self.cancel.is_cancelled() {
+                report.interrupted = true;
+                return;
+            }
+            match self.delete_one(plan, target, t).await {
+                Ok(Done::Deleted) => {
+                    add(&stats.deleted, 1);
+                    info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag deleted (gone from the source)");
+                }
+                Ok(Done::Kept) => {
+                    let kept = t.shared_with.as_ref().map_or("", |k| k.as_str());
+                    warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, kept, "not deleted: its manifest is shared with a kept tag, and this registry deletes manifests, not tags");
+                }
+                Ok(Done::Refused) => {}
+                Err(e @ CopyError::Registry(RegistryError::Fenced { .. })) => {
+                    report.interrupted = true;
+                    report.errors.push(Failure::new("", e));
+                    return;
+                }
+                Err(e) => {
+                    stats.fail(e.kind());
+                    let place = format!(
+                        "{}:{} → {}: delete",
+                        plan.target_repository, t.tag, plan.target
+                    );
+                    report.errors.push(Failure::new(place, e));
+                }
+            }
+        }
+    }
+
+    async fn delete_one(
+        &self,
+        plan: &RepoPlan,
+        target: &Registry,
+        t: &TagPlan,
+    ) -> Result<Done, CopyError> {
+        let (key, repo) = (plan.target.as_str(), &plan.target_repository);
+        let way = self.deletes.get(key);
+        if way.none {
+            return Ok(Done::Refused);
+        }
+        if way.by_tag != Some(false) {
+            // Bytes to put the kept tag back with, should this registry's tag delete turn
+            // out to delete the manifest.
+            let keep = match (&t.shared_with, way.by_tag) {
+                (Some(k), None) => target
+                    .get_manifest(repo, t.source_digest.as_str())
+                    .await?
+                    .map(|m| (k, m)),
+                _ => None,
+            };
+            match target.delete_tag(repo, &t.tag, self.gate()).await? {
+                TagDelete::NotByTag => self.deletes.set(key, |w| w.by_tag = Some(false)),
+                TagDelete::Deleted => {
+                    if let Some((kept, m)) = keep {
+                        let still = target.head_target_manifest(repo, kept.as_str()).await?;
+                        if still.is_none_or(|h| h.digest != t.source_digest) {
+                            target
+                                .put_manifest(repo, kept.as_str(), &m, self.gate())
+                                .await?;
+                            self.deletes.set(key, |w| w.by_tag = Some(false));
+                            return Err(CopyError::Protocol(format!(
+                                "{key}: deleting tag {} deleted its manifest, and kept tag {kept} with it; {kept} was put back, and this run deletes only by digest on {key}",
+                                t.tag
+                            )));
+                        }
+                    }
+                    self.deletes.set(key, |w| w.by_tag = Some(true));
+                    return Ok(Done::Deleted);
+                }
+            }
+        }
+        if t.shared_with.is_some() {
+            return Ok(Done::Kept);
+        }
+        match target
+            .delete_manifest(repo, &t.source_digest, self.gate())
+            .await
+        {
+            Ok(()) => Ok(Done::Deleted),
+            Err(e @ RegistryError::NoDeletes { .. }) => {
+                // Once per target and run, not once per tag.
+                self.deletes.set(key, |w| w.none = true);
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
