@@ -21,6 +21,7 @@ pub mod run;
 pub mod signals;
 pub mod state;
 pub mod telemetry;
+pub mod verify;
 
 #[cfg(test)]
 mod props;

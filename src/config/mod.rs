@@ -18,6 +18,7 @@ mod notify;
 mod policies;
 mod raw;
 mod registries;
+mod require;
 pub mod schedule;
 mod types;
 

@@ -13,6 +13,7 @@ use super::diag::{Diagnostic, Sink};
 use super::raw::{RawPolicy, RawPolicyFile, RawRegistry};
 use super::read_bounded;
 use super::registries::{registry_ref, RegistrySpec};
+use super::require;
 use super::schedule;
 use super::types::{
     render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger,
@@ -293,17 +294,10 @@ fn policy(
             ),
         }
     }
-    let mut require = Require::default();
-    if let Some(r) = &raw.require {
-        require.signature = r.signature.unwrap_or(false);
-        require.annotations = r.annotations.clone();
-        if let Some(a) = &r.min_age {
-            match schedule::parse_interval(a.get_ref()) {
-                Ok(d) => require.min_age = Some(d),
-                Err(e) => sink.err(a.span(), ctx(&format!("require.min_age: {e}"))),
-            }
-        }
-    }
+    let require = raw
+        .require
+        .as_ref()
+        .map_or_else(Require::default, |r| require::require(r, file, sink, &ctx));
     let max_delete = match raw.max_delete.as_ref().map(|m| (m.span(), m.get_ref())) {
         None => MaxDelete::Percent(10.0),
         Some((_, toml::Value::Integer(n))) if *n >= 0 => MaxDelete::Count(*n as usize),

@@ -115,7 +115,8 @@ pub(super) struct RawPolicy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRequire {
-    pub signature: Option<bool>,
+    pub signature: Option<S<bool>>,
+    pub signed_by: Option<S<Vec<S<String>>>>,
     pub min_age: Option<S<String>>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,

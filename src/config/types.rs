@@ -8,6 +8,7 @@ use globset::GlobSet;
 use regex::Regex;
 
 use crate::model::{Invalid, RepoName};
+use crate::verify::TrustedKey;
 
 pub struct Policy {
     pub name: String,
@@ -56,15 +57,24 @@ impl std::fmt::Display for Platform {
 /// Promotion gates: an image that fails one is held back, with the reason in plan and status.
 #[derive(Clone, Debug, Default)]
 pub struct Require {
-    pub signature: bool,
+    /// Keys one signature on the exact digest must verify under (`signed_by`); the gate
+    /// `signature = true` is this, since presence alone proves nothing.
+    pub signed_by: Vec<SignedBy>,
     pub min_age: Option<Duration>,
     pub annotations: BTreeMap<String, String>,
 }
 
 impl Require {
     pub fn any(&self) -> bool {
-        self.signature || self.min_age.is_some() || !self.annotations.is_empty()
+        !self.signed_by.is_empty() || self.min_age.is_some() || !self.annotations.is_empty()
     }
+}
+
+/// A key of `signed_by`, and the file it came from (for messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedBy {
+    pub file: PathBuf,
+    pub key: TrustedKey,
 }
 
 /// How many target tags one run may delete before it refuses (unless forced).

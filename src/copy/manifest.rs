@@ -174,6 +174,19 @@ impl Copier {
                     .push(Failure::new(place, CopyError::Shared(e)));
             }
         }
+        if !report.interrupted {
+            match super::fallback::maintain(target, plan, self.gate()).await {
+                Ok(n) => add(&stats.manifests_written, n),
+                Err(e) => {
+                    stats.fail(e.kind());
+                    let place = format!(
+                        "{} → {}/{}: referrers fallback index",
+                        plan.source_repository, plan.target, plan.target_repository
+                    );
+                    report.errors.push(Failure::new(place, e));
+                }
+            }
+        }
         report
     }
 }

@@ -5,6 +5,7 @@ mod blob;
 mod body;
 mod deletes;
 mod error;
+mod fallback;
 mod fanout;
 mod habits;
 mod manifest;

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::reads::SourceReads;
+use super::referrers;
 use super::rules::{self, Ctx, Resolved};
 use super::{
     filter_tags, keep_latest, needs_created, tag_action, BlobPlan, DroppedTag, ManifestPlan,
@@ -17,6 +18,7 @@ use super::{
 use crate::config::Policy;
 use crate::model::{manifest_references, Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, Registry, RegistryError};
+use crate::verify::Evidence;
 
 /// Requests in flight per repository while planning: as many as the registries asked may
 /// take at once (each one's adaptive limit then decides how many really go).
@@ -166,6 +168,15 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             .forget_written_except(ctx.target_key, &dest, &dst_tags);
     }
 
+    if policy.require.any() {
+        // Under a gate, signature and referrer tags are not images to promote: they travel
+        // only with the images they belong to (below).
+        wanted.retain(|t| !referrers::is_referrer_shaped(t.as_str()));
+    } else if policy.referrers {
+        // A fallback index is the target's own to keep (the copy does), never the source's
+        // bytes.
+        wanted.retain(|t| !referrers::is_fallback_tag(t.as_str()));
+    }
     let mut resolved = resolve(ctx, &dst_tags, wanted).await?;
     if !policy.platforms.is_empty() {
         let mut kept = Vec::new();
@@ -178,16 +189,21 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
         resolved = kept;
     }
     let mut held: HashMap<Tag, String> = HashMap::new();
+    let mut verified: HashMap<Tag, Evidence> = HashMap::new();
     if policy.require.any() {
         for r in &resolved {
             if tag_action(&r.source, r.target.as_ref(), policy.overwrite).copies() {
-                if let Some(reason) = rules::gate(ctx, &src_tags, r).await? {
-                    held.insert(r.tag.clone(), reason);
+                match rules::gate(ctx, &src_tags, r).await? {
+                    Err(reason) => drop(held.insert(r.tag.clone(), reason)),
+                    Ok(Some(e)) => drop(verified.insert(r.tag.clone(), e)),
+                    Ok(None) => {}
                 }
             }
         }
     }
-    if policy.referrers {
+    // Under a gate, signatures come along with the images promoted (their tags were set
+    // aside above).
+    if policy.referrers || policy.require.any() {
         // Signatures, SBOMs and attestations of every image copied come along, whatever the
         // tag rules say: tag schemes first (all registries), then the OCI 1.1 API.
         // Only images the target gets (or has): never those held back or in conflict.
@@ -204,15 +220,18 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
         let extra: Vec<Tag> = src_tags
             .iter()
             .filter(|t| {
-                !have.contains(*t) && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))
+                !have.contains(*t)
+                    && !referrers::is_fallback_tag(t.as_str())
+                    && subjects.iter().any(|d| is_referrer_tag(t.as_str(), d))
             })
             .cloned()
             .collect();
         plan.dropped.retain(|d| !extra.contains(&d.tag));
         resolved.extend(resolve(ctx, &dst_tags, extra).await?);
         for d in &subjects {
-            for r in source.referrers(&src, d).await? {
+            for r in referrers::of(source, &src, d, &src_tags).await? {
                 if !plan.referrers.contains(&r) {
+                    plan.subjects.insert(r.clone(), d.clone());
                     plan.referrers.push(r);
                 }
             }
@@ -226,6 +245,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
     for r in resolved {
         let mut action = tag_action(&r.source, r.target.as_ref(), policy.overwrite);
         let mut reason = r.note;
+        let verified = verified.remove(&r.tag);
         if let Some(why) = held.remove(&r.tag) {
             action = TagAction::Held;
             reason = Some(why);
@@ -247,6 +267,7 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             source_digest: r.source,
             target_digest: r.target,
             reason,
+            verified,
             original: r.original,
             shared_with: None,
         });

@@ -5,7 +5,9 @@ mod diff;
 mod error;
 mod inventory;
 mod reads;
+mod referrers;
 mod rules;
+mod signatures;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +17,11 @@ pub use diff::{filter_index, filter_tags, keep_latest, needs_created, tag_action
 pub use error::PlanError;
 pub use inventory::{is_referrer_tag, plan_repo, select_repositories};
 pub use reads::SourceReads;
+pub use referrers::fallback_tag;
 use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};
+use crate::verify::Evidence;
 
 /// What a run may do beyond the policy: delete past `max_delete`, ask the target about
 /// every tag instead of trusting what ferry remembers writing.
@@ -73,6 +77,9 @@ pub struct TagPlan {
     /// Why a tag is held, or what platform filtering made of an index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What verified the signature a gate required: the key and the signature manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Evidence>,
     /// The digest the source tag points at (differs from `source_digest` for a filtered index).
     #[serde(skip)]
     pub original: Digest,
@@ -162,6 +169,10 @@ pub struct RepoPlan {
     /// Untagged referrers (OCI 1.1 referrers API) of the images copied, written by digest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<Digest>,
+    /// The subject of each referrer: where a target without the referrers API lists it (the
+    /// fallback tag `sha256-<hex>` of the subject).
+    #[serde(skip)]
+    pub subjects: BTreeMap<Digest, Digest>,
     /// Every manifest the tags to copy need, by digest.
     pub manifests: BTreeMap<Digest, ManifestPlan>,
     pub blobs: BTreeMap<Digest, BlobPlan>,
@@ -191,6 +202,7 @@ impl RepoPlan {
             tags: vec![],
             dropped: vec![],
             referrers: vec![],
+            subjects: BTreeMap::new(),
             manifests: BTreeMap::new(),
             blobs: BTreeMap::new(),
             refused_deletes: None,

@@ -4,15 +4,14 @@
 use std::collections::{HashMap, HashSet};
 
 use super::reads::SourceReads;
-use super::{
-    filter_index, is_referrer_tag, Memory, PlanError, RepoPlan, RunOptions, Scope, TagAction,
-    TagPlan,
-};
+use super::signatures;
+use super::{filter_index, Memory, PlanError, RepoPlan, RunOptions, Scope, TagAction, TagPlan};
 use crate::config::Policy;
 use crate::model::{
     manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag,
 };
 use crate::registry::{PulledManifest, Registry};
+use crate::verify::{Evidence, TrustedKey};
 
 /// What planning one repository works with.
 pub(super) struct Ctx<'a> {
@@ -107,13 +106,14 @@ pub(super) async fn filter_platforms(
     }
 }
 
-/// The first promotion gate `r` fails, as a reason; `None` when it passes them all.
-/// `min_age` is checked first, so the time a tag is first seen is recorded on every run.
+/// The first promotion gate `r` fails, as a reason (`Err`); else what verified its
+/// signature, if a signature was required. `min_age` is checked first, so the time a tag is
+/// first seen is recorded on every run.
 pub(super) async fn gate(
     ctx: &Ctx<'_>,
     src_tags: &[Tag],
     r: &Resolved,
-) -> Result<Option<String>, PlanError> {
+) -> Result<Result<Option<Evidence>, String>, PlanError> {
     let req = &ctx.policy.require;
     if let Some(min) = req.min_age {
         let seen = ctx.memory.first_seen(&format!(
@@ -125,26 +125,19 @@ pub(super) async fn gate(
         ));
         let age = now_ms().saturating_sub(seen) / 1000;
         if age < min.as_secs() {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "first seen {age}s ago at this digest; require.min_age is {}s",
                 min.as_secs()
             )));
         }
     }
-    if req.signature {
-        let by_tag = src_tags.iter().any(|t| {
-            is_referrer_tag(t.as_str(), &r.original)
-                && !t.as_str().ends_with(".att")
-                && !t.as_str().ends_with(".sbom")
-        });
-        if !by_tag
-            && ctx
-                .source
-                .referrers(&ctx.src, &r.original)
-                .await?
-                .is_empty()
-        {
-            return Ok(Some("no signature (require.signature)".into()));
+    let mut evidence = None;
+    if !req.signed_by.is_empty() {
+        // The digest the source tag points at: for a filtered index, the original.
+        let keys: Vec<TrustedKey> = req.signed_by.iter().map(|s| s.key.clone()).collect();
+        match signatures::verified(ctx.source, &ctx.src, src_tags, &r.original, &keys).await? {
+            Ok(e) => evidence = Some(e),
+            Err(reason) => return Ok(Err(reason)),
         }
     }
     if !req.annotations.is_empty() {
@@ -153,15 +146,15 @@ pub(super) async fn gate(
             match found.get(k) {
                 Some(v) if v == want => {}
                 Some(v) => {
-                    return Ok(Some(format!(
+                    return Ok(Err(format!(
                         "annotation {k} is {v:?}, require.annotations wants {want:?}"
                     )))
                 }
-                None => return Ok(Some(format!("no annotation {k} (require.annotations)"))),
+                None => return Ok(Err(format!("no annotation {k} (require.annotations)"))),
             }
         }
     }
-    Ok(None)
+    Ok(Ok(evidence))
 }
 
 /// The manifest's annotations; for an image, its config's labels fill in the rest (builders
@@ -296,6 +289,7 @@ pub(super) async fn plan_deletes(
             reason: shared_with
                 .as_ref()
                 .map(|o| format!("shares its manifest with kept tag {o}: deleted only where the registry deletes tags")),
+            verified: None,
             original: d,
             shared_with,
         });

@@ -77,6 +77,10 @@ impl Http {
                 actual: got,
             });
         }
+        // The spec's sign of the referrers API. Its absence proves less (Quay omits it).
+        if rsp.headers().contains_key("oci-subject") {
+            self.referrers_api.learn(true);
+        }
         Ok(())
     }
 

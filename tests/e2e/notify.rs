@@ -51,13 +51,18 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
                 &policy(
                     "gated",
                     "dst",
-                    "target_repository = \"gated/{name}\"\n[policy.require]\nsignature = true\n",
+                    "target_repository = \"gated/{name}\"\n[policy.require]\nsigned_by = [\"release.pub\"]\n",
                 ),
             ),
             ("c.toml", &policy("fine", "dst", "")),
         ],
     );
     f.env.push(("NOTIFY_TOKEN".into(), TOKEN.into()));
+    std::fs::write(
+        f.path().join("policies/release.pub"),
+        crate::support::cosign::Signer::new().pem,
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let run = f.run(&["sync"]);
     run.assert_code(1);

@@ -85,11 +85,16 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
                 &policy(
                     "signed-only",
                     "dst",
-                    "target_repository = \"s/{name}\"\n[policy.require]\nsignature = true\n",
+                    "target_repository = \"s/{name}\"\n[policy.require]\nsigned_by = [\"release.pub\"]\n",
                 ),
             ),
         ],
     );
+    std::fs::write(
+        f.path().join("policies/release.pub"),
+        crate::support::cosign::Signer::new().pem,
+    )
+    .unwrap();
     let cfg = std::fs::read_to_string(f.config()).unwrap();
     std::fs::write(
         f.config(),
@@ -134,7 +139,7 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
         );
     }
     assert!(
-        dom.contains("app:v1 → dst: no signature (require.signature)"),
+        dom.contains("app:v1 → dst: no signature verifies under signed_by: none found"),
         "the held tag and why:\n{dom}"
     );
     assert!(

@@ -4,10 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::support::cosign::Signer;
 use crate::support::faults::FaultProxy;
-use crate::support::images::{
-    self, push_corpus, signature, signature_tag, CorpusSpec, Format, Image, Pusher,
-};
+use crate::support::images::{self, push_corpus, signature_tag, CorpusSpec, Format, Image, Pusher};
 use crate::support::registry::TestRegistry;
 use crate::support::{assert_same_image, Ferry, Reader};
 
@@ -44,10 +43,24 @@ async fn push_tags(url: &str, repo: &str, tags: &[&str]) -> Vec<Image> {
     out
 }
 
+/// The release key of these tests: what signs, and what `signed_by` names.
+fn release() -> &'static Signer {
+    static KEY: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+    KEY.get_or_init(Signer::new)
+}
+
+/// Sign `subject` with the release key, as cosign does (a `.sig` tag).
 async fn sign(url: &str, repo: &str, subject: &str) {
     Pusher::new(url)
-        .image(repo, &signature_tag(subject), &signature(subject))
+        .image(repo, &signature_tag(subject), &release().legacy(subject))
         .await;
+}
+
+/// Put the release public key at `policies/<rel>`.
+fn trust(f: &Ferry, rel: &str) {
+    let path = f.path().join("policies").join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, &release().pem).unwrap();
 }
 
 #[tokio::test]
@@ -313,7 +326,7 @@ async fn promotion_gates_hold_back_unsigned_unannotated_and_too_young_images() {
     sign(&src.url, "app", &docker.digest).await;
 
     let gates = format!(
-        "[policy.tags]\ninclude = ['^1\\.']\n[policy.require]\nsignature = true\nmin_age = \"2s\"\nannotations = {{ \"{}\" = \"{}\" }}\n",
+        "[policy.tags]\ninclude = ['^1\\.']\n[policy.require]\nsigned_by = [\"release.pub\"]\nmin_age = \"2s\"\nannotations = {{ \"{}\" = \"{}\" }}\n",
         images::SOURCE_ANNOTATION.0,
         images::SOURCE_ANNOTATION.1
     );
@@ -322,6 +335,7 @@ async fn promotion_gates_hold_back_unsigned_unannotated_and_too_young_images() {
         "1MiB",
         &[("p.toml", &policy("\"app\"", &gates))],
     );
+    trust(&ferry, "release.pub");
     // First sight: everything is too young.
     let first = ferry.run(&["sync"]);
     first.assert_code(0);
@@ -355,8 +369,11 @@ async fn promotion_gates_hold_back_unsigned_unannotated_and_too_young_images() {
     );
     let second = ferry.run(&["sync"]);
     second.assert_code(0);
-    assert_eq!((second.summary("copied"), second.summary("held")), (1, 2));
-    assert_eq!(Reader::new(&dst.url).tags("app").await, ["1.1.0"]);
+    // 1.1.0, and its signature with it (what verified it travels along).
+    assert_eq!((second.summary("copied"), second.summary("held")), (2, 2));
+    let mut want = vec!["1.1.0".to_owned(), signature_tag(&imgs[1].digest)];
+    want.sort();
+    assert_eq!(Reader::new(&dst.url).tags("app").await, want);
     let status = ferry.run(&["status"]);
     assert!(
         status.stdout.contains("held: app:1.0.0") && status.stdout.contains("no signature"),
@@ -487,6 +504,7 @@ async fn dev_test_prod_chain_promotes_only_signed_releases_and_never_moves_prod_
         "1MiB",
         &[("promote.toml", &policy)],
     );
+    trust(&ferry, "keys/release.pub");
     ferry.run(&["validate"]).assert_code(0);
 
     ferry

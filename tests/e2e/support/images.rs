@@ -57,7 +57,7 @@ impl Format {
             Format::Docker => "application/vnd.docker.distribution.manifest.list.v2+json",
         }
     }
-    fn config(self) -> &'static str {
+    pub fn config(self) -> &'static str {
         match self {
             Format::Oci => "application/vnd.oci.image.config.v1+json",
             Format::Docker => "application/vnd.docker.container.image.v1+json",

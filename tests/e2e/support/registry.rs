@@ -94,6 +94,14 @@ impl TestRegistry {
     }
 
     /// Every log line (access log and app log) so far.
+    /// Manifest PUTs (tags and digests) in the access log: what a run wrote.
+    pub fn manifest_puts(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"PUT /v2/") && l.contains("/manifests/"))
+            .count()
+    }
+
     pub fn log(&self) -> String {
         let mut s = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         s += &std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
