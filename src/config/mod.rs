@@ -32,7 +32,9 @@ use diag::Sink;
 pub use notify::{NotifyOn, NotifySpec};
 use raw::RawConfig;
 pub use registries::RegistrySpec;
-pub use types::{MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger};
+pub use types::{
+    AttestationRule, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger, Want,
+};
 
 pub struct Config {
     pub file: PathBuf,

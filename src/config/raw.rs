@@ -117,6 +117,7 @@ pub(super) struct RawPolicy {
 pub(super) struct RawRequire {
     pub signature: Option<S<bool>>,
     pub signed_by: Option<S<Vec<S<String>>>>,
+    pub attestation: Option<Vec<RawAttestation>>,
     pub min_age: Option<S<String>>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -131,4 +132,13 @@ pub(super) struct RawTags {
     pub exclude: Vec<S<String>>,
     pub semver: Option<S<String>>,
     pub latest: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAttestation {
+    pub predicate_type: S<String>,
+    pub signed_by: Option<S<Vec<S<String>>>>,
+    #[serde(rename = "match", default)]
+    pub matches: BTreeMap<String, String>,
 }

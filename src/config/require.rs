@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
+use regex::Regex;
+
 use super::diag::Sink;
 use super::raw::RawRequire;
 use super::schedule;
-use super::types::{Require, SignedBy};
+use super::types::{AttestationRule, Require, SignedBy, Want};
 use crate::verify::TrustedKey;
 
 /// A key file is a few hundred bytes; anything past this is not one.
@@ -29,22 +31,49 @@ pub(super) fn require(
     }
     let base = policy_file.parent().unwrap_or(Path::new("."));
     if let Some(list) = &r.signed_by {
-        if list.get_ref().is_empty() {
+        require.signed_by = keys(list, base, "require.signed_by", sink, ctx);
+    }
+    for a in r.attestation.iter().flatten() {
+        let field = "require.attestation";
+        let Some(list) = &a.signed_by else {
             sink.err(
-                list.span(),
-                ctx("require.signed_by is empty: name at least one public key file"),
+                a.predicate_type.span(),
+                ctx(&format!("{field}: signed_by is required (the keys its statement must verify under; keyless signers are not supported yet)")),
             );
-        }
-        for f in list.get_ref() {
-            let path = base.join(f.get_ref());
-            match read_key(&path) {
-                Ok(key) => require.signed_by.push(SignedBy { file: path, key }),
-                Err(why) => sink.err(
-                    f.span(),
-                    ctx(&format!("require.signed_by: {}: {why}", f.get_ref())),
-                ),
+            continue;
+        };
+        let signed_by = keys(list, base, "require.attestation.signed_by", sink, ctx);
+        let mut matches = Vec::new();
+        for (pointer, want) in &a.matches {
+            if !pointer.starts_with('/') {
+                sink.err(
+                    a.predicate_type.span(),
+                    ctx(&format!(
+                        "{field}.match: `{pointer}` is not a JSON pointer (it starts with /)"
+                    )),
+                );
+                continue;
             }
+            let want = match want.strip_prefix("regex:") {
+                None => Want::Exact(want.clone()),
+                Some(re) => match Regex::new(re) {
+                    Ok(re) => Want::Regex(re),
+                    Err(e) => {
+                        sink.err(
+                            a.predicate_type.span(),
+                            ctx(&format!("{field}.match `{pointer}`: {e}")),
+                        );
+                        continue;
+                    }
+                },
+            };
+            matches.push((pointer.clone(), want));
         }
+        require.attestations.push(AttestationRule {
+            predicate_type: a.predicate_type.get_ref().clone(),
+            signed_by,
+            matches,
+        });
     }
     if let Some(s) = &r.signature {
         if *s.get_ref() && r.signed_by.is_none() {
@@ -60,6 +89,33 @@ pub(super) fn require(
         }
     }
     require
+}
+
+/// The keys of a `signed_by` list, each file's problem at its entry.
+fn keys(
+    list: &toml::Spanned<Vec<toml::Spanned<String>>>,
+    base: &Path,
+    field: &str,
+    sink: &mut Sink,
+    ctx: &dyn Fn(&str) -> String,
+) -> Vec<SignedBy> {
+    if list.get_ref().is_empty() {
+        sink.err(
+            list.span(),
+            ctx(&format!(
+                "{field} is empty: name at least one public key file"
+            )),
+        );
+    }
+    let mut out = Vec::new();
+    for f in list.get_ref() {
+        let path = base.join(f.get_ref());
+        match read_key(&path) {
+            Ok(key) => out.push(SignedBy { file: path, key }),
+            Err(why) => sink.err(f.span(), ctx(&format!("{field}: {}: {why}", f.get_ref()))),
+        }
+    }
+    out
 }
 
 /// The key in a PEM file; the reason otherwise, never the file's content.

@@ -62,11 +62,42 @@ pub struct Require {
     pub signed_by: Vec<SignedBy>,
     pub min_age: Option<Duration>,
     pub annotations: BTreeMap<String, String>,
+    /// `[[policy.require.attestation]]`: each must be met by a signed in-toto statement.
+    pub attestations: Vec<AttestationRule>,
 }
 
 impl Require {
     pub fn any(&self) -> bool {
-        !self.signed_by.is_empty() || self.min_age.is_some() || !self.annotations.is_empty()
+        !self.signed_by.is_empty()
+            || self.min_age.is_some()
+            || !self.annotations.is_empty()
+            || !self.attestations.is_empty()
+    }
+}
+
+/// An attestation a promoted image must carry: a statement of `predicate_type` about its
+/// digest, signed under one of `signed_by`, whose predicate has each `matches` value.
+#[derive(Clone, Debug)]
+pub struct AttestationRule {
+    pub predicate_type: String,
+    pub signed_by: Vec<SignedBy>,
+    /// JSON pointer into the predicate, and what the string there must be.
+    pub matches: Vec<(String, Want)>,
+}
+
+/// A `match` value: the exact string, or `regex:…`.
+#[derive(Clone, Debug)]
+pub enum Want {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Want {
+    pub fn accepts(&self, got: &str) -> bool {
+        match self {
+            Want::Exact(w) => w == got,
+            Want::Regex(r) => r.is_match(got),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a sync would do, as pure data: per policy, target and repository, each tag's action
 //! and the manifests and blobs missing on the target. Printable as text and JSON.
 
+mod attestations;
 mod diff;
 mod error;
 mod inventory;

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::attestations;
 use super::reads::SourceReads;
 use super::signatures;
 use super::{filter_index, Memory, PlanError, RepoPlan, RunOptions, Scope, TagAction, TagPlan};
@@ -137,6 +138,16 @@ pub(super) async fn gate(
         let keys: Vec<TrustedKey> = req.signed_by.iter().map(|s| s.key.clone()).collect();
         match signatures::verified(ctx.source, &ctx.src, src_tags, &r.original, &keys).await? {
             Ok(e) => evidence = Some(e),
+            Err(reason) => return Ok(Err(reason)),
+        }
+    }
+    for rule in &req.attestations {
+        let found =
+            attestations::attested(ctx.source, &ctx.src, src_tags, &r.original, rule).await?;
+        match found {
+            Ok(e) => {
+                evidence.get_or_insert(e);
+            }
             Err(reason) => return Ok(Err(reason)),
         }
     }

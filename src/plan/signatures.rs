@@ -10,6 +10,7 @@ use super::referrers;
 use super::PlanError;
 use crate::model::{Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, RegistryError};
+use crate::verify::dsse::Statement;
 use crate::verify::{
     bundle, legacy, sig_tag, Evidence, Finding, Tally, TrustedKey, MAX_SIGNATURE_BLOB,
 };
@@ -114,30 +115,7 @@ async fn bundled(
     keys: &[TrustedKey],
     tally: &mut Tally,
 ) -> Result<Option<String>, PlanError> {
-    let layer = manifest.pointer("/layers/0");
-    let (Some(digest), Some(size)) = (
-        layer
-            .and_then(|l| l.get("digest"))
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Digest>().ok()),
-        layer.and_then(|l| l.get("size")).and_then(Value::as_u64),
-    ) else {
-        tally.add(&Finding::NotSignature(
-            "a bundle manifest without a layer".into(),
-        ));
-        return Ok(None);
-    };
-    let body = match payload(source, repo, &digest, size).await? {
-        Ok(b) => b,
-        Err(why) => {
-            tally.add(&Finding::NotSignature(why));
-            return Ok(None);
-        }
-    };
-    let Some(image) = source.get_manifest(repo, subject.as_str()).await? else {
-        return Ok(None);
-    };
-    match bundle::check(&body, subject, &image.bytes, keys) {
+    match bundle_check(source, repo, manifest, subject, keys).await? {
         Ok((_, Some(st))) if st.predicate_type != bundle::COSIGN_SIGN => {
             // An attestation: evidence for `require.attestation`, not a signature.
             tally.add(&Finding::NotSignature(format!(
@@ -154,9 +132,40 @@ async fn bundled(
     }
 }
 
+/// Read a bundle referrer's one layer (bounded) and check it: the key's fingerprint, and the
+/// statement when it is DSSE.
+pub(super) async fn bundle_check(
+    source: &SourceReads<'_>,
+    repo: &RepoName,
+    manifest: &Value,
+    subject: &Digest,
+    keys: &[TrustedKey],
+) -> Result<Result<(String, Option<Statement>), Finding>, PlanError> {
+    let layer = manifest.pointer("/layers/0");
+    let (Some(digest), Some(size)) = (
+        layer
+            .and_then(|l| l.get("digest"))
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<Digest>().ok()),
+        layer.and_then(|l| l.get("size")).and_then(Value::as_u64),
+    ) else {
+        return Ok(Err(Finding::NotSignature(
+            "a bundle manifest without a layer".into(),
+        )));
+    };
+    let body = match payload(source, repo, &digest, size).await? {
+        Ok(b) => b,
+        Err(why) => return Ok(Err(Finding::NotSignature(why))),
+    };
+    let Some(image) = source.get_manifest(repo, subject.as_str()).await? else {
+        return Ok(Err(Finding::NotSignature("its subject is gone".into())));
+    };
+    Ok(bundle::check(&body, subject, &image.bytes, keys))
+}
+
 /// A signature's payload, bounded; a blob that is missing, too large or not what its
 /// digest says is a bad signature, not a failed read.
-async fn payload(
+pub(super) async fn payload(
     source: &SourceReads<'_>,
     repo: &RepoName,
     digest: &Digest,

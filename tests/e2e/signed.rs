@@ -323,3 +323,75 @@ async fn cosign_v3_bundles_found_through_the_fallback_tag_promote_and_stay_disco
         );
     }
 }
+
+/// `[[policy.require.attestation]]`: a provenance statement signed by the builder's key
+/// whose predicate names our repository promotes; one naming another is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_is_held() {
+    use crate::support::cosign::fallback_index;
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let builder = Signer::new();
+    let mut p = Pusher::new(&src.url);
+    let imgs: Vec<Image> = (0..3).map(|i| small(700 + i)).collect();
+    let provenance = |repo: &str| serde_json::json!({ "buildDefinition": { "externalParameters": { "workflow": { "repository": repo } } } });
+    let slsa = "https://slsa.dev/provenance/v1";
+    let atts = [
+        builder.dsse_bundle(&imgs[0], slsa, provenance("https://git.example/org/app")),
+        builder.dsse_bundle(&imgs[1], slsa, provenance("https://evil.example/x")),
+        builder.dsse_bundle(
+            &imgs[2],
+            "https://example.com/scan/v1",
+            provenance("https://git.example/org/app"),
+        ),
+    ];
+    for ((n, img), a) in ["ours", "theirs", "other-type"]
+        .iter()
+        .zip(&imgs)
+        .zip(&atts)
+    {
+        p.image("app", n, img).await;
+        p.image("app", &a.digest.clone(), a).await;
+        p.manifest(
+            "app",
+            &img.digest.replace(':', "-"),
+            "application/vnd.oci.image.index.v1+json",
+            &fallback_index(&[a]),
+        )
+        .await;
+    }
+    let ferry = gated(
+        &src.url,
+        &dst.url,
+        "[[policy.require.attestation]]\npredicate_type = \"https://slsa.dev/provenance/v1\"\nsigned_by = [\"builder.pub\"]\nmatch = { \"/buildDefinition/externalParameters/workflow/repository\" = 'regex:^https://git\\.example/org/' }\n",
+    );
+    std::fs::write(ferry.path().join("policies/builder.pub"), &builder.pem).unwrap();
+    ferry.run(&["validate"]).assert_code(0);
+    let tags = plan_tags(&ferry);
+    let ours = tag(&tags, "ours");
+    assert_eq!(ours["action"], "create", "{ours:#}");
+    assert_eq!(ours["verified"]["key"], builder.fingerprint.as_str());
+    assert_eq!(ours["verified"]["signature"], atts[0].digest.as_str());
+    let theirs = tag(&tags, "theirs");
+    assert_eq!(theirs["action"], "held", "{theirs:#}");
+    assert!(
+        theirs["reason"].as_str().unwrap().contains(
+            "a predicate whose /buildDefinition/externalParameters/workflow/repository is \"https://evil.example/x\""
+        ),
+        "{theirs:#}"
+    );
+    let other = tag(&tags, "other-type");
+    assert_eq!(other["action"], "held", "{other:#}");
+    assert!(
+        other["reason"].as_str().unwrap().starts_with(
+            "no attestation of https://slsa.dev/provenance/v1 verifies under its signed_by"
+        ),
+        "{other:#}"
+    );
+    ferry.run(&["sync"]).assert_code(0);
+    let d = Reader::new(&dst.url);
+    assert_eq!(
+        d.digest("app", "ours").await.as_deref(),
+        Some(imgs[0].digest.as_str())
+    );
+    assert_eq!(d.digest("app", "theirs").await, None);
+}
