@@ -395,3 +395,27 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
     );
     assert_eq!(d.digest("app", "theirs").await, None);
 }
+
+#[tokio::test]
+async fn attestation_rules_with_a_bad_regex_pointer_or_no_keys_are_refused_by_validate() {
+    let f = gated(
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "[[policy.require.attestation]]\npredicate_type = \"https://slsa.dev/provenance/v1\"\n\n[[policy.require.attestation]]\npredicate_type = \"x\"\nsigned_by = [\"k.pub\"]\nmatch = { \"no/slash\" = \"a\", \"/b\" = \"regex:(\" }\n",
+    );
+    std::fs::write(f.path().join("policies/k.pub"), Signer::new().pem).unwrap();
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    let all = run.all();
+    for want in [
+        "require.attestation: signed_by is required",
+        "`no/slash` is not a JSON pointer",
+        "require.attestation.match `/b`: regex parse error",
+    ] {
+        assert!(all.contains(want), "{want}\n{all}");
+    }
+    assert!(
+        all.lines().filter(|l| l.contains("p.toml:")).count() >= 3,
+        "{all}"
+    );
+}
