@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::reads::SourceReads;
 use super::referrers;
-use super::signatures::{bundle_check, payload};
+use super::signatures::{bundle_check, digest_and_size, payload};
 use super::PlanError;
 use crate::config::AttestationRule;
 use crate::model::{Digest, RepoName, Tag};
@@ -63,12 +63,7 @@ pub(super) async fn attested(
                 if l.get("mediaType").and_then(Value::as_str) != Some(DSSE_LAYER) {
                     continue;
                 }
-                let (Some(d), Some(size)) = (
-                    l.get("digest")
-                        .and_then(Value::as_str)
-                        .and_then(|d| d.parse::<Digest>().ok()),
-                    l.get("size").and_then(Value::as_u64),
-                ) else {
+                let Some((d, size)) = digest_and_size(l) else {
                     continue;
                 };
                 let found = match payload(source, repo, &d, size).await? {

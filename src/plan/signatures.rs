@@ -141,14 +141,7 @@ pub(super) async fn bundle_check(
     subject: &Digest,
     keys: &[TrustedKey],
 ) -> Result<Result<(String, Option<Statement>), Finding>, PlanError> {
-    let layer = manifest.pointer("/layers/0");
-    let (Some(digest), Some(size)) = (
-        layer
-            .and_then(|l| l.get("digest"))
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Digest>().ok()),
-        layer.and_then(|l| l.get("size")).and_then(Value::as_u64),
-    ) else {
+    let Some((digest, size)) = manifest.pointer("/layers/0").and_then(digest_and_size) else {
         return Ok(Err(Finding::NotSignature(
             "a bundle manifest without a layer".into(),
         )));
@@ -161,6 +154,12 @@ pub(super) async fn bundle_check(
         return Ok(Err(Finding::NotSignature("its subject is gone".into())));
     };
     Ok(bundle::check(&body, subject, &image.bytes, keys))
+}
+
+/// A descriptor's digest and size, when it has both and the digest is one.
+pub(super) fn digest_and_size(d: &Value) -> Option<(Digest, u64)> {
+    let digest = d.get("digest")?.as_str()?.parse().ok()?;
+    Some((digest, d.get("size")?.as_u64()?))
 }
 
 /// A signature's payload, bounded; a blob that is missing, too large or not what its

@@ -63,26 +63,11 @@ pub(super) async fn forward(
     req: &Request<Incoming>,
     body: Option<(reqwest::Body, Option<u64>)>,
 ) -> Result<reqwest::Response, std::io::Error> {
-    let q = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    let url = format!("{}{path}{q}", st.backend);
-    let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
-    let mut rb = st.client.request(m, url).timeout(Duration::from_secs(600));
-    for name in ["content-type", "accept", "range", "content-range"] {
-        if let Some(v) = header(req, name) {
-            rb = rb.header(name, v);
-        }
-    }
-    if let Some((b, len)) = body {
-        if let Some(len) = len {
-            rb = rb.header("content-length", len);
-        }
-        rb = rb.body(b);
-    }
-    rb.send().await.map_err(std::io::Error::other)
+    let copied: Vec<(&str, String)> = ["content-type", "accept", "range", "content-range"]
+        .into_iter()
+        .filter_map(|name| header(req, name).map(|v| (name, v.to_owned())))
+        .collect();
+    to_backend(st, method, path, query, body, &copied).await
 }
 
 /// The request's body as a stream to the backend: throttled to `knobs.throttle`, counted.
@@ -188,6 +173,20 @@ pub(super) async fn forward_req(
     body: Option<(reqwest::Body, Option<u64>)>,
     headers: &[(&str, String)],
 ) -> Result<reqwest::Response, std::io::Error> {
+    let mut all = vec![("content-type", "application/octet-stream".to_owned())];
+    all.extend(headers.iter().cloned());
+    to_backend(st, method, path, query, body, &all).await
+}
+
+/// One request to the backend, with these headers and, when given, this body and length.
+async fn to_backend(
+    st: &State,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<(reqwest::Body, Option<u64>)>,
+    headers: &[(&str, String)],
+) -> Result<reqwest::Response, std::io::Error> {
     let q = if query.is_empty() {
         String::new()
     } else {
@@ -196,7 +195,6 @@ pub(super) async fn forward_req(
     let url = format!("{}{path}{q}", st.backend);
     let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
     let mut rb = st.client.request(m, url).timeout(Duration::from_secs(600));
-    rb = rb.header("content-type", "application/octet-stream");
     for (k, v) in headers {
         rb = rb.header(*k, v.as_str());
     }
