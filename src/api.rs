@@ -57,6 +57,9 @@ pub struct RunView {
     pub counts: Counts,
     pub errors: Vec<String>,
     pub held: Vec<String>,
+    /// Gated tags copied, with what verified them.
+    #[serde(default)]
+    pub verified: Vec<String>,
     pub requested_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,

@@ -16,8 +16,8 @@ use crate::copy::{Copier, CopyShared, Failure, Guards, KeyedLocks, Progress, Rep
 use crate::model::{Digest, ErrorKind, RepoName, Tag};
 use crate::notify::Notifier;
 use crate::plan::{
-    plan_repo, select_repositories, Memory, NoMemory, PlanError, RepoPlan, RunOptions, Scope,
-    SourceReads,
+    plan_repo, select_repositories, Evidence, Memory, NoMemory, PlanError, RepoPlan, RunOptions,
+    Scope, SourceReads,
 };
 use crate::registry::Registry;
 use crate::state::{now_ms, Counts, Outcome, RunRecord, StateStore};
@@ -76,6 +76,8 @@ pub struct PolicyRun {
     pub failure_kinds: BTreeMap<(String, ErrorKind), u64>,
     /// Tags held back by promotion gates, with the reason.
     pub held: Vec<String>,
+    /// Gated tags copied, with the key or identity and the signature that verified them.
+    pub verified: Vec<String>,
     pub interrupted: bool,
     /// What a targeted run looked at (`push team/app:v1`); none for a full run.
     pub scope: Option<String>,
@@ -115,6 +117,7 @@ impl PolicyRun {
                 .collect(),
             self.held.iter().take(20).cloned().collect(),
         );
+        rec.verified = self.verified.iter().take(20).cloned().collect();
         rec.scope = self.scope.clone();
         rec
     }
@@ -339,6 +342,7 @@ impl Runner {
             failure_kinds: copier.failure_kinds(),
             failures,
             held: Vec::new(),
+            verified: Vec::new(),
             interrupted,
             scope: reach.describe(),
         };
@@ -346,6 +350,7 @@ impl Runner {
             run.interrupted |= r.interrupted;
             run.failures.extend(r.errors);
             run.held.extend(r.held);
+            run.verified.extend(r.verified);
         }
         self.record_and_notify(&run, &state);
         run
@@ -501,6 +506,14 @@ impl Memory for StateMemory<'_> {
     }
     fn remember_filtered(&self, key: &str, digest: &Digest) {
         self.0.remember_filtered_index(key, digest);
+    }
+    fn verified(&self, key: &str) -> Option<(Evidence, u64)> {
+        let (at, bytes) = self.0.verification(key)?;
+        Some((serde_json::from_slice(&bytes).ok()?, at))
+    }
+    fn remember_verified(&self, key: &str, evidence: &Evidence) {
+        let bytes = serde_json::to_vec(evidence).expect("evidence serializes");
+        self.0.remember_verification(key, now_ms(), &bytes);
     }
     fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
         self.0

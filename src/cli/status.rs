@@ -135,6 +135,9 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         for h in r.held.iter().take(5) {
             println!("    held: {h}");
         }
+        for v in r.verified.iter().take(5) {
+            println!("    verified: {v}");
+        }
     }
     if !doc.pending_events.is_empty() {
         println!("\nevents pending ({} in all):", doc.pending_events_total);

@@ -2,16 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::check::{positive, rate};
-use super::diag::Sink;
+use super::diag::{Diagnostic, Sink};
 use super::raw::RawConfig;
 use super::schedule;
 use crate::model::ByteSize;
 use crate::model::Secret;
+use crate::verify::TrustedRoot;
 
 pub struct DaemonSettings {
     pub state_dir: PathBuf,
@@ -29,6 +31,9 @@ pub struct DaemonSettings {
     pub max_pending_events: usize,
     /// Runs kept per policy in the state store; older ones are pruned as new ones are recorded.
     pub run_history: usize,
+    /// `sigstore_trusted_root`: the Fulcio CAs and Rekor keys keyless signatures and
+    /// `require_tlog` are checked against, offline.
+    pub trusted_root: Option<Arc<TrustedRoot>>,
 }
 
 const DEFAULT_CONFIG_DIR_POLICIES: &str = "policies";
@@ -49,6 +54,7 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         api_token: None,
         max_pending_events: 10_000,
         run_history: 50,
+        trusted_root: None,
     };
     out.api_token = api_token(d, base, sink);
     if let Some(n) = &d.max_pending_events {
@@ -102,7 +108,44 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         .bandwidth_limit
         .as_ref()
         .and_then(|b| rate(b, "daemon.bandwidth_limit", sink));
+    out.trusted_root = d
+        .sigstore_trusted_root
+        .as_ref()
+        .and_then(|p| trusted_root(p, base, sink));
     out
+}
+
+/// The trusted root, parsed once; a problem inside it is reported at its own line and
+/// column, a file that cannot be read at the config entry naming it.
+fn trusted_root(path: &Spanned<String>, base: &Path, sink: &mut Sink) -> Option<Arc<TrustedRoot>> {
+    let file = base.join(path.get_ref());
+    let text = match super::read_bounded(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            sink.err(
+                path.span(),
+                format!("daemon.sigstore_trusted_root: {}: {e}", file.display()),
+            );
+            return None;
+        }
+    };
+    match TrustedRoot::parse(&text) {
+        Ok(root) => Some(Arc::new(root)),
+        Err(e) => {
+            let msg = format!("daemon.sigstore_trusted_root: {}", e.msg);
+            sink.out.push(if e.line == 0 {
+                Diagnostic::file(&file, msg)
+            } else {
+                Diagnostic {
+                    file: file.clone(),
+                    line: e.line,
+                    col: e.col,
+                    msg,
+                }
+            });
+            None
+        }
+    }
 }
 
 /// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).

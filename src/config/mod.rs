@@ -75,6 +75,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         &daemon.policies_dir,
         &raw.registries,
         &mut registries,
+        daemon.trusted_root.as_ref(),
         &mut diags,
     );
     flows::check(&policies, &places, &registries, &mut diags, &mut warnings);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSetBuilder};
@@ -19,6 +20,7 @@ use super::types::{
     render_template, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger,
 };
 use crate::model::RepoName;
+use crate::verify::TrustedRoot;
 
 /// Policy files in name order, so diagnostics and runs come out in a stable order.
 fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -36,6 +38,7 @@ pub(super) fn load_policies(
     dir: &Path,
     named: &BTreeMap<String, Spanned<RawRegistry>>,
     registries: &mut BTreeMap<String, RegistrySpec>,
+    root: Option<&Arc<TrustedRoot>>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<Policy>, Vec<Diagnostic>) {
     let files = match policy_files(dir) {
@@ -84,7 +87,7 @@ pub(super) fn load_policies(
                 continue;
             }
             seen.insert(name, here.clone());
-            if let Some(mut p) = policy(raw.get_ref(), &file, named, registries, &mut sink) {
+            if let Some(mut p) = policy(raw.get_ref(), &file, named, registries, root, &mut sink) {
                 // A table's span may be its header alone: the text runs to the next policy.
                 let end = parsed
                     .policy
@@ -127,6 +130,7 @@ fn policy(
     file: &Path,
     named: &BTreeMap<String, Spanned<RawRegistry>>,
     registries: &mut BTreeMap<String, RegistrySpec>,
+    root: Option<&Arc<TrustedRoot>>,
     sink: &mut Sink,
 ) -> Option<Policy> {
     let name = raw.name.get_ref().clone();
@@ -294,10 +298,9 @@ fn policy(
             ),
         }
     }
-    let require = raw
-        .require
-        .as_ref()
-        .map_or_else(Require::default, |r| require::require(r, file, sink, &ctx));
+    let require = raw.require.as_ref().map_or_else(Require::default, |r| {
+        require::require(r, file, root, sink, &ctx)
+    });
     let max_delete = match raw.max_delete.as_ref().map(|m| (m.span(), m.get_ref())) {
         None => MaxDelete::Percent(10.0),
         Some((_, toml::Value::Integer(n))) if *n >= 0 => MaxDelete::Count(*n as usize),

@@ -58,6 +58,7 @@ pub(super) struct RawDaemon {
     pub api_token_file: Option<S<String>>,
     pub max_pending_events: Option<S<i64>>,
     pub run_history: Option<S<i64>>,
+    pub sigstore_trusted_root: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -117,10 +118,21 @@ pub(super) struct RawPolicy {
 pub(super) struct RawRequire {
     pub signature: Option<S<bool>>,
     pub signed_by: Option<S<Vec<S<String>>>>,
+    pub signer: Option<Vec<RawSigner>>,
+    pub require_tlog: Option<S<bool>>,
     pub attestation: Option<Vec<RawAttestation>>,
     pub min_age: Option<S<String>>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// `[[policy.require.signer]]`: a keyless (Sigstore) identity.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSigner {
+    pub issuer: S<String>,
+    pub identity: Option<S<String>>,
+    pub identity_regex: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +151,7 @@ pub(super) struct RawTags {
 pub(super) struct RawAttestation {
     pub predicate_type: S<String>,
     pub signed_by: Option<S<Vec<S<String>>>>,
+    pub signer: Option<Vec<RawSigner>>,
     #[serde(rename = "match", default)]
     pub matches: BTreeMap<String, String>,
 }

@@ -8,7 +8,7 @@ use globset::GlobSet;
 use regex::Regex;
 
 use crate::model::{Invalid, RepoName};
-use crate::verify::TrustedKey;
+use crate::verify::Trust;
 
 pub struct Policy {
     pub name: String,
@@ -57,9 +57,9 @@ impl std::fmt::Display for Platform {
 /// Promotion gates: an image that fails one is held back, with the reason in plan and status.
 #[derive(Clone, Debug, Default)]
 pub struct Require {
-    /// Keys one signature on the exact digest must verify under (`signed_by`); the gate
-    /// `signature = true` is this, since presence alone proves nothing.
-    pub signed_by: Vec<SignedBy>,
+    /// Whom one signature on the exact digest must be from (`signed_by` keys, `signer`
+    /// identities); the gate `signature = true` is this, since presence alone proves nothing.
+    pub signature: Trust,
     pub min_age: Option<Duration>,
     pub annotations: BTreeMap<String, String>,
     /// `[[policy.require.attestation]]`: each must be met by a signed in-toto statement.
@@ -67,8 +67,27 @@ pub struct Require {
 }
 
 impl Require {
+    /// Everything the signature and attestation gates trust and ask: a verification
+    /// recorded under one fingerprint says nothing under another.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.signature.fingerprint());
+        for a in &self.attestations {
+            h.update(format!("\n{}\t{}", a.predicate_type, a.trust.fingerprint()));
+            for (pointer, want) in &a.matches {
+                let want = match want {
+                    Want::Exact(s) => format!("={s}"),
+                    Want::Regex(r) => format!("~{}", r.as_str()),
+                };
+                h.update(format!("\t{pointer}{want}"));
+            }
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+
     pub fn any(&self) -> bool {
-        !self.signed_by.is_empty()
+        self.signature.any()
             || self.min_age.is_some()
             || !self.annotations.is_empty()
             || !self.attestations.is_empty()
@@ -76,11 +95,11 @@ impl Require {
 }
 
 /// An attestation a promoted image must carry: a statement of `predicate_type` about its
-/// digest, signed under one of `signed_by`, whose predicate has each `matches` value.
+/// digest, signed as `trust` asks, whose predicate has each `matches` value.
 #[derive(Clone, Debug)]
 pub struct AttestationRule {
     pub predicate_type: String,
-    pub signed_by: Vec<SignedBy>,
+    pub trust: Trust,
     /// JSON pointer into the predicate, and what the string there must be.
     pub matches: Vec<(String, Want)>,
 }
@@ -99,13 +118,6 @@ impl Want {
             Want::Regex(r) => r.is_match(got),
         }
     }
-}
-
-/// A key of `signed_by`, and the file it came from (for messages).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedBy {
-    pub file: PathBuf,
-    pub key: TrustedKey,
 }
 
 /// How many target tags one run may delete before it refuses (unless forced).

@@ -21,6 +21,8 @@ pub struct RepoReport {
     pub errors: Vec<Failure>,
     /// Tags held back by promotion gates, with the reason.
     pub held: Vec<String>,
+    /// Tags a gate verified and that were copied, with what verified them.
+    pub verified: Vec<String>,
     pub interrupted: bool,
 }
 
@@ -130,7 +132,15 @@ impl Copier {
         for (t, o) in outcomes {
             match o {
                 TagOutcome::Interrupted => report.interrupted = true,
-                TagOutcome::Copied | TagOutcome::Conflict => {}
+                TagOutcome::Copied => {
+                    if let Some(e) = &t.verified {
+                        report.verified.push(format!(
+                            "{}:{} → {}: {e}",
+                            plan.source_repository, t.tag, plan.target
+                        ));
+                    }
+                }
+                TagOutcome::Conflict => {}
                 TagOutcome::Failed(e) => {
                     let place = format!(
                         "{}:{} → {}/{}",

@@ -37,6 +37,7 @@ impl RunBook {
                 counts: Counts::default(),
                 errors: vec![],
                 held: vec![],
+                verified: vec![],
                 requested_ms: now_ms(),
                 finished_ms: None,
             },
@@ -75,35 +76,26 @@ impl RunBook {
     pub fn finished(&self, ids: &[u64], run: &PolicyRun) {
         self.end(
             ids,
-            run.outcome(),
-            run.counts(),
-            run.errors(),
-            run.held.clone(),
+            Ended {
+                outcome: run.outcome(),
+                counts: run.counts(),
+                errors: run.errors(),
+                held: run.held.clone(),
+                verified: run.verified.clone(),
+            },
         );
     }
 
     /// End runs that will not happen (their policy was removed by a reload).
     pub fn abandoned(&self, ids: &[u64], why: &str) {
-        self.end(
-            ids,
-            Outcome::Failed,
-            Counts::default(),
-            vec![why.to_owned()],
-            vec![],
-        );
+        self.end(ids, Ended::without(Outcome::Failed, why));
     }
 
     /// End runs this cluster member will not do: their policy moved to another member, which
     /// finds the request waiting in etcd.
     pub fn moved(&self, ids: &[u64]) {
-        let why = "the policy moved to another cluster member, which runs this request".to_owned();
-        self.end(
-            ids,
-            Outcome::Interrupted,
-            Counts::default(),
-            vec![why],
-            vec![],
-        );
+        let why = "the policy moved to another cluster member, which runs this request";
+        self.end(ids, Ended::without(Outcome::Interrupted, why));
     }
 
     /// A run asked for here was done by the cluster member that owns its policy: its result
@@ -111,34 +103,57 @@ impl RunBook {
     pub fn apply_remote(&self, id: u64, view: &[u8]) {
         match serde_json::from_slice::<RunView>(view) {
             Ok(v) => {
-                let outcome = v.outcome.unwrap_or(Outcome::Failed);
-                self.end(&[id], outcome, v.counts, v.errors, v.held);
+                let ended = Ended {
+                    outcome: v.outcome.unwrap_or(Outcome::Failed),
+                    counts: v.counts,
+                    errors: v.errors,
+                    held: v.held,
+                    verified: v.verified,
+                };
+                self.end(&[id], ended);
             }
             Err(e) => {
                 let why = format!("the member that ran it sent an unreadable report: {e}");
-                self.end(&[id], Outcome::Failed, Counts::default(), vec![why], vec![]);
+                self.end(&[id], Ended::without(Outcome::Failed, &why));
             }
         }
     }
 
-    fn end(
-        &self,
-        ids: &[u64],
-        outcome: Outcome,
-        counts: Counts,
-        errors: Vec<String>,
-        held: Vec<String>,
-    ) {
+    fn end(&self, ids: &[u64], e: Ended) {
+        let listed = |l: &[String]| l.iter().take(LISTED).cloned().collect();
         let mut g = self.inner.lock().expect("lock poisoned");
         for id in ids {
             if let Some(v) = g.1.get_mut(id) {
                 v.state = RunState::Done;
-                v.outcome = Some(outcome);
-                v.counts = counts.clone();
-                v.errors = errors.iter().take(LISTED).cloned().collect();
-                v.held = held.iter().take(LISTED).cloned().collect();
+                v.outcome = Some(e.outcome);
+                v.counts = e.counts.clone();
+                v.errors = listed(&e.errors);
+                v.held = listed(&e.held);
+                v.verified = listed(&e.verified);
                 v.finished_ms = Some(now_ms());
             }
+        }
+    }
+}
+
+/// How a run asked for over the API ended.
+struct Ended {
+    outcome: Outcome,
+    counts: Counts,
+    errors: Vec<String>,
+    held: Vec<String>,
+    verified: Vec<String>,
+}
+
+impl Ended {
+    /// A run that did nothing, and why.
+    fn without(outcome: Outcome, why: &str) -> Self {
+        Ended {
+            outcome,
+            counts: Counts::default(),
+            errors: vec![why.to_owned()],
+            held: vec![],
+            verified: vec![],
         }
     }
 }

@@ -142,7 +142,7 @@ pub async fn policy_loop(
             .instrument(info_span!("run", policy = name))
             .await;
         let run = match claimed {
-            Claimed::Ran { run, .. } => run,
+            Claimed::Ran { run, .. } => *run,
             Claimed::Elsewhere => {
                 // Another member holds it: that member runs it on the same schedule.
                 debug!(

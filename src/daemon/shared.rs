@@ -49,9 +49,9 @@ pub enum NoLoop {
 pub(super) enum Claimed {
     /// In a cluster, another member holds the policy: it runs the work.
     Elsewhere,
-    /// It ran here. `moved`: the claim was cancelled without a stop (the policy moved to
+    /// It ran here (boxed: a run is large beside `Elsewhere`). `moved`: the claim was cancelled without a stop (the policy moved to
     /// another member mid-run).
-    Ran { run: PolicyRun, moved: bool },
+    Ran { run: Box<PolicyRun>, moved: bool },
 }
 
 impl Shared {
@@ -138,7 +138,7 @@ impl Shared {
         drop(claim);
         self.runs.finished(ids, &run);
         Claimed::Ran {
-            run,
+            run: Box::new(run),
             moved: cancel.is_cancelled() && !stop.is_cancelled(),
         }
     }

@@ -11,7 +11,7 @@ use super::PlanError;
 use crate::config::AttestationRule;
 use crate::model::{Digest, RepoName, Tag};
 use crate::verify::dsse::{self, Statement};
-use crate::verify::{bundle, Evidence, Finding, Tally, TrustedKey};
+use crate::verify::{bundle, Evidence, Finding, Material, Tally, Verifier};
 
 const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
 
@@ -26,15 +26,15 @@ pub(super) async fn attested(
     subject: &Digest,
     rule: &AttestationRule,
 ) -> Result<Result<Evidence, String>, PlanError> {
-    let keys: Vec<TrustedKey> = rule.signed_by.iter().map(|s| s.key.clone()).collect();
+    let trust = &rule.trust;
     let mut tally = Tally::default();
-    let mut judge = |found: Result<(String, Option<Statement>), Finding>, sig: &Digest| {
+    let mut judge = |found: Result<(Verifier, Option<Statement>), Finding>, sig: &Digest| {
         let f = match found {
-            Ok((key, Some(st))) if st.predicate_type == rule.predicate_type => {
+            Ok((by, Some(st))) if st.predicate_type == rule.predicate_type => {
                 match mismatch(rule, &st.predicate) {
                     None => {
                         return Some(Evidence {
-                            key,
+                            by,
                             signature: sig.clone(),
                         })
                     }
@@ -70,7 +70,13 @@ pub(super) async fn attested(
                     Err(why) => Err(Finding::NotSignature(why)),
                     Ok(b) => match serde_json::from_slice::<Value>(&b) {
                         Err(_) => Err(Finding::NotSignature("an envelope that is not JSON".into())),
-                        Ok(env) => dsse::check(&env, subject, &keys).map(|(k, st)| (k, Some(st))),
+                        Ok(env) => dsse::check(
+                            &env,
+                            subject,
+                            trust,
+                            &Material::from_annotations(l.get("annotations")),
+                        )
+                        .map(|(by, st)| (by, Some(st))),
                     },
                 };
                 if let Some(e) = judge(found, &m.digest) {
@@ -91,18 +97,14 @@ pub(super) async fn attested(
         {
             continue;
         }
-        let found = bundle_check(source, repo, &v, subject, &keys).await?;
+        let found = bundle_check(source, repo, &v, subject, trust).await?;
         if let Some(e) = judge(found, &m.digest) {
             return Ok(Ok(e));
         }
     }
-    Ok(Err(tally.reason().replacen(
-        "no signature verifies under signed_by",
-        &format!(
-            "no attestation of {} verifies under its signed_by",
-            rule.predicate_type
-        ),
-        1,
+    Ok(Err(tally.reason(
+        &format!("attestation of {}", rule.predicate_type),
+        trust.under(),
     )))
 }
 

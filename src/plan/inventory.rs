@@ -207,15 +207,21 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
         // Signatures, SBOMs and attestations of every image copied come along, whatever the
         // tag rules say: tag schemes first (all registries), then the OCI 1.1 API.
         // Only images the target gets (or has): never those held back or in conflict.
-        let subjects: Vec<Digest> = resolved
-            .iter()
-            .filter(|r| {
-                !held.contains_key(&r.tag)
-                    && tag_action(&r.source, r.target.as_ref(), policy.overwrite)
-                        != TagAction::Conflict
-            })
-            .map(|r| r.original.clone())
-            .collect();
+        let mut subjects: Vec<Digest> = Vec::new();
+        for r in resolved.iter().filter(|r| {
+            !held.contains_key(&r.tag)
+                && tag_action(&r.source, r.target.as_ref(), policy.overwrite) != TagAction::Conflict
+        }) {
+            subjects.push(r.original.clone());
+            // A filtered index is a new digest nobody signed; its kept children are the
+            // source's own images, so their signatures (`cosign sign --recursive`) come
+            // along for consumers verifying on the target. A dropped child's do not.
+            if let Some(m) = r.pulled.as_ref().filter(|_| r.source != r.original) {
+                if let Ok(refs) = manifest_references(&m.media_type, &m.bytes) {
+                    subjects.extend(refs.manifests.into_iter().map(|(d, _)| d));
+                }
+            }
+        }
         let have: HashSet<Tag> = resolved.iter().map(|r| r.tag.clone()).collect();
         let extra: Vec<Tag> = src_tags
             .iter()

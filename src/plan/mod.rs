@@ -22,7 +22,7 @@ pub use referrers::fallback_tag;
 use serde::Serialize;
 
 use crate::model::{ByteSize, Digest, RepoName, Tag};
-use crate::verify::Evidence;
+pub use crate::verify::Evidence;
 
 /// What a run may do beyond the policy: delete past `max_delete`, ask the target about
 /// every tag instead of trusting what ferry remembers writing.
@@ -97,6 +97,9 @@ pub trait Memory: Sync {
     /// The filtered index made from a source index before (key: digest and platforms).
     fn filtered(&self, key: &str) -> Option<Digest>;
     fn remember_filtered(&self, key: &str, digest: &Digest);
+    /// What verified `key` (a source digest under one gate fingerprint), and when (Unix ms).
+    fn verified(&self, key: &str) -> Option<(Evidence, u64)>;
+    fn remember_verified(&self, key: &str, evidence: &Evidence);
     /// What `target`'s `repo:tag` was last written or seen as: (source digest, target digest,
     /// when in Unix ms).
     fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)>;
@@ -129,6 +132,10 @@ impl Memory for NoMemory {
         None
     }
     fn remember_filtered(&self, _: &str, _: &Digest) {}
+    fn verified(&self, _: &str) -> Option<(Evidence, u64)> {
+        None
+    }
+    fn remember_verified(&self, _: &str, _: &Evidence) {}
     fn written(&self, _: &str, _: &RepoName, _: &Tag) -> Option<(Digest, Digest, u64)> {
         None
     }

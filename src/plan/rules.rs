@@ -12,7 +12,7 @@ use crate::model::{
     manifest_kind, manifest_references, now_ms, Digest, ManifestKind, RepoName, Tag,
 };
 use crate::registry::{PulledManifest, Registry};
-use crate::verify::{Evidence, TrustedKey};
+use crate::verify::Evidence;
 
 /// What planning one repository works with.
 pub(super) struct Ctx<'a> {
@@ -132,11 +132,56 @@ pub(super) async fn gate(
             )));
         }
     }
+    let evidence = match signed(ctx, src_tags, r).await? {
+        Ok(e) => e,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if !req.annotations.is_empty() {
+        let found = annotations(ctx, r).await?;
+        for (k, want) in &req.annotations {
+            match found.get(k) {
+                Some(v) if v == want => {}
+                Some(v) => {
+                    return Ok(Err(format!(
+                        "annotation {k} is {v:?}, require.annotations wants {want:?}"
+                    )))
+                }
+                None => return Ok(Err(format!("no annotation {k} (require.annotations)"))),
+            }
+        }
+    }
+    Ok(Ok(evidence))
+}
+
+/// The signature and attestation gates: what verified `r.original`, read from the record of
+/// an earlier verification under the same trust when it is younger than `verify_interval`
+/// (a no-op run reads no signatures; a changed key, signer or root re-verifies).
+async fn signed(
+    ctx: &Ctx<'_>,
+    src_tags: &[Tag],
+    r: &Resolved,
+) -> Result<Result<Option<Evidence>, String>, PlanError> {
+    let req = &ctx.policy.require;
+    if !req.signature.any() && req.attestations.is_empty() {
+        return Ok(Ok(None));
+    }
+    let key = format!(
+        "{}/{}@{}#{}",
+        ctx.source.name(),
+        ctx.src,
+        r.original,
+        req.fingerprint()
+    );
+    if let Some((e, at)) = ctx.memory.verified(&key) {
+        if now_ms().saturating_sub(at) < ctx.policy.verify_interval.as_millis() as u64 {
+            return Ok(Ok(Some(e)));
+        }
+    }
     let mut evidence = None;
-    if !req.signed_by.is_empty() {
+    if req.signature.any() {
         // The digest the source tag points at: for a filtered index, the original.
-        let keys: Vec<TrustedKey> = req.signed_by.iter().map(|s| s.key.clone()).collect();
-        match signatures::verified(ctx.source, &ctx.src, src_tags, &r.original, &keys).await? {
+        let trust = &req.signature;
+        match signatures::verified(ctx.source, &ctx.src, src_tags, &r.original, trust).await? {
             Ok(e) => evidence = Some(e),
             Err(reason) => return Ok(Err(reason)),
         }
@@ -151,19 +196,8 @@ pub(super) async fn gate(
             Err(reason) => return Ok(Err(reason)),
         }
     }
-    if !req.annotations.is_empty() {
-        let found = annotations(ctx, r).await?;
-        for (k, want) in &req.annotations {
-            match found.get(k) {
-                Some(v) if v == want => {}
-                Some(v) => {
-                    return Ok(Err(format!(
-                        "annotation {k} is {v:?}, require.annotations wants {want:?}"
-                    )))
-                }
-                None => return Ok(Err(format!("no annotation {k} (require.annotations)"))),
-            }
-        }
+    if let Some(e) = &evidence {
+        ctx.memory.remember_verified(&key, e);
     }
     Ok(Ok(evidence))
 }

@@ -12,10 +12,10 @@ use crate::model::{Digest, RepoName, Tag};
 use crate::registry::{PulledManifest, RegistryError};
 use crate::verify::dsse::Statement;
 use crate::verify::{
-    bundle, legacy, sig_tag, Evidence, Finding, Tally, TrustedKey, MAX_SIGNATURE_BLOB,
+    bundle, legacy, sig_tag, Evidence, Finding, Tally, Trust, Verifier, MAX_SIGNATURE_BLOB,
 };
 
-/// The evidence that `subject` is signed under one of `keys`, or why not. Every format
+/// The evidence that `subject` is signed as `trust` asks, or why not. Every format
 /// counts alike: the legacy `.sig` tag, cosign v3 bundles and cosign v2 OCI 1.1 signatures
 /// among the referrers (API or fallback tag).
 ///
@@ -27,15 +27,15 @@ pub(super) async fn verified(
     repo: &RepoName,
     src_tags: &[Tag],
     subject: &Digest,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<Result<Evidence, String>, PlanError> {
     let mut tally = Tally::default();
     let tag = sig_tag(subject);
     if src_tags.iter().any(|t| t.as_str() == tag) {
         if let Some(m) = source.get_manifest(repo, &tag).await? {
-            if let Some(key) = simple_signing(source, repo, &m, subject, keys, &mut tally).await? {
+            if let Some(by) = simple_signing(source, repo, &m, subject, trust, &mut tally).await? {
                 return Ok(Ok(Evidence {
-                    key,
+                    by,
                     signature: m.digest,
                 }));
             }
@@ -53,35 +53,35 @@ pub(super) async fn verified(
             continue;
         }
         let found = match v.get("artifactType").and_then(Value::as_str) {
-            Some(bundle::BUNDLE) => bundled(source, repo, &v, subject, keys, &mut tally).await?,
+            Some(bundle::BUNDLE) => bundled(source, repo, &v, subject, trust, &mut tally).await?,
             Some(COSIGN_V2_SIG) => {
-                simple_signing(source, repo, &m, subject, keys, &mut tally).await?
+                simple_signing(source, repo, &m, subject, trust, &mut tally).await?
             }
             _ => continue, // an SBOM, a scan: not a signature, and not counted as one
         };
-        if let Some(key) = found {
+        if let Some(by) = found {
             return Ok(Ok(Evidence {
-                key,
+                by,
                 signature: m.digest,
             }));
         }
     }
-    Ok(Err(tally.reason()))
+    Ok(Err(tally.reason("signature", trust.under())))
 }
 
 /// cosign v2's signature referrers (`--registry-referrers-mode=oci-1-1`): the legacy layers.
 const COSIGN_V2_SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
-/// A manifest of simple-signing layers (a `.sig` tag, a cosign v2 referrer): the fingerprint
-/// of the key one of them verifies under.
+/// A manifest of simple-signing layers (a `.sig` tag, a cosign v2 referrer): who made the
+/// first of them that verifies.
 async fn simple_signing(
     source: &SourceReads<'_>,
     repo: &RepoName,
     m: &PulledManifest,
     subject: &Digest,
-    keys: &[TrustedKey],
+    trust: &Trust,
     tally: &mut Tally,
-) -> Result<Option<String>, PlanError> {
+) -> Result<Option<Verifier>, PlanError> {
     let layers = match legacy::layers(&m.bytes) {
         Ok(l) => l,
         Err(why) => {
@@ -94,11 +94,11 @@ async fn simple_signing(
             Err(why) => Finding::NotSignature(why),
             Ok(l) => match payload(source, repo, &l.digest, l.size).await? {
                 Err(why) => Finding::NotSignature(why),
-                Ok(p) => legacy::check(&l, &p, subject, keys),
+                Ok(p) => legacy::check(&l, &p, subject, trust),
             },
         };
-        if let Finding::Verified(key) = f {
-            return Ok(Some(key));
+        if let Finding::Verified(by) = f {
+            return Ok(Some(by));
         }
         tally.add(&f);
     }
@@ -106,16 +106,16 @@ async fn simple_signing(
 }
 
 /// A cosign v3 bundle referrer: its one bundle layer, a message signature over the image
-/// manifest or a DSSE statement of `cosign sign`'s predicate type: the key's fingerprint.
+/// manifest or a DSSE statement of `cosign sign`'s predicate type: who made it.
 async fn bundled(
     source: &SourceReads<'_>,
     repo: &RepoName,
     manifest: &Value,
     subject: &Digest,
-    keys: &[TrustedKey],
+    trust: &Trust,
     tally: &mut Tally,
-) -> Result<Option<String>, PlanError> {
-    match bundle_check(source, repo, manifest, subject, keys).await? {
+) -> Result<Option<Verifier>, PlanError> {
+    match bundle_check(source, repo, manifest, subject, trust).await? {
         Ok((_, Some(st))) if st.predicate_type != bundle::COSIGN_SIGN => {
             // An attestation: evidence for `require.attestation`, not a signature.
             tally.add(&Finding::NotSignature(format!(
@@ -124,7 +124,7 @@ async fn bundled(
             )));
             Ok(None)
         }
-        Ok((key, _)) => Ok(Some(key)),
+        Ok((by, _)) => Ok(Some(by)),
         Err(f) => {
             tally.add(&f);
             Ok(None)
@@ -132,15 +132,15 @@ async fn bundled(
     }
 }
 
-/// Read a bundle referrer's one layer (bounded) and check it: the key's fingerprint, and the
+/// Read a bundle referrer's one layer (bounded) and check it: who made it, and the
 /// statement when it is DSSE.
 pub(super) async fn bundle_check(
     source: &SourceReads<'_>,
     repo: &RepoName,
     manifest: &Value,
     subject: &Digest,
-    keys: &[TrustedKey],
-) -> Result<Result<(String, Option<Statement>), Finding>, PlanError> {
+    trust: &Trust,
+) -> Result<Result<(Verifier, Option<Statement>), Finding>, PlanError> {
     let Some((digest, size)) = manifest.pointer("/layers/0").and_then(digest_and_size) else {
         return Ok(Err(Finding::NotSignature(
             "a bundle manifest without a layer".into(),
@@ -153,7 +153,7 @@ pub(super) async fn bundle_check(
     let Some(image) = source.get_manifest(repo, subject.as_str()).await? else {
         return Ok(Err(Finding::NotSignature("its subject is gone".into())));
     };
-    Ok(bundle::check(&body, subject, &image.bytes, keys))
+    Ok(bundle::check(&body, subject, &image.bytes, trust))
 }
 
 /// A descriptor's digest and size, when it has both and the digest is one.

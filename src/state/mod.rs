@@ -58,6 +58,8 @@ const FIRST_SEEN: &str =
     "require.min_age first-seen times are not kept: gated images count their age from now";
 const FILTERED: &str =
     "platform-filtered indexes are not remembered: they are rebuilt from their source index";
+const VERIFIED: &str =
+    "signature verifications are not remembered: gated tags are verified again on every run";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -350,6 +352,20 @@ impl StateStore {
     pub fn filtered_index(&self, key: &str) -> Option<Digest> {
         let v = self.lost(self.memo.get(format!("filtered:{key}")), FILTERED)?;
         String::from_utf8(v.to_vec()).ok()?.parse().ok()
+    }
+
+    /// A gate's verification of a digest, as the caller wrote it, and when (Unix ms).
+    pub fn verification(&self, key: &str) -> Option<(u64, Vec<u8>)> {
+        let v = self.lost(self.memo.get(format!("verified:{key}")), VERIFIED)?;
+        let (at, rest) = v.split_first_chunk::<8>()?;
+        Some((u64::from_be_bytes(*at), rest.to_vec()))
+    }
+
+    pub fn remember_verification(&self, key: &str, at_ms: u64, record: &[u8]) {
+        let mut v = at_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(record);
+        let saved = self.memo.insert(format!("verified:{key}"), v);
+        self.lost(saved.map(drop), VERIFIED);
     }
 
     pub fn remember_filtered_index(&self, key: &str, digest: &Digest) {

@@ -93,6 +93,9 @@ pub struct RunRecord {
     /// Tags held back by promotion gates, with the reason.
     #[serde(default)]
     pub held: Vec<String>,
+    /// Gated tags copied, with what verified them (key or identity, signature digest).
+    #[serde(default)]
+    pub verified: Vec<String>,
     /// A targeted run's repository (and tag), e.g. `push team/app:v1`; none for a full run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -170,6 +173,7 @@ impl RunRecord {
             targets,
             errors,
             held,
+            verified: Vec::new(),
             scope: None,
         }
     }

@@ -1,13 +1,13 @@
 //! Sigstore bundles (v0.3, what cosign v3 attaches as a referrer): a `messageSignature` over
 //! the image manifest's bytes, or a `dsseEnvelope` around an in-toto statement about it.
-//! Checked here with keys; keyless (a Fulcio certificate and a transparency-log entry) is
-//! not verified yet, and such a bundle counts as "by an unknown key".
+//! Its `verificationMaterial` holds a key hint, or a Fulcio certificate and the log entry.
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use super::dsse::{self, Statement};
-use super::{Finding, TrustedKey};
+use super::tlog::Signed;
+use super::{Finding, Material, Trust, Verifier};
 use crate::model::Digest;
 
 /// The artifact type of a cosign v3 bundle referrer.
@@ -15,8 +15,8 @@ pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// What `cosign sign` states in a DSSE bundle (not an attestation).
 pub const COSIGN_SIGN: &str = "https://sigstore.dev/cosign/sign/v1";
 
-/// Check a bundle's bytes about `subject` (whose manifest bytes are `subject_bytes`): the key
-/// fingerprint, and the statement for DSSE.
+/// Check a bundle's bytes about `subject` (whose manifest bytes are `subject_bytes`): who
+/// signed it, and the statement for DSSE.
 ///
 /// # Errors
 /// The finding to count.
@@ -24,8 +24,8 @@ pub fn check(
     bundle: &[u8],
     subject: &Digest,
     subject_bytes: &[u8],
-    keys: &[TrustedKey],
-) -> Result<(String, Option<Statement>), Finding> {
+    trust: &Trust,
+) -> Result<(Verifier, Option<Statement>), Finding> {
     let not = |why: &str| Finding::NotSignature(why.to_owned());
     let b: Value = serde_json::from_slice(bundle).map_err(|_| not("a bundle that is not JSON"))?;
     if !b
@@ -35,9 +35,10 @@ pub fn check(
     {
         return Err(not("a bundle without a Sigstore bundle mediaType"));
     }
+    let material = Material::from_bundle(&b);
     if let Some(env) = b.get("dsseEnvelope") {
-        let (key, st) = dsse::check(env, subject, keys)?;
-        return Ok((key, Some(st)));
+        let (by, st) = dsse::check(env, subject, trust, &material)?;
+        return Ok((by, Some(st)));
     }
     let ms = b
         .get("messageSignature")
@@ -52,12 +53,14 @@ pub fn check(
         .pointer("/messageDigest/digest")
         .and_then(Value::as_str)
         .and_then(|s| b64.decode(s).ok());
-    let key = keys
-        .iter()
-        .find(|k| k.verifies(subject_bytes, &sig))
-        .ok_or(Finding::UnknownKey)?;
+    let by = trust.judge(
+        subject_bytes,
+        &sig,
+        Signed::Message(subject_bytes),
+        &material,
+    )?;
     match digest {
-        Some(d) if hex::encode(&d) == subject.hex() => Ok((key.fingerprint.clone(), None)),
+        Some(d) if hex::encode(&d) == subject.hex() => Ok((by, None)),
         _ => Err(Finding::OtherDigest),
     }
 }

@@ -5,7 +5,8 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{Finding, TrustedKey};
+use super::tlog::Signed;
+use super::{Finding, Material, Trust, Verifier};
 use crate::model::Digest;
 
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
@@ -29,16 +30,18 @@ pub struct Statement {
     pub predicate: Value,
 }
 
-/// Check an envelope (`{payload, payloadType, signatures: [{sig}]}`) under `keys`, and that
-/// its statement is about `subject`. `Ok` carries the key's fingerprint and the statement.
+/// Check an envelope (`{payload, payloadType, signatures: [{sig}]}`) under `trust`, with the
+/// certificate and log entry that came with it, and that its statement is about `subject`.
+/// `Ok` carries who signed it and the statement.
 ///
 /// # Errors
 /// The finding to count when it does not verify.
 pub fn check(
     envelope: &Value,
     subject: &Digest,
-    keys: &[TrustedKey],
-) -> Result<(String, Statement), Finding> {
+    trust: &Trust,
+    material: &Material,
+) -> Result<(Verifier, Statement), Finding> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let not = |why: &str| Finding::NotSignature(why.to_owned());
     let payload_type = envelope
@@ -55,12 +58,26 @@ pub fn check(
         .and_then(Value::as_array)
         .ok_or_else(|| not("a DSSE envelope without signatures"))?;
     let message = pae(payload_type, &body);
-    let key = sigs
+    // The first signature that verifies decides; the best finding otherwise (a genuine
+    // keyless signature by the wrong identity says more than "unknown key").
+    let mut best = Finding::UnknownKey;
+    let mut by = None;
+    for sig in sigs
         .iter()
+        .take(16)
         .filter_map(|s| s.get("sig").and_then(Value::as_str))
         .filter_map(|s| b64.decode(s).ok())
-        .find_map(|sig| keys.iter().find(|k| k.verifies(&message, &sig)))
-        .ok_or(Finding::UnknownKey)?;
+    {
+        match trust.judge(&message, &sig, Signed::Dsse(&body), material) {
+            Ok(v) => {
+                by = Some(v);
+                break;
+            }
+            Err(Finding::UnknownKey) => {}
+            Err(f) => best = f,
+        }
+    }
+    let by = by.ok_or(best)?;
     if payload_type != IN_TOTO {
         return Err(not("a DSSE payload that is not an in-toto statement"));
     }
@@ -82,7 +99,7 @@ pub fn check(
         .ok_or_else(|| not("an in-toto statement without predicateType"))?
         .to_owned();
     Ok((
-        key.fingerprint.clone(),
+        by,
         Statement {
             predicate_type,
             predicate: st.get("predicate").cloned().unwrap_or(Value::Null),
@@ -112,11 +129,17 @@ mod tests {
             serde_json::json!({"payloadType": IN_TOTO, "payload": "e30="}),
         ] {
             assert!(
-                matches!(check(&e, &d, &[]), Err(Finding::NotSignature(_))),
+                matches!(
+                    check(&e, &d, &Trust::default(), &Material::default()),
+                    Err(Finding::NotSignature(_))
+                ),
                 "{e}"
             );
         }
         let e = serde_json::json!({"payloadType": IN_TOTO, "payload": "e30=", "signatures": [{"sig": "AAAA"}]});
-        assert_eq!(check(&e, &d, &[]), Err(Finding::UnknownKey));
+        assert_eq!(
+            check(&e, &d, &Trust::default(), &Material::default()),
+            Err(Finding::UnknownKey)
+        );
     }
 }

@@ -7,6 +7,8 @@ use base64::Engine as _;
 use ring::signature::{self, UnparsedPublicKey};
 use sha2::Digest as _;
 
+use super::der;
+
 const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -29,6 +31,8 @@ pub struct TrustedKey {
     pub algorithm: Algorithm,
     /// The raw key ring takes: an EC point, an Ed25519 key, an RSAPublicKey.
     raw: Vec<u8>,
+    /// The SubjectPublicKeyInfo DER, to compare with what a log entry names.
+    pub spki: Vec<u8>,
 }
 
 /// Why a key file is refused. Never carries the file's content (it may be a private key).
@@ -53,27 +57,24 @@ impl TrustedKey {
         if text.contains("PRIVATE KEY-----") {
             return Err(KeyError::PrivateKey);
         }
-        let body = text
-            .split_once("-----BEGIN PUBLIC KEY-----")
-            .and_then(|(_, rest)| rest.split_once("-----END PUBLIC KEY-----"))
-            .map(|(b, _)| b)
+        let der = pem_blocks(text, "PUBLIC KEY")
+            .into_iter()
+            .next()
             .ok_or(KeyError::NotPem)?;
-        let b64: String = body.split_whitespace().collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| KeyError::NotPem)?;
         Self::from_spki(&der)
     }
 
     /// # Errors
     /// Not an SPKI, or an algorithm not supported.
-    pub fn from_spki(der: &[u8]) -> Result<Self, KeyError> {
-        let (spki, rest) = tlv(der, 0x30).ok_or(KeyError::NotSpki("no outer SEQUENCE"))?;
+    pub fn from_spki(encoded: &[u8]) -> Result<Self, KeyError> {
+        let (spki, rest) =
+            der::expect(encoded, 0x30).ok_or(KeyError::NotSpki("no outer SEQUENCE"))?;
         if !rest.is_empty() {
             return Err(KeyError::NotSpki("bytes after the key"));
         }
-        let (alg, rest) = tlv(spki, 0x30).ok_or(KeyError::NotSpki("no AlgorithmIdentifier"))?;
-        let (bits, rest) = tlv(rest, 0x03).ok_or(KeyError::NotSpki("no BIT STRING"))?;
+        let (alg, rest) =
+            der::expect(spki, 0x30).ok_or(KeyError::NotSpki("no AlgorithmIdentifier"))?;
+        let (bits, rest) = der::expect(rest, 0x03).ok_or(KeyError::NotSpki("no BIT STRING"))?;
         if !rest.is_empty() {
             return Err(KeyError::NotSpki("bytes after the BIT STRING"));
         }
@@ -81,9 +82,9 @@ impl TrustedKey {
             Some((0, raw)) => raw.to_vec(),
             _ => return Err(KeyError::NotSpki("a BIT STRING with unused bits")),
         };
-        let (oid, params) = tlv(alg, 0x06).ok_or(KeyError::NotSpki("no algorithm OID"))?;
+        let (oid, params) = der::expect(alg, 0x06).ok_or(KeyError::NotSpki("no algorithm OID"))?;
         let algorithm = match oid {
-            EC_PUBLIC_KEY => match tlv(params, 0x06) {
+            EC_PUBLIC_KEY => match der::expect(params, 0x06) {
                 Some((P256, [])) => Algorithm::EcdsaP256,
                 Some((P384, [])) => Algorithm::EcdsaP384,
                 _ => return Err(KeyError::Unsupported),
@@ -93,9 +94,10 @@ impl TrustedKey {
             _ => return Err(KeyError::Unsupported),
         };
         Ok(TrustedKey {
-            fingerprint: format!("SHA256:{}", hex::encode(sha2::Sha256::digest(der))),
+            fingerprint: format!("SHA256:{}", hex::encode(sha2::Sha256::digest(encoded))),
             algorithm,
             raw,
+            spki: encoded.to_vec(),
         })
     }
 
@@ -118,25 +120,24 @@ impl TrustedKey {
     }
 }
 
-/// One DER TLV with tag `tag` at the start of `der`: (its value, what follows). Definite
-/// lengths only, at most 4 length bytes (DER allows nothing else here).
-fn tlv(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&t, rest) = der.split_first()?;
-    if t != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
+/// The DER of every well-formed `label` block of a PEM text, in order (a block that is not
+/// base64 is skipped).
+pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((_, after)) = rest.split_once(begin.as_str()) {
+        let Some((body, after)) = after.split_once(end.as_str()) else {
+            break;
+        };
+        let b64: String = body.split_whitespace().collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            out.push(der);
         }
-        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| rest.split_at(len))
+        rest = after;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{Finding, TrustedKey};
+use super::tlog::Signed;
+use super::{Finding, Material, Trust};
 use crate::model::Digest;
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -19,6 +20,8 @@ pub struct SigLayer {
     pub size: u64,
     /// The decoded signature, or why the annotation is not one.
     pub signature: Result<Vec<u8>, String>,
+    /// A keyless signature's certificate and log entry, from the layer's annotations.
+    pub material: Material,
 }
 
 /// The signature layers of a `.sig` manifest; a layer of another media type is not a
@@ -64,20 +67,22 @@ fn layer(l: &Value) -> Result<SigLayer, String> {
         digest,
         size,
         signature,
+        material: Material::from_annotations(l.get("annotations")),
     })
 }
 
 /// What one signature layer says about `subject`, given its payload bytes.
-pub fn check(layer: &SigLayer, payload: &[u8], subject: &Digest, keys: &[TrustedKey]) -> Finding {
+pub fn check(layer: &SigLayer, payload: &[u8], subject: &Digest, trust: &Trust) -> Finding {
     let sig = match &layer.signature {
         Ok(s) => s,
         Err(why) => return Finding::NotSignature(why.clone()),
     };
-    let Some(key) = keys.iter().find(|k| k.verifies(payload, sig)) else {
-        return Finding::UnknownKey;
+    let by = match trust.judge(payload, sig, Signed::Message(payload), &layer.material) {
+        Ok(by) => by,
+        Err(f) => return f,
     };
     match payload_digest(payload) {
-        Ok(d) if d == subject.as_str() => Finding::Verified(key.fingerprint.clone()),
+        Ok(d) if d == subject.as_str() => Finding::Verified(by),
         Ok(_) => Finding::OtherDigest,
         Err(why) => Finding::NotSignature(why),
     }
@@ -115,6 +120,7 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::super::keys::tests::{VECTOR_KEY, VECTOR_PAYLOAD, VECTOR_SIG};
+    use super::super::TrustedKey;
     use super::*;
 
     fn vector_layer() -> SigLayer {
@@ -124,12 +130,18 @@ mod tests {
             signature: base64::engine::general_purpose::STANDARD
                 .decode(VECTOR_SIG)
                 .map_err(|e| e.to_string()),
+            material: Material::default(),
         }
     }
 
     #[test]
     fn the_published_vector_verifies_for_its_digest_only() {
-        let keys = [TrustedKey::from_pem(VECTOR_KEY).unwrap()];
+        let key = TrustedKey::from_pem(VECTOR_KEY).unwrap();
+        let fingerprint = key.fingerprint.clone();
+        let keys = Trust {
+            keys: vec![key],
+            ..Trust::default()
+        };
         let subject: Digest =
             "sha256:f3cfc9d0dbf931d3db4685ec659b7ac68e2a578219da4aae65427886e649b06b"
                 .parse()
@@ -137,7 +149,7 @@ mod tests {
         let l = vector_layer();
         assert_eq!(
             check(&l, VECTOR_PAYLOAD.as_bytes(), &subject, &keys),
-            Finding::Verified(keys[0].fingerprint.clone())
+            Finding::Verified(super::super::Verifier::Key { key: fingerprint })
         );
         let other = Digest::of(b"another image");
         assert_eq!(
@@ -145,7 +157,7 @@ mod tests {
             Finding::OtherDigest
         );
         assert_eq!(
-            check(&l, VECTOR_PAYLOAD.as_bytes(), &subject, &[]),
+            check(&l, VECTOR_PAYLOAD.as_bytes(), &subject, &Trust::default()),
             Finding::UnknownKey
         );
     }

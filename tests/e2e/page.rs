@@ -53,18 +53,24 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
         basic: Some(("u".into(), "p".into())),
         ..Default::default()
     });
-    Pusher::new(&src.url)
-        .image(
-            "app",
-            "v1",
-            &images::image(
-                Format::Oci,
-                &[&images::layer(81, 20_000)],
-                "amd64",
-                None,
-                "page",
-            ),
+    let key = crate::support::cosign::Signer::new();
+    let mut pusher = Pusher::new(&src.url);
+    let img = |seed: u64| {
+        images::image(
+            Format::Oci,
+            &[&images::layer(seed, 20_000)],
+            "amd64",
+            None,
+            "page",
         )
+    };
+    pusher.image("app", "v1", &img(81)).await;
+    // v2 is signed: the gated policy copies it, and the page says by which key.
+    let v2 = img(82);
+    let sig = key.legacy(&v2.digest);
+    pusher.image("app", "v2", &v2).await;
+    pusher
+        .image("app", &images::signature_tag(&v2.digest), &sig)
         .await;
     let port = free_port();
     let regs = format!(
@@ -90,11 +96,7 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
             ),
         ],
     );
-    std::fs::write(
-        f.path().join("policies/release.pub"),
-        crate::support::cosign::Signer::new().pem,
-    )
-    .unwrap();
+    std::fs::write(f.path().join("policies/release.pub"), &key.pem).unwrap();
     let cfg = std::fs::read_to_string(f.config()).unwrap();
     std::fs::write(
         f.config(),
@@ -141,6 +143,14 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
     assert!(
         dom.contains("app:v1 → dst: no signature verifies under signed_by: none found"),
         "the held tag and why:\n{dom}"
+    );
+    let verified = format!(
+        "<td class=\"verified\"><ul><li>app:v2 → dst: key {} (signature {})</li></ul></td>",
+        key.fingerprint, sig.digest
+    );
+    assert!(
+        dom.contains(&verified),
+        "what verified the copied tag:\n{dom}"
     );
     assert!(
         dom.contains("none are configured"),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::support::cosign::{legacy_image, payload, Signer, P256_SPKI_PREFIX};
 use crate::support::images::{self, signature_tag, Format, Image, Pusher};
 use crate::support::registry::TestRegistry;
-use crate::support::{Ferry, Reader};
+use crate::support::{tag_named as tag, Ferry, Reader};
 
 /// sigstore-rs, src/crypto/verification_key.rs, `verify_signature_success`.
 const VECTOR_KEY_B64: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAENptdY/l3nB0yqkXLBWkZWQwo6+cuOSWS1X9vPavpiQOoTTGC0xX57OojUadxF1cdQmrsiReWg2Wn4FneJfa8xw==";
@@ -73,19 +73,6 @@ fn gated(src: &str, dst: &str, require: &str) -> Ferry {
     f
 }
 
-fn plan_tags(f: &Ferry) -> Vec<Value> {
-    let run = f.run(&["plan", "--json"]);
-    let v: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("plan --json: {e}\n{}", run.all()));
-    v[0]["tags"].as_array().unwrap().clone()
-}
-
-fn tag<'a>(tags: &'a [Value], name: &str) -> &'a Value {
-    tags.iter()
-        .find(|t| t["tag"] == name)
-        .unwrap_or_else(|| panic!("no tag {name} in {tags:#?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_signature_by_a_trusted_key_on_the_exact_digest_promotes() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
@@ -122,7 +109,7 @@ async fn only_a_signature_by_a_trusted_key_on_the_exact_digest_promotes() {
     std::fs::write(ferry.path().join("policies/keys/release.pub"), &trusted.pem).unwrap();
     ferry.run(&["validate"]).assert_code(0);
 
-    let tags = plan_tags(&ferry);
+    let tags = ferry.plan_tags();
     let good = tag(&tags, "good");
     assert_eq!(good["action"], "create", "{good:#}");
     assert_eq!(good["verified"]["key"], trusted.fingerprint.as_str());
@@ -265,7 +252,7 @@ async fn cosign_v3_bundles_found_through_the_fallback_tag_promote_and_stay_disco
     }
     let ferry = gated(&src.url, &dst.url, "signed_by = [\"release.pub\"]\n");
     std::fs::write(ferry.path().join("policies/release.pub"), &trusted.pem).unwrap();
-    let tags = plan_tags(&ferry);
+    let tags = ferry.plan_tags();
     for (i, n) in ["dsse", "message"].iter().enumerate() {
         let t = tag(&tags, n);
         assert_eq!(t["action"], "create", "{t:#}");
@@ -366,7 +353,7 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
     );
     std::fs::write(ferry.path().join("policies/builder.pub"), &builder.pem).unwrap();
     ferry.run(&["validate"]).assert_code(0);
-    let tags = plan_tags(&ferry);
+    let tags = ferry.plan_tags();
     let ours = tag(&tags, "ours");
     assert_eq!(ours["action"], "create", "{ours:#}");
     assert_eq!(ours["verified"]["key"], builder.fingerprint.as_str());
@@ -383,7 +370,7 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
     assert_eq!(other["action"], "held", "{other:#}");
     assert!(
         other["reason"].as_str().unwrap().starts_with(
-            "no attestation of https://slsa.dev/provenance/v1 verifies under its signed_by"
+            "no attestation of https://slsa.dev/provenance/v1 verifies under signed_by"
         ),
         "{other:#}"
     );
@@ -408,7 +395,7 @@ async fn attestation_rules_with_a_bad_regex_pointer_or_no_keys_are_refused_by_va
     run.assert_code(2);
     let all = run.all();
     for want in [
-        "require.attestation: signed_by is required",
+        "require.attestation: name whom its statement must be signed by",
         "`no/slash` is not a JSON pointer",
         "require.attestation.match `/b`: regex parse error",
     ] {

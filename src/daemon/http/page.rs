@@ -84,7 +84,7 @@ pub fn render(doc: &StatusDoc) -> String {
     }
     h.push_str(
         "<h2>Policies</h2><table id=policies><tr><th>Policy</th><th>Trigger</th><th>Last run</th><th>Outcome</th>\
-         <th>Copied</th><th>In sync</th><th>Held</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Last errors</th></tr>",
+         <th>Copied</th><th>In sync</th><th>Held</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Verified tags</th><th>Last errors</th></tr>",
     );
     let no_list: Vec<String> = Vec::new();
     for (name, p) in policies {
@@ -100,7 +100,7 @@ pub fn render(doc: &StatusDoc) -> String {
         let _ = write!(
             h,
             "<tr data-policy=\"{n}\" data-outcome=\"{o}\"><td><b>{n}</b></td><td>{t}</td><td>{l}</td><td class=\"{o}\">{o}</td>\
-             <td>{c}</td><td>{s}</td><td class=held>{hd}</td><td>{f}</td><td>{next}</td><td>{ht}</td><td>{er}</td></tr>",
+             <td>{c}</td><td>{s}</td><td class=held>{hd}</td><td>{f}</td><td>{next}</td><td>{ht}</td><td class=verified>{vt}</td><td>{er}</td></tr>",
             n = esc(name),
             t = esc(&p.trigger),
             l = last.map_or_else(|| "never".to_owned(), |r| relative(r.ended_ms, now)),
@@ -111,6 +111,7 @@ pub fn render(doc: &StatusDoc) -> String {
             f = count(|c| c.failures),
             next = p.next_run_ms.map_or_else(|| "on request".to_owned(), |ms| relative(ms, now)),
             ht = list(last.map_or(&no_list, |r| &r.held), 5),
+            vt = list(last.map_or(&no_list, |r| &r.verified), 5),
             er = list(last.map_or(&no_list, |r| &r.errors), 3),
         );
     }

@@ -25,7 +25,7 @@ pub struct Signer {
     pub private_pem: String,
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64
         .as_bytes()
@@ -84,18 +84,33 @@ pub fn payload(digest: &str, reference: &str) -> Vec<u8> {
 
 /// A `.sig` image with a layer per (payload, signature annotation).
 pub fn legacy_image(layers: &[(Vec<u8>, Option<String>)]) -> Image {
+    let layers: Vec<(Vec<u8>, Value)> = layers
+        .iter()
+        .map(|(p, sig)| {
+            let a = sig
+                .as_ref()
+                .map_or(Value::Null, |s| json!({ SIGNATURE_ANNOTATION: s }));
+            (p.clone(), a)
+        })
+        .collect();
+    annotated_legacy_image(&layers)
+}
+
+/// A `.sig` image with a layer per (payload, annotations): keyless layers carry their
+/// certificate, chain and log entry beside the signature.
+pub fn annotated_legacy_image(layers: &[(Vec<u8>, Value)]) -> Image {
     let config = Blob::new(
         b"{\"architecture\":\"\",\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}"
             .to_vec(),
     );
     let mut blobs = vec![config];
     let mut descs = Vec::new();
-    for (p, sig) in layers {
+    for (p, annotations) in layers {
         let b = Blob::new(p.clone());
         let mut d =
             json!({ "mediaType": SIMPLE_SIGNING, "digest": b.digest, "size": b.bytes.len() });
-        if let Some(s) = sig {
-            d["annotations"] = json!({ SIGNATURE_ANNOTATION: s });
+        if !annotations.is_null() {
+            d["annotations"] = annotations.clone();
         }
         descs.push(d);
         blobs.push(b);
@@ -135,13 +150,7 @@ impl Signer {
     /// A cosign v3 bundle referrer of `subject`: a DSSE envelope around an in-toto statement
     /// of `predicate_type` about it, as `cosign sign` (or `cosign attest`) writes it.
     pub fn dsse_bundle(&self, subject: &Image, predicate_type: &str, predicate: Value) -> Image {
-        let statement = json!({
-            "_type": "https://in-toto.io/Statement/v1",
-            "subject": [{ "name": "ferry.test/app", "digest": { "sha256": subject.digest.trim_start_matches("sha256:") } }],
-            "predicateType": predicate_type,
-            "predicate": predicate,
-        });
-        let body = serde_json::to_vec(&statement).unwrap();
+        let body = statement(subject, predicate_type, predicate);
         let b64 = base64::engine::general_purpose::STANDARD;
         let sig = self.sign(&pae("application/vnd.in-toto+json", &body));
         let bundle = json!({
@@ -179,9 +188,20 @@ impl Signer {
 
 use serde_json::Value;
 
+/// An in-toto v1 statement of `predicate_type` about `subject`, serialized.
+pub fn statement(subject: &Image, predicate_type: &str, predicate: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{ "name": "ferry.test/app", "digest": { "sha256": subject.digest.trim_start_matches("sha256:") } }],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    }))
+    .unwrap()
+}
+
 /// The referrer manifest cosign v3 pushes for a bundle: the empty config, one bundle layer,
 /// `subject` set.
-fn bundle_referrer(subject: &Image, bundle: &[u8], content: &str) -> Image {
+pub fn bundle_referrer(subject: &Image, bundle: &[u8], content: &str) -> Image {
     let empty = Blob::new(b"{}".to_vec());
     let layer = Blob::new(bundle.to_vec());
     let m = json!({

@@ -8,6 +8,7 @@ pub mod cosign;
 pub mod disk;
 pub mod etcd;
 pub mod faults;
+pub mod fulcio;
 pub mod hostile;
 pub mod images;
 pub mod proxy;
@@ -100,6 +101,18 @@ impl Ferry {
         Run::from(out)
     }
 
+    /// `plan --json`'s tags, over every repository and target planned.
+    pub fn plan_tags(&self) -> Vec<serde_json::Value> {
+        let run = self.run(&["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("plan --json: {e}\n{}", run.all()));
+        v.as_array()
+            .expect("a list of plans")
+            .iter()
+            .flat_map(|p| p["tags"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
             .stdout(Stdio::piped())
@@ -107,6 +120,13 @@ impl Ferry {
             .spawn()
             .expect("spawn ferry")
     }
+}
+
+/// The plan of tag `name` among `tags` (from `Ferry::plan_tags`).
+pub fn tag_named<'a>(tags: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    tags.iter()
+        .find(|t| t["tag"] == name)
+        .unwrap_or_else(|| panic!("no tag {name} in {tags:#?}"))
 }
 
 /// A finished ferry process: exit code and both outputs.
