@@ -346,6 +346,16 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
         )
         .await;
     }
+    // cosign's tag scheme: the statement in a `.att` tag's DSSE layer.
+    let by_tag = small(710);
+    p.image("app", "att-tag", &by_tag).await;
+    let att_tag = builder.att_image(&by_tag, slsa, provenance("https://git.example/org/tool"));
+    p.image(
+        "app",
+        &format!("{}.att", by_tag.digest.replace(':', "-")),
+        &att_tag,
+    )
+    .await;
     let ferry = gated(
         &src.url,
         &dst.url,
@@ -358,6 +368,9 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
     assert_eq!(ours["action"], "create", "{ours:#}");
     assert_eq!(ours["verified"]["key"], builder.fingerprint.as_str());
     assert_eq!(ours["verified"]["signature"], atts[0].digest.as_str());
+    let t = tag(&tags, "att-tag");
+    assert_eq!(t["action"], "create", "{t:#}");
+    assert_eq!(t["verified"]["signature"], att_tag.digest.as_str());
     let theirs = tag(&tags, "theirs");
     assert_eq!(theirs["action"], "held", "{theirs:#}");
     assert!(
@@ -381,6 +394,12 @@ async fn an_attestation_whose_predicate_matches_promotes_and_one_that_does_not_i
         Some(imgs[0].digest.as_str())
     );
     assert_eq!(d.digest("app", "theirs").await, None);
+    let att = format!("{}.att", by_tag.digest.replace(':', "-"));
+    assert_eq!(
+        d.digest("app", &att).await.as_deref(),
+        Some(att_tag.digest.as_str()),
+        "the attestation travels with its image"
+    );
 }
 
 #[tokio::test]

@@ -99,6 +99,12 @@ pub fn legacy_image(layers: &[(Vec<u8>, Option<String>)]) -> Image {
 /// A `.sig` image with a layer per (payload, annotations): keyless layers carry their
 /// certificate, chain and log entry beside the signature.
 pub fn annotated_legacy_image(layers: &[(Vec<u8>, Value)]) -> Image {
+    layered_image(SIMPLE_SIGNING, layers)
+}
+
+/// cosign's tag-scheme image (`.sig`, `.att`): one layer of `layer_type` per (blob,
+/// annotations), over the empty-ish config cosign writes.
+fn layered_image(layer_type: &str, layers: &[(Vec<u8>, Value)]) -> Image {
     let config = Blob::new(
         b"{\"architecture\":\"\",\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}"
             .to_vec(),
@@ -107,8 +113,7 @@ pub fn annotated_legacy_image(layers: &[(Vec<u8>, Value)]) -> Image {
     let mut descs = Vec::new();
     for (p, annotations) in layers {
         let b = Blob::new(p.clone());
-        let mut d =
-            json!({ "mediaType": SIMPLE_SIGNING, "digest": b.digest, "size": b.bytes.len() });
+        let mut d = json!({ "mediaType": layer_type, "digest": b.digest, "size": b.bytes.len() });
         if !annotations.is_null() {
             d["annotations"] = annotations.clone();
         }
@@ -163,6 +168,22 @@ impl Signer {
             subject,
             &serde_json::to_vec(&bundle).unwrap(),
             "dsse-envelope",
+        )
+    }
+
+    /// A `.att` image as `cosign attest` (tag scheme) writes it: a DSSE envelope layer
+    /// around a statement of `predicate_type` about `subject`.
+    pub fn att_image(&self, subject: &Image, predicate_type: &str, predicate: Value) -> Image {
+        let body = statement(subject, predicate_type, predicate);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let envelope = json!({ "payloadType": "application/vnd.in-toto+json", "payload": b64.encode(&body),
+                               "signatures": [{ "keyid": "", "sig": self.sign(&pae("application/vnd.in-toto+json", &body)) }] });
+        layered_image(
+            "application/vnd.dsse.envelope.v1+json",
+            &[(
+                serde_json::to_vec(&envelope).unwrap(),
+                json!({ "predicateType": predicate_type }),
+            )],
         )
     }
 
