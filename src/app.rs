@@ -113,5 +113,6 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         rate_limit_reserve: spec.rate_limit_reserve,
         rate_limit_max_wait: spec.rate_limit_max_wait,
         upload: spec.upload,
+        trusted_origins: spec.trusted_origins.clone(),
     }
 }

@@ -38,8 +38,19 @@ struct Inner {
 impl Notifier {
     pub fn new(specs: Vec<NotifySpec>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Custom headers carry secrets (a bearer token, an API key): a redirect may go on
+        // within the endpoint's own origin only, never hand them to another host.
+        let same_origin = reqwest::redirect::Policy::custom(|a| {
+            let first = a.previous().first().map(url::Url::origin);
+            if a.previous().len() > 5 || first.as_ref() != Some(&a.url().origin()) {
+                a.stop()
+            } else {
+                a.follow()
+            }
+        });
         let http = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();

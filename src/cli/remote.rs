@@ -46,15 +46,34 @@ pub struct DaemonClient {
 
 impl DaemonClient {
     /// A client for the daemon `cfg` describes (`daemon.listen`, `daemon.api_token_*`).
+    /// Over TLS when the daemon's listener has it, trusting `tls_ca_file` (else the
+    /// listener's own certificate) only, not the system's roots.
     pub fn new(cfg: &Config) -> Result<Self, RemoteError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(RemoteError::Client)?;
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let scheme = match &cfg.daemon.tls {
+            None => "http",
+            Some(tls) => {
+                let roots = tls
+                    .client_roots
+                    .iter()
+                    .map(|c| reqwest::Certificate::from_der(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(RemoteError::Client)?;
+                b = b.tls_certs_only(roots);
+                "https"
+            }
+        };
+        let http = b.build().map_err(RemoteError::Client)?;
+        // The admin token opens runs and reads; the read token is enough for `status`.
+        let token = cfg
+            .daemon
+            .api_token
+            .as_ref()
+            .or(cfg.daemon.read_token.as_ref());
         Ok(DaemonClient {
-            base: format!("http://{}", cfg.daemon.listen),
-            token: cfg.daemon.api_token.as_ref().map(|t| t.expose().to_owned()),
+            base: format!("{scheme}://{}", cfg.daemon.listen),
+            token: token.map(|t| t.expose().to_owned()),
             http,
         })
     }

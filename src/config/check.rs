@@ -124,6 +124,18 @@ pub(super) fn parse_url(s: &str) -> Result<url::Url, String> {
             .map_err(|e| format!("`{s}` is not a path: {e}"));
     }
     let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo it: the password is in it. A URL is printed by validate, plan, status
+        // and metrics labels, so credentials belong in their own fields.
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        return Err(format!(
+            "`{bare}` was given with a user and password in it; URLs are printed (plan, status, \
+             metrics), so name the registry by its bare URL and put the credentials in \
+             username and password_env or password_file (or docker_config = true)"
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(format!("`{s}` must be an http:// or https:// URL with a host, or oci:/path for a folder of OCI layouts"));
     }

@@ -24,8 +24,16 @@ pub struct DaemonSettings {
     pub bandwidth_limit: Option<ByteSize>,
     /// How long a stopping daemon waits for chunks in flight before it exits anyway.
     pub stop_timeout: Duration,
-    /// Bearer token every POST to the daemon's API must carry; none: the POST endpoints answer 403.
+    /// The admin token: runs, `force_delete`, every read, and webhooks of registries
+    /// without their own token. None: those endpoints answer 403.
     pub api_token: Option<Secret>,
+    /// When set, `/status`, `/`, `/metrics` and `GET /v1/*` need it (or the admin token).
+    pub read_token: Option<Secret>,
+    /// The listener's TLS; none: plain HTTP (fine on loopback).
+    pub tls: Option<super::tls::ListenerTls>,
+    /// `public_url`'s host: the name the status routes answer to besides IP literals and
+    /// `localhost` (a DNS-rebinding page names some other host).
+    pub public_host: Option<String>,
     /// Accepted events not yet carried out, at most; past it new events are refused (503)
     /// rather than acknowledged and dropped.
     pub max_pending_events: usize,
@@ -52,11 +60,42 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         bandwidth_limit: None,
         stop_timeout: Duration::from_secs(10),
         api_token: None,
+        read_token: None,
+        tls: None,
+        public_host: None,
         max_pending_events: 10_000,
         run_history: 50,
         trusted_root: None,
     };
-    out.api_token = api_token(d, base, sink);
+    out.api_token = token(
+        d.api_token_env.as_ref(),
+        d.api_token_file.as_ref(),
+        "daemon.api_token",
+        base,
+        sink,
+    );
+    out.tls = super::tls::listener_tls(d, base, sink);
+    if let Some(u) = &d.public_url {
+        match url::Url::parse(u.get_ref()) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {
+                out.public_host = p.host_str().map(str::to_ascii_lowercase);
+            }
+            _ => sink.err(
+                u.span(),
+                format!(
+                    "daemon.public_url: `{}` is not an http(s) URL like https://ferry.example:9464",
+                    u.get_ref()
+                ),
+            ),
+        }
+    }
+    out.read_token = token(
+        d.read_token_env.as_ref(),
+        d.read_token_file.as_ref(),
+        "daemon.read_token",
+        base,
+        sink,
+    );
     if let Some(n) = &d.max_pending_events {
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (1..=1_000_000).contains(&v) => out.max_pending_events = v,
@@ -148,19 +187,19 @@ fn trusted_root(path: &Spanned<String>, base: &Path, sink: &mut Sink) -> Option<
     }
 }
 
-/// The API token from `api_token_env` or `api_token_file` (a trailing newline is dropped).
-fn api_token(d: &super::raw::RawDaemon, base: &Path, sink: &mut Sink) -> Option<Secret> {
-    let (token, span) = super::check::secret(
-        d.api_token_env.as_ref(),
-        d.api_token_file.as_ref(),
-        "daemon.api_token",
-        base,
-        sink,
-    )?;
+/// A token from `FIELD_env` or `FIELD_file` (a trailing newline is dropped).
+pub(super) fn token(
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    field: &str,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<Secret> {
+    let (token, span) = super::check::secret(env, file, field, base, sink)?;
     // Short tokens can be guessed over the network; 16 characters is what `openssl rand -hex 8` gives.
     let value = token.expose();
     if value.len() < 16 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        sink.err(span, "daemon.api_token: the token must be at least 16 characters, without spaces (e.g. `openssl rand -hex 32`)");
+        sink.err(span, format!("{field}: the token must be at least 16 characters, without spaces (e.g. `openssl rand -hex 32`)"));
         return None;
     }
     Some(token)

@@ -20,6 +20,7 @@ mod raw;
 mod registries;
 mod require;
 pub mod schedule;
+mod tls;
 mod types;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use diag::Sink;
 pub use notify::{NotifyOn, NotifySpec};
 use raw::RawConfig;
 pub use registries::RegistrySpec;
+pub use tls::ListenerTls;
 pub use types::{
     AttestationRule, MaxDelete, Platform, Policy, RepoSelector, Require, TagRules, Trigger, Want,
 };
@@ -79,16 +81,34 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         &mut diags,
     );
     flows::check(&policies, &places, &registries, &mut diags, &mut warnings);
-    if daemon.api_token.is_none() {
-        if let Some(p) = policies.iter().find(|p| p.events) {
-            warnings.push(Diagnostic::file(
-                path,
-                format!(
-                    "policy `{}` has events = true, but the daemon API has no token, so webhooks are refused (403): set daemon.api_token_env or daemon.api_token_file",
-                    p.name
-                ),
-            ));
-        }
+    if !daemon.listen.ip().is_loopback() && daemon.tls.is_none() {
+        warnings.push(Diagnostic::file(
+            path,
+            format!(
+                "daemon.listen = {} is reachable from other hosts without TLS: tokens and status cross the network in clear; set daemon.tls_cert_file and tls_key_file",
+                daemon.listen
+            ),
+        ));
+    }
+    for p in policies.iter().filter(|p| p.events) {
+        let own = registries
+            .get(&p.source)
+            .is_some_and(|r| r.webhook_token.is_some());
+        let msg = match (own, daemon.api_token.is_some()) {
+            (true, _) => continue,
+            (false, false) => format!(
+                "policy `{}` has events = true, but neither registries.{src}.webhook_token nor the daemon's api_token is set, so its webhooks are refused (403)",
+                p.name,
+                src = p.source
+            ),
+            (false, true) => format!(
+                "policy `{}`: webhooks from `{src}` authenticate with the admin api_token, which also runs policies and forces deletes; give the sender its own token: [registries.{src}] webhook_token_file",
+                p.name,
+                src = p.source
+            ),
+        };
+        warnings.push(Diagnostic::file(path, msg));
+        break;
     }
     if diags.is_empty() {
         Ok(Config {

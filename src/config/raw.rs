@@ -56,6 +56,13 @@ pub(super) struct RawDaemon {
     pub stop_timeout: Option<S<String>>,
     pub api_token_env: Option<S<String>>,
     pub api_token_file: Option<S<String>>,
+    pub read_token_env: Option<S<String>>,
+    pub read_token_file: Option<S<String>>,
+    pub tls_cert_file: Option<S<String>>,
+    pub tls_key_file: Option<S<String>>,
+    pub tls_client_ca_file: Option<S<String>>,
+    pub tls_ca_file: Option<S<String>>,
+    pub public_url: Option<S<String>>,
     pub max_pending_events: Option<S<i64>>,
     pub run_history: Option<S<i64>>,
     pub sigstore_trusted_root: Option<S<String>>,
@@ -79,6 +86,9 @@ pub(super) struct RawRegistry {
     pub list_limit: Option<S<i64>>,
     pub list_timeout: Option<S<String>>,
     pub upload: Option<S<String>>,
+    pub trusted_origins: Option<Vec<S<String>>>,
+    pub webhook_token_env: Option<S<String>>,
+    pub webhook_token_file: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -43,6 +43,11 @@ pub struct RegistrySpec {
     /// `upload = "chunked" | "stream" | "monolithic"`; `None` (`"auto"`): what the registry
     /// is known to take, learnt from its answers.
     pub upload: Option<UploadStrategy>,
+    /// Origins besides the registry's own that may receive its credentials (a `Location`
+    /// on another port of the same service, behind a proxy).
+    pub trusted_origins: Vec<url::Url>,
+    /// The token webhooks from this registry carry (`/v1/events/*/NAME` only).
+    pub webhook_token: Option<crate::model::Secret>,
 }
 
 impl RegistrySpec {
@@ -62,6 +67,8 @@ impl RegistrySpec {
             list_limit: DEFAULT_LIST_LIMIT,
             list_timeout: DEFAULT_LIST_TIMEOUT,
             upload: None,
+            trusted_origins: Vec::new(),
+            webhook_token: None,
         }
     }
 }
@@ -195,6 +202,14 @@ pub(super) fn registry_spec(
             }
         }
     });
+    let trusted_origins = trusted_origins(r, url.as_ref(), &field("trusted_origins"), sink);
+    let webhook_token = super::daemon::token(
+        r.webhook_token_env.as_ref(),
+        r.webhook_token_file.as_ref(),
+        &field("webhook_token"),
+        base,
+        sink,
+    );
     Some(RegistrySpec {
         name: name.to_owned(),
         url: url?,
@@ -209,7 +224,29 @@ pub(super) fn registry_spec(
         list_limit,
         list_timeout,
         upload,
+        trusted_origins,
+        webhook_token,
     })
+}
+
+/// `trusted_origins`: each `scheme://host[:port]`, https unless the registry itself is
+/// plain http (credentials never go to another origin less protected than the registry).
+fn trusted_origins(
+    r: &RawRegistry,
+    registry: Option<&url::Url>,
+    field: &str,
+    sink: &mut Sink,
+) -> Vec<url::Url> {
+    let plain = registry.is_some_and(|u| u.scheme() == "http");
+    let mut out = Vec::new();
+    for o in r.trusted_origins.iter().flatten() {
+        match url::Url::parse(o.get_ref()) {
+            Ok(u) if u.scheme() == "http" && !plain => sink.err(o.span(), format!("{field}: `{}` is plain http for an https registry; its credentials go to another origin only over TLS", u.origin().ascii_serialization())),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && u.username().is_empty() && u.password().is_none() && u.query().is_none() => out.push(u),
+            _ => sink.err(o.span(), format!("{field}: `{}` is not an origin like https://registry.example:8443", o.get_ref())),
+        }
+    }
+    out
 }
 
 /// Credentials for `url` from Docker's config (`$DOCKER_CONFIG/config.json`, else

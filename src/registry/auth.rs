@@ -83,6 +83,8 @@ type TokenSlot = Arc<Mutex<Option<Token>>>;
 
 pub struct Auth {
     registry: String,
+    /// The registry is reached over https: its token realm must be too.
+    tls: bool,
     credentials: Option<Credentials>,
     /// What a credential helper answered, and when: asked again after HELPER_TTL or a refusal.
     from_helper: Mutex<Option<((String, Secret), Instant)>>,
@@ -138,9 +140,10 @@ const MIN_TOKEN_LIFETIME: u64 = 60;
 const RENEW_MARGIN: Duration = Duration::from_secs(15);
 
 impl Auth {
-    pub fn new(registry: &str, credentials: Option<Credentials>) -> Self {
+    pub fn new(registry: &str, tls: bool, credentials: Option<Credentials>) -> Self {
         Auth {
             registry: registry.to_owned(),
+            tls,
             credentials,
             from_helper: Mutex::new(None),
             from_file: Mutex::new(None),
@@ -359,6 +362,19 @@ impl Auth {
             op,
             detail: format!("bad token realm: {e}"),
         })?;
+        // The realm may be another host (Docker Hub's is), but never a downgrade: a plain
+        // http realm for an https registry would carry the password in clear.
+        if self.tls && url.scheme() != "https" {
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                op,
+                detail: format!(
+                    "the registry names a token server over plain http ({}); refused, since the \
+                     credentials would travel in clear to it",
+                    url.origin().ascii_serialization()
+                ),
+            });
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -485,5 +501,30 @@ impl Auth {
         if matches!(*s, Scheme::Unknown) {
             *s = Scheme::Anonymous;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A challenge from an https registry naming a plain-http token server (on another
+    /// host) is refused before anything is sent: the password would cross in clear.
+    #[tokio::test]
+    async fn a_plain_http_realm_for_an_https_registry_gets_no_password() {
+        let creds = Credentials::Password("robot".into(), Secret::new("Victim-Passw0rd"));
+        let auth = Auth::new("secure", true, Some(creds));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let scope = Scope(vec!["repository:app:pull".into()]);
+        let Err(e) = auth
+            .fetch_token(&http, "http://127.0.0.2:9/token", Some("reg"), &scope)
+            .await
+        else {
+            panic!("a token over plain http");
+        };
+        let said = e.to_string();
+        assert!(said.contains("plain http (http://127.0.0.2:9)"), "{said}");
+        assert!(!said.contains("Victim"), "{said}");
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 
+/// The longest rate-limit window ferry believes (Docker Hub's is six hours).
+const MAX_RESET_SECS: u64 = 86_400;
 /// While paused without a reset time, look again this often (a HEAD probes the headers).
 const PROBE_EVERY: Duration = Duration::from_secs(15);
 
@@ -117,7 +119,9 @@ impl Budget {
             _ => Some(remaining.0),
         };
         s.window = remaining.1.or(limit.1).map(Duration::from_secs);
-        s.reset_at = reset.map(|r| Instant::now() + Duration::from_secs(r));
+        // Any number may arrive (u64::MAX overflows an Instant); a window is at most a day.
+        s.reset_at = reset
+            .and_then(|r| Instant::now().checked_add(Duration::from_secs(r.min(MAX_RESET_SECS))));
     }
 
     /// May a counted request go now? `Go(ticket)` reserves a place: hand the ticket to
@@ -202,7 +206,7 @@ mod tests {
             let _ = super::super::retry::parse_retry_after(&v);
             proptest::prop_assert_eq!(parse_value(&format!("{n};w={w}")), Some((n, Some(w))));
             proptest::prop_assert_eq!(parse_value(&format!(" {n} ")), Some((n, None)));
-            proptest::prop_assert_eq!(super::super::retry::parse_retry_after(&n.to_string()), Some(Duration::from_secs(n)));
+            proptest::prop_assert_eq!(super::super::retry::parse_retry_after(&n.to_string()), Some(Duration::from_secs(n.min(120))));
         }
     }
 
@@ -216,6 +220,27 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A reset time that overflows an `Instant` panicked while the budget's lock was held.
+    #[test]
+    fn a_reset_at_u64_max_is_a_day_not_a_panic() {
+        let b = Budget::new("hub", 0);
+        let max = u64::MAX.to_string();
+        b.observe(
+            b.ticket(),
+            &headers(&[
+                ("ratelimit-limit", "100;w=21600"),
+                ("ratelimit-remaining", "0;w=21600"),
+                ("ratelimit-reset", &max),
+            ]),
+        );
+        let s = b.state.lock().unwrap();
+        let left = s
+            .reset_at
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_secs(MAX_RESET_SECS), "{left:?}");
     }
 
     #[test]

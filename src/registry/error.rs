@@ -235,3 +235,64 @@ impl RegistryError {
         }
     }
 }
+
+/// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}` → (code, message).
+pub(super) fn oci_error(body: &[u8]) -> (Option<String>, String) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let (code, message) = match serde_json::from_slice::<Envelope>(body) {
+        Ok(e) if !e.errors.is_empty() => (
+            e.errors[0].code.clone(),
+            e.errors[0].message.clone().unwrap_or_default(),
+        ),
+        _ => (
+            None,
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned(),
+        ),
+    };
+    (code.map(|c| printable(&c)), printable(&message))
+}
+
+/// A registry's words as they may reach a terminal, a log or the status page: control
+/// characters (an escape sequence could rewrite the operator's screen) shown escaped, and
+/// at most 200 characters.
+pub(super) fn printable(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An escape sequence in a registry's error message would reach the operator's terminal.
+    #[test]
+    fn registry_words_are_printed_with_control_characters_escaped() {
+        let body =
+            br#"{"errors":[{"code":"DENIED","message":"no\u001b[2J\u001b]0;pwned\u0007 way"}]}"#;
+        let (code, message) = oci_error(body);
+        assert_eq!(code.as_deref(), Some("DENIED"));
+        assert_eq!(message, "no\\u{1b}[2J\\u{1b}]0;pwned\\u{7} way");
+        assert!(!message.chars().any(char::is_control));
+        let (_, raw) = oci_error(b"<html>\x1b[31mred\x1b[0m</html>");
+        assert!(!raw.chars().any(char::is_control), "{raw:?}");
+    }
+}

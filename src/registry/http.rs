@@ -15,6 +15,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::error::oci_error;
 use super::{auth, budget, concurrency, retry, Endpoint, RateLimiter, RegistryError, Scope};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) struct Http {
     pub(super) name: String,
     pub(super) base: url::Url,
+    /// Origins besides `base`'s that get this registry's credentials (`trusted_origins`).
+    trusted: Vec<url::Origin>,
     client: reqwest::Client,
     auth: auth::Auth,
     limit: concurrency::Concurrency,
@@ -70,9 +73,10 @@ impl Http {
             .map_err(|e| protocol(format!("HTTP client: {e}")))?;
         Ok(Http {
             budget: budget::Budget::new(&ep.name, ep.rate_limit_reserve),
-            auth: auth::Auth::new(&ep.name, ep.credentials.clone()),
+            auth: auth::Auth::new(&ep.name, ep.url.scheme() == "https", ep.credentials.clone()),
             name: ep.name.clone(),
             base: ep.url.clone(),
+            trusted: ep.trusted_origins.iter().map(url::Url::origin).collect(),
             client,
             limit: concurrency::Concurrency::new(ep.max_concurrent),
             download,
@@ -300,16 +304,19 @@ impl Http {
         let http = &self.client;
         let header = self.auth.header(http, scope).await?;
         let ticket = self.budget.ticket();
-        let rsp = self
-            .bounded(with_auth(build(http), header.clone()))
-            .await
+        let (req, foreign) = self
+            .authorized(build(http), header.clone())
             .map_err(self.transport(op))?;
+        let rsp = self.bounded(req).await.map_err(self.transport(op))?;
         self.budget.observe(ticket, rsp.headers());
         if rsp.status() != StatusCode::UNAUTHORIZED {
-            if rsp.status().is_success() {
+            if rsp.status().is_success() && foreign.is_none() {
                 self.auth.anonymous_ok().await;
             }
             return Ok(rsp);
+        }
+        if let Some(origin) = foreign {
+            return Err(self.foreign_401(op, &origin));
         }
         let challenge = self.challenge_of(op, scope, rsp).await?;
         self.auth
@@ -317,10 +324,10 @@ impl Http {
             .await?;
         let header = self.auth.header(http, scope).await?;
         let ticket = self.budget.ticket();
-        let rsp = self
-            .bounded(with_auth(build(http), header))
-            .await
+        let (req, _) = self
+            .authorized(build(http), header)
             .map_err(self.transport(op))?;
+        let rsp = self.bounded(req).await.map_err(self.transport(op))?;
         self.budget.observe(ticket, rsp.headers());
         if rsp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized {
@@ -369,12 +376,50 @@ impl Http {
 
     /// Send with `request_timeout` as the whole-request bound, unless the request set its own
     /// (blob bodies: bounded by the stall guard instead).
-    async fn bounded(&self, rb: RequestBuilder) -> reqwest::Result<Response> {
-        let mut req = rb.build()?;
+    async fn bounded(&self, mut req: reqwest::Request) -> reqwest::Result<Response> {
         if req.timeout().is_none() {
             *req.timeout_mut() = Some(self.timeout);
         }
         self.client.execute(req).await
+    }
+
+    /// The request, with this registry's credentials only when it goes to the registry's
+    /// own origin or one `trusted_origins` names. A `Location` or `Link` elsewhere is
+    /// followed bare; the other origin, when it is one, is returned (`Some`).
+    fn authorized(
+        &self,
+        rb: RequestBuilder,
+        header: Option<String>,
+    ) -> reqwest::Result<(reqwest::Request, Option<String>)> {
+        let (client, req) = rb.build_split();
+        let req = req?;
+        let origin = req.url().origin();
+        if origin == self.base.origin() || self.trusted.contains(&origin) {
+            let rb = RequestBuilder::from_parts(client, req);
+            let rb = match header {
+                Some(h) => rb.header(AUTHORIZATION, h),
+                None => rb,
+            };
+            return Ok((rb.build()?, None));
+        }
+        if header.is_some() {
+            tracing::debug!(registry = %self.name, to = %origin.ascii_serialization(), "request to another origin sent without credentials");
+        }
+        Ok((req, Some(origin.ascii_serialization())))
+    }
+
+    /// A 401 from an origin the registry sent ferry to: its credentials are not for there.
+    fn foreign_401(&self, op: &'static str, origin: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.name.clone(),
+            op,
+            detail: format!(
+                "the registry sent ferry to {origin}, which asks for credentials; ferry sends them \
+                 only to the registry's own origin ({}). If {origin} is the same service (a proxy \
+                 on another port), list it in trusted_origins",
+                self.base.origin().ascii_serialization()
+            ),
+        }
     }
 
     /// Send a request whose body streams and cannot be replayed: the caller owns recovery.
@@ -394,15 +439,22 @@ impl Http {
                 return Err(e);
             }
         };
-        let rsp = with_auth(req(http), sent.clone())
-            .send()
-            .await
-            .map_err(self.transport(op));
+        let (request, foreign) = match self.authorized(req(http), sent.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                permit.done(concurrency::Sample::Answered);
+                return Err(self.transport(op)(e));
+            }
+        };
+        let rsp = http.execute(request).await.map_err(self.transport(op));
         // The time includes sending the body: no measure of the registry's queue.
         permit.done(self.load_sample(&rsp, concurrency::Sample::Answered));
         let rsp = rsp?;
         if rsp.status() != StatusCode::UNAUTHORIZED {
             return Ok(rsp);
+        }
+        if let Some(origin) = foreign {
+            return Err(self.foreign_401(op, &origin));
         }
         // Credentials ran out mid-upload (GitLab's tokens last 5 minutes): renew them; the
         // caller asks where the upload stands and goes on. Refused credentials stay an error.
@@ -467,13 +519,6 @@ impl Drop for BudgetGuard<'_> {
     }
 }
 
-fn with_auth(req: RequestBuilder, header: Option<String>) -> RequestBuilder {
-    match header {
-        Some(h) => req.header(AUTHORIZATION, h),
-        None => req,
-    }
-}
-
 fn www_authenticate(h: &HeaderMap) -> Option<String> {
     h.get_all(WWW_AUTHENTICATE)
         .iter()
@@ -521,29 +566,4 @@ pub(super) async fn read_limited(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}` → (code, message).
-pub(super) fn oci_error(body: &[u8]) -> (Option<String>, String) {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        errors: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(e) if !e.errors.is_empty() => (
-            e.errors[0].code.clone(),
-            e.errors[0].message.clone().unwrap_or_default(),
-        ),
-        _ => (
-            None,
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned(),
-        ),
-    }
 }

@@ -68,6 +68,8 @@ pub struct Endpoint {
     pub rate_limit_max_wait: Duration,
     /// The upload strategy the config fixes; `None`: learnt from the registry's answers.
     pub upload: Option<UploadStrategy>,
+    /// Other origins that get this registry's credentials (a proxy on another port).
+    pub trusted_origins: Vec<url::Url>,
 }
 
 impl Endpoint {
@@ -87,6 +89,7 @@ impl Endpoint {
             rate_limit_reserve: 0,
             rate_limit_max_wait: Duration::from_secs(600),
             upload: None,
+            trusted_origins: Vec::new(),
         }
     }
 }

@@ -7,7 +7,8 @@
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
 
-use super::http::{oci_error, read_limited, Http};
+use super::error::oci_error;
+use super::http::{read_limited, Http};
 use super::listing::link_next;
 use super::{RegistryError, Scope};
 use crate::model::{manifest_references, Digest, RepoName, MAX_MANIFEST_BYTES, OCI_INDEX};

@@ -105,20 +105,37 @@ where
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
+/// Capped here, where the header is read, so no path (blob uploads, budgets, the retry
+/// loop) can be parked by a registry asking for a day.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
     (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
         .to_std()
         .ok()
+        .map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn a_retry_after_of_a_day_is_capped_on_every_path() {
+        assert_eq!(parse_retry_after("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+    }
 
     fn status(code: u16, retry_after: Option<Duration>) -> RegistryError {
         RegistryError::Status {

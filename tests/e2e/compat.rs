@@ -101,6 +101,13 @@ pub fn registry_entry(name: &str, profile: Profile, url: &str) -> (String, Vec<(
         entry += &format!("username = \"{user}\"\npassword_env = \"{var}\"\n");
         env.push((var, pass.to_owned()));
     }
+    // Artifactory and Nexus behind a proxy hand out upload Locations on another port: the
+    // credentials go there only when the config says it is the same service.
+    if profile.knobs().location == crate::support::quirks::knobs::Location::OtherPort {
+        if let Some(other) = crate::support::quirks::other_origin(url) {
+            entry += &format!("trusted_origins = [\"{other}\"]\n");
+        }
+    }
     (entry, env)
 }
 

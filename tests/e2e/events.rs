@@ -372,7 +372,7 @@ async fn bad_requests_are_refused_with_a_reason_and_the_daemon_stays_up() {
     type Case<'a> = (Option<&'a str>, &'a str, &'a str, Vec<u8>, u16, &'a str);
     let cases: Vec<Case> = vec![
         (None, path, DIST, ok.clone(), 401, "missing"),
-        (Some("wrong-token-0123456789"), path, DIST, ok.clone(), 401, "wrong API token"),
+        (Some("wrong-token-0123456789"), path, DIST, ok.clone(), 401, "wrong token"),
         (Some(TOKEN), "/v1/events/distribution/nosuch", DIST, ok.clone(), 404, "no registry `nosuch`"),
         (Some(TOKEN), path, DIST, b"{garbage".to_vec(), 400, "not JSON"),
         (

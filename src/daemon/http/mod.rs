@@ -1,5 +1,6 @@
-//! The daemon's HTTP server on `daemon.listen`: health, metrics and status for anyone who
-//! can reach it; webhooks and runs on request (`/v1/…`) for holders of the API token.
+//! The daemon's HTTP server on `daemon.listen`: health for anyone who can reach it; metrics
+//! and status for anyone, or holders of the read token when one is set; webhooks for each
+//! registry's webhook token; runs (`/v1/…`) for the admin token.
 //!
 //! axum routes on hyper's HTTP/1.1 server, driven connection by connection here so each gets
 //! a header read timeout (slow-loris clients are cut after `HEADER_TIMEOUT`), every request a
@@ -64,16 +65,20 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/runs", post(runs::create))
         .route("/v1/runs/{id}", get(runs::show))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let reads = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/", get(page))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(reads)
         .merge(api)
         .fallback(|| async { reply(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(deadline))
+        .layer(middleware::from_fn(hardened))
         .with_state(shared)
 }
 
@@ -108,6 +113,32 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
     json(StatusCode::OK, &s.status().await)
 }
 
+/// Every answer: not sniffed into another type, not cached (status and tokens' answers
+/// change and may be private), and a page that may load nothing from anywhere.
+async fn hardened(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    r
+}
+
 async fn deadline(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
@@ -115,8 +146,91 @@ async fn deadline(req: Request, next: Next) -> Response {
     }
 }
 
-/// The `/v1` routes need `Authorization: Bearer <daemon API token>`. The token is compared
-/// in constant time and never logged; with none configured they are off (403).
+/// Who a request's token says it is from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    Admin,
+    Read,
+    /// A webhook sender: the registry whose `webhook_token` it carries.
+    Webhook(String),
+}
+
+/// What a route needs.
+#[derive(Debug)]
+enum Need {
+    Admin,
+    Read,
+    Webhook(String),
+}
+
+impl Need {
+    fn of(req: &Request) -> Self {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix("/v1/events/") {
+            return Need::Webhook(rest.split('/').nth(1).unwrap_or("").to_owned());
+        }
+        if req.method() == axum::http::Method::GET {
+            Need::Read
+        } else {
+            Need::Admin
+        }
+    }
+
+    fn met_by(&self, role: &Role) -> bool {
+        match (self, role) {
+            (_, Role::Admin) => true,
+            (Need::Read, Role::Read) => true,
+            (Need::Webhook(want), Role::Webhook(got)) => want == got,
+            _ => false,
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, or HTTP Basic with any user
+/// and the token as the password (what a browser asks for on the status page).
+fn presented(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(t) = v.strip_prefix("Bearer ") {
+        return Some(t.trim().to_owned());
+    }
+    let b = v.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some(text.split_once(':')?.1.to_owned())
+}
+
+/// A `Host` the status routes answer to: an IP literal, `localhost`, or `public_url`'s
+/// host. A DNS-rebinding page reaches the daemon under its own name, which is none of them.
+fn host_allowed(headers: &HeaderMap, public: Option<&str>) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return true; // HTTP/1.0 without Host: not a browser
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || public == Some(name.as_str())
+}
+
+/// Hashing first makes the comparison constant-time in the length too.
+fn same(given: &str, token: &crate::model::Secret) -> bool {
+    use sha2::Digest;
+    sha2::Sha256::digest(given.as_bytes())
+        .ct_eq(&sha2::Sha256::digest(token.expose().as_bytes()))
+        .into()
+}
+
+/// The `/v1` routes and, with a read token set, the status routes. The admin token
+/// (`api_token`) opens everything; `read_token` the reads; a registry's `webhook_token`
+/// only `/v1/events/*/NAME`. No token or a wrong one: 401; a right token for another
+/// scope: 403. Tokens are compared in constant time and never logged.
 async fn authorize(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -124,48 +238,86 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let app = s.app();
-    let Some(token) = app.config.daemon.api_token.as_ref() else {
+    let d = &app.config.daemon;
+    let need = Need::of(&req);
+    let status_route = !req.uri().path().starts_with("/v1/");
+    if status_route && !host_allowed(&headers, d.public_host.as_deref()) {
         return reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this daemon answers to its IP address, localhost, or daemon.public_url's host",
+        );
+    }
+    if status_route && d.read_token.is_none() {
+        drop(app);
+        return next.run(req).await;
+    }
+    let webhook_tokens = app
+        .config
+        .registries
+        .iter()
+        .filter_map(|(name, r)| r.webhook_token.as_ref().map(|t| (name, t)));
+    let role = presented(&headers).and_then(|g| {
+        if d.api_token.as_ref().is_some_and(|t| same(&g, t)) {
+            Some(Role::Admin)
+        } else if d.read_token.as_ref().is_some_and(|t| same(&g, t)) {
+            Some(Role::Read)
+        } else {
+            webhook_tokens
+                .into_iter()
+                .find(|(_, t)| same(&g, t))
+                .map(|(name, _)| Role::Webhook(name.clone()))
+        }
+    });
+    let any_token = d.api_token.is_some()
+        || d.read_token.is_some()
+        || app
+            .config
+            .registries
+            .values()
+            .any(|r| r.webhook_token.is_some());
+    drop(app);
+    match role {
+        Some(r) if need.met_by(&r) => next.run(req).await,
+        Some(r) => reply(
+            StatusCode::FORBIDDEN,
+            format!("this token ({}) does not open this route", match r {
+                Role::Admin => "admin".to_owned(),
+                Role::Read => "read".to_owned(),
+                Role::Webhook(reg) => format!("webhooks of {reg}"),
+            }),
+        ),
+        None if !any_token => reply(
             StatusCode::FORBIDDEN,
             "the daemon API is off: set daemon.api_token_env or daemon.api_token_file in the config, then reload",
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Hashing first makes the comparison constant-time in the length too.
-    let ok = given.is_some_and(|g| {
-        use sha2::Digest;
-        sha2::Sha256::digest(g.trim().as_bytes())
-            .ct_eq(&sha2::Sha256::digest(token.expose().as_bytes()))
-            .into()
-    });
-    if !ok {
-        let what = if given.is_some() {
-            "wrong API token"
-        } else {
-            "missing `Authorization: Bearer <API token>`"
-        };
-        let mut r = reply(StatusCode::UNAUTHORIZED, what);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"ferry\""),
-        );
-        return r;
+        ),
+        None => {
+            let what = if headers.contains_key(header::AUTHORIZATION) {
+                "wrong token"
+            } else {
+                "missing `Authorization: Bearer <token>`"
+            };
+            let mut r = reply(StatusCode::UNAUTHORIZED, what);
+            // Basic, so a browser opening the status page asks for the read token itself.
+            let challenge = if status_route { "Basic realm=\"ferry\"" } else { "Bearer realm=\"ferry\"" };
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+            r
+        }
     }
-    drop(app);
-    next.run(req).await
 }
 
 /// Serve until `stop`; connections are tracked by `tasks` so a stop can wait for them.
+/// With `[daemon] tls_*` the handshake comes first (bounded like a header read); the TLS
+/// settings are read per connection, so a reload's renewed certificate serves the next one.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let router = router(shared);
+    let router = router(shared.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let sock = tokio::select! {
@@ -183,22 +335,47 @@ pub async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
+        let tls = shared
+            .app()
+            .config
+            .daemon
+            .tls
+            .as_ref()
+            .map(|t| t.server.clone());
         let service = TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         tasks.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(sock), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "http connection ended") },
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            match tls {
+                None => connection(TokioIo::new(sock), service, &stop).await,
+                Some(cfg) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(sock)).await {
+                        Ok(Ok(stream)) => connection(TokioIo::new(stream), service, &stop).await,
+                        Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => debug!("TLS handshake not completed in time"),
+                    }
                 }
             }
             drop(slot);
         });
+    }
+}
+
+/// One HTTP/1.1 connection, plain or TLS, until it ends or the daemon stops.
+async fn connection<I>(io: I, service: TowerToHyperService<Router>, stop: &CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "http connection ended") },
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }

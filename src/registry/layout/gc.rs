@@ -15,6 +15,16 @@ const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Remove the blobs of a layout that no index entry reaches (after a delete), and uploads
 /// abandoned long ago.
 pub(super) fn collect_garbage(dir: &Path, index: &Value) -> Io<()> {
+    // Deleting follows no link: a `blobs` or `blobs/sha256` that is a symlink could point
+    // at any folder on the machine, whose files would all look unreferenced.
+    for d in [dir.join("blobs"), dir.join("blobs/sha256")] {
+        let real = std::fs::symlink_metadata(&d).map_err(io(&d))?;
+        if !real.is_dir() {
+            return Err(io(&d)(std::io::Error::other(
+                "not a folder of this layout (a symlink?); garbage is not collected through it",
+            )));
+        }
+    }
     sweep_abandoned(&dir.join("blobs"));
     let blobs = dir.join("blobs/sha256");
     let mut keep = HashSet::new();
@@ -61,9 +71,16 @@ pub(super) fn collect_garbage(dir: &Path, index: &Value) -> Io<()> {
             .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > GC_GRACE))
     };
     for e in std::fs::read_dir(&blobs).map_err(io(&blobs))?.flatten() {
-        if !keep.contains(e.file_name().to_string_lossy().as_ref()) && settled(&e) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Only what ferry could have written: a regular file named by a SHA-256 digest.
+        let ours = is_hex_digest(&name) && e.file_type().is_ok_and(|t| t.is_file());
+        if ours && !keep.contains(&name) && settled(&e) {
             std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
         }
     }
     Ok(())
+}
+
+fn is_hex_digest(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

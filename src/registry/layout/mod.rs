@@ -175,6 +175,20 @@ fn sync_dir(path: &Path) -> Io<()> {
         .map_err(io(dir))
 }
 
+/// Open a layout file for reading: never through a final symlink, never anything but a
+/// regular file (a FIFO or `/dev/zero` placed in a layout would stall or flood a read).
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
 /// Blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Io<T> + Send + 'static) -> Io<T> {
     match tokio::task::spawn_blocking(f).await {
@@ -218,7 +232,7 @@ impl Layout {
     /// The repository's `index.json`; `None` when it is not a layout (yet).
     fn index(dir: &Path) -> Io<Option<Value>> {
         let path = dir.join("index.json");
-        let f = match std::fs::File::open(&path) {
+        let f = match open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
@@ -425,7 +439,7 @@ impl Layout {
         let want = digest.clone();
         blocking(move || {
             let mut buf = Vec::new();
-            std::fs::File::open(&path)
+            open_regular(&path)
                 .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut buf))
                 .map_err(io(&path))?;
             if buf.len() > limit {
@@ -448,7 +462,8 @@ impl Layout {
     }
 
     pub(super) async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Io<Option<u64>> {
-        Ok(tokio::fs::metadata(self.blob_path(repo, digest))
+        // Not followed through a link: only what a copy placed here counts as present.
+        Ok(tokio::fs::symlink_metadata(self.blob_path(repo, digest))
             .await
             .ok()
             .filter(|m| m.is_file())
@@ -463,7 +478,12 @@ impl Layout {
         offset: u64,
     ) -> Io<BlobStream> {
         let path = self.blob_path(repo, digest);
-        let mut f = tokio::fs::File::open(&path).await.map_err(io(&path))?;
+        let f = blocking({
+            let path = path.clone();
+            move || open_regular(&path).map_err(io(&path))
+        })
+        .await?;
+        let mut f = tokio::fs::File::from_std(f);
         tokio::io::AsyncSeekExt::seek(&mut f, SeekFrom::Start(offset))
             .await
             .map_err(io(&path))?;

@@ -208,7 +208,8 @@ pub(super) fn sweep_abandoned(blobs: &Path) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > UPLOAD_ABANDONED));
-        if stale && e.file_name().to_string_lossy().starts_with(".upload-") {
+        let file = e.file_type().is_ok_and(|t| t.is_file());
+        if stale && file && e.file_name().to_string_lossy().starts_with(".upload-") {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -164,6 +164,20 @@ fn wait_for_listen(stderr: std::process::ChildStderr, log: &Path) -> u16 {
     }
 }
 
+/// Run the `openssl` command in `dir`; its failure fails the test with openssl's words.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl not found: apt-get install -y openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with the `openssl` command.
 pub struct TestCa {
     pub dir: TempDir,
@@ -173,18 +187,7 @@ impl TestCa {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .expect("openssl not found: apt-get install -y openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| openssl(d, args);
         run(&[
             "req",
             "-x509",
@@ -241,6 +244,52 @@ impl TestCa {
     }
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
+    }
+
+    /// A client certificate (`clientAuth`) from this CA, for mutual TLS: (cert, key).
+    pub fn client(&self) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=ops",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ],
+        );
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "client.ext",
+                "-out",
+                "client.crt",
+            ],
+        );
+        (d.join("client.crt"), d.join("client.key"))
     }
     pub fn server(&self) -> (PathBuf, PathBuf) {
         (

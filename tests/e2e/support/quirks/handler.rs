@@ -18,8 +18,19 @@ use super::wire::*;
 use super::State;
 
 pub async fn connection(st: Arc<State>, sock: tokio::net::TcpStream) {
-    let service = hyper::service::service_fn(move |req| {
+    let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    let other = st
+        .other
+        .get()
+        .is_some_and(|o| o.ends_with(&format!(":{port}")));
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let st = st.clone();
+        if other {
+            st.stats.other_port_requests.fetch_add(1, Ordering::Relaxed);
+            if req.headers().contains_key("authorization") {
+                st.stats.other_port_auth.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         async move { handle(st, req).await }
     });
     let _ = hyper::server::conn::http1::Builder::new()

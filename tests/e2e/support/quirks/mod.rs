@@ -30,6 +30,9 @@ pub struct Stats {
     pub blob_bytes: AtomicU64,
     pub manifest_puts: AtomicU64,
     pub patches: AtomicU64,
+    /// Requests that reached the second port (the other origin) carrying `Authorization`.
+    pub other_port_auth: AtomicU64,
+    pub other_port_requests: AtomicU64,
     /// `METHOD path -> status`, one line per request.
     pub log: Mutex<Vec<String>>,
 }
@@ -65,6 +68,20 @@ pub struct State {
     hidden: Mutex<HashSet<(String, String)>>,
     pulls: AtomicU64,
     pub stats: Stats,
+}
+
+/// Each proxy's second origin, by its first: what a registry entry lists in
+/// `trusted_origins` for a profile whose uploads move to the other port.
+static OTHERS: std::sync::LazyLock<Mutex<HashMap<String, String>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// The other origin of the proxy at `url`, if `url` is a quirks proxy.
+pub fn other_origin(url: &str) -> Option<String> {
+    OTHERS
+        .lock()
+        .unwrap()
+        .get(url.trim_end_matches('/'))
+        .cloned()
 }
 
 pub struct QuirksProxy {
@@ -119,6 +136,10 @@ impl QuirksProxy {
             .other
             .set(format!("http://127.0.0.1:{other_port}"))
             .unwrap();
+        OTHERS.lock().unwrap().insert(
+            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{other_port}"),
+        );
         QuirksProxy {
             port,
             other_port,

@@ -1,0 +1,131 @@
+//! The daemon's listener over TLS (rustls), checked with curl: the certificate from a test
+//! CA, plain HTTP refused, mutual TLS when a client CA is set, and `ferry status` beside the
+//! daemon trusting the CA the config names.
+
+use std::process::Command;
+
+use crate::support::registry::{TestCa, TestRegistry};
+use crate::support::{free_port, wait_until, Daemon, Ferry};
+
+/// curl's exit code and body for `url` with these extra arguments.
+fn curl(url: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+    )
+}
+
+fn daemon_with(tls: &str, port: u16, src: &str, dst: &str) -> Ferry {
+    let f = Ferry::new(
+        &format!("[registries.src]\nurl = \"{src}\"\n[registries.dst]\nurl = \"{dst}\"\n"),
+        "1MiB",
+        &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app\"]\nschedule = \"0 0 1 1 *\"\n")],
+    );
+    std::fs::write(f.path().join("admin"), "admin-token-0123456789abcdef").unwrap();
+    let cfg = std::fs::read_to_string(f.config()).unwrap();
+    let daemon =
+        format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"admin\"\n{tls}");
+    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_speaks_tls_and_mutual_tls_when_asked() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let ca = TestCa::new();
+    let (cert, key) = ca.server();
+    let cacert = ca.ca().display().to_string();
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let tls = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntls_ca_file = \"{cacert}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let f = daemon_with(&tls, port, &src.url, &dst.url);
+    let d = Daemon::start(&f, port, "daemon.log");
+    assert!(
+        wait_until(20, || curl(&url, &["--cacert", &cacert]).0 == 0),
+        "{}",
+        d.log()
+    );
+    assert_eq!(curl(&url, &["--cacert", &cacert]).1, "ok\n");
+    assert_ne!(curl(&url, &[]).0, 0, "an unknown CA is refused");
+    assert_ne!(
+        curl(&format!("http://127.0.0.1:{port}/healthz"), &[]).1,
+        "ok\n",
+        "no plain HTTP"
+    );
+    // `ferry status` beside the daemon reads its /status over TLS, trusting tls_ca_file.
+    let status = f.run(&["status"]);
+    status.assert_code(0);
+    assert!(status.stdout.contains("p"), "{}", status.all());
+    assert_eq!(d.stop().0, 0);
+
+    // Mutual TLS: no client certificate, no answer.
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let mtls = format!("{tls}tls_client_ca_file = \"{cacert}\"\n");
+    let f = daemon_with(&mtls, port, &src.url, &dst.url);
+    let (ccert, ckey) = ca.client();
+    let (ccert, ckey) = (ccert.display().to_string(), ckey.display().to_string());
+    let d = Daemon::start(&f, port, "daemon.log");
+    let with_cert = [
+        "--cacert",
+        cacert.as_str(),
+        "--cert",
+        ccert.as_str(),
+        "--key",
+        ckey.as_str(),
+    ];
+    assert!(
+        wait_until(20, || curl(&url, &with_cert).0 == 0),
+        "{}",
+        d.log()
+    );
+    assert_eq!(curl(&url, &with_cert).1, "ok\n");
+    assert_ne!(
+        curl(&url, &["--cacert", &cacert]).1,
+        "ok\n",
+        "a client without a certificate"
+    );
+    assert_eq!(d.stop().0, 0);
+}
+
+#[test]
+fn tls_mistakes_and_an_exposed_plain_listener_are_named_by_validate() {
+    let f = daemon_with(
+        "tls_cert_file = \"nope.crt\"\n",
+        9,
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+    );
+    let run = f.run(&["validate"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("give tls_cert_file and tls_key_file together"),
+        "{}",
+        run.all()
+    );
+    let f = daemon_with("", 9, "http://127.0.0.1:1", "http://127.0.0.1:2");
+    let cfg = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(
+        f.config(),
+        cfg.replace("listen = \"127.0.0.1:9\"", "listen = \"0.0.0.0:9464\""),
+    )
+    .unwrap();
+    let run = f.run(&["validate"]);
+    run.assert_code(0);
+    assert!(
+        run.all().contains("reachable from other hosts without TLS"),
+        "{}",
+        run.all()
+    );
+}
