@@ -46,6 +46,7 @@ impl App {
     /// # Errors
     /// A registry client that cannot be built (bad CA).
     pub fn new(config: Config, state: Option<StateStore>) -> Result<Self, AppError> {
+        crate::registry::keep_from_helpers(&config.secret_env);
         let mut registries = BTreeMap::new();
         for (key, spec) in &config.registries {
             registries.insert(key.clone(), Registry::new(endpoint(spec))?);
@@ -114,5 +115,6 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         rate_limit_max_wait: spec.rate_limit_max_wait,
         upload: spec.upload,
         trusted_origins: spec.trusted_origins.clone(),
+        layout_shared: spec.layout_shared,
     }
 }

@@ -49,6 +49,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// Things that work but are probably not what was meant; `validate` prints them, nothing refuses them.
     pub warnings: Vec<Diagnostic>,
+    /// The environment variables secrets come from (`*_env`).
+    pub secret_env: Vec<String>,
 }
 
 /// Read and check the main config and every policy file. Returns every problem found.
@@ -81,6 +83,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         &mut diags,
     );
     flows::check(&policies, &places, &registries, &mut diags, &mut warnings);
+    cleartext(path, &registries, &notify, cluster.as_ref(), &mut warnings);
     if !daemon.listen.ip().is_loopback() && daemon.tls.is_none() {
         warnings.push(Diagnostic::file(
             path,
@@ -119,9 +122,56 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             notify,
             cluster,
             warnings,
+            secret_env: raw.secret_env(),
         })
     } else {
         Err(diags)
+    }
+}
+
+/// Credentials configured for a plain-http endpoint off this machine cross the network in
+/// clear: allowed (a lab, a sidecar), said by `validate`.
+fn cleartext(
+    path: &Path,
+    registries: &BTreeMap<String, RegistrySpec>,
+    notify: &[NotifySpec],
+    cluster: Option<&ClusterSettings>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    let remote_http = |u: &url::Url| {
+        u.scheme() == "http"
+            && !matches!(u.host(), Some(url::Host::Domain("localhost")))
+            && !u
+                .host_str()
+                .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| ip.is_loopback())
+    };
+    let mut said = |what: String| warnings.push(Diagnostic::file(path, what));
+    for (name, r) in registries {
+        if r.credentials.is_some() && remote_http(&r.url) {
+            said(format!(
+                "registries.{name}: credentials are sent over plain http to {}; use https://",
+                r.url.origin().ascii_serialization()
+            ));
+        }
+    }
+    for (i, n) in notify.iter().enumerate() {
+        if (n.bearer_token.is_some() || !n.headers.is_empty()) && remote_http(&n.url) {
+            said(format!(
+                "notify[{i}]: its token or headers are sent over plain http to {}; use https://",
+                n.url.origin().ascii_serialization()
+            ));
+        }
+    }
+    if let Some(c) = cluster.filter(|c| c.login.is_some()) {
+        for e in c
+            .etcd
+            .iter()
+            .filter_map(|e| url::Url::parse(e).ok())
+            .filter(|u| remote_http(u))
+        {
+            said(format!("cluster: the etcd password is sent over plain http to {}; use https:// with ca_file", e.origin().ascii_serialization()));
+        }
     }
 }
 

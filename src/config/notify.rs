@@ -52,20 +52,7 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
     for (i, n) in raw.notify.iter().enumerate() {
         let n = n.get_ref();
         let field = |f: &str| format!("notify[{i}].{f}");
-        let url = match url::Url::parse(n.url.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            _ => {
-                sink.err(
-                    n.url.span(),
-                    format!(
-                        "{}: `{}` is not an http:// or https:// URL",
-                        field("url"),
-                        n.url.get_ref()
-                    ),
-                );
-                None
-            }
-        };
+        let url = notify_url(n, &field, base, sink);
         let mut on = Vec::new();
         for o in n.on.get_ref() {
             if let Some(kind) = NotifyOn::parse(o.get_ref()) {
@@ -101,16 +88,34 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
         )
         .map(|(t, _)| t);
         let mut headers = Vec::new();
-        for (k, v) in &n.headers {
+        let mut all: Vec<_> = n
+            .headers
+            .iter()
+            .map(|(k, v)| (k, Some((Secret::new(v.get_ref().clone()), v.span()))))
+            .collect();
+        for (k, v) in &n.headers_env {
+            all.push((
+                k,
+                super::check::secret(Some(v), None, &field(&format!("headers.{k}")), base, sink),
+            ));
+        }
+        for (k, v) in &n.headers_file {
+            all.push((
+                k,
+                super::check::secret(None, Some(v), &field(&format!("headers.{k}")), base, sink),
+            ));
+        }
+        for (k, v) in all {
+            let Some((value, span)) = v else { continue };
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(v.get_ref()).is_err()
+                || reqwest::header::HeaderValue::from_str(value.expose()).is_err()
             {
                 sink.err(
-                    v.span(),
+                    span,
                     format!("{}: `{k}` is not a valid HTTP header", field("headers")),
                 );
             } else {
-                headers.push((k.clone(), Secret::new(v.get_ref().clone())));
+                headers.push((k.clone(), value));
             }
         }
         if let Some(url) = url {
@@ -123,4 +128,69 @@ pub(super) fn notify_specs(raw: &RawConfig, base: &Path, sink: &mut Sink) -> Vec
         }
     }
     out
+}
+
+/// `url`, or `url_env` / `url_file` when the URL itself is the secret. Never echoed when it
+/// came from a secret source.
+fn notify_url(
+    n: &super::raw::RawNotify,
+    field: &dyn Fn(&str) -> String,
+    base: &Path,
+    sink: &mut Sink,
+) -> Option<url::Url> {
+    let (text, span, secret) = match (
+        &n.url,
+        super::check::secret(
+            n.url_env.as_ref(),
+            n.url_file.as_ref(),
+            &field("url"),
+            base,
+            sink,
+        ),
+    ) {
+        (Some(u), None) if n.url_env.is_none() && n.url_file.is_none() => {
+            (u.get_ref().clone(), u.span(), false)
+        }
+        (None, Some((s, span))) => (s.expose().trim().to_owned(), span, true),
+        (Some(u), _) => {
+            sink.err(
+                u.span(),
+                format!(
+                    "{}: give url, url_env or url_file, one of them",
+                    field("url")
+                ),
+            );
+            return None;
+        }
+        (None, None) => {
+            if n.url_env.is_none() && n.url_file.is_none() {
+                sink.err(
+                    n.on.span(),
+                    format!(
+                        "{}: name the endpoint with url, url_env or url_file",
+                        field("url")
+                    ),
+                );
+            }
+            return None;
+        }
+    };
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ => {
+            let shown = if secret {
+                "(from a secret)".to_owned()
+            } else {
+                format!("`{text}`")
+            };
+            sink.err(
+                span,
+                format!(
+                    "{}: {shown} is not an http:// or https:// URL",
+                    field("url")
+                ),
+            );
+            None
+        }
+    }
 }

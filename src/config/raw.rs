@@ -36,12 +36,20 @@ pub(super) struct RawCluster {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNotify {
-    pub url: S<String>,
+    pub url: Option<S<String>>,
+    /// The URL is itself the secret for some endpoints (Slack's incoming webhooks).
+    pub url_env: Option<S<String>>,
+    pub url_file: Option<S<String>>,
     pub on: S<Vec<S<String>>>,
     pub bearer_token_env: Option<S<String>>,
     pub bearer_token_file: Option<S<String>>,
     #[serde(default)]
     pub headers: BTreeMap<String, S<String>>,
+    /// Header name → the environment variable, or the file, holding its value.
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub headers_file: BTreeMap<String, S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +97,7 @@ pub(super) struct RawRegistry {
     pub trusted_origins: Option<Vec<S<String>>>,
     pub webhook_token_env: Option<S<String>>,
     pub webhook_token_file: Option<S<String>>,
+    pub layout_mode: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -164,4 +173,26 @@ pub(super) struct RawAttestation {
     pub signer: Option<Vec<RawSigner>>,
     #[serde(rename = "match", default)]
     pub matches: BTreeMap<String, String>,
+}
+
+impl RawConfig {
+    /// The environment variables the config reads secrets from: kept from the credential
+    /// helpers ferry starts, which need none of them.
+    pub fn secret_env(&self) -> Vec<String> {
+        let d = &self.daemon;
+        let mut out: Vec<&Option<S<String>>> = vec![&d.api_token_env, &d.read_token_env];
+        for r in self.registries.values() {
+            out.extend([&r.get_ref().password_env, &r.get_ref().webhook_token_env]);
+        }
+        for n in &self.notify {
+            out.extend([&n.get_ref().bearer_token_env, &n.get_ref().url_env]);
+        }
+        if let Some(c) = &self.cluster {
+            out.push(&c.get_ref().password_env);
+        }
+        out.into_iter()
+            .flatten()
+            .map(|v| v.get_ref().clone())
+            .collect()
+    }
 }

@@ -48,6 +48,8 @@ pub struct RegistrySpec {
     pub trusted_origins: Vec<url::Url>,
     /// The token webhooks from this registry carry (`/v1/events/*/NAME` only).
     pub webhook_token: Option<crate::model::Secret>,
+    /// `layout_mode = "shared"`: an `oci:` folder readable by other accounts.
+    pub layout_shared: bool,
 }
 
 impl RegistrySpec {
@@ -69,6 +71,7 @@ impl RegistrySpec {
             upload: None,
             trusted_origins: Vec::new(),
             webhook_token: None,
+            layout_shared: false,
         }
     }
 }
@@ -203,6 +206,31 @@ pub(super) fn registry_spec(
         }
     });
     let trusted_origins = trusted_origins(r, url.as_ref(), &field("trusted_origins"), sink);
+    let layout_shared = match r.layout_mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "private")) => false,
+        Some((m, "shared")) => {
+            if url.as_ref().is_some_and(|u| u.scheme() != "oci") {
+                sink.err(
+                    m.span(),
+                    format!(
+                        "{}: only an oci: folder has a layout mode",
+                        field("layout_mode")
+                    ),
+                );
+            }
+            true
+        }
+        Some((m, other)) => {
+            sink.err(
+                m.span(),
+                format!(
+                    "{}: `{other}` is not private (files 0600, the default) or shared (0644)",
+                    field("layout_mode")
+                ),
+            );
+            false
+        }
+    };
     let webhook_token = super::daemon::token(
         r.webhook_token_env.as_ref(),
         r.webhook_token_file.as_ref(),
@@ -226,6 +254,7 @@ pub(super) fn registry_spec(
         upload,
         trusted_origins,
         webhook_token,
+        layout_shared,
     })
 }
 

@@ -179,7 +179,7 @@ impl BlobJob<'_> {
                     // Quay's status counts one past the end (QUAY-3): what ferry knows it sent
                     // is the better figure then. Otherwise the registry's figure is the truth
                     // (it may hold more than the checkpoint: a body that landed after a kill).
-                    if s.offset == rec.offset + 1 {
+                    if rec.offset.checked_add(1) == Some(s.offset) {
                         s.offset = rec.offset;
                     }
                     info!(offset = s.offset, saved = rec.offset, "resuming upload");
@@ -269,7 +269,10 @@ impl BlobJob<'_> {
                 sent.patches = 0;
                 continue;
             }
-            if e.is_retryable() && attempt < MAX_ATTEMPTS && !self.cancel.is_cancelled() {
+            if (e.is_retryable() || lost_session(&e))
+                && attempt < MAX_ATTEMPTS
+                && !self.cancel.is_cancelled()
+            {
                 self.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = e
                     .retry_after()
@@ -461,7 +464,10 @@ impl BlobJob<'_> {
                     .upload_status(self.dst_repo, &session.location)
                     .await?
                 {
-                    Some(s) if s.offset == session.offset || s.offset == session.offset + 1 => {
+                    Some(s)
+                        if s.offset == session.offset
+                            || session.offset.checked_add(1) == Some(s.offset) =>
+                    {
                         debug!(
                             says,
                             offset = session.offset,
@@ -493,4 +499,12 @@ impl BlobJob<'_> {
             src = back.take().await?;
         }
     }
+}
+
+/// The registry forgot or invalidated the upload session: a PATCH of a killed run that
+/// landed after this run asked where the upload stood makes Distribution reject the stale
+/// `_state` (404 BLOB_UPLOAD_INVALID). Asking again and starting over is the way on.
+fn lost_session(e: &CopyError) -> bool {
+    matches!(e, CopyError::Registry(RegistryError::Status { status: 404, code: Some(c), .. })
+        if c == "BLOB_UPLOAD_INVALID" || c == "BLOB_UPLOAD_UNKNOWN")
 }

@@ -34,6 +34,9 @@ pub struct Shared {
     /// Work the daemon's parts start on the side (a retry timer, a reporter for a peer):
     /// awaited at a stop with the runs.
     pub(super) tasks: TaskTracker,
+    /// The cluster's view for `/status`, for about a second: the route may be open to
+    /// anyone, and each answer would otherwise cost etcd requests.
+    cluster_view: tokio::sync::Mutex<Option<(std::time::Instant, ClusterStatus)>>,
 }
 
 /// Why a policy's loop cannot take a run request now.
@@ -73,6 +76,7 @@ impl Shared {
             clustered,
             started_ms: crate::model::now_ms(),
             tasks: TaskTracker::new(),
+            cluster_view: tokio::sync::Mutex::default(),
         }
     }
 
@@ -172,7 +176,20 @@ impl Shared {
                 .collect(),
         );
         doc.cluster = match self.cluster() {
-            Some(c) => Some(c.status().await),
+            Some(c) => {
+                // Held across the etcd read: a burst of requests waits for one answer.
+                let mut cached = self.cluster_view.lock().await;
+                match cached.as_ref() {
+                    Some((at, v)) if at.elapsed() < std::time::Duration::from_secs(1) => {
+                        Some(v.clone())
+                    }
+                    _ => {
+                        let v = c.status().await;
+                        *cached = Some((std::time::Instant::now(), v.clone()));
+                        Some(v)
+                    }
+                }
+            }
             None if self.clustered => Some(ClusterStatus::default()),
             None => None,
         };

@@ -66,9 +66,22 @@ pub async fn get(program: &str, server: &str) -> Result<(String, Secret), Helper
         })
 }
 
+/// The variables ferry's own secrets come from: a helper is a program of someone else's,
+/// asked for one registry's credentials, and gets none of them.
+static SCRUB: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Keep these environment variables from every credential helper started from now on.
+pub fn keep_from_helpers(names: &[String]) {
+    *SCRUB.write().expect("lock poisoned") = names.to_vec();
+}
+
 async fn ask(program: &str, server: &str) -> Result<(String, Secret), HelperError> {
     let program_ = || program.to_owned();
-    let mut child = tokio::process::Command::new(program)
+    let mut cmd = tokio::process::Command::new(program);
+    for name in SCRUB.read().expect("lock poisoned").iter() {
+        cmd.env_remove(name);
+    }
+    let mut child = cmd
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -14,6 +14,7 @@ mod concurrency;
 mod error;
 mod gate;
 mod helper;
+pub use helper::keep_from_helpers;
 mod http;
 mod layout;
 mod limit;
@@ -70,6 +71,8 @@ pub struct Endpoint {
     pub upload: Option<UploadStrategy>,
     /// Other origins that get this registry's credentials (a proxy on another port).
     pub trusted_origins: Vec<url::Url>,
+    /// An `oci:` folder another account reads: files 0644, folders 0755 (else owner-only).
+    pub layout_shared: bool,
 }
 
 impl Endpoint {
@@ -90,6 +93,7 @@ impl Endpoint {
             rate_limit_max_wait: Duration::from_secs(600),
             upload: None,
             trusted_origins: Vec::new(),
+            layout_shared: false,
         }
     }
 }
@@ -142,7 +146,10 @@ impl Registry {
         install_crypto_provider();
         let limiter = || ep.bandwidth_limit.map(|b| Arc::new(RateLimiter::new(b)));
         let transport = if ep.url.scheme() == "oci" {
-            Transport::Layout(layout::Layout::new(std::path::PathBuf::from(ep.url.path())))
+            Transport::Layout(layout::Layout::new(
+                std::path::PathBuf::from(ep.url.path()),
+                layout::Modes::new(ep.layout_shared),
+            ))
         } else {
             Transport::Http(Box::new(http::Http::new(&ep, limiter())?))
         };

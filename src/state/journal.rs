@@ -21,6 +21,8 @@ use crate::model::{RepoName, Tag};
 const ID_TTL_MS: u64 = 3_600_000;
 /// Prune the id tree every this many new ids.
 const PRUNE_EVERY: u64 = 4096;
+/// Event ids remembered at most (a few MiB).
+const MAX_EVENT_IDS: usize = 100_000;
 
 /// What a journal entry asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -203,14 +205,15 @@ impl StateStore {
         Ok(())
     }
 
-    /// Whether event `id` was accepted within the last hour (a redelivery).
+    /// Whether `registry`'s event `id` was accepted within the last hour (a redelivery). Ids
+    /// are per registry: one sender cannot mark another's events as seen.
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub fn event_known(&self, id: &str, now: u64) -> Result<bool, StateError> {
+    pub fn event_known(&self, registry: &str, id: &str, now: u64) -> Result<bool, StateError> {
         let at = self
             .event_ids
-            .get(id.as_bytes())?
+            .get(key(&[registry.as_bytes(), id.as_bytes()]))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes);
         Ok(at.is_some_and(|at| now.saturating_sub(at) < ID_TTL_MS))
@@ -221,19 +224,34 @@ impl StateStore {
     ///
     /// # Errors
     /// When the store cannot be written.
-    pub fn remember_event(&self, id: &str, now: u64) -> Result<(), StateError> {
-        self.event_ids.insert(id.as_bytes(), &now.to_be_bytes())?;
+    pub fn remember_event(&self, registry: &str, id: &str, now: u64) -> Result<(), StateError> {
+        self.event_ids.insert(
+            key(&[registry.as_bytes(), id.as_bytes()]),
+            &now.to_be_bytes(),
+        )?;
         if self.commit.ids_added.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune_event_ids(now)?;
         }
         Ok(())
     }
 
+    /// Drop ids older than the TTL, then the oldest past `MAX_EVENT_IDS`: a flood of unique
+    /// ids within the hour cannot grow the store without end (a redelivery of one of the
+    /// dropped ones is then run again, which is harmless).
     fn prune_event_ids(&self, now: u64) -> Result<(), StateError> {
+        let mut kept = Vec::new();
         for kv in self.event_ids.iter() {
             let (k, v) = kv?;
             let at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
             if now.saturating_sub(at) >= ID_TTL_MS {
+                self.event_ids.remove(k)?;
+            } else {
+                kept.push((at, k));
+            }
+        }
+        if kept.len() > MAX_EVENT_IDS {
+            kept.sort_unstable_by_key(|(at, _)| *at);
+            for (_, k) in kept.drain(..kept.len() - MAX_EVENT_IDS) {
                 self.event_ids.remove(k)?;
             }
         }
@@ -298,11 +316,15 @@ mod tests {
             s.journal_put(&k("v2"), &JournalEntry::new("src", 6))
                 .unwrap();
             s.journal_remove(&k("v2")).unwrap();
-            assert!(!s.event_known("id-1", 1_000).unwrap());
-            s.remember_event("id-1", 1_000).unwrap();
-            assert!(s.event_known("id-1", 2_000).unwrap());
+            assert!(!s.event_known("src", "id-1", 1_000).unwrap());
+            s.remember_event("src", "id-1", 1_000).unwrap();
+            assert!(s.event_known("src", "id-1", 2_000).unwrap());
             assert!(
-                !s.event_known("id-1", 1_000 + ID_TTL_MS).unwrap(),
+                !s.event_known("other", "id-1", 2_000).unwrap(),
+                "ids are per registry: one sender cannot mark another's events seen"
+            );
+            assert!(
+                !s.event_known("src", "id-1", 1_000 + ID_TTL_MS).unwrap(),
                 "an id an hour old is new again"
             );
             s.commit().await.unwrap();
@@ -319,6 +341,22 @@ mod tests {
         );
         s.journal.insert(b"garbage", b"{not json").unwrap();
         assert_eq!(s.journal_all().unwrap().1, 1);
+    }
+
+    /// A flood of unique ids within the hour is cut to the newest `MAX_EVENT_IDS`.
+    #[test]
+    fn the_id_store_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        for i in 0..(MAX_EVENT_IDS as u64 + 10) {
+            s.event_ids
+                .insert(key(&[b"src", i.to_string().as_bytes()]), &i.to_be_bytes())
+                .unwrap();
+        }
+        s.prune_event_ids(MAX_EVENT_IDS as u64 + 10).unwrap();
+        assert_eq!(s.event_ids.len(), MAX_EVENT_IDS);
+        assert!(!s.event_known("src", "0", 20).unwrap(), "the oldest went");
+        assert!(s.event_known("src", "100009", 100_010).unwrap());
     }
 
     #[tokio::test]

@@ -173,6 +173,17 @@ impl StateStore {
             }
         };
         damage::stamp_format(dir);
+        // Upload URLs (with their registry state), run history and the event journal are
+        // nobody else's business, whatever the umask: the store is its owner's only.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for p in [dir, path.as_path()] {
+                if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+                {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot make the state store private (0700)");
+                }
+            }
+        }
         Ok(StateStore {
             uploads: db.open_tree("uploads")?,
             blobs: db.open_tree("blobs")?,

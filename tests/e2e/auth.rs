@@ -320,7 +320,13 @@ async fn credential_helpers_are_asked_once_per_run_and_failures_name_them() {
     let answer = |user: &str, secret: &str| {
         format!("printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\"")
     };
-    helper(&bin, "vault", &answer(USER, PASSWORD));
+    // The store's helper also writes down the environment it was given.
+    let seen_env = f.path().join("vault.env");
+    helper(
+        &bin,
+        "vault",
+        &format!("env > {}\n{}", seen_env.display(), answer(USER, PASSWORD)),
+    );
     helper(
         &bin,
         "cloud",
@@ -343,11 +349,30 @@ async fn credential_helpers_are_asked_once_per_run_and_failures_name_them() {
         "PATH".into(),
         format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
     ));
+    // A secret of ferry's own, from the environment: no helper may see it.
+    std::fs::write(
+        f.config(),
+        std::fs::read_to_string(f.config()).unwrap().replacen(
+            "[daemon]\n",
+            "[daemon]\napi_token_env = \"FERRY_ADMIN_TOKEN\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    f.env.push((
+        "FERRY_ADMIN_TOKEN".into(),
+        "admin-token-0123456789abcdef".into(),
+    ));
 
     let run = f.run(&["sync", "-vv"]);
     run.assert_code(0);
     assert_no_secret(&run, PASSWORD);
     assert_no_secret(&run, "identity-token-0123456789");
+    let env = std::fs::read_to_string(&seen_env).unwrap();
+    assert!(
+        env.contains("PATH=") && !env.contains("FERRY_ADMIN_TOKEN"),
+        "{env}"
+    );
     assert_copied(
         &src,
         &Reader::with(&basic.url, Auth::Basic(USER.into(), PASSWORD.into()), None),

@@ -121,3 +121,82 @@ async fn a_fifo_in_a_layout_is_refused_not_waited_on() {
     );
     assert!(run.stderr.contains("not a regular file"), "{}", run.all());
 }
+
+/// `app/blobs` would be a folder among `app`'s blobs: refused, and `app` stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_cannot_nest_inside_another_layouts_blobs() {
+    let src = TestRegistry::start();
+    let img = |seed: u64| {
+        images::image(
+            Format::Oci,
+            &[&images::layer(seed, 9_000)],
+            "amd64",
+            None,
+            "nest",
+        )
+    };
+    let mut p = Pusher::new(&src.url);
+    p.image("app", "v1", &img(971)).await;
+    p.image("app/blobs", "v1", &img(972)).await;
+    let usb = tempfile::tempdir().unwrap();
+    let f = Ferry::new(
+        &format!("[registries.src]\nurl = \"{}\"\n[registries.usb]\nurl = \"oci:{}\"\n", src.url, usb.path().display()),
+        "64KiB",
+        &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"usb\"]\nrepositories = [\"app\", \"app/blobs\"]\n")],
+    );
+    let run = f.run(&["sync"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("a repository path part named `blobs`"),
+        "{}",
+        run.all()
+    );
+    assert!(!usb.path().join("app/blobs/index.json").exists());
+    assert!(
+        usb.path().join("app/index.json").is_file(),
+        "app itself is copied"
+    );
+}
+
+/// What ferry writes into a layout is owner-only whatever the umask, and readable by other
+/// accounts only with `layout_mode = "shared"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_files_are_private_unless_shared() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let src = TestRegistry::start();
+    let img = images::image(
+        Format::Oci,
+        &[&images::layer(981, 9_000)],
+        "amd64",
+        None,
+        "modes",
+    );
+    Pusher::new(&src.url).image("app", "v1", &img).await;
+    for (mode, file, dir) in [("private", 0o600, 0o700), ("shared", 0o644, 0o755)] {
+        let usb = tempfile::tempdir().unwrap();
+        Ferry::new(
+            &format!("[registries.src]\nurl = \"{}\"\n[registries.usb]\nurl = \"oci:{}\"\nlayout_mode = \"{mode}\"\n", src.url, usb.path().display()),
+            "64KiB",
+            &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"usb\"]\nrepositories = [\"app\"]\n")],
+        )
+        .run(&["sync"])
+        .assert_code(0);
+        let app = usb.path().join("app");
+        let mode_of =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for d in [app.clone(), app.join("blobs"), app.join("blobs/sha256")] {
+            assert_eq!(mode_of(&d), dir, "{mode}: {}", d.display());
+        }
+        let mut files = vec![app.join("index.json"), app.join("oci-layout")];
+        files.extend(
+            std::fs::read_dir(app.join("blobs/sha256"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path()),
+        );
+        assert!(files.len() >= 5, "{files:?}");
+        for f in files {
+            assert_eq!(mode_of(&f), file, "{mode}: {}", f.display());
+        }
+    }
+}

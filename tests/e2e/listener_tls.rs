@@ -129,3 +129,40 @@ fn tls_mistakes_and_an_exposed_plain_listener_are_named_by_validate() {
         run.all()
     );
 }
+
+/// One peer cannot hold every connection slot: past 64 its new connections are closed,
+/// while others (here 127.0.0.1) are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_connection() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let port = free_port();
+    let f = daemon_with("", port, &src.url, &dst.url);
+    let d = Daemon::start(&f, port, "daemon.log");
+    assert!(d.ready().await, "{}", d.log());
+    let from = |ip: [u8; 4]| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+        s.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(from([127, 0, 0, 2]).await);
+    }
+    let ask = |mut c: tokio::net::TcpStream| async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let _ = c
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 12];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), c.read(&mut buf)).await;
+        matches!(n, Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200"))
+    };
+    assert!(
+        !ask(from([127, 0, 0, 2]).await).await,
+        "the 65th connection of one peer"
+    );
+    assert!(ask(from([127, 0, 0, 3]).await).await, "another peer");
+    assert!(ask(from([127, 0, 0, 1]).await).await, "a local proxy");
+    drop(held);
+    assert_eq!(d.stop().0, 0);
+}

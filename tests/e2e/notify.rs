@@ -28,14 +28,13 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
     let hook = Receiver::start(1); // down for the first request
     let regs = format!(
         "[registries.src]\nurl = \"{}\"\n[registries.dst]\nurl = \"{}\"\n[registries.locked]\nurl = \"{}\"\n\n\
-         [[notify]]\nurl = \"{}\"\non = [\"failed\", \"held\"]\nbearer_token_env = \"NOTIFY_TOKEN\"\nheaders = {{ X-Team = \"ops\" }}\n\n\
-         [[notify]]\nurl = \"{}\"\non = [\"succeeded\"]\n\n\
+         [[notify]]\nurl = \"{}\"\non = [\"failed\", \"held\"]\nbearer_token_env = \"NOTIFY_TOKEN\"\nheaders = {{ X-Team = \"ops\" }}\nheaders_file = {{ X-Api-Key = \"api-key\" }}\n\n\
+         [[notify]]\nurl_env = \"CHAT_URL\"\non = [\"succeeded\"]\n\n\
          [[notify]]\nurl = \"http://127.0.0.1:{}/down\"\non = [\"failed\"]\n",
         src.url,
         dst.url,
         locked.url,
         hook.url("/hook"),
-        hook.url("/chat"),
         crate::support::free_port() // nothing listens: an endpoint that is down
     );
     let policy = |name: &str, target: &str, extra: &str| {
@@ -58,6 +57,9 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
         ],
     );
     f.env.push(("NOTIFY_TOKEN".into(), TOKEN.into()));
+    // A chat webhook's URL is its secret; a header value can live in a file.
+    f.env.push(("CHAT_URL".into(), hook.url("/chat")));
+    std::fs::write(f.path().join("api-key"), "key-0123456789\n").unwrap();
     std::fs::write(
         f.path().join("policies/release.pub"),
         crate::support::cosign::Signer::new().pem,
@@ -118,6 +120,7 @@ async fn failed_held_and_succeeded_runs_are_posted_as_cloudevents_and_retried() 
         format!("Bearer {TOKEN}").as_str()
     );
     assert_eq!(e.headers["x-team"], "ops");
+    assert_eq!(e.headers["x-api-key"], "key-0123456789");
     assert_eq!(e.headers["content-type"], "application/cloudevents+json");
     let held = on("/hook", "dev.ferry.run.held");
     assert_eq!(

@@ -105,3 +105,22 @@ fn credentials_in_urls_and_cleartext_trusted_origins_fail_validate() {
         "{all}"
     );
 }
+
+#[test]
+fn credentials_over_plain_http_off_this_machine_are_a_warning() {
+    let mut f = Ferry::new(
+        "[registries.lab]\nurl = \"http://registry.lab.example:5000\"\nusername = \"robot\"\npassword_env = \"LAB_PASSWORD\"\n\n[registries.local]\nurl = \"http://127.0.0.1:5000\"\nusername = \"robot\"\npassword_env = \"LAB_PASSWORD\"\n",
+        "1MiB",
+        &[],
+    );
+    f.env
+        .push(("LAB_PASSWORD".into(), "Victim-Passw0rd".into()));
+    let run = f.run(&["validate"]);
+    let all = run.all();
+    assert!(all.contains("registries.lab: credentials are sent over plain http to http://registry.lab.example:5000"), "{all}");
+    assert!(
+        !all.contains("registries.local:"),
+        "loopback is fine: {all}"
+    );
+    assert!(!all.contains("Victim-Passw0rd"), "{all}");
+}

@@ -342,3 +342,21 @@ async fn a_truncated_store_is_moved_aside_and_a_state_dir_that_is_a_file_stops_t
         run.stderr
     );
 }
+
+/// The store holds upload URLs with registry state, the run history and the journal: it is
+/// its owner's only, whatever the umask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push(&src.url, "v1", 21, 10_000).await;
+    let ferry = Ferry::new(&regs(&src, &dst), "1MiB", &[("p.toml", POLICY)]);
+    let state = ferry.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ferry.run(&["sync"]).assert_code(0);
+    for p in [state.clone(), state.join("state.sled")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", p.display());
+    }
+}

@@ -86,7 +86,7 @@ async fn receive(
     };
     let now = now_ms();
     for ev in &parsed.events {
-        match s.state.event_known(&ev.id, now) {
+        match s.state.event_known(&registry, &ev.id, now) {
             Ok(true) => {
                 counts.duplicate += 1;
                 continue;
@@ -134,7 +134,7 @@ async fn receive(
                 return refuse(&s, &registry, &counts, e);
             }
         }
-        if let Err(e) = s.state.remember_event(&ev.id, now) {
+        if let Err(e) = s.state.remember_event(&registry, &ev.id, now) {
             return refuse(&s, &registry, &counts, QueueError::State(e));
         }
         if any {

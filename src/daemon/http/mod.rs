@@ -37,6 +37,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections open at once; past it new ones are closed at once rather than queued.
 const MAX_CONNECTIONS: usize = 4096;
+/// Connections one peer address may hold: one client cannot take every slot.
+const MAX_PER_PEER: usize = 64;
 
 /// A one-line plain-text answer: every refusal says why.
 pub(super) fn reply(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -319,11 +321,13 @@ pub async fn serve(
 ) {
     let router = router(shared.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     loop {
-        let sock = tokio::select! {
+        let (sock, peer) = tokio::select! {
             () = stop.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, a)) => (s, a.ip()),
                 Err(e) => {
                     // Out of file descriptors, most likely: let connections close first.
                     debug!(error = %e, "accept failed");
@@ -333,6 +337,13 @@ pub async fn serve(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        // A reverse proxy on this host speaks for many clients: it is not capped.
+        let capped = !matches!(peer, std::net::IpAddr::V4(a) if a == std::net::Ipv4Addr::LOCALHOST)
+            && peer != std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let Some(peer_slot) = PeerSlot::take(&peers, peer, capped) else {
+            debug!(%peer, "connection refused: this peer holds {MAX_PER_PEER} already");
             continue;
         };
         let tls = shared
@@ -356,8 +367,45 @@ pub async fn serve(
                     }
                 }
             }
-            drop(slot);
+            drop((slot, peer_slot));
         });
+    }
+}
+
+/// One of a peer's connections, given back when the connection ends.
+struct PeerSlot {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    peer: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        peer: std::net::IpAddr,
+        capped: bool,
+    ) -> Option<Self> {
+        let mut m = peers.lock().expect("lock poisoned");
+        let n = m.entry(peer).or_default();
+        if capped && *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.peers.lock().expect("lock poisoned");
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
     }
 }
 

@@ -46,6 +46,52 @@ pub(super) struct Layout {
 struct Indexes {
     parsed: std::sync::Mutex<HashMap<PathBuf, Parsed>>,
     generation: std::sync::atomic::AtomicU64,
+    modes: Modes,
+}
+
+/// The permissions of what ferry writes into a layout, set explicitly rather than left to
+/// the umask: owner-only by default; `layout_mode = "shared"` for a disk another account
+/// reads (0644 files, 0755 folders).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Modes {
+    pub file: u32,
+    pub dir: u32,
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Modes::new(false)
+    }
+}
+
+impl Modes {
+    pub fn new(shared: bool) -> Self {
+        if shared {
+            Modes {
+                file: 0o644,
+                dir: 0o755,
+            }
+        } else {
+            Modes {
+                file: 0o600,
+                dir: 0o700,
+            }
+        }
+    }
+}
+
+/// Create `path` for writing with `mode` (not the umask's).
+fn create(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    // `mode` at creation is still masked by the umask: set it outright.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
 }
 type IndexCache = Arc<Indexes>;
 /// An index.json as parsed, with the length and modification time the file had then.
@@ -57,6 +103,7 @@ impl Indexes {
         let written = replace(
             &dir.join("index.json"),
             serde_json::to_vec_pretty(index).expect("json").as_slice(),
+            self.modes.file,
         );
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -155,12 +202,12 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> LayoutError + '_ {
 }
 
 /// Write `bytes` to `path` so a crash leaves the old file or the new one, never a mix.
-fn replace(path: &Path, bytes: &[u8]) -> Io<()> {
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> Io<()> {
     let name = path
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(".{name}.tmp-{:x}", rand_id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut f = create(&tmp, mode).map_err(io(&tmp))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(io(&tmp))?;
@@ -204,16 +251,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Io<T> + Send + 'static)
 }
 
 impl Layout {
-    pub(super) fn new(root: PathBuf) -> Self {
+    pub(super) fn new(root: PathBuf, modes: Modes) -> Self {
         Layout {
             root,
             locks: std::sync::Mutex::default(),
-            indexes: IndexCache::default(),
+            indexes: Arc::new(Indexes {
+                modes,
+                ..Indexes::default()
+            }),
         }
+    }
+
+    fn modes(&self) -> Modes {
+        self.indexes.modes
     }
 
     fn repo(&self, repo: &RepoName) -> PathBuf {
         self.root.join(repo.as_str())
+    }
+
+    /// A repository written here must not land inside another's layout files: `a/blobs`
+    /// would put repository `a/blobs/sha256`'s folders among `a`'s blobs, where a collection
+    /// of `a` would treat them as garbage (and a digest-named file of theirs as `a`'s).
+    fn placeable(&self, repo: &RepoName) -> Io<()> {
+        match repo.as_str().split('/').find(|p| matches!(*p, "blobs" | "index.json" | "oci-layout")) {
+            None => Ok(()),
+            Some(part) => Err(LayoutError::invalid(
+                &self.repo(repo),
+                format!("a repository path part named `{part}` would sit inside another repository's layout files; rename it with target_repository"),
+            )),
+        }
     }
 
     fn blob_path(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
@@ -258,7 +325,7 @@ impl Layout {
     /// Create the layout's skeleton when missing. The folder itself must exist (an unmounted
     /// disk must not turn into a folder on the system disk), and a repository folder that
     /// holds something other than a layout is left alone.
-    fn init(root: &Path, dir: &Path) -> Io<()> {
+    fn init(root: &Path, dir: &Path, modes: Modes) -> Io<()> {
         if !root.is_dir() {
             return Err(LayoutError::Io {
                 path: root.to_owned(),
@@ -275,9 +342,16 @@ impl Layout {
             ));
         }
         std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io(dir))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for d in [dir.to_owned(), dir.join("blobs"), dir.join("blobs/sha256")] {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(modes.dir))
+                    .map_err(io(&d))?;
+            }
+        }
         let marker = dir.join("oci-layout");
         if !marker.exists() {
-            replace(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            replace(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#, modes.file)?;
         }
         if !dir.join("index.json").exists() {
             replace(
@@ -285,6 +359,7 @@ impl Layout {
                 json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [] })
                     .to_string()
                     .as_bytes(),
+                modes.file,
             )?;
         }
         Ok(())
@@ -501,6 +576,7 @@ impl Layout {
         reference: &str,
         m: &PulledManifest,
     ) -> Io<()> {
+        self.placeable(repo)?;
         let (dir, blob) = (self.repo(repo), self.blob_path(repo, &m.digest));
         let lock = self.lock(repo);
         let _held = lock.lock().await;
@@ -511,11 +587,11 @@ impl Layout {
                 .is_err()
                 .then(|| reference.to_owned()),
         );
-        let (root, cache) = (self.root.clone(), self.indexes.clone());
+        let (root, cache, modes) = (self.root.clone(), self.indexes.clone(), self.modes());
         blocking(move || {
-            Self::init(&root, &dir)?;
+            Self::init(&root, &dir, modes)?;
             if !blob.is_file() {
-                replace(&blob, &m.bytes)?;
+                replace(&blob, &m.bytes, modes.file)?;
             }
             let Some(tag) = tag else { return Ok(()) };
             let mut index = Self::index(&dir)?.unwrap_or_else(|| json!({ "schemaVersion": 2, "manifests": [] }));

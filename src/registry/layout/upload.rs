@@ -19,14 +19,15 @@ impl Layout {
     /// Make `repo` a layout if it is not one yet; under its lock, since `index.json` is created
     /// here and a concurrent first write of a tag must not be overwritten by it.
     async fn ensure(&self, repo: &RepoName) -> Io<()> {
+        self.placeable(repo)?;
         let dir = self.repo(repo);
         if dir.join("index.json").is_file() && dir.join("oci-layout").is_file() {
             return Ok(());
         }
         let lock = self.lock(repo);
         let _held = lock.lock().await;
-        let root = self.root.clone();
-        blocking(move || Self::init(&root, &dir)).await
+        let (root, modes) = (self.root.clone(), self.modes());
+        blocking(move || Self::init(&root, &dir, modes)).await
     }
 
     pub(in crate::registry) async fn start_upload(
@@ -40,6 +41,7 @@ impl Layout {
         let tmp = dir
             .join("blobs")
             .join(format!(".upload-{}-{:x}", std::process::id(), rand_id()));
+        let file_mode = self.modes().file;
         blocking(move || {
             sweep_abandoned(&dir.join("blobs"));
             // A mount within the same folder is a hard link: no bytes copied.
@@ -48,7 +50,7 @@ impl Layout {
                     return Ok(UploadStart::Mounted);
                 }
             }
-            std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            super::create(&tmp, file_mode).map_err(io(&tmp))?;
             Ok(UploadStart::Session(UploadSession::at(
                 tmp.display().to_string(),
                 0,
