@@ -166,3 +166,34 @@ async fn one_peer_cannot_take_every_connection() {
     drop(held);
     assert_eq!(d.stop().0, 0);
 }
+
+/// A renewed certificate pair, written over the configured files, serves the next
+/// connection after a reload (SIGHUP), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_the_renewed_certificate() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (old, renewed) = (TestCa::new(), TestCa::new());
+    let port = free_port();
+    let f = daemon_with(
+        "tls_cert_file = \"tls.crt\"\ntls_key_file = \"tls.key\"\n",
+        port,
+        &src.url,
+        &dst.url,
+    );
+    let install = |ca: &TestCa| {
+        let (c, k) = ca.server();
+        std::fs::copy(c, f.path().join("tls.crt")).unwrap();
+        std::fs::copy(k, f.path().join("tls.key")).unwrap();
+    };
+    install(&old);
+    let d = Daemon::start(&f, port, "daemon.log");
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let trusts = |ca: &TestCa| curl(&url, &["--cacert", &ca.ca().display().to_string()]).0 == 0;
+    assert!(wait_until(20, || trusts(&old)), "{}", d.log());
+    assert!(!trusts(&renewed));
+    install(&renewed);
+    crate::support::signal(&d.child, "HUP");
+    assert!(wait_until(20, || trusts(&renewed)), "{}", d.log());
+    assert!(!trusts(&old), "the old certificate is no longer served");
+    assert_eq!(d.stop().0, 0);
+}

@@ -6,6 +6,7 @@
 //! a header read timeout (slow-loris clients are cut after `HEADER_TIMEOUT`), every request a
 //! deadline, and the number of open connections a ceiling.
 
+mod deadline;
 mod events;
 mod page;
 mod runs;
@@ -33,6 +34,8 @@ use super::Shared;
 /// Largest request body: webhook envelopes are a few KiB.
 const MAX_BODY: usize = 1 << 20;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A response write that makes no progress for this long ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request (body included) must be answered within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections open at once; past it new ones are closed at once rather than queued.
@@ -357,11 +360,17 @@ pub async fn serve(
         let stop = stop.clone();
         tasks.spawn(async move {
             match tls {
-                None => connection(TokioIo::new(sock), service, &stop).await,
+                None => {
+                    let io = deadline::WriteDeadline::new(sock, WRITE_TIMEOUT);
+                    connection(TokioIo::new(io), service, &stop).await;
+                }
                 Some(cfg) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                     match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(sock)).await {
-                        Ok(Ok(stream)) => connection(TokioIo::new(stream), service, &stop).await,
+                        Ok(Ok(stream)) => {
+                            let io = deadline::WriteDeadline::new(stream, WRITE_TIMEOUT);
+                            connection(TokioIo::new(io), service, &stop).await;
+                        }
                         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                         Err(_) => debug!("TLS handshake not completed in time"),
                     }
