@@ -19,8 +19,18 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 use crate::telemetry::LogFormat;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-04)`: enough to tell two builds apart.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ", built ",
+    env!("FERRY_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(version, about = "Policy-driven OCI image replication")]
+#[command(version = VERSION, about = "Policy-driven OCI image replication")]
 pub struct Cli {
     /// Main config file.
     #[arg(
@@ -65,6 +75,8 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout.
     Man,
+    /// Print the version, the commit and the build date.
+    Version,
 }
 
 #[derive(Args)]
@@ -155,6 +167,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Probe(a) => probe::run(&cli.config, a).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
+        Command::Version => {
+            println!("ferry {VERSION}");
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -178,7 +178,7 @@ fn policy(
                     }),
                     None => jiff::tz::TimeZone::UTC,
                 };
-                Trigger::Cron(Box::new(schedule::Cron::new(c, tz)))
+                Trigger::Cron(Box::new(schedule::Cron::new(c, tz, s.get_ref())))
             }
             Err(e) => {
                 sink.err(s.span(), ctx(&format!("schedule: {e}")));

@@ -18,19 +18,32 @@ use jiff::tz::{AmbiguousOffset, TimeZone};
 pub struct Cron {
     schedule: cron::Schedule,
     tz: TimeZone,
+    /// As the user wrote it: what every message shows (the cron crate's own form is
+    /// seconds-first with day names, which nobody wrote).
+    written: String,
 }
 
 impl Cron {
-    pub fn new(schedule: cron::Schedule, tz: TimeZone) -> Self {
-        Cron { schedule, tz }
+    pub fn new(schedule: cron::Schedule, tz: TimeZone, written: &str) -> Self {
+        Cron {
+            schedule,
+            tz,
+            written: written.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
     }
 
-    /// The schedule as cron reads it, and the time zone when it is not UTC.
+    /// The schedule as written, the time zone when it is not UTC, and the next three runs.
     pub fn describe(&self) -> String {
-        match self.tz.iana_name() {
-            None | Some("UTC") => self.schedule.source().to_owned(),
-            Some(name) => format!("{} ({name})", self.schedule.source()),
-        }
+        let zone = match self.tz.iana_name() {
+            None | Some("UTC") => "UTC".to_owned(),
+            Some(name) => name.to_owned(),
+        };
+        let next: Vec<String> = self
+            .after(&Utc::now())
+            .take(3)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .collect();
+        format!("\"{}\" {zone}; next {}", self.written, next.join(", "))
     }
 
     /// The instants the schedule fires after `t`, in order, each once.
@@ -103,28 +116,52 @@ pub fn parse_timezone(name: &str) -> Result<TimeZone, String> {
 
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
-/// Parse a 5-field crontab (or `@hourly`-style shorthand), or 6 fields with seconds first.
+/// The five crontab fields, in order, as messages name them.
+const FIELDS: [&str; 5] = ["minute", "hour", "day of month", "month", "day of week"];
+
+/// Parse a 5-field crontab, or an `@hourly`-style shorthand. Six fields are refused: the
+/// usual six-field typo (a stray `*`) would otherwise read as seconds first and fire every
+/// few seconds; runs that often are `interval = "30s"`.
 // The problem is a diagnostic's text (see the config module doc).
 pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let native = match fields.len() {
         1 if expr.trim().starts_with('@') => expr.trim().to_owned(),
-        5 => format!(
-            "0 {} {} {} {} {}",
-            fields[0],
-            fields[1],
-            fields[2],
-            fields[3],
-            crontab_dow(fields[4])?
-        ),
-        6 => expr.trim().to_owned(),
+        5 => {
+            // Each field alone first, so an error names the field and the user's own text
+            // rather than the crate's seconds-first rewrite.
+            for (i, f) in fields.iter().enumerate() {
+                let mut probe = ["*"; 5];
+                probe[i] = f;
+                let dow = if i == 4 { crontab_dow(f)? } else { "*".to_owned() };
+                let one = format!("0 {} {} {} {} {dow}", probe[0], probe[1], probe[2], probe[3]);
+                if cron::Schedule::from_str(&one).is_err() {
+                    return Err(format!(
+                        "the {} field `{f}` of `{}` is not valid ({})",
+                        FIELDS[i],
+                        fields.join(" "),
+                        ["0-59", "0-23", "1-31", "1-12 or JAN-DEC", "0-7 or SUN-SAT"][i]
+                    ));
+                }
+            }
+            format!(
+                "0 {} {} {} {} {}",
+                fields[0],
+                fields[1],
+                fields[2],
+                fields[3],
+                crontab_dow(fields[4])?
+            )
+        }
         n => {
             return Err(format!(
-                "expected 5 fields (crontab, minute first) or 6 (seconds first), got {n}"
+                "a crontab has 5 fields (minute hour day-of-month month day-of-week), `{}` has {n}; for runs more often than a minute, use interval = \"30s\"",
+                fields.join(" ")
             ))
         }
     };
-    cron::Schedule::from_str(&native).map_err(|e| format!("invalid schedule `{expr}`: {e}"))
+    cron::Schedule::from_str(&native)
+        .map_err(|_| format!("`{}` is not a valid crontab", fields.join(" ")))
 }
 
 // The problem is a diagnostic's text (see the config module doc).
@@ -237,7 +274,11 @@ mod tests {
         let start = Utc
             .with_ymd_and_hms(2026, from.0, from.1, from.2, 0, 0)
             .unwrap();
-        let cron = Cron::new(parse_schedule(expr).unwrap(), parse_timezone(tz).unwrap());
+        let cron = Cron::new(
+            parse_schedule(expr).unwrap(),
+            parse_timezone(tz).unwrap(),
+            expr,
+        );
         cron.after(&start)
             .take(n)
             .map(|t| t.format("%m-%d %H:%M").to_string())
@@ -294,8 +335,37 @@ mod tests {
     #[test]
     fn shorthands_and_errors() {
         assert!(parse_schedule("@daily").is_ok());
-        assert!(parse_schedule("* * *").unwrap_err().contains("got 3"));
+        assert!(parse_schedule("* * *").unwrap_err().contains("has 3"));
         assert!(parse_schedule("0 12 * * 9").is_err());
+    }
+
+    /// The six-field typo that fired every 15 s during minutes 8-18 of January to May.
+    #[test]
+    fn six_fields_are_refused_and_errors_name_the_field_as_written() {
+        let e = parse_schedule("*/15 8-18 * * 1-5 *").unwrap_err();
+        assert!(
+            e.contains("a crontab has 5 fields") && e.contains("`*/15 8-18 * * 1-5 *` has 6"),
+            "{e}"
+        );
+        assert!(e.contains("interval"), "{e}");
+        let e = parse_schedule("60 * * * *").unwrap_err();
+        assert_eq!(
+            e,
+            "the minute field `60` of `60 * * * *` is not valid (0-59)"
+        );
+        let e = parse_schedule("0 25 * * *").unwrap_err();
+        assert!(e.starts_with("the hour field `25`"), "{e}");
+        let c = Cron::new(
+            parse_schedule("*/15  8-18 * * 1-5").unwrap(),
+            jiff::tz::TimeZone::UTC,
+            "*/15  8-18 * * 1-5",
+        );
+        let said = c.describe();
+        assert!(
+            said.starts_with("\"*/15 8-18 * * 1-5\" UTC; next "),
+            "{said}"
+        );
+        assert_eq!(said.matches(" UTC").count(), 4, "three next runs: {said}");
         assert_eq!(parse_interval("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_interval("5 parsecs").is_err());
     }

@@ -224,6 +224,7 @@ mod tests {
         let cron = Trigger::Cron(Box::new(crate::config::schedule::Cron::new(
             crate::config::schedule::parse_schedule("*/10 * * * *").unwrap(),
             jiff::tz::TimeZone::UTC,
+            "*/10 * * * *",
         )));
         assert_eq!(first_run(&cron, t(0, 1, 0)), Some(t(0, 10, 0)));
         assert_eq!(

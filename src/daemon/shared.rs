@@ -225,11 +225,16 @@ impl Shared {
     }
 }
 
-/// A trigger as people write it: `schedule 0 */5 * * * *`, `every 30s`, `manual`.
+/// A trigger as people write it: `schedule "*/5 * * * *" UTC; next …`, `every 10m`, `manual`.
 pub fn describe(t: &Trigger) -> String {
     match t {
         Trigger::Cron(s) => format!("schedule {}", s.describe()),
-        Trigger::Every(d) => format!("every {}s", d.as_secs()),
+        // As an interval is written: `10m`, not `600s`.
+        Trigger::Every(d) => match d.as_secs() {
+            s if s >= 3600 && s % 3600 == 0 => format!("every {}h", s / 3600),
+            s if s >= 60 && s % 60 == 0 => format!("every {}m", s / 60),
+            s => format!("every {s}s"),
+        },
         Trigger::Manual => "manual".into(),
     }
 }

@@ -21,6 +21,14 @@ pub enum RegistryError {
         op: &'static str,
         source: reqwest::Error,
     },
+    /// Nothing answered: connection refused, no such host, no route. Said once per registry
+    /// and run; the other requests to it fail at once with the same words.
+    #[error("{registry}: {op}: not reachable: {detail}")]
+    Unreachable {
+        registry: String,
+        op: &'static str,
+        detail: String,
+    },
     #[error("{registry}: {op}: authentication failed ({detail}); check the username and password for this registry")]
     Unauthorized {
         registry: String,
@@ -115,7 +123,7 @@ fn code_text(code: &Option<String>, message: &str) -> String {
 
 /// The error and its causes, `a: b: c`: reqwest's own message ("error sending request")
 /// says nothing of a refused connection or an untrusted certificate.
-fn chain(e: &reqwest::Error) -> String {
+pub(super) fn chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(c) = cur {
@@ -179,7 +187,8 @@ impl RegistryError {
             Self::MissingRepository { .. }
             | Self::Immutable { .. }
             | Self::NoDeletes { .. }
-            | Self::Fenced { .. } => false,
+            | Self::Fenced { .. }
+            | Self::Unreachable { .. } => false,
             // A disk that is full, read-only or refuses us stays so; an interrupted call or
             // one that timed out may not.
             Self::Storage { kind, .. } => {
@@ -203,7 +212,9 @@ impl RegistryError {
             | Self::Unauthorized { .. } => ErrorKind::Auth,
             Self::Status { status: 429, .. } | Self::RateLimited { .. } => ErrorKind::RateLimit,
             Self::Status { .. } | Self::Protocol { .. } => ErrorKind::Protocol,
-            Self::Transport { .. } | Self::Stalled { .. } => ErrorKind::Transport,
+            Self::Transport { .. } | Self::Stalled { .. } | Self::Unreachable { .. } => {
+                ErrorKind::Transport
+            }
             Self::Reauthenticated { .. } => ErrorKind::Auth,
             Self::MissingRepository { .. } => ErrorKind::Missing,
             Self::Immutable { .. } => ErrorKind::Conflict,

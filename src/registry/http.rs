@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::error::oci_error;
+use super::error::{self, oci_error};
 use super::{auth, budget, concurrency, retry, Endpoint, RateLimiter, RegistryError, Scope};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,7 +40,17 @@ pub(super) struct Http {
     pub(super) list_timeout: Duration,
     budget: budget::Budget,
     budget_max_wait: Duration,
+    /// The registry has answered at least once in this process.
+    reached: std::sync::atomic::AtomicBool,
+    /// Found unreachable (never answered), when, and why: other requests fail at once.
+    down: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long a registry never reached yet is tried before it counts as unreachable: a wrong
+/// port or host name is said in seconds, not after a minute of retries per repository.
+const FIRST_CONTACT: Duration = Duration::from_secs(5);
+/// How long "unreachable" stands before it is tried again (the next daemon run).
+const DOWN_FOR: Duration = Duration::from_secs(10);
 
 impl Http {
     /// # Errors
@@ -77,6 +87,8 @@ impl Http {
             name: ep.name.clone(),
             base: ep.url.clone(),
             trusted: ep.trusted_origins.iter().map(url::Url::origin).collect(),
+            reached: std::sync::atomic::AtomicBool::new(false),
+            down: std::sync::Mutex::new(None),
             client,
             limit: concurrency::Concurrency::new(ep.max_concurrent),
             download,
@@ -251,8 +263,21 @@ impl Http {
         map: impl Fn(RegistryError) -> RegistryError,
         gate: Option<&dyn super::WriteGate>,
     ) -> Result<Response, RegistryError> {
-        retry::with_retry(self.retry, &self.name, op, &self.retries, gate, || async {
+        let reached = self.reached.load(Ordering::Relaxed);
+        if !reached {
+            if let Some((at, why)) = self.down.lock().expect("lock poisoned").as_ref() {
+                if at.elapsed() < DOWN_FOR {
+                    return Err(self.unreachable(op, why.clone()));
+                }
+            }
+        }
+        let mut policy = self.retry;
+        if !reached {
+            policy.deadline = policy.deadline.min(FIRST_CONTACT);
+        }
+        let result = retry::with_retry(policy, &self.name, op, &self.retries, gate, || async {
             let rsp = self.attempt(op, scope, &build).await.map_err(&map)?;
+            self.reached.store(true, Ordering::Relaxed);
             if rsp.status() == StatusCode::TOO_MANY_REQUESTS && self.budget.spent() {
                 return Ok(rsp); // a rationed budget: the caller waits for it to refill, bounded
             }
@@ -261,7 +286,32 @@ impl Http {
             }
             Ok(rsp)
         })
-        .await
+        .await;
+        match result {
+            Err(RegistryError::Transport { source, .. })
+                if source.is_connect() && !self.reached.load(Ordering::Relaxed) =>
+            {
+                let why = format!(
+                    "{} (nothing answered at {} for {} s; a registry ferry has reached gets {} s of retries)",
+                    error::chain(&source),
+                    self.base.origin().ascii_serialization(),
+                    FIRST_CONTACT.as_secs(),
+                    self.retry.deadline.as_secs()
+                );
+                *self.down.lock().expect("lock poisoned") =
+                    Some((std::time::Instant::now(), why.clone()));
+                Err(self.unreachable(op, why))
+            }
+            other => other,
+        }
+    }
+
+    fn unreachable(&self, op: &'static str, detail: String) -> RegistryError {
+        RegistryError::Unreachable {
+            registry: self.name.clone(),
+            op,
+            detail,
+        }
     }
 
     async fn attempt(

@@ -163,6 +163,25 @@ async fn each_token_opens_its_own_routes_only() {
             .status(),
         403
     );
+    // Refused webhooks are counted and logged (once a minute per registry), with the peer.
+    let metrics = call("GET", "/metrics", Some(&bearer(READ)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let unauthorized: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferry_events_received_total") && l.contains("outcome=\"unauthorized\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(unauthorized >= 3.0, "{metrics}");
+    let log = d.log();
+    assert!(
+        log.contains("webhook refused") && log.contains("127.0.0.1"),
+        "{log}"
+    );
     assert!(
         !d.log().contains(HOOK) && !d.log().contains(ADMIN) && !d.log().contains(READ),
         "no token logged"

@@ -98,7 +98,7 @@ fn bad_schedule_and_bad_repository_name() {
         "{err}"
     );
     assert!(
-        err.contains("p.toml:6:12: policy `ok`: schedule: expected 5 fields (crontab, minute first) or 6 (seconds first), got 3"),
+        err.contains("p.toml:6:12: policy `ok`: schedule: a crontab has 5 fields (minute hour day-of-month month day-of-week)"),
         "{err}"
     );
 }
@@ -427,6 +427,29 @@ fn cluster_settings_are_checked_field_by_field() {
                 .any(|e| e.contains(&at) && e.contains(want)),
             "`{at}` `{want}` in:\n{}",
             run.stderr
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let f = Ferry::new("", "1MiB", &[]);
+    for args in [&["version"][..], &["--version"][..]] {
+        let run = f.run(args);
+        run.assert_code(0);
+        let line = run.stdout.trim();
+        let rest = line
+            .strip_prefix(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION")))
+            .unwrap_or_else(|| panic!("{line}"));
+        let (commit, date) = rest.trim_end_matches(')').split_once(", built ").unwrap();
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{line}"
+        );
+        assert!(
+            date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+            "{line}"
         );
     }
 }

@@ -151,6 +151,49 @@ async fn deadline(req: Request, next: Next) -> Response {
     }
 }
 
+/// The address a connection came from, for the log of a refused webhook.
+#[derive(Clone, Copy, Debug)]
+struct Peer(std::net::IpAddr);
+
+/// A webhook refused for its token: the sender retries for ever and events quietly fall
+/// back to the reconcile, so it is counted (`outcome="unauthorized"`) and logged, at most
+/// once a minute per registry, with the peer's address when a proxy says it.
+fn refused_webhook(
+    s: &Shared,
+    registry: &str,
+    peer: Option<Peer>,
+    headers: &HeaderMap,
+    wrong_scope: bool,
+) {
+    s.metrics.events(registry, "unauthorized", 1);
+    static LAST: std::sync::Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> =
+        std::sync::Mutex::new(None);
+    let mut last = LAST.lock().expect("lock poisoned");
+    let seen = last.get_or_insert_with(Default::default);
+    if seen.len() > 1024 {
+        seen.clear();
+    }
+    let due = seen
+        .get(registry)
+        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+    if due {
+        seen.insert(registry.to_owned(), std::time::Instant::now());
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let why = if wrong_scope {
+            "a token for another route"
+        } else if headers.contains_key(header::AUTHORIZATION) {
+            "a wrong token"
+        } else {
+            "no token"
+        };
+        let peer = peer.map_or_else(|| "-".to_owned(), |p| p.0.to_string());
+        tracing::warn!(path = %format!("/v1/events/*/{registry}"), %peer, forwarded_for = forwarded, "webhook refused: {why}; the sender will retry and events wait for the reconcile until its token is fixed (logged at most once a minute)");
+    }
+}
+
 /// Who a request's token says it is from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Role {
@@ -281,6 +324,11 @@ async fn authorize(
             .values()
             .any(|r| r.webhook_token.is_some());
     drop(app);
+    if let (Need::Webhook(registry), false) = (&need, role.as_ref().is_some_and(|r| need.met_by(r)))
+    {
+        let peer = req.extensions().get::<Peer>().copied();
+        refused_webhook(&s, registry, peer, &headers, role.is_some());
+    }
     match role {
         Some(r) if need.met_by(&r) => next.run(req).await,
         Some(r) => reply(
@@ -356,7 +404,7 @@ pub async fn serve(
             .tls
             .as_ref()
             .map(|t| t.server.clone());
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let stop = stop.clone();
         tasks.spawn(async move {
             match tls {
