@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::error::{self, oci_error};
@@ -24,7 +24,7 @@ pub(super) struct Http {
     pub(super) name: String,
     pub(super) base: url::Url,
     /// Origins besides `base`'s that get this registry's credentials (`trusted_origins`).
-    trusted: Vec<url::Origin>,
+    pub(super) trusted: Vec<url::Origin>,
     client: reqwest::Client,
     auth: auth::Auth,
     limit: concurrency::Concurrency,
@@ -431,45 +431,6 @@ impl Http {
             *req.timeout_mut() = Some(self.timeout);
         }
         self.client.execute(req).await
-    }
-
-    /// The request, with this registry's credentials only when it goes to the registry's
-    /// own origin or one `trusted_origins` names. A `Location` or `Link` elsewhere is
-    /// followed bare; the other origin, when it is one, is returned (`Some`).
-    fn authorized(
-        &self,
-        rb: RequestBuilder,
-        header: Option<String>,
-    ) -> reqwest::Result<(reqwest::Request, Option<String>)> {
-        let (client, req) = rb.build_split();
-        let req = req?;
-        let origin = req.url().origin();
-        if origin == self.base.origin() || self.trusted.contains(&origin) {
-            let rb = RequestBuilder::from_parts(client, req);
-            let rb = match header {
-                Some(h) => rb.header(AUTHORIZATION, h),
-                None => rb,
-            };
-            return Ok((rb.build()?, None));
-        }
-        if header.is_some() {
-            tracing::debug!(registry = %self.name, to = %origin.ascii_serialization(), "request to another origin sent without credentials");
-        }
-        Ok((req, Some(origin.ascii_serialization())))
-    }
-
-    /// A 401 from an origin the registry sent ferry to: its credentials are not for there.
-    fn foreign_401(&self, op: &'static str, origin: &str) -> RegistryError {
-        RegistryError::Unauthorized {
-            registry: self.name.clone(),
-            op,
-            detail: format!(
-                "the registry sent ferry to {origin}, which asks for credentials; ferry sends them \
-                 only to the registry's own origin ({}). If {origin} is the same service (a proxy \
-                 on another port), list it in trusted_origins",
-                self.base.origin().ascii_serialization()
-            ),
-        }
     }
 
     /// Send a request whose body streams and cannot be replayed: the caller owns recovery.

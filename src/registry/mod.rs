@@ -14,6 +14,7 @@ mod concurrency;
 mod error;
 mod gate;
 mod helper;
+mod origin;
 pub use helper::keep_from_helpers;
 mod http;
 mod layout;

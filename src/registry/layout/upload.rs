@@ -50,7 +50,7 @@ impl Layout {
                     return Ok(UploadStart::Mounted);
                 }
             }
-            super::create(&tmp, file_mode).map_err(io(&tmp))?;
+            super::files::create(&tmp, file_mode).map_err(io(&tmp))?;
             Ok(UploadStart::Session(UploadSession::at(
                 tmp.display().to_string(),
                 0,
