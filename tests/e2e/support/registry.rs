@@ -165,7 +165,7 @@ fn wait_for_listen(stderr: std::process::ChildStderr, log: &Path) -> u16 {
 }
 
 /// Run the `openssl` command in `dir`; its failure fails the test with openssl's words.
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -186,61 +186,32 @@ pub struct TestCa {
 impl TestCa {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let run = |args: &[&str]| openssl(d, args);
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-sha256",
-            "-subj",
-            "/CN=ferry-test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-sha256",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ]);
-        TestCa { dir }
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-sha256",
+                "-subj",
+                "/CN=ferry-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        let ca = TestCa { dir };
+        ca.issue("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
+        ca
     }
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
@@ -248,34 +219,38 @@ impl TestCa {
 
     /// A client certificate (`clientAuth`) from this CA, for mutual TLS: (cert, key).
     pub fn client(&self) -> (PathBuf, PathBuf) {
+        self.issue(
+            "client",
+            "/CN=ops",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+    }
+
+    /// A key and a certificate `NAME.key`/`NAME.crt` for `subject`, with these extensions,
+    /// signed by this CA.
+    fn issue(&self, name: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
+        let (key, csr, crt, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
         openssl(
             d,
             &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=ops",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
+                "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", subject, "-keyout",
+                &key, "-out", &csr,
             ],
         );
-        std::fs::write(
-            d.join("client.ext"),
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
+        std::fs::write(d.join(&extf), ext).unwrap();
         openssl(
             d,
             &[
                 "x509",
                 "-req",
                 "-in",
-                "client.csr",
+                &csr,
                 "-CA",
                 "ca.crt",
                 "-CAkey",
@@ -283,13 +258,14 @@ impl TestCa {
                 "-CAcreateserial",
                 "-days",
                 "2",
+                "-sha256",
                 "-extfile",
-                "client.ext",
+                &extf,
                 "-out",
-                "client.crt",
+                &crt,
             ],
         );
-        (d.join("client.crt"), d.join("client.key"))
+        (d.join(crt), d.join(key))
     }
     pub fn server(&self) -> (PathBuf, PathBuf) {
         (

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -28,18 +27,7 @@ impl TokenServer {
     pub fn start(user: &str, pass: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .expect("openssl not found: apt-get install -y openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| super::registry::openssl(d, args);
         run(&[
             "genpkey",
             "-algorithm",
