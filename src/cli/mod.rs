@@ -206,3 +206,8 @@ fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(code)
 }
+
+/// `1 policy`, `2 policies`: counts as people write them.
+pub(super) fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -39,14 +39,15 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
         let count = |a| plans.iter().map(|p| p.count(a)).sum::<usize>();
         let bytes: u64 = plans.iter().map(|p| p.bytes_to_send()).sum();
         println!(
-            "plan: {} tags to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} to send; {failed} repositories could not be read",
+            "plan: {} tags to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} to send; {} could not be read",
             count(TagAction::Create),
             count(TagAction::Move),
             count(TagAction::InSync),
             count(TagAction::Conflict),
             count(TagAction::Held),
             count(TagAction::Delete),
-            ByteSize(bytes)
+            ByteSize(bytes),
+            super::counted(failed, "repository", "repositories")
         );
     }
     // Planning records first-seen times and filtered indexes; keep them.

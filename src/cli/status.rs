@@ -129,15 +129,9 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         if let Some(scope) = &r.scope {
             println!("    targeted run: {scope}");
         }
-        for e in r.errors.iter().take(3) {
-            println!("    failed: {e}");
-        }
-        for h in r.held.iter().take(5) {
-            println!("    held: {h}");
-        }
-        for v in r.verified.iter().take(5) {
-            println!("    verified: {v}");
-        }
+        listed("failed", &r.errors, 3);
+        listed("held", &r.held, 5);
+        listed("verified", &r.verified, 5);
     }
     if !doc.pending_events.is_empty() {
         println!("\nevents pending ({} in all):", doc.pending_events_total);
@@ -236,5 +230,16 @@ fn print_cluster(c: &ClusterStatus) {
                 m.defined_on.join(", ")
             );
         }
+    }
+}
+
+/// The first `max` lines of a run's list, and how many more there are: a cut list must not
+/// read as the whole of it.
+fn listed(what: &str, items: &[String], max: usize) {
+    for i in items.iter().take(max) {
+        println!("    {what}: {i}");
+    }
+    if items.len() > max {
+        println!("    {what}: and {} more", items.len() - max);
     }
 }

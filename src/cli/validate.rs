@@ -35,10 +35,10 @@ pub fn run(config: &Path) -> ExitCode {
         );
     }
     println!(
-        "{}: ok, {} registries, {} policies",
+        "{}: ok, {}, {}",
         config.display(),
-        cfg.registries.len(),
-        cfg.policies.len()
+        super::counted(cfg.registries.len(), "registry", "registries"),
+        super::counted(cfg.policies.len(), "policy", "policies")
     );
     ExitCode::SUCCESS
 }

@@ -27,7 +27,11 @@ fn good_policy_is_valid() {
     let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
     let run = f.run(&["validate"]);
     run.assert_code(0);
-    assert!(run.stdout.contains("1 policies"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 policy") && !run.stdout.contains("1 policies"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
