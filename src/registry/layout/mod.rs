@@ -20,10 +20,12 @@ use serde_json::{json, Value};
 
 mod files;
 mod gc;
+mod index;
 mod upload;
 
 pub(super) use files::Modes;
 use files::{create, open_regular};
+use index::{read_index, IndexCache};
 
 use super::meta::{BlobStream, ManifestHead, PulledManifest};
 use super::RegistryError;
@@ -40,65 +42,7 @@ pub(super) struct Layout {
     /// One writer of each repository's `index.json` at a time.
     locks: std::sync::Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
     indexes: IndexCache,
-}
-
-/// Each repository's `index.json` as last parsed, with the length and modification time it had:
-/// planning asks about every tag of a repository, and each answer would otherwise re-read and
-/// re-parse the whole file. Our own writes drop the entry and bump the generation, so a read
-/// that raced a write is not kept; another writer changes the stamp.
-#[derive(Default)]
-struct Indexes {
-    parsed: std::sync::Mutex<HashMap<PathBuf, Parsed>>,
-    generation: std::sync::atomic::AtomicU64,
     modes: Modes,
-}
-
-type IndexCache = Arc<Indexes>;
-/// An index.json as parsed, with the length and modification time the file had then.
-type Parsed = (u64, Option<std::time::SystemTime>, Arc<Value>);
-
-impl Indexes {
-    /// Replace `dir`'s index.json with `index`, and forget the parsed copy.
-    fn write(&self, dir: &Path, index: &Value) -> Io<()> {
-        let written = replace(
-            &dir.join("index.json"),
-            serde_json::to_vec_pretty(index).expect("json").as_slice(),
-            self.modes.file,
-        );
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.parsed.lock().expect("lock poisoned").remove(dir);
-        written
-    }
-}
-
-/// `index.json` of `dir`, from the cache while the file is unchanged.
-fn read_index(cache: &IndexCache, dir: &Path) -> Io<Option<Arc<Value>>> {
-    let generation = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
-    let path = dir.join("index.json");
-    let stamp = match std::fs::metadata(&path) {
-        Ok(m) => (m.len(), m.modified().ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&path)(e)),
-    };
-    if let Some((.., v)) = cache
-        .parsed
-        .lock()
-        .expect("lock poisoned")
-        .get(dir)
-        .filter(|(len, at, _)| (*len, *at) == stamp)
-    {
-        return Ok(Some(v.clone()));
-    }
-    let Some(v) = Layout::index(dir)? else {
-        return Ok(None);
-    };
-    let v = Arc::new(v);
-    let mut parsed = cache.parsed.lock().expect("lock poisoned");
-    if cache.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-        parsed.insert(dir.to_owned(), (stamp.0, stamp.1, v.clone()));
-    }
-    Ok(Some(v))
 }
 
 type Io<T> = Result<T, LayoutError>;
@@ -201,15 +145,13 @@ impl Layout {
         Layout {
             root,
             locks: std::sync::Mutex::default(),
-            indexes: Arc::new(Indexes {
-                modes,
-                ..Indexes::default()
-            }),
+            indexes: IndexCache::default(),
+            modes,
         }
     }
 
     fn modes(&self) -> Modes {
-        self.indexes.modes
+        self.modes
     }
 
     fn repo(&self, repo: &RepoName) -> PathBuf {
@@ -549,7 +491,7 @@ impl Layout {
             }
             list.retain(|e| e["annotations"][REF_NAME] != tag.as_str());
             list.push(entry);
-            cache.write(&dir, &index)
+            cache.write(&dir, &index, modes.file)
         })
         .await
     }
@@ -577,7 +519,7 @@ impl Layout {
         let dir = self.repo(repo);
         let lock = self.lock(repo);
         let _held = lock.lock().await;
-        let cache = self.indexes.clone();
+        let (cache, modes) = (self.indexes.clone(), self.modes);
         blocking(move || {
             let Some(mut index) = Self::index(&dir)? else {
                 return Ok(());
@@ -586,7 +528,7 @@ impl Layout {
                 .as_array_mut()
                 .expect("checked by index()")
                 .retain(|e| !doomed(e));
-            cache.write(&dir, &index)?;
+            cache.write(&dir, &index, modes.file)?;
             gc::collect_garbage(&dir, &index)
         })
         .await
