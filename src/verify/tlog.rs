@@ -148,6 +148,34 @@ impl Entry {
                 })
         };
         let other = || Err("a log entry about another signature".to_owned());
+        let envelope_logged = |payload: &[u8],
+                               spec: &str,
+                               sigs: &str,
+                               (sig_at, key_at): (&str, &str),
+                               times: usize| {
+            let hash = hex::encode(sha2::Sha256::digest(payload));
+            let decoded = |v: Option<&Value>| {
+                (1..times).try_fold(decode(v)?, |once, _| b64.decode(once).ok())
+            };
+            let ok = body
+                .pointer(&format!("{spec}/payloadHash/value"))
+                .and_then(Value::as_str)
+                == Some(&hash)
+                && body
+                    .pointer(&format!("{spec}/{sigs}"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|ss| {
+                        ss.iter().any(|s| {
+                            decoded(s.get(sig_at)).as_deref() == Some(sig)
+                                && names(decoded(s.get(key_at)))
+                        })
+                    });
+            if ok {
+                Ok(())
+            } else {
+                other()
+            }
+        };
         match (kind, signed) {
             ("hashedrekord", Signed::Message(m)) => {
                 let hash = hex::encode(sha2::Sha256::digest(m));
@@ -163,50 +191,18 @@ impl Entry {
                 }
                 Ok(())
             }
+            // Both log the payload's hash and the envelope's signatures with their keys;
+            // intoto 0.0.2 encodes signature and key in base64 twice.
             ("dsse", Signed::Dsse(p)) => {
-                let hash = hex::encode(sha2::Sha256::digest(p));
-                let ok = body
-                    .pointer("/spec/payloadHash/value")
-                    .and_then(Value::as_str)
-                    == Some(&hash)
-                    && body
-                        .pointer("/spec/signatures")
-                        .and_then(Value::as_array)
-                        .is_some_and(|ss| {
-                            ss.iter().any(|s| {
-                                decode(s.get("signature")).as_deref() == Some(sig)
-                                    && names(decode(s.get("verifier")))
-                            })
-                        });
-                if ok {
-                    Ok(())
-                } else {
-                    other()
-                }
+                envelope_logged(p, "/spec", "signatures", ("signature", "verifier"), 1)
             }
-            ("intoto", Signed::Dsse(p)) => {
-                // intoto 0.0.2 logs the envelope's signature and key base64-encoded twice.
-                let hash = hex::encode(sha2::Sha256::digest(p));
-                let twice = |v: Option<&Value>| decode(v).and_then(|once| b64.decode(once).ok());
-                let ok = body
-                    .pointer("/spec/content/payloadHash/value")
-                    .and_then(Value::as_str)
-                    == Some(&hash)
-                    && body
-                        .pointer("/spec/content/envelope/signatures")
-                        .and_then(Value::as_array)
-                        .is_some_and(|ss| {
-                            ss.iter().any(|s| {
-                                twice(s.get("sig")).as_deref() == Some(sig)
-                                    && names(twice(s.get("publicKey")))
-                            })
-                        });
-                if ok {
-                    Ok(())
-                } else {
-                    other()
-                }
-            }
+            ("intoto", Signed::Dsse(p)) => envelope_logged(
+                p,
+                "/spec/content",
+                "envelope/signatures",
+                ("sig", "publicKey"),
+                2,
+            ),
             (k, _) => Err(format!(
                 "a log entry of kind {k:?}, which does not record this signature"
             )),
@@ -250,6 +246,43 @@ mod tests {
         let mut unknown = e;
         unknown.log_id[0] ^= 1;
         assert!(unknown.verify(&root).unwrap_err().contains("does not hold"));
+    }
+
+    /// A `dsse` entry logs the signature and key once encoded, an `intoto` 0.0.2 entry twice;
+    /// both bind only this payload, this signature and this key.
+    #[test]
+    fn dsse_and_intoto_entries_bind_their_own_envelope() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (payload, sig, key) = (
+            b"statement".as_slice(),
+            b"sig-bytes".as_slice(),
+            b"key-der".as_slice(),
+        );
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            b64.encode(key)
+        );
+        let hash = hex::encode(sha2::Sha256::digest(payload));
+        let entry = |body: Value| Entry {
+            body: b64.encode(body.to_string()),
+            integrated_time: 0,
+            log_index: 0,
+            log_id: vec![],
+            set: None,
+        };
+        let dsse = entry(serde_json::json!({ "kind": "dsse", "spec": {
+            "payloadHash": { "value": hash },
+            "signatures": [{ "signature": b64.encode(sig), "verifier": b64.encode(&pem) }] } }));
+        let twice = |b: &[u8]| b64.encode(b64.encode(b));
+        let intoto = entry(serde_json::json!({ "kind": "intoto", "spec": { "content": {
+            "payloadHash": { "value": hash },
+            "envelope": { "signatures": [{ "sig": twice(sig), "publicKey": twice(pem.as_bytes()) }] } } } }));
+        for e in [&dsse, &intoto] {
+            assert_eq!(e.binds(Signed::Dsse(payload), sig, key), Ok(()));
+            assert!(e.binds(Signed::Dsse(b"other"), sig, key).is_err());
+            assert!(e.binds(Signed::Dsse(payload), b"other-sig", key).is_err());
+            assert!(e.binds(Signed::Dsse(payload), sig, b"other-key").is_err());
+        }
     }
 
     #[test]

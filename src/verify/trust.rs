@@ -207,17 +207,15 @@ impl Trust {
         root.chain(leaf_der, &material.chain[1..], at)
             .map_err(Finding::Unproven)?;
         let issuer = leaf.issuer.clone().unwrap_or_default();
-        let signer = self.signers.iter().find(|s| {
-            s.issuer == issuer && leaf.identities.iter().any(|san| s.identity.accepts(san))
-        });
-        match signer {
-            Some(_) => Ok(Verifier::Identity {
-                identity: leaf
-                    .identities
-                    .iter()
-                    .find(|san| self.signers.iter().any(|s| s.identity.accepts(san)))
-                    .cloned()
-                    .unwrap_or_default(),
+        // The SAN reported is the one a signer of this very issuer accepted.
+        let matched = self
+            .signers
+            .iter()
+            .filter(|s| s.issuer == issuer)
+            .find_map(|s| leaf.identities.iter().find(|san| s.identity.accepts(san)));
+        match matched {
+            Some(san) => Ok(Verifier::Identity {
+                identity: san.clone(),
                 issuer,
             }),
             None => Err(Finding::OtherIdentity(format!(
