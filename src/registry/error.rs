@@ -21,8 +21,9 @@ pub enum RegistryError {
         op: &'static str,
         source: reqwest::Error,
     },
-    /// Nothing answered: connection refused, no such host, no route. Said once per registry
-    /// and run; the other requests to it fail at once with the same words.
+    /// Nothing answered: connection refused, no such host, no route, after a short first-
+    /// contact budget; for a while after, the other requests to it fail at once with the
+    /// same words instead of retrying each.
     #[error("{registry}: {op}: not reachable: {detail}")]
     Unreachable {
         registry: String,
@@ -277,17 +278,15 @@ pub(super) fn oci_error(body: &[u8]) -> (Option<String>, String) {
 /// characters (an escape sequence could rewrite the operator's screen) shown escaped, and
 /// at most 200 characters.
 pub(super) fn printable(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len().min(200));
+    for c in s.chars().take(200) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

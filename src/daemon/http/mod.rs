@@ -194,43 +194,32 @@ fn refused_webhook(
     }
 }
 
-/// Who a request's token says it is from.
+/// A scope of the API: what a route needs, and what a token opens. The admin token opens
+/// every scope; any other token exactly its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Role {
+enum Access {
     Admin,
     Read,
-    /// A webhook sender: the registry whose `webhook_token` it carries.
+    /// A webhook sender's: the registry whose `webhook_token` it is.
     Webhook(String),
 }
 
-/// What a route needs.
-#[derive(Debug)]
-enum Need {
-    Admin,
-    Read,
-    Webhook(String),
-}
-
-impl Need {
-    fn of(req: &Request) -> Self {
+impl Access {
+    /// What `req` needs.
+    fn needed(req: &Request) -> Self {
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix("/v1/events/") {
-            return Need::Webhook(rest.split('/').nth(1).unwrap_or("").to_owned());
+            return Access::Webhook(rest.split('/').nth(1).unwrap_or("").to_owned());
         }
         if req.method() == axum::http::Method::GET {
-            Need::Read
+            Access::Read
         } else {
-            Need::Admin
+            Access::Admin
         }
     }
 
-    fn met_by(&self, role: &Role) -> bool {
-        match (self, role) {
-            (_, Role::Admin) => true,
-            (Need::Read, Role::Read) => true,
-            (Need::Webhook(want), Role::Webhook(got)) => want == got,
-            _ => false,
-        }
+    fn opens(&self, need: &Access) -> bool {
+        *self == Access::Admin || self == need
     }
 }
 
@@ -287,7 +276,7 @@ async fn authorize(
 ) -> Response {
     let app = s.app();
     let d = &app.config.daemon;
-    let need = Need::of(&req);
+    let need = Access::needed(&req);
     let status_route = !req.uri().path().starts_with("/v1/");
     if status_route && !host_allowed(&headers, d.public_host.as_deref()) {
         return reply(
@@ -306,14 +295,14 @@ async fn authorize(
         .filter_map(|(name, r)| r.webhook_token.as_ref().map(|t| (name, t)));
     let role = presented(&headers).and_then(|g| {
         if d.api_token.as_ref().is_some_and(|t| same(&g, t)) {
-            Some(Role::Admin)
+            Some(Access::Admin)
         } else if d.read_token.as_ref().is_some_and(|t| same(&g, t)) {
-            Some(Role::Read)
+            Some(Access::Read)
         } else {
             webhook_tokens
                 .into_iter()
                 .find(|(_, t)| same(&g, t))
-                .map(|(name, _)| Role::Webhook(name.clone()))
+                .map(|(name, _)| Access::Webhook(name.clone()))
         }
     });
     let any_token = d.api_token.is_some()
@@ -324,19 +313,20 @@ async fn authorize(
             .values()
             .any(|r| r.webhook_token.is_some());
     drop(app);
-    if let (Need::Webhook(registry), false) = (&need, role.as_ref().is_some_and(|r| need.met_by(r)))
+    if let (Access::Webhook(registry), false) =
+        (&need, role.as_ref().is_some_and(|r| r.opens(&need)))
     {
         let peer = req.extensions().get::<Peer>().copied();
         refused_webhook(&s, registry, peer, &headers, role.is_some());
     }
     match role {
-        Some(r) if need.met_by(&r) => next.run(req).await,
+        Some(r) if r.opens(&need) => next.run(req).await,
         Some(r) => reply(
             StatusCode::FORBIDDEN,
             format!("this token ({}) does not open this route", match r {
-                Role::Admin => "admin".to_owned(),
-                Role::Read => "read".to_owned(),
-                Role::Webhook(reg) => format!("webhooks of {reg}"),
+                Access::Admin => "admin".to_owned(),
+                Access::Read => "read".to_owned(),
+                Access::Webhook(reg) => format!("webhooks of {reg}"),
             }),
         ),
         None if !any_token => reply(
@@ -372,8 +362,7 @@ pub async fn serve(
 ) {
     let router = router(shared.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
-        Arc::default();
+    let peers = PeerCounts::default();
     loop {
         let (sock, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -391,8 +380,11 @@ pub async fn serve(
             continue;
         };
         // A reverse proxy on this host speaks for many clients: it is not capped.
-        let capped = !matches!(peer, std::net::IpAddr::V4(a) if a == std::net::Ipv4Addr::LOCALHOST)
-            && peer != std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let capped = ![
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .contains(&peer);
         let Some(peer_slot) = PeerSlot::take(&peers, peer, capped) else {
             debug!(%peer, "connection refused: this peer holds {MAX_PER_PEER} already");
             continue;
@@ -429,18 +421,17 @@ pub async fn serve(
     }
 }
 
+/// Open connections by peer address.
+type PeerCounts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
 /// One of a peer's connections, given back when the connection ends.
 struct PeerSlot {
-    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    peers: PeerCounts,
     peer: std::net::IpAddr,
 }
 
 impl PeerSlot {
-    fn take(
-        peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-        peer: std::net::IpAddr,
-        capped: bool,
-    ) -> Option<Self> {
+    fn take(peers: &PeerCounts, peer: std::net::IpAddr, capped: bool) -> Option<Self> {
         let mut m = peers.lock().expect("lock poisoned");
         let n = m.entry(peer).or_default();
         if capped && *n >= MAX_PER_PEER {
