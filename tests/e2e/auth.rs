@@ -350,15 +350,7 @@ async fn credential_helpers_are_asked_once_per_run_and_failures_name_them() {
         format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
     ));
     // A secret of ferry's own, from the environment: no helper may see it.
-    std::fs::write(
-        f.config(),
-        std::fs::read_to_string(f.config()).unwrap().replacen(
-            "[daemon]\n",
-            "[daemon]\napi_token_env = \"FERRY_ADMIN_TOKEN\"\n",
-            1,
-        ),
-    )
-    .unwrap();
+    f.daemon_lines("api_token_env = \"FERRY_ADMIN_TOKEN\"\n");
     f.env.push((
         "FERRY_ADMIN_TOKEN".into(),
         "admin-token-0123456789abcdef".into(),
@@ -451,16 +443,7 @@ async fn secrets_never_reach_logs_status_metrics_state_or_plan_json_even_at_trac
     let mut f = Ferry::new(&regs, "64KiB", &[("m.toml", &policy)]);
     f.env.push(("FERRY_TEST_PASSWORD".into(), PASSWORD.into()));
     f.env.push(("RUST_LOG".into(), "trace".into()));
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        cfg.replacen(
-            "[daemon]\n",
-            &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    f.daemon_lines(&format!("listen = \"127.0.0.1:{port}\"\n"));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     // A JWT's header and payload are base64 JSON objects: `eyJ…` (`{"`), a dot, `eyJ…`.
     // (A bare `eyJ` also turns up by chance in Distribution's random upload `_state`.)

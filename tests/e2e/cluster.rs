@@ -35,9 +35,9 @@ pub(crate) fn member(
         .collect();
     let f = Ferry::new(&regs, "1MiB", &files);
     std::fs::write(f.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    let daemon = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\nstop_timeout = \"5s\"\n");
-    std::fs::write(f.config(), text.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\nstop_timeout = \"5s\"\n"
+    ));
     f
 }
 
@@ -756,12 +756,7 @@ async fn events_waiting_in_etcd_are_bounded_cluster_wide() {
         port,
         &[policy(0, true)],
     );
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        text.replacen("[daemon]\n", "[daemon]\nmax_pending_events = 3\n", 1),
-    )
-    .unwrap();
+    f.daemon_lines("max_pending_events = 3\n");
     let daemon = Daemon::start(&f, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let mut codes = Vec::new();

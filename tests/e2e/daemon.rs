@@ -18,17 +18,9 @@ fn daemon_ferry(src: &str, dst: &str, port: u16, chunk: &str, policies: &[(&str,
         chunk,
         policies,
     );
-    let path = f.config();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replacen(
-            "[daemon]\n",
-            &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\nstop_timeout = \"10s\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\nstop_timeout = \"10s\"\n"
+    ));
     f
 }
 

@@ -23,11 +23,9 @@ fn ferry(src: &str, dst: &str, port: u16, extra: &str, policies: &[(&str, &str)]
         policies,
     );
     std::fs::write(f.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    let path = f.config();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let daemon =
-        format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n{extra}");
-    std::fs::write(&path, text.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n{extra}"
+    ));
     f
 }
 

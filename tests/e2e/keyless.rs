@@ -58,16 +58,7 @@ fn ferry(src: &str, dst: &str, s: &Sigstore, policies: &[(&str, &str)]) -> Ferry
         "1MiB",
         policies,
     );
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        cfg.replacen(
-            "[daemon]\n",
-            "[daemon]\nsigstore_trusted_root = \"trusted_root.json\"\n",
-            1,
-        ),
-    )
-    .unwrap();
+    f.daemon_lines("sigstore_trusted_root = \"trusted_root.json\"\n");
     std::fs::write(f.path().join("trusted_root.json"), s.trusted_root()).unwrap();
     f
 }

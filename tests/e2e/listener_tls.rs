@@ -28,10 +28,9 @@ fn daemon_with(tls: &str, port: u16, src: &str, dst: &str) -> Ferry {
         &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app\"]\nschedule = \"0 0 1 1 *\"\n")],
     );
     std::fs::write(f.path().join("admin"), "admin-token-0123456789abcdef").unwrap();
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    let daemon =
-        format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"admin\"\n{tls}");
-    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"admin\"\n{tls}"
+    ));
     f
 }
 

@@ -97,16 +97,7 @@ async fn the_status_page_shows_every_policy_in_a_browser() {
         ],
     );
     std::fs::write(f.path().join("policies/release.pub"), &key.pem).unwrap();
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        cfg.replacen(
-            "[daemon]\n",
-            &format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    f.daemon_lines(&format!("listen = \"127.0.0.1:{port}\"\n"));
     let daemon = Daemon::start(&f, port, "daemon.log");
     assert!(daemon.ready().await, "{}", daemon.log());
     let all_ran = || async {

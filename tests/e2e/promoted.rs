@@ -237,9 +237,9 @@ async fn webhook_runs_gate_like_full_runs_and_status_shows_the_evidence() {
     );
     std::fs::write(f.path().join("policies/release.pub"), &key.pem).unwrap();
     std::fs::write(f.path().join("token"), TOKEN).unwrap();
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    let daemon = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n");
-    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\n"
+    ));
     let d = Daemon::start(&f, port, "daemon.log");
     assert!(d.ready().await, "{}", d.log());
 

@@ -188,9 +188,9 @@ async fn a_full_disk_refuses_events_and_costs_checkpoints_but_copies_stay_right(
     );
     let ferry = Ferry::new(&regs(&src, &dst), "64KiB", &[("p.toml", &policy)]);
     std::fs::write(ferry.path().join("token"), token).unwrap();
-    let cfg = std::fs::read_to_string(ferry.config()).unwrap();
-    let daemon_cfg = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\nmax_pending_events = 1000000\n");
-    std::fs::write(ferry.config(), cfg.replacen("[daemon]\n", &daemon_cfg, 1)).unwrap();
+    ferry.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"token\"\nmax_pending_events = 1000000\n"
+    ));
     let Some(disk) = Tmpfs::mount(&ferry.path().join("state"), "16m", false) else {
         return skipped("mount not permitted: no full disk to test on");
     };

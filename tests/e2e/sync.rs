@@ -460,12 +460,7 @@ async fn bandwidth_limits_hold_per_registry_and_per_daemon() {
         let dst = TestRegistry::start();
         let regs = format!("[registries.src]\nurl = \"{}\"\n{src_limit}\n[registries.dst]\nurl = \"{}\"\n{dst_limit}", src.url, dst.url);
         let ferry = Ferry::new(&regs, "256KiB", &[("mirror.toml", MIRROR_ALL)]);
-        let cfg = std::fs::read_to_string(ferry.config()).unwrap().replacen(
-            "[daemon]\n",
-            &format!("[daemon]\n{daemon_limit}"),
-            1,
-        );
-        std::fs::write(ferry.config(), cfg).unwrap();
+        ferry.daemon_lines(daemon_limit);
         let started = std::time::Instant::now();
         ferry.run(&["sync"]).assert_code(0);
         // 3 MiB at 1 MiB/s with a one-second burst: at least two seconds.

@@ -35,9 +35,9 @@ async fn each_token_opens_its_own_routes_only() {
     ] {
         std::fs::write(f.path().join(file), format!("{token}\n")).unwrap();
     }
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    let daemon = format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = \"admin\"\nread_token_file = \"read\"\n");
-    std::fs::write(f.config(), cfg.replacen("[daemon]\n", &daemon, 1)).unwrap();
+    f.daemon_lines(&format!(
+        "listen = \"127.0.0.1:{port}\"\napi_token_file = \"admin\"\nread_token_file = \"read\"\n"
+    ));
     let v = f.run(&["validate"]);
     v.assert_code(0);
     assert!(
@@ -197,12 +197,7 @@ fn one_token_for_everything_still_works_and_validate_says_how_to_split_it() {
         &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app\"]\nevents = true\n")],
     );
     std::fs::write(f.path().join("admin"), ADMIN).unwrap();
-    let cfg = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        cfg.replacen("[daemon]\n", "[daemon]\napi_token_file = \"admin\"\n", 1),
-    )
-    .unwrap();
+    f.daemon_lines("api_token_file = \"admin\"\n");
     let run = f.run(&["validate"]);
     run.assert_code(0);
     assert!(

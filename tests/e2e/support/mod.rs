@@ -75,6 +75,13 @@ impl Ferry {
         }
     }
 
+    /// Add `lines` to the main config's `[daemon]` table.
+    pub fn daemon_lines(&self, lines: &str) {
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        let with = cfg.replacen("[daemon]\n", &format!("[daemon]\n{lines}"), 1);
+        std::fs::write(self.config(), with).unwrap();
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
