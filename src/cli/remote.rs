@@ -47,7 +47,8 @@ pub struct DaemonClient {
 impl DaemonClient {
     /// A client for the daemon `cfg` describes (`daemon.listen`, `daemon.api_token_*`).
     /// Over TLS when the daemon's listener has it, trusting `tls_ca_file` (else the
-    /// listener's own certificate) only, not the system's roots.
+    /// listener's own certificate) only, not the system's roots, and presenting
+    /// `tls_client_cert_file` to a mutual-TLS daemon.
     pub fn new(cfg: &Config) -> Result<Self, RemoteError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
@@ -61,6 +62,9 @@ impl DaemonClient {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(RemoteError::Client)?;
                 b = b.tls_certs_only(roots);
+                if let Some(pem) = &tls.client_identity {
+                    b = b.identity(reqwest::Identity::from_pem(pem).map_err(RemoteError::Client)?);
+                }
                 "https"
             }
         };

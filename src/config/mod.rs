@@ -93,6 +93,12 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             ),
         ));
     }
+    if (daemon.tls.as_ref()).is_some_and(|t| t.mutual && t.client_identity.is_none()) {
+        warnings.push(Diagnostic::file(
+            path,
+            "daemon.tls_client_ca_file: `ferry sync` and `ferry status` beside this daemon have no certificate to present; set daemon.tls_client_cert_file and tls_client_key_file for them",
+        ));
+    }
     for p in policies.iter().filter(|p| p.events) {
         let own = registries
             .get(&p.source)

@@ -70,6 +70,8 @@ pub(super) struct RawDaemon {
     pub tls_key_file: Option<S<String>>,
     pub tls_client_ca_file: Option<S<String>>,
     pub tls_ca_file: Option<S<String>>,
+    pub tls_client_cert_file: Option<S<String>>,
+    pub tls_client_key_file: Option<S<String>>,
     pub public_url: Option<S<String>>,
     pub max_pending_events: Option<S<i64>>,
     pub run_history: Option<S<i64>>,

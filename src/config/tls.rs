@@ -1,6 +1,7 @@
-//! `[daemon] tls_cert_file`, `tls_key_file`, `tls_client_ca_file`, `tls_ca_file`: the
-//! listener's TLS (rustls, ring), built at load so a reload picks up renewed files, and
-//! what the CLI trusts when it talks to the daemon.
+//! `[daemon] tls_cert_file`, `tls_key_file`, `tls_client_ca_file`, `tls_ca_file`,
+//! `tls_client_cert_file`, `tls_client_key_file`: the listener's TLS (rustls, ring), built
+//! at load so a reload picks up renewed files, and what the CLI trusts and presents when it
+//! talks to the daemon.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ pub struct ListenerTls {
     pub client_roots: Vec<CertificateDer<'static>>,
     /// Clients must present a certificate from `tls_client_ca_file`.
     pub mutual: bool,
+    /// What the CLI presents to a mutual-TLS daemon: the PEM certificate chain followed by
+    /// its key, as reqwest takes an identity. Never printed.
+    pub client_identity: Option<Vec<u8>>,
 }
 
 fn certs(
@@ -60,7 +64,12 @@ fn certs(
 pub(super) fn listener_tls(d: &RawDaemon, base: &Path, sink: &mut Sink) -> Option<ListenerTls> {
     let (cert, key) = match (&d.tls_cert_file, &d.tls_key_file) {
         (None, None) => {
-            if let Some(c) = d.tls_client_ca_file.as_ref().or(d.tls_ca_file.as_ref()) {
+            let client_side = [
+                &d.tls_client_ca_file,
+                &d.tls_ca_file,
+                &d.tls_client_cert_file,
+            ];
+            if let Some(c) = client_side.into_iter().flatten().next() {
                 sink.err(
                     c.span(),
                     "daemon.tls: set tls_cert_file and tls_key_file for the listener first",
@@ -138,9 +147,47 @@ pub(super) fn listener_tls(d: &RawDaemon, base: &Path, sink: &mut Sink) -> Optio
         Some(f) => certs(f, "daemon.tls_ca_file", base, sink)?,
         None => chain,
     };
+    let mutual = d.tls_client_ca_file.is_some();
+    let client_identity = client_identity(d, base, sink)?;
     Some(ListenerTls {
         server: Arc::new(server),
         client_roots,
-        mutual: d.tls_client_ca_file.is_some(),
+        mutual,
+        client_identity,
     })
+}
+
+/// `tls_client_cert_file` and `tls_client_key_file`, checked as a pair and as PEM, and read
+/// once into the chain-then-key form reqwest takes.
+fn client_identity(d: &RawDaemon, base: &Path, sink: &mut Sink) -> Option<Option<Vec<u8>>> {
+    let (cert, key) = match (&d.tls_client_cert_file, &d.tls_client_key_file) {
+        (None, None) => return Some(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) | (None, Some(c)) => {
+            sink.err(
+                c.span(),
+                "daemon.tls: give tls_client_cert_file and tls_client_key_file together",
+            );
+            return None;
+        }
+    };
+    certs(cert, "daemon.tls_client_cert_file", base, sink)?;
+    let mut pem = std::fs::read(base.join(cert.get_ref())).ok()?;
+    match std::fs::read(base.join(key.get_ref())) {
+        Ok(k) if PrivateKeyDer::from_pem_slice(&k).is_ok() => {
+            pem.push(b'\n');
+            pem.extend_from_slice(&k);
+            Some(Some(pem))
+        }
+        _ => {
+            sink.err(
+                key.span(),
+                format!(
+                    "daemon.tls_client_key_file: `{}` is not a readable PEM private key",
+                    key.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }

@@ -437,14 +437,23 @@ impl Auth {
                 retry_after: None,
             });
         }
-        // A token is a few KiB; a server that sends more is not a token server.
-        let body = super::http::read_limited(rsp, 1 << 20).await.map_err(|e| {
-            RegistryError::Transport {
+        // A token is a few KiB; a server that sends more is not a token server. One byte
+        // past the limit tells a long answer from one that fits exactly.
+        const MAX_TOKEN_BODY: usize = 1 << 20;
+        let body = super::http::read_limited(rsp, MAX_TOKEN_BODY + 1)
+            .await
+            .map_err(|e| RegistryError::Transport {
                 registry: self.registry.clone(),
                 op,
                 source: e.without_url(),
-            }
-        })?;
+            })?;
+        if body.len() > MAX_TOKEN_BODY {
+            return Err(RegistryError::Protocol {
+                registry: self.registry.clone(),
+                op,
+                detail: "token response larger than 1 MiB: not read further".into(),
+            });
+        }
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 registry: self.registry.clone(),

@@ -94,6 +94,23 @@ async fn the_listener_speaks_tls_and_mutual_tls_when_asked() {
         "ok\n",
         "a client without a certificate"
     );
+    // The CLI beside it: without a certificate of its own it is refused, and validate said so.
+    let warned = f.run(&["validate"]);
+    assert!(
+        warned.all().contains("set daemon.tls_client_cert_file"),
+        "{}",
+        warned.all()
+    );
+    assert_ne!(f.run(&["status"]).code, 0);
+    f.daemon_lines(&format!(
+        "tls_client_cert_file = \"{ccert}\"\ntls_client_key_file = \"{ckey}\"\n"
+    ));
+    let status = f.run(&["status"]);
+    status.assert_code(0);
+    assert!(!f
+        .run(&["validate"])
+        .all()
+        .contains("no certificate to present"));
     assert_eq!(d.stop().0, 0);
 }
 

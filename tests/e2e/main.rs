@@ -2,6 +2,7 @@
 
 mod architecture;
 mod auth;
+mod bounded;
 mod cluster;
 mod cluster_fence;
 mod compat;

@@ -29,6 +29,11 @@ pub struct Faults {
     pub manifest_put_503: AtomicU64,
     /// Manifest PUTs answered 503 that way.
     pub manifest_puts_refused: AtomicU64,
+    /// When not 0: the next closing blob-upload PUT gets 503 with `Retry-After:` this many
+    /// seconds (once; the value is cleared when used).
+    pub upload_put_503: AtomicU64,
+    /// Sent as `RateLimit-Reset:` beside rationed answers' budget headers, verbatim.
+    pub rate_reset: std::sync::Mutex<Option<String>>,
     /// Answer 401 to the catalog, as most public registries do.
     pub deny_catalog: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
@@ -243,9 +248,23 @@ async fn connection(
             client.write_all(rsp.as_bytes()).await?;
             continue;
         }
+        if method == "PUT" && path.contains("/blobs/uploads/") {
+            let wait = f.upload_put_503.swap(0, Ordering::SeqCst);
+            if wait > 0 {
+                copy_n(&mut client, &mut cbuf, &mut tokio::io::sink(), body_len).await?;
+                let rsp = format!("HTTP/1.1 503 Service Unavailable\r\nRetry-After: {wait}\r\nContent-Length: 0\r\n\r\n");
+                client.write_all(rsp.as_bytes()).await?;
+                continue;
+            }
+        }
         let ration = f.ration(&method, &path);
+        let reset = f.rate_reset.lock().unwrap().clone();
         let rate_headers = ration.map(|(l, r, w, _)| {
-            format!("RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n")
+            let reset = reset.map(|v| format!("RateLimit-Reset: {v}\r\n"));
+            format!(
+                "RateLimit-Limit: {l};w={w}\r\nRateLimit-Remaining: {r};w={w}\r\n{}",
+                reset.unwrap_or_default()
+            )
         });
         if let Some((_, _, _, true)) = ration {
             let body = "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"pull rate limit reached\"}]}";

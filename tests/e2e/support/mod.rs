@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bloat;
 pub mod cosign;
 pub mod disk;
 pub mod etcd;
