@@ -29,19 +29,32 @@ pub(super) fn secret(
         }
         (Some(e), None) => match std::env::var(e.get_ref()) {
             Ok(v) if !v.is_empty() => Some((Secret::new(v), e.span())),
-            _ => {
+            found => {
+                let why = match found {
+                    Ok(_) => "is set but empty",
+                    Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+                    Err(std::env::VarError::NotPresent) => "is not set",
+                };
                 sink.err(
                     e.span(),
-                    format!(
-                        "{field}_env: environment variable `{}` is not set",
-                        e.get_ref()
-                    ),
+                    format!("{field}_env: environment variable `{}` {why}", e.get_ref()),
                 );
                 None
             }
         },
         (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
-            Ok(v) => Some((Secret::new(v.trim_end_matches(['\n', '\r'])), f.span())),
+            Ok(v) => {
+                if let Some(mode) = shared_mode(&base.join(f.get_ref())) {
+                    sink.warn(
+                        f.span(),
+                        format!(
+                            "{field}_file: `{}` is readable by other users (mode {mode:04o}): chmod 600 it",
+                            f.get_ref()
+                        ),
+                    );
+                }
+                Some((Secret::new(v.trim_end_matches(['\n', '\r'])), f.span()))
+            }
             Err(e) => {
                 sink.err(
                     f.span(),
@@ -175,4 +188,11 @@ pub(super) fn pem_file(
             None
         }
     }
+}
+
+/// The permission bits of a secret's file when its group or others may read it.
+fn shared_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then_some(mode)
 }

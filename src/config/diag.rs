@@ -28,24 +28,28 @@ impl Diagnostic {
         }
     }
 
-    /// A problem with the file as a whole (unreadable, missing).
+    /// A problem with the file as a whole (unreadable, missing): no line, and none is printed.
     pub fn file(file: &Path, msg: impl Into<String>) -> Self {
         Diagnostic {
             file: file.to_owned(),
-            line: 1,
-            col: 1,
+            line: 0,
+            col: 0,
             msg: msg.into(),
         }
     }
 
     pub fn from_toml(file: &Path, src: &str, err: &toml::de::Error) -> Self {
         let span = err.span().unwrap_or(0..0);
-        Self::at(file, src, span, err.message().trim().to_owned())
+        let msg = super::hint::explain(err.message().trim(), src, span.clone());
+        Self::at(file, src, span, msg)
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.msg);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -62,11 +66,18 @@ pub(super) struct Sink<'a> {
     pub file: &'a Path,
     pub src: &'a str,
     pub out: &'a mut Vec<Diagnostic>,
+    /// What works but is probably not what was meant.
+    pub warned: &'a mut Vec<Diagnostic>,
 }
 
 impl Sink<'_> {
     pub fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
         self.out
+            .push(Diagnostic::at(self.file, self.src, span, msg));
+    }
+
+    pub fn warn(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.warned
             .push(Diagnostic::at(self.file, self.src, span, msg));
     }
 }

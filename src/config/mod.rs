@@ -14,6 +14,7 @@ mod cluster;
 mod daemon;
 mod diag;
 mod flows;
+mod hint;
 mod notify;
 mod policies;
 mod raw;
@@ -56,14 +57,23 @@ pub struct Config {
 /// Read and check the main config and every policy file. Returns every problem found.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let src = read_bounded(path).map_err(|e| vec![Diagnostic::file(path, e)])?;
+    let src = read_bounded(path).map_err(|e| {
+        let hint = if path.exists() {
+            ""
+        } else {
+            "; name the config with --config FILE or FERRY_CONFIG, or write a first one with `ferry init`"
+        };
+        vec![Diagnostic::file(path, format!("{e}{hint}"))]
+    })?;
     let raw: RawConfig =
         toml::from_str(&src).map_err(|e| vec![Diagnostic::from_toml(path, &src, &e)])?;
     let base = path.parent().unwrap_or(Path::new("."));
+    let mut warnings = Vec::new();
     let mut sink = Sink {
         file: path,
         src: &src,
         out: &mut diags,
+        warned: &mut warnings,
     };
     let daemon = daemon::daemon_settings(&raw, base, &mut sink);
     let notify = notify::notify_specs(&raw, base, &mut sink);
@@ -74,13 +84,13 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             registries.insert(name.clone(), spec);
         }
     }
-    let mut warnings = Vec::new();
     let (policies, places) = policies::load_policies(
         &daemon.policies_dir,
         &raw.registries,
         &mut registries,
         daemon.trusted_root.as_ref(),
         &mut diags,
+        &mut warnings,
     );
     flows::check(&policies, &places, &registries, &mut diags, &mut warnings);
     cleartext(path, &registries, &notify, cluster.as_ref(), &mut warnings);

@@ -25,12 +25,43 @@ use crate::verify::TrustedRoot;
 /// Policy files in name order, so diagnostics and runs come out in a stable order.
 fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read policy folder: {e}"))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "the policy folder does not exist: create it and put \
+                 [[policy]] tables in *.toml files there, or name another with daemon.policies"
+                .to_owned(),
+            _ => format!("cannot read policy folder: {e}"),
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Why a tag pattern is probably a glob written where a regular expression goes, if it is:
+/// a `*` right after a letter, digit, `-` or `_` (`v*` as a regex is "zero or more v",
+/// which every tag matches). The hint is the glob's meaning as a regex.
+fn looks_like_a_glob(p: &str) -> Option<String> {
+    let globby = p
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[1] == b'*' && (w[0].is_ascii_alphanumeric() || w[0] == b'-' || w[0] == b'_'));
+    if !globby {
+        return None;
+    }
+    let mut regex = String::from("^");
+    for c in p.chars() {
+        match c {
+            '*' => regex.push_str(".*"),
+            '?' => regex.push('.'),
+            c => regex.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    regex.push('$');
+    Some(format!(
+        "is a regular expression, not a glob: its `*` repeats the character before it, so \
+         it matches more than it seems; as a glob it would be '{regex}'"
+    ))
 }
 
 /// Every valid policy, each with where its name is written (for problems found across policies).
@@ -40,6 +71,7 @@ pub(super) fn load_policies(
     registries: &mut BTreeMap<String, RegistrySpec>,
     root: Option<&Arc<TrustedRoot>>,
     diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> (Vec<Policy>, Vec<Diagnostic>) {
     let files = match policy_files(dir) {
         Ok(f) => f,
@@ -70,6 +102,7 @@ pub(super) fn load_policies(
             file: &file,
             src: &src,
             out: diags,
+            warned: warnings,
         };
         for (i, raw) in parsed.policy.iter().enumerate() {
             let name = raw.get_ref().name.get_ref().clone();
@@ -250,6 +283,9 @@ fn policy(
             (&t.exclude, &mut tags.exclude, "tags.exclude"),
         ] {
             for r in list {
+                if let Some(why) = looks_like_a_glob(r.get_ref()) {
+                    sink.warn(r.span(), ctx(&format!("{f}: `{}` {why}", r.get_ref())));
+                }
                 match Regex::new(r.get_ref()) {
                     Ok(re) => out.push(re),
                     Err(e) => sink.err(

@@ -21,6 +21,7 @@ mod layout;
 mod layout_links;
 mod limits;
 mod listener_tls;
+mod newcomer;
 mod notify;
 mod origins;
 mod page;

@@ -47,7 +47,7 @@ fn unknown_field_is_an_error() {
     let p = format!("{GOOD}schedual = \"*/5 * * * *\"\n");
     assert_error(
         &p,
-        "DIR/policies/p.toml:6:1: unknown field `schedual`, expected one of",
+        "DIR/policies/p.toml:6:1: unknown field `schedual`: did you mean `schedule`? (unknown field `schedual`, expected one of",
     );
 }
 
@@ -321,10 +321,10 @@ fn symlink_loops_huge_files_and_fifos_in_the_policy_folder_are_named_not_followe
     run.assert_code(2);
     let err = run.stderr.replace(&f.path().display().to_string(), "DIR");
     for want in [
-        "DIR/policies/big.toml:1:1: cannot read: larger than 8 MiB",
-        "DIR/policies/fifo.toml:1:1: cannot read: not a regular file",
-        "DIR/policies/loop-a.toml:1:1: cannot read: Too many levels of symbolic links",
-        "DIR/policies/zero.toml:1:1: cannot read: not a regular file",
+        "DIR/policies/big.toml: cannot read: larger than 8 MiB",
+        "DIR/policies/fifo.toml: cannot read: not a regular file",
+        "DIR/policies/loop-a.toml: cannot read: Too many levels of symbolic links",
+        "DIR/policies/zero.toml: cannot read: not a regular file",
     ] {
         assert!(err.contains(want), "want `{want}` in:\n{err}");
     }

@@ -1,0 +1,131 @@
+//! What a new user meets first: every slip in a first config named with what to write
+//! instead (issue 24's list), each checked through `ferry validate`.
+
+use crate::support::Ferry;
+
+const REGS: &str = "[registries.central]\nurl = \"http://127.0.0.1:5000\"\n\n[registries.edge]\nurl = \"http://127.0.0.1:5001\"\n";
+const GOOD: &str = "[[policy]]\nname = \"ok\"\nsource = \"central\"\ntargets = [\"edge\"]\nrepositories = [\"base/*\"]\n";
+
+fn validate(f: &Ferry) -> (i32, String) {
+    let run = f.run(&["validate"]);
+    (
+        run.code,
+        run.all().replace(&f.path().display().to_string(), "DIR"),
+    )
+}
+
+#[test]
+fn a_missing_config_says_how_to_name_one_and_a_missing_folder_has_no_fake_position() {
+    let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
+    let run = std::process::Command::new(crate::support::ferry_bin())
+        .arg("validate")
+        .env("FERRY_CONFIG", "/nonexistent/ferry.toml")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/ferry.toml: cannot read: No such file")
+            && stderr.contains("--config FILE or FERRY_CONFIG")
+            && stderr.contains("`ferry init`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(f.path().join("policies")).unwrap();
+    let (code, out) = validate(&f);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("DIR/policies: the policy folder does not exist")
+            && !out.contains("policies:1:1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_policy_in_the_main_config_is_sent_to_the_policy_folder() {
+    let f = Ferry::new(&format!("{REGS}\n{GOOD}"), "1MiB", &[]);
+    let (code, out) = validate(&f);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("DIR/ferry.toml:13:3: unknown field `policy`: policies live in their own files, in the policy folder"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_gets_the_nearest_one() {
+    let f = Ferry::new(
+        &REGS.replace(
+            "url = \"http://127.0.0.1:5001\"",
+            "url = \"http://127.0.0.1:5001\"\nusernme = \"u\"",
+        ),
+        "1MiB",
+        &[("p.toml", GOOD)],
+    );
+    let (code, out) = validate(&f);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("unknown field `usernme`: did you mean `username`?"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_regex_in_double_quotes_and_a_glob_for_a_regex_are_explained() {
+    let escaped = format!("{GOOD}[policy.tags]\ninclude = [\"^v\\d+$\"]\n");
+    let (code, out) = validate(&Ferry::new(REGS, "1MiB", &[("p.toml", &escaped)]));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("write regular expressions in single quotes"),
+        "{out}"
+    );
+    let globbed =
+        format!("{GOOD}[policy.tags]\ninclude = [\"v*\", \"^1\\\\.[0-9]+$\", \"release-1.*\"]\n");
+    let (code, out) = validate(&Ferry::new(REGS, "1MiB", &[("p.toml", &globbed)]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("DIR/policies/p.toml:7:12: policy `ok`: tags.include: `v*` is a regular expression, not a glob")
+            && out.contains("'^v.*$'"),
+        "{out}"
+    );
+    assert_eq!(out.matches("not a glob").count(), 1, "only `v*`:\n{out}");
+}
+
+#[test]
+fn an_empty_password_variable_is_called_empty_and_a_shared_secret_file_is_named() {
+    let regs = REGS.replace(
+        "url = \"http://127.0.0.1:5001\"",
+        "url = \"http://127.0.0.1:5001\"\nusername = \"robot\"\npassword_env = \"EDGE_PASSWORD\"",
+    );
+    let mut f = Ferry::new(&regs, "1MiB", &[("p.toml", GOOD)]);
+    f.env.push(("EDGE_PASSWORD".into(), String::new()));
+    let (code, out) = validate(&f);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("environment variable `EDGE_PASSWORD` is set but empty"),
+        "{out}"
+    );
+
+    let f = Ferry::new(
+        &regs.replace(
+            "password_env = \"EDGE_PASSWORD\"",
+            "password_file = \"edge.pw\"",
+        ),
+        "1MiB",
+        &[("p.toml", GOOD)],
+    );
+    let pw = f.path().join("edge.pw");
+    std::fs::write(&pw, "s3cret-pa55word\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = validate(&f);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "password_file: `edge.pw` is readable by other users (mode 0644): chmod 600 it"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!validate(&f).1.contains("readable by other users"));
+}
