@@ -3,6 +3,7 @@
 
 mod daemon;
 mod docs;
+mod init;
 mod plan;
 mod probe;
 mod remote;
@@ -55,6 +56,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Write a commented first config (ferry.toml and policies/) that validates.
+    Init(InitArgs),
     /// Check the config and every policy; print FILE:LINE:COL: message per problem.
     Validate,
     /// Show what a sync would copy, touching nothing.
@@ -77,6 +80,27 @@ pub enum Command {
     Man,
     /// Print the version, the commit and the build date.
     Version,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Folder to write ferry.toml and policies/ into (created when missing).
+    pub dir: Option<PathBuf>,
+    /// What the first policy does.
+    #[arg(long, value_enum, default_value = "mirror")]
+    pub example: InitExample,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum InitExample {
+    /// Public images from Docker Hub into your registry.
+    Mirror,
+    /// Signed releases from dev to prod, tags immutable.
+    Promote,
+    /// One central registry to several edge sites.
+    Edge,
+    /// Releases into an OCI layout folder for an air-gapped site.
+    Airgap,
 }
 
 #[derive(Args)]
@@ -149,6 +173,7 @@ impl Cli {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
+        Command::Init(a) => init::run(a),
         Command::Validate => validate::run(&cli.config),
         Command::Plan(a) => plan::run(&cli.config, a).await,
         Command::Sync(a) if a.dry_run => {
@@ -191,13 +216,15 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 /// Load the config and build the app: exit 2 for a bad config, 1 for a registry client or
 /// a required state store (`Some(true)`) that cannot be set up. `None`: the state store if
-/// it can be opened, else none.
+/// it exists and can be opened, else none.
 fn open(path: &std::path::Path, state: Option<bool>) -> Result<crate::app::App, ExitCode> {
     let cfg = load(path)?;
     let state = match state {
         Some(true) => Some(crate::app::App::open_state(&cfg).map_err(|e| fail(e, 1))?),
         Some(false) => None,
-        None => crate::app::App::open_state(&cfg).ok(),
+        // A plan touches nothing: it reads a state store that is there, and creates none.
+        None if cfg.daemon.state_dir.exists() => crate::app::App::open_state(&cfg).ok(),
+        None => None,
     };
     crate::app::App::new(cfg, state).map_err(|e| fail(e, 1))
 }

@@ -40,20 +40,22 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Why a tag pattern is probably a glob written where a regular expression goes, if it is:
 /// a `*` right after a letter, digit, `-` or `_` (`v*` as a regex is "zero or more v",
-/// which every tag matches). The hint is the glob's meaning as a regex.
+/// which every tag matches) in a pattern with no other regex syntax but `.`. The hint is
+/// the glob's meaning as a regex.
 fn looks_like_a_glob(p: &str) -> Option<String> {
+    // Any other regex syntax means the writer meant a regex.
+    let regexy = p.contains(['\\', '^', '$', '[', '(', '+', '?', '{', '|']);
     let globby = p
         .as_bytes()
         .windows(2)
         .any(|w| w[1] == b'*' && (w[0].is_ascii_alphanumeric() || w[0] == b'-' || w[0] == b'_'));
-    if !globby {
+    if regexy || !globby {
         return None;
     }
     let mut regex = String::from("^");
     for c in p.chars() {
         match c {
             '*' => regex.push_str(".*"),
-            '?' => regex.push('.'),
             c => regex.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
@@ -407,6 +409,7 @@ fn policy(
         platforms,
         require,
         delete: raw.delete.as_ref().is_some_and(|d| *d.get_ref()),
+        prune: raw.prune.as_ref().is_some_and(|d| *d.get_ref()),
         max_delete,
         events,
         verify_interval,

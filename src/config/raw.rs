@@ -128,6 +128,7 @@ pub(super) struct RawPolicy {
     pub platforms: Option<Vec<S<String>>>,
     pub referrers: Option<S<bool>>,
     pub delete: Option<S<bool>>,
+    pub prune: Option<S<bool>>,
     pub max_delete: Option<S<toml::Value>>,
     pub require: Option<RawRequire>,
     pub events: Option<S<bool>>,

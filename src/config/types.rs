@@ -29,6 +29,9 @@ pub struct Policy {
     pub require: Require,
     /// Delete target tags that are gone from the source, within `max_delete`.
     pub delete: bool,
+    /// Delete target tags the policy's own tag rules exclude (`include`/`exclude`,
+    /// `semver`, beyond `latest`), under the same guards as `delete`.
+    pub prune: bool,
     pub max_delete: MaxDelete,
     /// React to webhook events from the source registry with targeted runs.
     pub events: bool,

@@ -154,6 +154,16 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             dropped.clear();
         }
     }
+    // What `prune` removes from the target: tags the rules leave out (a targeted run
+    // prunes nothing: `Scope::Tag` never reaches the deletes).
+    let prunable: HashMap<Tag, String> = if policy.prune {
+        dropped
+            .iter()
+            .map(|d| (d.tag.clone(), d.reason.clone()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     plan.dropped = dropped;
     let dst_tags: HashSet<Tag> = target
         .tags(&dest)
@@ -278,8 +288,8 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             shared_with: None,
         });
     }
-    if policy.delete && !matches!(ctx.scope, Scope::Tag(_)) {
-        rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known).await?;
+    if (policy.delete || policy.prune) && !matches!(ctx.scope, Scope::Tag(_)) {
+        rules::plan_deletes(ctx, plan, &src_tags, &dst_tags, &known, &prunable).await?;
     }
     for d in plan.referrers.clone() {
         add_tree(plan, source, target, repo_absent, d, None).await?;

@@ -250,20 +250,23 @@ async fn annotations(ctx: &Ctx<'_>, r: &Resolved) -> Result<HashMap<String, Stri
     Ok(out)
 }
 
-/// Plan deleting target tags gone from the source: never when the source listed nothing,
-/// never more than `max_delete` unless forced. A tag whose manifest a kept tag shares is
-/// marked so: the copy deletes it only where the registry deletes tags, not manifests.
+/// Plan deleting target tags gone from the source (`delete`) and those the tag rules exclude
+/// (`prune`; `prunable` holds the source's, with why): never when the source listed nothing,
+/// never more than `max_delete` together unless forced. Signature and referrer tags are never
+/// pruned: they travel with their images, not by the rules. A tag whose manifest a kept tag
+/// shares is marked so: the copy deletes it only where the registry deletes tags, not manifests.
 pub(super) async fn plan_deletes(
     ctx: &Ctx<'_>,
     plan: &mut RepoPlan,
     src_tags: &[Tag],
     dst_tags: &HashSet<Tag>,
     known: &HashMap<Tag, Digest>,
+    prunable: &HashMap<Tag, String>,
 ) -> Result<(), PlanError> {
     let src: HashSet<&Tag> = src_tags.iter().collect();
     let mut gone: Vec<Tag> = dst_tags
         .iter()
-        .filter(|t| !src.contains(t))
+        .filter(|t| ctx.policy.delete && !src.contains(t))
         .cloned()
         .collect();
     gone.sort();
@@ -284,20 +287,33 @@ pub(super) async fn plan_deletes(
         }
         gone = confirmed;
     }
-    if gone.is_empty() {
+    let mut pruned: Vec<(Tag, String)> = dst_tags
+        .iter()
+        .filter(|t| !gone.contains(t) && !super::referrers::is_referrer_shaped(t.as_str()))
+        .filter_map(|t| {
+            let why = prunable.get(t).cloned().or_else(|| {
+                // A target tag the source does not have: the rules judge its name alone.
+                (ctx.policy.prune && !src.contains(t))
+                    .then(|| ctx.policy.tags.dropped(t.as_str()))
+                    .flatten()
+            })?;
+            Some((t.clone(), why))
+        })
+        .collect();
+    pruned.sort();
+    let count = gone.len() + pruned.len();
+    if count == 0 {
         return Ok(());
     }
     if src_tags.is_empty() {
         plan.refused_deletes = Some(format!(
-            "the source listed no tags; not deleting the target's {}",
-            gone.len()
+            "the source listed no tags; not deleting the target's {count}"
         ));
         return Ok(());
     }
-    if !ctx.opts.force_delete && !ctx.policy.max_delete.allows(gone.len(), dst_tags.len()) {
+    if !ctx.opts.force_delete && !ctx.policy.max_delete.allows(count, dst_tags.len()) {
         plan.refused_deletes = Some(format!(
-            "{} of the target's {} tags are gone from the source, more than max_delete allows in one run; check the source, then run `ferry sync --force-delete`",
-            gone.len(),
+            "{count} of the target's {} tags would go (gone from the source or pruned), more than max_delete allows in one run; check the source, then run `ferry sync --force-delete`",
             dst_tags.len()
         ));
         return Ok(());
@@ -317,13 +333,18 @@ pub(super) async fn plan_deletes(
             digests.insert(t, h.digest);
         }
     }
-    for t in gone {
+    let why_pruned: HashMap<Tag, String> = pruned.iter().cloned().collect();
+    for t in gone.into_iter().chain(pruned.into_iter().map(|(t, _)| t)) {
         let Some(d) = digests.get(&t).cloned() else {
             continue;
         };
+        let pruned = why_pruned.get(&t).map(|w| format!("pruned: {w}"));
         let shared_with = digests
             .iter()
-            .filter(|(other, od)| **od == d && src.contains(other))
+            .filter(|(other, od)| {
+                // Kept: on the source and not pruned itself.
+                **od == d && *other != &t && src.contains(other) && !why_pruned.contains_key(*other)
+            })
             .map(|(o, _)| o.clone())
             .min();
         plan.tags.push(TagPlan {
@@ -331,9 +352,13 @@ pub(super) async fn plan_deletes(
             action: TagAction::Delete,
             source_digest: d.clone(),
             target_digest: Some(d.clone()),
-            reason: shared_with
-                .as_ref()
-                .map(|o| format!("shares its manifest with kept tag {o}: deleted only where the registry deletes tags")),
+            reason: [
+                pruned,
+                shared_with.as_ref().map(|o| format!("shares its manifest with kept tag {o}: deleted only where the registry deletes tags")),
+            ]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| format!("{a}; {b}")),
             verified: None,
             original: d,
             shared_with,
