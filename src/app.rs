@@ -106,7 +106,9 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         ca_pem: spec.ca_pem.clone(),
         max_concurrent: spec.max_concurrent,
         bandwidth_limit: spec.bandwidth_limit.map(|b| b.0),
-        retry: RetryPolicy::default(),
+        retry: spec
+            .retry_timeout
+            .map_or_else(RetryPolicy::default, RetryPolicy::lasting),
         request_timeout: spec.request_timeout,
         stall_timeout: spec.stall_timeout,
         list_limit: spec.list_limit,

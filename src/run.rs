@@ -464,8 +464,10 @@ impl Runner {
     /// sync (a coalesced or repeated event) is not worth a place in the history; one that did
     /// something or failed is.
     fn record_and_notify(&self, run: &PolicyRun, state: &StateStore) {
+        let mut told = Told::default();
         for f in &run.failures {
-            error!(policy = %run.policy, error = %f, kind = f.kind().as_str(), "copy failed");
+            let error = told.brief(&f.to_string());
+            error!(policy = %run.policy, %error, kind = f.kind().as_str(), "copy failed");
         }
         let c = run.counts();
         let worth = run.scope.is_none()
@@ -541,4 +543,48 @@ impl Memory for StateMemory<'_> {
 /// The repository a plan names when the source could not even be listed.
 fn unknown() -> RepoName {
     "unknown".parse().expect("valid repository name")
+}
+
+/// A registry found not reachable fails every repository with the same words: the first
+/// line that says them keeps them, later ones say so briefly (logs, plan, sync summary).
+#[derive(Default)]
+pub struct Told(std::collections::HashSet<String>);
+
+impl Told {
+    pub fn brief(&mut self, text: &str) -> String {
+        const MARK: &str = ": not reachable: ";
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let Some(at) = line.find(MARK) else {
+                out.push_str(line);
+                continue;
+            };
+            let detail = line[at + MARK.len()..].trim_end();
+            if self.0.insert(detail.to_owned()) {
+                out.push_str(line);
+            } else {
+                out.push_str(&line[..at]);
+                out.push_str(": not reachable (as above)");
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unreachable_registry_is_explained_once() {
+        let mut told = super::Told::default();
+        let why = "src: list tags: not reachable: connection refused (nothing answered)";
+        assert_eq!(told.brief(&format!("a: {why}\n")), format!("a: {why}\n"));
+        assert_eq!(
+            told.brief(&format!("b: {why}\n")),
+            "b: src: list tags: not reachable (as above)\n"
+        );
+        assert_eq!(told.brief("c: fine\n"), "c: fine\n");
+    }
 }

@@ -29,12 +29,13 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
         );
     } else {
         let mut policy = "";
+        let mut told = crate::run::Told::default();
         for p in &plans {
             if p.policy != policy {
                 policy = &p.policy;
                 println!("policy {policy}:");
             }
-            print!("  {p}");
+            print!("  {}", told.brief(&p.to_string()));
         }
         let count = |a| plans.iter().map(|p| p.count(a)).sum::<usize>();
         let bytes: u64 = plans.iter().map(|p| p.bytes_to_send()).sum();

@@ -237,8 +237,9 @@ fn report(runs: &[Finished]) -> ExitCode {
         errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.policy)));
     }
     let interrupted = runs.iter().any(|r| r.interrupted);
+    let mut told = crate::run::Told::default();
     for e in &errors {
-        eprintln!("failed: {e}");
+        eprintln!("failed: {}", told.brief(e));
     }
     for r in runs {
         for h in &r.held {

@@ -92,6 +92,7 @@ pub(super) struct RawRegistry {
     pub rate_limit_reserve: Option<S<i64>>,
     pub rate_limit_max_wait: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
+    pub retry_timeout: Option<S<String>>,
     pub stall_timeout: Option<S<String>>,
     pub list_limit: Option<S<i64>>,
     pub list_timeout: Option<S<String>>,

@@ -35,6 +35,9 @@ pub struct RegistrySpec {
     pub rate_limit_max_wait: Duration,
     /// Whole-request bound on metadata requests (manifests, tag lists, upload steps).
     pub request_timeout: Duration,
+    /// How long a failing request is retried, the first contact included; `None`: 60 s,
+    /// and 5 s while the registry has never answered.
+    pub retry_timeout: Option<Duration>,
     /// A blob transfer that moves almost nothing for this long is dead.
     pub stall_timeout: Duration,
     /// Most entries one tag list or catalog may have, and how long listing it may take.
@@ -65,6 +68,7 @@ impl RegistrySpec {
             rate_limit_reserve: 0,
             rate_limit_max_wait: DEFAULT_RATE_LIMIT_WAIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry_timeout: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             list_limit: DEFAULT_LIST_LIMIT,
             list_timeout: DEFAULT_LIST_TIMEOUT,
@@ -168,6 +172,10 @@ pub(super) fn registry_spec(
         "request_timeout",
         DEFAULT_REQUEST_TIMEOUT,
     );
+    let retry_timeout = r
+        .retry_timeout
+        .as_ref()
+        .map(|_| duration(&r.retry_timeout, "retry_timeout", Duration::from_secs(60)));
     let stall_timeout = duration(&r.stall_timeout, "stall_timeout", DEFAULT_STALL_TIMEOUT);
     let list_timeout = duration(&r.list_timeout, "list_timeout", DEFAULT_LIST_TIMEOUT);
     let list_limit = match &r.list_limit {
@@ -248,6 +256,7 @@ pub(super) fn registry_spec(
         rate_limit_reserve,
         rate_limit_max_wait,
         request_timeout,
+        retry_timeout,
         stall_timeout,
         list_limit,
         list_timeout,

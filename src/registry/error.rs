@@ -114,16 +114,22 @@ pub enum RegistryError {
 }
 
 fn code_text(code: &Option<String>, message: &str) -> String {
-    match (code, message.is_empty()) {
+    let text = match (code, message.is_empty()) {
         (Some(c), true) => format!(" {c}"),
         (Some(c), false) => format!(" {c}: {message}"),
         (None, false) => format!(": {message}"),
         (None, true) => String::new(),
+    };
+    // Go's HTTP server (Distribution, Harbor, Zot) answers plain HTTP on a TLS port so.
+    if message.contains("HTTP request to an HTTPS server") {
+        return text + " (this registry speaks TLS: write its url with https://)";
     }
+    text
 }
 
 /// The error and its causes, `a: b: c`: reqwest's own message ("error sending request")
 /// says nothing of a refused connection or an untrusted certificate.
+/// A TLS client meeting a plain-HTTP server says only "corrupt message", so it is named.
 pub(super) fn chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
@@ -133,6 +139,9 @@ pub(super) fn chain(e: &reqwest::Error) -> String {
             out = format!("{out}: {msg}");
         }
         cur = c.source();
+    }
+    if out.contains("InvalidContentType") {
+        out.push_str(" (the server answered in plain HTTP, not TLS: write its url with http://)");
     }
     out
 }
@@ -154,7 +163,7 @@ pub(super) fn hung_up(e: &reqwest::Error) -> bool {
 
 /// A TLS failure (untrusted or invalid certificate) will not heal by retrying. hyper-rustls
 /// hands it up as a `rustls::Error` inside one or more `io::Error`s.
-fn is_tls_failure(e: &reqwest::Error) -> bool {
+pub(super) fn is_tls_failure(e: &reqwest::Error) -> bool {
     fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return true;

@@ -46,9 +46,6 @@ pub(super) struct Http {
     down: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
-/// How long a registry never reached yet is tried before it counts as unreachable: a wrong
-/// port or host name is said in seconds, not after a minute of retries per repository.
-const FIRST_CONTACT: Duration = Duration::from_secs(5);
 /// How long "unreachable" stands before it is tried again (the next daemon run).
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
@@ -273,7 +270,8 @@ impl Http {
         }
         let mut policy = self.retry;
         if !reached {
-            policy.deadline = policy.deadline.min(FIRST_CONTACT);
+            policy.deadline = policy.deadline.min(policy.first_contact);
+            policy.quiet = true;
         }
         let result = retry::with_retry(policy, &self.name, op, &self.retries, gate, || async {
             let rsp = self.attempt(op, scope, &build).await.map_err(&map)?;
@@ -289,14 +287,15 @@ impl Http {
         .await;
         match result {
             Err(RegistryError::Transport { source, .. })
-                if source.is_connect() && !self.reached.load(Ordering::Relaxed) =>
+                if source.is_connect()
+                    && !error::is_tls_failure(&source)
+                    && !self.reached.load(Ordering::Relaxed) =>
             {
                 let why = format!(
-                    "{} (nothing answered at {} for {} s; a registry ferry has reached gets {} s of retries)",
+                    "{} (nothing answered at {} for {} s; set retry_timeout in its [registries] entry to keep trying longer)",
                     error::chain(&source),
                     self.base.origin().ascii_serialization(),
-                    FIRST_CONTACT.as_secs(),
-                    self.retry.deadline.as_secs()
+                    self.retry.first_contact.min(self.retry.deadline).as_secs(),
                 );
                 *self.down.lock().expect("lock poisoned") =
                     Some((std::time::Instant::now(), why.clone()));

@@ -19,6 +19,12 @@ pub struct RetryPolicy {
     pub initial: Duration,
     pub max_interval: Duration,
     pub deadline: Duration,
+    /// The deadline while the registry has never answered in this process: a wrong port
+    /// or host name is said in seconds, not after a minute of retries per repository.
+    pub first_contact: Duration,
+    /// Retries are logged at debug, not warn: a first contact's retries end in one error
+    /// that says it all, and a line per retry per repository buried it.
+    pub quiet: bool,
 }
 
 impl Default for RetryPolicy {
@@ -27,6 +33,19 @@ impl Default for RetryPolicy {
             initial: Duration::from_millis(250),
             max_interval: Duration::from_secs(10),
             deadline: Duration::from_secs(60),
+            first_contact: Duration::from_secs(5),
+            quiet: false,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `retry_timeout` set in the config: the budget for every request, the first included.
+    pub fn lasting(timeout: Duration) -> Self {
+        RetryPolicy {
+            deadline: timeout,
+            first_contact: timeout,
+            ..Self::default()
         }
     }
 }
@@ -92,7 +111,11 @@ where
         },
         |e: RegistryError, wait: Duration| {
             retries.fetch_add(1, Ordering::Relaxed);
-            warn!(op, error = %e, ?wait, "retrying");
+            if policy.quiet {
+                tracing::debug!(op, error = %e, ?wait, "retrying");
+            } else {
+                warn!(op, error = %e, ?wait, "retrying");
+            }
         },
     );
     match gate {
@@ -155,6 +178,7 @@ mod tests {
             initial: Duration::from_millis(1),
             max_interval: Duration::from_millis(5),
             deadline: Duration::from_secs(5),
+            ..RetryPolicy::default()
         };
         let r = with_retry(policy, "r", "t", &AtomicU64::new(0), None, || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
@@ -186,6 +210,7 @@ mod tests {
             initial: Duration::from_millis(1),
             max_interval: Duration::from_millis(5),
             deadline: Duration::from_millis(150),
+            ..RetryPolicy::default()
         };
         let start = std::time::Instant::now();
         let r: Result<(), _> = with_retry(policy, "r", "t", &AtomicU64::new(0), None, || async {

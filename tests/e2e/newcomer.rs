@@ -129,3 +129,102 @@ fn an_empty_password_variable_is_called_empty_and_a_shared_secret_file_is_named(
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(!validate(&f).1.contains("readable by other users"));
 }
+
+/// `https://` for a plain-HTTP registry and `http://` for a TLS one are named as such.
+#[test]
+fn tls_and_plain_http_mix_ups_are_named() {
+    use crate::support::registry::{RegistryOpts, TestCa, TestRegistry};
+    let (plain, dst) = (TestRegistry::start(), TestRegistry::start());
+    let ca = TestCa::new();
+    let tls = TestRegistry::start_with(RegistryOpts {
+        tls: Some(ca.server()),
+        ..Default::default()
+    });
+    let policy = "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app\"]\n";
+    for (src, want) in [
+        (
+            plain.url.replace("http://", "https://"),
+            "answered in plain HTTP, not TLS: write its url with http://",
+        ),
+        (
+            tls.url.replace("https://", "http://"),
+            "speaks TLS: write its url with https://",
+        ),
+    ] {
+        let f = Ferry::new(
+            &format!(
+                "[registries.src]\nurl = \"{src}\"\n[registries.dst]\nurl = \"{}\"\n",
+                dst.url
+            ),
+            "1MiB",
+            &[("p.toml", policy)],
+        );
+        let started = std::time::Instant::now();
+        let run = f.run(&["plan"]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        // A TLS mismatch does not heal: no retries.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            run.all().contains(want),
+            "{src}: `{want}` not in:\n{}",
+            run.all()
+        );
+    }
+}
+
+/// A closed port: plan and sync end in seconds, and the reason is given once, with the key
+/// that keeps ferry trying longer.
+#[test]
+fn an_unreachable_registry_is_said_once_and_quickly() {
+    use crate::support::registry::TestRegistry;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dst = TestRegistry::start();
+    let f = Ferry::new(
+        &format!("[registries.src]\nurl = \"http://127.0.0.1:{port}\"\n[registries.dst]\nurl = \"{}\"\n", dst.url),
+        "1MiB",
+        &[("p.toml", "[[policy]]\nname = \"p\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"a\", \"b\", \"c\"]\n")],
+    );
+    for cmd in ["plan", "sync"] {
+        let started = std::time::Instant::now();
+        let run = f.run(&[cmd]);
+        let took = started.elapsed();
+        assert_eq!(run.code, 1, "{}", run.all());
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{cmd} took {took:?}"
+        );
+        let out = run.all();
+        // Once in what the command prints, and (sync) once in its log.
+        let (logged, printed): (Vec<&str>, Vec<&str>) = out
+            .lines()
+            .partition(|l| l.contains(" ERROR ") || l.contains(" WARN "));
+        for lines in [&printed, &logged] {
+            let said = lines
+                .iter()
+                .filter(|l| l.contains("nothing answered at"))
+                .count();
+            let brief = lines
+                .iter()
+                .filter(|l| l.contains("not reachable (as above)"))
+                .count();
+            assert!(
+                (said, brief) == (1, 2) || (said, brief) == (0, 0),
+                "{cmd}:\n{out}"
+            );
+        }
+        assert!(
+            printed.iter().any(|l| l.contains("nothing answered at")),
+            "{out}"
+        );
+        assert!(
+            out.contains("set retry_timeout in its [registries] entry"),
+            "{out}"
+        );
+    }
+}
