@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Counts, InFlight, Outcome, PendingEvent, RunRecord, StateError, StateStore};
+use crate::state::{
+    Counts, Findings, InFlight, Outcome, PendingEvent, RunRecord, StateError, StateStore,
+};
 
 /// `POST /v1/runs`: run a policy now, or one repository (and tag) of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,10 +58,9 @@ pub struct RunView {
     pub outcome: Option<Outcome>,
     pub counts: Counts,
     pub errors: Vec<String>,
-    pub held: Vec<String>,
-    /// Gated tags copied, with what verified them.
-    #[serde(default)]
-    pub verified: Vec<String>,
+    /// Held, verified and conflicting tags (`held`, `verified`, `conflicts`).
+    #[serde(flatten)]
+    pub findings: Findings,
     pub requested_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,

@@ -138,14 +138,20 @@ fn document(run: &RunRecord, kind: NotifyOn, source: &str) -> serde_json::Value 
         NotifyOn::Held => format!(
             "held back {} tag(s){}",
             c.held,
-            run.held
+            run.findings
+                .held
                 .first()
                 .map(|h| format!("; first: {h}"))
                 .unwrap_or_default()
         ),
         NotifyOn::Conflict => format!(
-            "met {} conflict(s) (target tags that moved; overwrite = false)",
-            c.conflicts
+            "met {} conflict(s) (target tags at another digest, left as they are){}",
+            c.conflicts,
+            run.findings
+                .conflicts
+                .first()
+                .map(|x| format!("; first: {x}"))
+                .unwrap_or_default()
         ),
         NotifyOn::Succeeded => format!(
             "succeeded: {} tag(s) copied, {} in sync",

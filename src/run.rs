@@ -20,7 +20,7 @@ use crate::plan::{
     Scope, SourceReads,
 };
 use crate::registry::Registry;
-use crate::state::{now_ms, Counts, Outcome, RunRecord, StateStore};
+use crate::state::{now_ms, Counts, Findings, Outcome, RunRecord, StateStore};
 
 /// What a run covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,10 +74,8 @@ pub struct PolicyRun {
     /// Failures by target and kind (the counts a failure adds to, not the failure list: one
     /// source that cannot be listed fails every target once).
     pub failure_kinds: BTreeMap<(String, ErrorKind), u64>,
-    /// Tags held back by promotion gates, with the reason.
-    pub held: Vec<String>,
-    /// Gated tags copied, with the key or identity and the signature that verified them.
-    pub verified: Vec<String>,
+    /// Held, verified and conflicting tags.
+    pub findings: Findings,
     pub interrupted: bool,
     /// What a targeted run looked at (`push team/app:v1`); none for a full run.
     pub scope: Option<String>,
@@ -103,7 +101,7 @@ impl PolicyRun {
         self.failures.iter().map(ToString::to_string).collect()
     }
 
-    /// What the run history keeps: the first 20 failures and holds.
+    /// What the run history keeps: the first 20 failures and of each finding.
     pub fn record(&self) -> RunRecord {
         let mut rec = RunRecord::new(
             &self.policy,
@@ -115,9 +113,8 @@ impl PolicyRun {
                 .take(20)
                 .map(ToString::to_string)
                 .collect(),
-            self.held.iter().take(20).cloned().collect(),
+            self.findings.first(20),
         );
-        rec.verified = self.verified.iter().take(20).cloned().collect();
         rec.scope = self.scope.clone();
         rec
     }
@@ -341,16 +338,14 @@ impl Runner {
             targets: copier.counts_by_target(),
             failure_kinds: copier.failure_kinds(),
             failures,
-            held: Vec::new(),
-            verified: Vec::new(),
+            findings: Findings::default(),
             interrupted,
             scope: reach.describe(),
         };
         for r in reports {
             run.interrupted |= r.interrupted;
             run.failures.extend(r.errors);
-            run.held.extend(r.held);
-            run.verified.extend(r.verified);
+            run.findings.extend(r.findings);
         }
         self.record_and_notify(&run, &state);
         run

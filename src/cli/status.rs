@@ -130,8 +130,15 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
             println!("    targeted run: {scope}");
         }
         listed("failed", &r.errors, 3);
-        listed("held", &r.held, 5);
-        listed("verified", &r.verified, 5);
+        let conflicts: Vec<String> = r
+            .findings
+            .conflicts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        listed("conflict", &conflicts, 5);
+        listed("held", &r.findings.held, 5);
+        listed("verified", &r.findings.verified, 5);
     }
     if !doc.pending_events.is_empty() {
         println!("\nevents pending ({} in all):", doc.pending_events_total);

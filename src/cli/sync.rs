@@ -94,7 +94,7 @@ struct Finished {
     policy: String,
     counts: Counts,
     errors: Vec<String>,
-    held: Vec<String>,
+    findings: crate::state::Findings,
     interrupted: bool,
 }
 
@@ -152,7 +152,7 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
             counts: r.counts(),
             errors: r.errors(),
             policy: r.policy,
-            held: r.held,
+            findings: r.findings,
             interrupted: r.interrupted,
         })
         .collect();
@@ -222,7 +222,7 @@ async fn through_daemon(cfg: &crate::config::Config, args: &SyncArgs, store: &st
             policy: v.policy,
             counts: v.counts,
             errors: v.errors,
-            held: v.held,
+            findings: v.findings,
         });
     }
     report(&outcomes)
@@ -242,7 +242,13 @@ fn report(runs: &[Finished]) -> ExitCode {
         eprintln!("failed: {}", told.brief(e));
     }
     for r in runs {
-        for h in &r.held {
+        for c in &r.findings.conflicts {
+            eprintln!(
+                "conflict: {}: {c}; left as it is (overwrite = false)",
+                r.policy
+            );
+        }
+        for h in &r.findings.held {
             eprintln!("held: {}: {h}", r.policy);
         }
     }

@@ -14,15 +14,15 @@ use super::{add, Copier, CopyError, Failure, Fanout, Shared, Stats, TagOutcome};
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{PulledManifest, Registry, RegistryError};
+use crate::state::{Conflict, Findings};
 
 /// How one repository copy ended.
 #[derive(Debug, Default)]
 pub struct RepoReport {
     pub errors: Vec<Failure>,
-    /// Tags held back by promotion gates, with the reason.
-    pub held: Vec<String>,
-    /// Tags a gate verified and that were copied, with what verified them.
-    pub verified: Vec<String>,
+    /// Tags held back (with the reason), verified and copied (with what verified them), or
+    /// in conflict.
+    pub findings: Findings,
     pub interrupted: bool,
 }
 
@@ -103,13 +103,14 @@ impl Copier {
                     add(&stats.held, 1);
                     let why = t.reason.as_deref().unwrap_or("held");
                     info!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, reason = why, "tag held back");
-                    report.held.push(format!(
+                    report.findings.held.push(format!(
                         "{}:{} → {}: {why}",
                         plan.source_repository, t.tag, plan.target
                     ));
                 }
                 TagAction::Conflict => {
                     add(&stats.conflicts, 1);
+                    report.findings.conflicts.push(conflict(plan, t));
                     warn!(repo = %plan.target_repository, tag = %t.tag, target = %plan.target, "tag differs on the target and overwrite = false; left as it is");
                 }
                 // Deletes go last, after every copy of this repository.
@@ -134,13 +135,13 @@ impl Copier {
                 TagOutcome::Interrupted => report.interrupted = true,
                 TagOutcome::Copied => {
                     if let Some(e) = &t.verified {
-                        report.verified.push(format!(
+                        report.findings.verified.push(format!(
                             "{}:{} → {}: {e}",
                             plan.source_repository, t.tag, plan.target
                         ));
                     }
                 }
-                TagOutcome::Conflict => {}
+                TagOutcome::Conflict => report.findings.conflicts.push(conflict(plan, t)),
                 TagOutcome::Failed(e) => {
                     let place = format!(
                         "{}:{} → {}/{}",
@@ -427,5 +428,15 @@ impl RepoCopy<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+fn conflict(plan: &RepoPlan, t: &TagPlan) -> Conflict {
+    Conflict {
+        target: plan.target.clone(),
+        repository: plan.target_repository.to_string(),
+        tag: t.tag.to_string(),
+        source_digest: t.source_digest.to_string(),
+        target_digest: t.target_digest.as_ref().map(ToString::to_string),
     }
 }

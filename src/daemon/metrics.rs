@@ -83,10 +83,19 @@ impl Metrics {
         });
     }
 
+    /// A scheduled run ended: counted, and the policy is no longer running.
     pub fn finished(&self, run: &PolicyRun) {
         self.with(&run.policy, |p| {
             p.running = false;
             p.last_duration_secs = run.duration.as_secs_f64();
+        });
+        self.counted(run);
+    }
+
+    /// Any run ended, scheduled or targeted (an event, a request): its outcome and its
+    /// counts go into every run and copy metric. In an events setup most copies are these.
+    pub fn counted(&self, run: &PolicyRun) {
+        self.with(&run.policy, |p| {
             match run.outcome() {
                 Outcome::Ok => {
                     p.runs_ok += 1;
@@ -313,9 +322,15 @@ impl Metrics {
             per_target(&|c| c.held),
         );
         family(
+            "ferry_tags_conflicts_total",
+            "counter",
+            "Tags left as they are because the target holds another digest (overwrite = false, immutable tags).",
+            per_target(&|c| c.conflicts),
+        );
+        family(
             "ferry_tags_deleted_total",
             "counter",
-            "Target tags deleted because they left the source.",
+            "Target tags deleted because they left the source or were pruned.",
             per_target(&|c| c.deleted),
         );
         family(

@@ -328,7 +328,10 @@ impl EventQueue {
             .run_claimed(&app, policy, &reach, opts, stop, &waiters, || {})
             .await
         {
-            Claimed::Ran { run, moved } => (*run, moved),
+            Claimed::Ran { run, moved } => {
+                shared.metrics.counted(&run);
+                (*run, moved)
+            }
             Claimed::Elsewhere => {
                 let (all, _) = self.forget(&key);
                 shared.runs.moved(&all);

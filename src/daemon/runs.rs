@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::api::{RunState, RunView};
 use crate::model::now_ms;
 use crate::run::PolicyRun;
-use crate::state::{Counts, JournalKey, Outcome};
+use crate::state::{Counts, Findings, JournalKey, Outcome};
 
 /// Finished runs kept for clients that poll late; the oldest go first.
 const KEEP: usize = 1000;
@@ -36,8 +36,7 @@ impl RunBook {
                 outcome: None,
                 counts: Counts::default(),
                 errors: vec![],
-                held: vec![],
-                verified: vec![],
+                findings: Findings::default(),
                 requested_ms: now_ms(),
                 finished_ms: None,
             },
@@ -80,8 +79,7 @@ impl RunBook {
                 outcome: run.outcome(),
                 counts: run.counts(),
                 errors: run.errors(),
-                held: run.held.clone(),
-                verified: run.verified.clone(),
+                findings: run.findings.clone(),
             },
         );
     }
@@ -107,8 +105,7 @@ impl RunBook {
                     outcome: v.outcome.unwrap_or(Outcome::Failed),
                     counts: v.counts,
                     errors: v.errors,
-                    held: v.held,
-                    verified: v.verified,
+                    findings: v.findings,
                 };
                 self.end(&[id], ended);
             }
@@ -128,8 +125,7 @@ impl RunBook {
                 v.outcome = Some(e.outcome);
                 v.counts = e.counts.clone();
                 v.errors = listed(&e.errors);
-                v.held = listed(&e.held);
-                v.verified = listed(&e.verified);
+                v.findings = e.findings.first(LISTED);
                 v.finished_ms = Some(now_ms());
             }
         }
@@ -141,8 +137,7 @@ struct Ended {
     outcome: Outcome,
     counts: Counts,
     errors: Vec<String>,
-    held: Vec<String>,
-    verified: Vec<String>,
+    findings: Findings,
 }
 
 impl Ended {
@@ -152,8 +147,7 @@ impl Ended {
             outcome,
             counts: Counts::default(),
             errors: vec![why.to_owned()],
-            held: vec![],
-            verified: vec![],
+            findings: Findings::default(),
         }
     }
 }

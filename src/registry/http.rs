@@ -270,8 +270,10 @@ impl Http {
         }
         let mut policy = self.retry;
         if !reached {
+            // Retries of a short first contact end in one error that says it all; a budget
+            // the config asked for is worth seeing spent.
+            policy.quiet = policy.first_contact < policy.deadline;
             policy.deadline = policy.deadline.min(policy.first_contact);
-            policy.quiet = true;
         }
         let result = retry::with_retry(policy, &self.name, op, &self.retries, gate, || async {
             let rsp = self.attempt(op, scope, &build).await.map_err(&map)?;

@@ -28,7 +28,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use habits::Habits;
 pub use journal::{JournalAction, JournalEntry, JournalKey};
-pub use runs::{Counts, Outcome, RunRecord};
+pub use runs::{Conflict, Counts, Findings, Outcome, RunRecord};
 pub use written::WrittenRecord;
 
 use crate::model::{Digest, RepoName};
@@ -432,12 +432,26 @@ mod tests {
             .await;
             s.blob_known("t", &"other".parse().unwrap(), &d);
             s.record_run(
-                &RunRecord::new("p", 1, Outcome::Ok, Default::default(), vec![], vec![]),
+                &RunRecord::new(
+                    "p",
+                    1,
+                    Outcome::Ok,
+                    Default::default(),
+                    vec![],
+                    Default::default(),
+                ),
                 50,
             )
             .unwrap();
             s.record_run(
-                &RunRecord::new("p", 2, Outcome::Failed, Default::default(), vec![], vec![]),
+                &RunRecord::new(
+                    "p",
+                    2,
+                    Outcome::Failed,
+                    Default::default(),
+                    vec![],
+                    Default::default(),
+                ),
                 50,
             )
             .unwrap();

@@ -90,15 +90,70 @@ pub struct RunRecord {
     pub targets: std::collections::BTreeMap<String, Counts>,
     /// First few failure messages, for `ferry status`.
     pub errors: Vec<String>,
+    /// Held, verified and conflicting tags (`held`, `verified`, `conflicts` in documents).
+    #[serde(flatten)]
+    pub findings: Findings,
+    /// A targeted run's repository (and tag), e.g. `push team/app:v1`; none for a full run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// What a run found tag by tag beyond its counts, first few of each: what `ferry sync`,
+/// `ferry status`, `/status`, the page and notifications list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Findings {
     /// Tags held back by promotion gates, with the reason.
     #[serde(default)]
     pub held: Vec<String>,
     /// Gated tags copied, with what verified them (key or identity, signature digest).
     #[serde(default)]
     pub verified: Vec<String>,
-    /// A targeted run's repository (and tag), e.g. `push team/app:v1`; none for a full run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    /// Tags left as they are because the target holds another digest (overwrite = false,
+    /// or a registry that refuses to move the tag).
+    #[serde(default)]
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Findings {
+    pub fn extend(&mut self, o: Findings) {
+        self.held.extend(o.held);
+        self.verified.extend(o.verified);
+        self.conflicts.extend(o.conflicts);
+    }
+
+    /// The first `n` of each list: what documents keep.
+    pub fn first(&self, n: usize) -> Findings {
+        Findings {
+            held: self.held.iter().take(n).cloned().collect(),
+            verified: self.verified.iter().take(n).cloned().collect(),
+            conflicts: self.conflicts.iter().take(n).cloned().collect(),
+        }
+    }
+}
+
+/// A tag the target keeps at another digest than the source's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub target: String,
+    /// The repository on the target.
+    pub repository: String,
+    pub tag: String,
+    pub source_digest: String,
+    pub target_digest: Option<String>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}:{} is {} there, {} on the source",
+            self.target,
+            self.repository,
+            self.tag,
+            self.target_digest.as_deref().unwrap_or("another digest"),
+            self.source_digest
+        )
+    }
 }
 
 impl StateStore {
@@ -159,7 +214,7 @@ impl RunRecord {
         outcome: Outcome,
         targets: std::collections::BTreeMap<String, Counts>,
         errors: Vec<String>,
-        held: Vec<String>,
+        findings: Findings,
     ) -> Self {
         let mut counts = Counts::default();
         targets.values().for_each(|c| counts.add(c));
@@ -172,8 +227,7 @@ impl RunRecord {
             counts,
             targets,
             errors,
-            held,
-            verified: Vec::new(),
+            findings,
             scope: None,
         }
     }
@@ -190,7 +244,14 @@ mod tests {
         for t in 1..=7 {
             for p in ["a", "b"] {
                 s.record_run(
-                    &RunRecord::new(p, t, Outcome::Ok, Default::default(), vec![], vec![]),
+                    &RunRecord::new(
+                        p,
+                        t,
+                        Outcome::Ok,
+                        Default::default(),
+                        vec![],
+                        Findings::default(),
+                    ),
                     3,
                 )
                 .unwrap();

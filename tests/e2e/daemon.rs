@@ -344,6 +344,14 @@ async fn sigterm_while_runs_retry_an_unreachable_source_exits_at_once() {
     ];
     let policies: Vec<(&str, &str)> = policies.iter().map(|(f, p)| (*f, p.as_str())).collect();
     let ferry = daemon_ferry(&gone, &dst.url, port, "1MiB", &policies);
+    // Asked to keep trying (a first contact gives up after 5 s otherwise).
+    let cfg = std::fs::read_to_string(ferry.config()).unwrap();
+    let cfg = cfg.replacen(
+        &format!("url = \"{gone}\"\n"),
+        &format!("url = \"{gone}\"\nretry_timeout = \"1h\"\n"),
+        1,
+    );
+    std::fs::write(ferry.config(), cfg).unwrap();
     let daemon = Daemon::start(&ferry, port, "daemon.log");
     assert!(
         wait_until(30, || daemon.log().matches("retrying").count() >= 4),

@@ -125,20 +125,35 @@ async fn a_push_is_replicated_in_seconds_without_a_scheduled_run() {
         .unwrap()
             >= 3.0
     );
-    // No full run happened: the schedule is months away.
-    assert_eq!(
-        metric(port, "ferry_policy_runs_total", ("outcome", "ok")).await,
-        Some(0.0)
-    );
     assert!(wait_for(10, || journal_empty(port)).await);
-    // The targeted runs are in the run history with their scope.
+    // The targeted runs count in the run and copy metrics like any other.
+    assert!(
+        metric(port, "ferry_policy_runs_total", ("outcome", "ok"))
+            .await
+            .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        metric(port, "ferry_tags_copied_total", ("policy", "edge")).await,
+        Some(3.0)
+    );
+    // No full run happened (the schedule is months away): every run in the history is a
+    // targeted one, with its scope.
     let (_, status) = daemon_get(port, "/status").await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert!(!runs.is_empty());
+    for r in runs {
+        assert!(
+            r["scope"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("push team/app:v"),
+            "{v}"
+        );
+    }
     assert!(
-        v["runs"][0]["scope"]
-            .as_str()
-            .unwrap()
-            .starts_with("push team/app:v"),
+        v["policies"]["edge"]["runs_ok"].as_u64().unwrap() >= 3,
         "{v}"
     );
     assert_eq!(daemon.stop().0, 0);

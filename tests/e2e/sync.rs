@@ -223,8 +223,13 @@ async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
     };
     push_corpus(&src.url, &spec).await;
     let strict = "[[policy]]\nname = \"strict\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\"]\ntarget_repository = \"prod/{name}\"\noverwrite = false\n";
+    let hook = crate::support::receiver::Receiver::start(0);
     let ferry = Ferry::new(
-        &two_registries(&src, &dst),
+        &format!(
+            "{}\n[[notify]]\nurl = \"{}\"\non = [\"conflict\"]\n",
+            two_registries(&src, &dst),
+            hook.url("/hook")
+        ),
         "1MiB",
         &[("mirror.toml", MIRROR_ALL), ("strict.toml", strict)],
     );
@@ -268,9 +273,48 @@ async fn moved_tags_follow_the_source_unless_overwrite_is_false() {
     );
 
     let run = ferry.run(&["sync"]);
+    // Conflicts do not fail the run (the policy did what it says), but each is named.
     run.assert_code(0);
     assert_eq!(run.summary("conflicts"), 1);
     let d = Reader::new(&dst.url);
+    let old = images::sha256(&d.manifest("prod/app-000", "1.0.0").await.unwrap());
+    let said = format!(
+        "conflict: strict: dst/prod/app-000:1.0.0 is {old} there, {} on the source",
+        new.digest
+    );
+    assert!(run.stderr.contains(&said), "{said}\n{}", run.stderr);
+    let status = ferry.run(&["status"]);
+    assert!(
+        status.stdout.contains("conflict: dst/prod/app-000:1.0.0"),
+        "{}",
+        status.stdout
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["status", "--json"]).stdout).unwrap();
+    let strict = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policy"] == "strict")
+        .unwrap();
+    assert_eq!(strict["conflicts"][0]["tag"], "1.0.0", "{strict}");
+    assert_eq!(strict["conflicts"][0]["source_digest"], new.digest.as_str());
+    assert_eq!(strict["conflicts"][0]["target_digest"], old.as_str());
+    let got = hook.received();
+    let told: Vec<_> = got
+        .iter()
+        .filter(|r| r.body["type"] == "dev.ferry.run.conflict")
+        .collect();
+    assert_eq!(told.len(), 1, "{got:#?}");
+    assert_eq!(told[0].body["data"]["conflicts"][0]["tag"], "1.0.0");
+    assert!(
+        told[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("first: dst/prod/app-000:1.0.0"),
+        "{}",
+        told[0].body
+    );
     assert_eq!(
         images::sha256(&d.manifest("app-000", "1.0.0").await.unwrap()),
         new.digest,

@@ -12,7 +12,7 @@ use crate::state::now_ms;
 const REFRESH_SECS: u32 = 10;
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:top}\
-th{background:#f4f4f4}.ok{color:#176b2c}.failed{color:#b00020;font-weight:bold}.interrupted,.held{color:#9a6700}\
+th{background:#f4f4f4}.ok{color:#176b2c}.failed{color:#b00020;font-weight:bold}.interrupted,.held,.conflict{color:#9a6700}\
 .muted{color:#777}code{font-size:12px}ul{margin:0;padding-left:1.1em}";
 
 /// Text made safe for HTML element content and attribute values.
@@ -84,7 +84,7 @@ pub fn render(doc: &StatusDoc) -> String {
     }
     h.push_str(
         "<h2>Policies</h2><table id=policies><tr><th>Policy</th><th>Trigger</th><th>Last run</th><th>Outcome</th>\
-         <th>Copied</th><th>In sync</th><th>Held</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Verified tags</th><th>Last errors</th></tr>",
+         <th>Copied</th><th>In sync</th><th>Held</th><th>Conflicts</th><th>Failures</th><th>Next run</th><th>Held tags</th><th>Conflicting tags</th><th>Verified tags</th><th>Last errors</th></tr>",
     );
     let no_list: Vec<String> = Vec::new();
     for (name, p) in policies {
@@ -94,13 +94,26 @@ pub fn render(doc: &StatusDoc) -> String {
         } else {
             last.map_or("none yet", |r| r.outcome.as_str())
         };
+        // A run that copied everything else but left conflicts is not green: someone must look.
+        let class = match last {
+            Some(r) if outcome == "ok" && r.counts.conflicts > 0 => "conflict",
+            _ => outcome,
+        };
+        let conflicts: Vec<String> = last.map_or_else(Vec::new, |r| {
+            r.findings
+                .conflicts
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        });
         let count = |f: fn(&crate::state::Counts) -> u64| {
             last.map_or_else(String::new, |r| f(&r.counts).to_string())
         };
         let _ = write!(
             h,
-            "<tr data-policy=\"{n}\" data-outcome=\"{o}\"><td><b>{n}</b></td><td>{t}</td><td>{l}</td><td class=\"{o}\">{o}</td>\
-             <td>{c}</td><td>{s}</td><td class=held>{hd}</td><td>{f}</td><td>{next}</td><td>{ht}</td><td class=verified>{vt}</td><td>{er}</td></tr>",
+            "<tr data-policy=\"{n}\" data-outcome=\"{o}\"><td><b>{n}</b></td><td>{t}</td><td>{l}</td><td class=\"{k}\">{o}</td>\
+             <td>{c}</td><td>{s}</td><td class=held>{hd}</td><td class=conflict>{cf}</td><td>{f}</td><td>{next}</td><td>{ht}</td><td class=conflict>{ct}</td><td class=verified>{vt}</td><td>{er}</td></tr>",
+            k = esc(class),
             n = esc(name),
             t = esc(&p.trigger),
             l = last.map_or_else(|| "never".to_owned(), |r| relative(r.ended_ms, now)),
@@ -108,10 +121,12 @@ pub fn render(doc: &StatusDoc) -> String {
             c = count(|c| c.tags_copied),
             s = count(|c| c.tags_in_sync),
             hd = count(|c| c.held),
+            cf = count(|c| c.conflicts),
             f = count(|c| c.failures),
             next = p.next_run_ms.map_or_else(|| "on request".to_owned(), |ms| relative(ms, now)),
-            ht = list(last.map_or(&no_list, |r| &r.held), 5),
-            vt = list(last.map_or(&no_list, |r| &r.verified), 5),
+            ht = list(last.map_or(&no_list, |r| &r.findings.held), 5),
+            ct = list(&conflicts, 5),
+            vt = list(last.map_or(&no_list, |r| &r.findings.verified), 5),
             er = list(last.map_or(&no_list, |r| &r.errors), 3),
         );
     }
@@ -266,7 +281,7 @@ mod tests {
             )]
             .into(),
             vec!["<script>alert(1)</script>".into()],
-            vec![],
+            Default::default(),
         );
         run.ended_ms = 0;
         let doc = StatusDoc {
@@ -280,6 +295,44 @@ mod tests {
             "{page}"
         );
         assert!(!page.contains("<script>"));
+    }
+
+    #[test]
+    fn a_run_with_conflicts_is_amber_and_lists_them() {
+        let conflict = crate::state::Conflict {
+            target: "prod".into(),
+            repository: "app".into(),
+            tag: "v1".into(),
+            source_digest: "sha256:aa".into(),
+            target_digest: Some("sha256:bb".into()),
+        };
+        let counts = Counts {
+            conflicts: 1,
+            ..Default::default()
+        };
+        let findings = crate::state::Findings {
+            conflicts: vec![conflict],
+            ..Default::default()
+        };
+        let run = RunRecord::new(
+            "p",
+            0,
+            Outcome::Ok,
+            [("prod".into(), counts)].into(),
+            vec![],
+            findings,
+        );
+        let doc = StatusDoc {
+            policies: Some([("p".to_owned(), PolicyState::default())].into()),
+            runs: vec![run],
+            ..Default::default()
+        };
+        let page = render(&doc);
+        assert!(page.contains("<td class=\"conflict\">ok</td>"), "{page}");
+        assert!(
+            page.contains("prod/app:v1 is sha256:bb there, sha256:aa on the source"),
+            "{page}"
+        );
     }
 
     #[test]
