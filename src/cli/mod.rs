@@ -214,17 +214,22 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-/// Load the config and build the app: exit 2 for a bad config, 1 for a registry client or
-/// a required state store (`Some(true)`) that cannot be set up. `None`: the state store if
-/// it exists and can be opened, else none.
-fn open(path: &std::path::Path, state: Option<bool>) -> Result<crate::app::App, ExitCode> {
+/// Which state store a command works with; none when a daemon holds it (it is locked).
+#[derive(Clone, Copy)]
+enum StateUse {
+    /// One that is there already: a plan touches nothing, so it creates no folder.
+    Existing,
+    /// Created when missing: what the command learns is worth keeping.
+    Created,
+}
+
+/// Load the config and build the app: exit 2 for a bad config, 1 for a registry client
+/// that cannot be set up.
+fn open(path: &std::path::Path, state: StateUse) -> Result<crate::app::App, ExitCode> {
     let cfg = load(path)?;
     let state = match state {
-        Some(true) => Some(crate::app::App::open_state(&cfg).map_err(|e| fail(e, 1))?),
-        Some(false) => None,
-        // A plan touches nothing: it reads a state store that is there, and creates none.
-        None if cfg.daemon.state_dir.exists() => crate::app::App::open_state(&cfg).ok(),
-        None => None,
+        StateUse::Existing if !cfg.daemon.state_dir.exists() => None,
+        StateUse::Existing | StateUse::Created => crate::app::App::open_state(&cfg).ok(),
     };
     crate::app::App::new(cfg, state).map_err(|e| fail(e, 1))
 }

@@ -9,7 +9,7 @@ use super::PlanArgs;
 pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
     // The state store, when free (not held by a running daemon), lets plan see what it
     // remembers: first-seen times for require.min_age, filtered indexes.
-    let app = match super::open(config, None) {
+    let app = match super::open(config, super::StateUse::Existing) {
         Ok(a) => a,
         Err(code) => return code,
     };

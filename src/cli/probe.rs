@@ -8,7 +8,11 @@ use super::ProbeArgs;
 
 /// Exit 0 when the registry answered, 1 when it could not be reached, 2 for bad usage.
 pub async fn run(config: &Path, args: &ProbeArgs) -> ExitCode {
-    let app = match super::open(config, None) {
+    let use_state = match args.write {
+        Some(_) => super::StateUse::Created,
+        None => super::StateUse::Existing,
+    };
+    let app = match super::open(config, use_state) {
         Ok(a) => a,
         Err(code) => return code,
     };

@@ -191,6 +191,8 @@ async fn a_verification_is_remembered_until_the_keys_change() {
             .filter(|l| l.contains(&format!("\"GET /v2/app/blobs/{payload}")))
             .count()
     };
+    // What a plan verified is remembered in a state store that is there (a plan creates none).
+    std::fs::create_dir_all(f.path().join("state")).unwrap();
     let verified = |f: &Ferry| {
         let tags = f.plan_tags();
         tag_named(&tags, "v1")["verified"]["key"]
