@@ -178,6 +178,9 @@ pub struct StatusDoc {
     pub error: Option<String>,
     #[serde(default)]
     pub runs: Vec<RunRecord>,
+    /// For a policy whose last run changed nothing: its latest run that copied or deleted.
+    #[serde(default)]
+    pub last_changes: Vec<RunRecord>,
     #[serde(default)]
     pub uploads_in_flight: Vec<InFlight>,
     /// Accepted events not yet carried out (the first `PENDING_SHOWN`).
@@ -233,8 +236,20 @@ impl StatusDoc {
                 (shown, total)
             }
         };
+        let runs = store.last_runs()?;
+        let unchanged: Vec<&str> = runs
+            .iter()
+            .filter(|r| !r.changed())
+            .map(|r| r.policy.as_str())
+            .collect();
+        let last_changes = store
+            .last_changes()?
+            .into_iter()
+            .filter(|r| unchanged.contains(&r.policy.as_str()))
+            .collect();
         Ok(StatusDoc {
-            runs: store.last_runs()?,
+            runs,
+            last_changes,
             uploads_in_flight: store.uploads_in_flight()?,
             pending_events,
             pending_events_total,

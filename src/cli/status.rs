@@ -129,6 +129,18 @@ pub async fn run(config: &Path, args: &StatusArgs) -> ExitCode {
         if let Some(scope) = &r.scope {
             println!("    targeted run: {scope}");
         }
+        if let Some(ch) = doc.last_changes.iter().find(|c| c.policy == r.policy) {
+            println!(
+                "    last change: {} copied, {} deleted at {}{}",
+                ch.counts.tags_copied,
+                ch.counts.deleted,
+                time(ch.started_ms),
+                ch.scope
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+        }
         listed("failed", &r.errors, 3);
         let conflicts: Vec<String> = r
             .findings

@@ -184,7 +184,18 @@ impl StateStore {
 
     /// The latest run of every policy, by policy name.
     pub fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        self.latest(|_| true)
+    }
+
+    /// The latest run of every policy that copied or deleted tags: a no-op run after it
+    /// does not hide what last changed.
+    pub fn last_changes(&self) -> Result<Vec<RunRecord>, StateError> {
+        self.latest(RunRecord::changed)
+    }
+
+    fn latest(&self, pick: impl Fn(&RunRecord) -> bool) -> Result<Vec<RunRecord>, StateError> {
         let mut out: Vec<RunRecord> = Vec::new();
+        // Keys sort by policy, then start time: backwards, each policy's newest come first.
         for kv in self.runs.iter().rev() {
             let (k, v) = kv?;
             let Some(rec) =
@@ -192,7 +203,7 @@ impl StateStore {
             else {
                 continue;
             };
-            if out.last().is_none_or(|l| l.policy != rec.policy) {
+            if out.last().is_none_or(|l| l.policy != rec.policy) && pick(&rec) {
                 out.push(rec);
             }
         }
@@ -208,6 +219,10 @@ impl Versioned for RunRecord {
 }
 
 impl RunRecord {
+    pub fn changed(&self) -> bool {
+        self.counts.tags_copied + self.counts.deleted > 0
+    }
+
     pub fn new(
         policy: &str,
         started_ms: u64,

@@ -585,3 +585,44 @@ async fn catalog_pagination_is_followed_to_the_last_page() {
         "second catalog page requested"
     );
 }
+
+/// A no-op run after a copy does not hide the copy: `ferry status` names the last change.
+#[tokio::test]
+async fn status_shows_the_last_change_behind_a_no_op_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec {
+        repos: 1,
+        tags: 2,
+        index_every: 0,
+        sign: false,
+        ..CorpusSpec::default()
+    };
+    push_corpus(&src.url, &spec).await;
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "1MiB",
+        &[("m.toml", MIRROR_ALL)],
+    );
+    ferry.run(&["sync"]).assert_code(0);
+    let first = ferry.run(&["status"]);
+    assert!(!first.stdout.contains("last change"), "{}", first.stdout);
+    let json = |f: &Ferry| -> serde_json::Value {
+        serde_json::from_str(&f.run(&["status", "--json"]).stdout).unwrap()
+    };
+    let copied = json(&ferry)["runs"][0]["counts"]["tags_copied"]
+        .as_u64()
+        .unwrap();
+    assert!(copied >= 2);
+    ferry.run(&["sync"]).assert_code(0);
+    let status = ferry.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("last change: {copied} copied, 0 deleted at")),
+        "{}",
+        status.stdout
+    );
+    let doc = json(&ferry);
+    assert_eq!(doc["runs"][0]["counts"]["tags_copied"], 0);
+    assert_eq!(doc["last_changes"][0]["counts"]["tags_copied"], copied);
+}
