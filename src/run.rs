@@ -398,6 +398,15 @@ impl Runner {
             () = copier.cancel_token().cancelled() => return Vec::new(),
             p = locked_and_planned => p,
         };
+        if let Scope::Tag(_) = scope {
+            // An event for a tag the rules leave out: say so, or the push seems lost.
+            for (p, d) in plans
+                .iter()
+                .flat_map(|p| p.dropped.iter().map(move |d| (p, d)))
+            {
+                info!(repository = %repo, tag = %d.tag, target = %p.target, reason = %d.reason, "pushed tag not copied: the policy's rules leave it out");
+            }
+        }
         let source = self.registry(&policy.source);
         let fan = copier.fanout(source, repo, &plans);
         let copies = plans.into_iter().map(|p| {

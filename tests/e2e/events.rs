@@ -679,3 +679,49 @@ async fn sync_and_status_beside_a_running_daemon_go_through_its_api() {
     assert!(done, "{}", daemon.log());
     assert_eq!(daemon.stop().0, 0);
 }
+
+/// A push no policy takes, and a pushed tag the rules leave out, each leave a reason in the
+/// log (before, the push seemed lost).
+#[tokio::test]
+async fn an_event_nothing_copies_says_why_in_the_log() {
+    let port = free_port();
+    let (src, dst) = (notifying_source(port), TestRegistry::start());
+    let p = policy("edge", "\"team/app\"", "[policy.tags]\ninclude = ['^v']\n");
+    let ferry = ferry(&src.url, &dst.url, port, "", &[("e.toml", &p)]);
+    let daemon = Daemon::start(&ferry, port, "daemon.log");
+    assert!(daemon.ready().await, "{}", daemon.log());
+    let mut push = Pusher::new(&src.url);
+    push.image("other/app", "v1", &small_image(501, "other"))
+        .await;
+    push.image("team/app", "nightly", &small_image(502, "nightly"))
+        .await;
+    assert!(
+        wait_for(15, || async {
+            let log = daemon.log();
+            log.contains("event ignored") && log.contains("pushed tag not copied")
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    let ignored = log.lines().find(|l| l.contains("event ignored")).unwrap();
+    assert!(
+        ignored.contains("repository=other/app")
+            && ignored.contains("policy `edge` does not cover the repository"),
+        "{ignored}"
+    );
+    let skipped = log
+        .lines()
+        .find(|l| l.contains("pushed tag not copied"))
+        .unwrap();
+    assert!(
+        skipped.contains("tag=nightly") && skipped.contains("matches no tags.include"),
+        "{skipped}"
+    );
+    assert!(Reader::new(&dst.url)
+        .manifest("team/app", "nightly")
+        .await
+        .is_none());
+    assert_eq!(daemon.stop().0, 0);
+}

@@ -141,6 +141,8 @@ async fn receive(
             counts.accepted += 1;
         } else {
             counts.ignored += 1;
+            let why = passed_over(&app.config.policies, &registry, ev);
+            tracing::info!(registry = %registry, repository = %ev.repository, tag = ev.tag.as_ref().map_or("", |t| t.as_str()), why = %why, "event ignored");
         }
     }
     if let Err(e) = s.state.commit().await {
@@ -172,4 +174,31 @@ fn refuse(s: &Shared, registry: &str, counts: &Counts, e: QueueError) -> Respons
     counts.record(s, registry);
     s.metrics.events(registry, "rejected", 1);
     reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Why no policy took an event: each policy of this source, and what it lacks.
+fn passed_over(
+    policies: &[crate::config::Policy],
+    registry: &str,
+    ev: &crate::events::Event,
+) -> String {
+    let of_source: Vec<String> = policies
+        .iter()
+        .filter(|p| p.source == registry)
+        .map(|p| {
+            let lacks = if !p.events {
+                "has events = false"
+            } else if !p.repositories.covers(&ev.repository) {
+                "does not cover the repository"
+            } else {
+                "has delete = false"
+            };
+            format!("policy `{}` {lacks}", p.name)
+        })
+        .collect();
+    if of_source.is_empty() {
+        format!("no policy has `{registry}` as its source")
+    } else {
+        of_source.join("; ")
+    }
 }
