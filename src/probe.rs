@@ -387,3 +387,70 @@ async fn deletes(
         Err(e) => Err(e),
     }
 }
+
+/// `ferry validate --online` for one registry: what its first requests say, in one line.
+pub struct Reached {
+    pub line: String,
+    /// Reachable, with the credentials accepted, and a catalog where a policy needs one.
+    pub ok: bool,
+}
+
+/// Ask `registry` once: `GET /v2/` (with its credentials, if any) and its catalog.
+/// `needs_catalog`: the policies that list its repositories by glob.
+pub async fn reached(
+    registry: &Registry,
+    key: &str,
+    credentials: bool,
+    needs_catalog: &[&str],
+) -> Reached {
+    let who = format!("registry {key} ({})", registry.url());
+    let access = match registry.ping().await {
+        Ok(s) if (200..300).contains(&s) && credentials => "reachable, credentials accepted",
+        Ok(s) if (200..300).contains(&s) => "reachable, anonymous access",
+        Ok(s @ (401 | 403)) => {
+            let why = if credentials {
+                format!("credentials refused (GET /v2/ answers {s}): check username and password")
+            } else {
+                format!("needs credentials (GET /v2/ answers {s}): set username and password_env or password_file")
+            };
+            return Reached {
+                line: format!("{who}: problem: {why}"),
+                ok: false,
+            };
+        }
+        Ok(s) => {
+            return Reached {
+                line: format!("{who}: problem: GET /v2/ answers {s}, not a registry API"),
+                ok: false,
+            }
+        }
+        Err(e) => {
+            return Reached {
+                line: format!("{who}: problem: {e}"),
+                ok: false,
+            }
+        }
+    };
+    match registry.catalog().await {
+        Ok(repos) => Reached {
+            line: format!(
+                "{who}: ok: {access}, catalog lists {} repositories",
+                repos.len()
+            ),
+            ok: true,
+        },
+        Err(_) if needs_catalog.is_empty() => Reached {
+            line: format!(
+                "{who}: ok: {access}, no catalog (policies name its repositories exactly)"
+            ),
+            ok: true,
+        },
+        Err(e) => Reached {
+            line: format!(
+                "{who}: problem: {access}, but policy {} lists repositories by glob and {e}",
+                needs_catalog.join(", ")
+            ),
+            ok: false,
+        },
+    }
+}

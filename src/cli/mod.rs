@@ -59,7 +59,7 @@ pub enum Command {
     /// Write a commented first config (ferry.toml and policies/) that validates.
     Init(InitArgs),
     /// Check the config and every policy; print FILE:LINE:COL: message per problem.
-    Validate,
+    Validate(ValidateArgs),
     /// Show what a sync would copy, touching nothing.
     Plan(PlanArgs),
     /// Run policies once, now (through the daemon's API when a daemon holds the state store).
@@ -80,6 +80,14 @@ pub enum Command {
     Man,
     /// Print the version, the commit and the build date.
     Version,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Also ask every registry once: reachable, credentials accepted, catalog available
+    /// (one line each; exit 1 when one is not).
+    #[arg(long)]
+    pub online: bool,
 }
 
 #[derive(Args)]
@@ -174,7 +182,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Init(a) => init::run(a),
-        Command::Validate => validate::run(&cli.config),
+        Command::Validate(a) => validate::run(&cli.config, a).await,
         Command::Plan(a) => plan::run(&cli.config, a).await,
         Command::Sync(a) if a.dry_run => {
             plan::run(

@@ -228,3 +228,72 @@ fn an_unreachable_registry_is_said_once_and_quickly() {
         );
     }
 }
+
+/// `validate --online`: every registry asked once, one line each, exit 1 when one fails.
+#[tokio::test]
+async fn validate_online_checks_every_registry_once() {
+    use crate::support::faults::FaultProxy;
+    use crate::support::registry::{RegistryOpts, TestRegistry};
+    let open = TestRegistry::start();
+    crate::support::images::push_corpus(
+        &open.url,
+        &crate::support::images::CorpusSpec {
+            repos: 1,
+            tags: 1,
+            index_every: 0,
+            sign: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let locked = TestRegistry::start_with(RegistryOpts {
+        basic: Some(("robot".into(), "right-pa55word".into())),
+        ..Default::default()
+    });
+    let no_catalog = FaultProxy::start(open.host());
+    no_catalog
+        .faults
+        .deny_catalog
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = closed.local_addr().unwrap().port();
+    drop(closed);
+    let regs = format!(
+        "[registries.open]\nurl = \"{}\"\n[registries.good]\nurl = \"{}\"\nusername = \"robot\"\npassword_env = \"GOOD_PW\"\n\
+         [registries.bad]\nurl = \"{}\"\nusername = \"robot\"\npassword_env = \"BAD_PW\"\n\
+         [registries.hidden]\nurl = \"{}\"\n[registries.gone]\nurl = \"http://127.0.0.1:{gone}\"\n",
+        open.url,
+        locked.url,
+        locked.url,
+        no_catalog.url()
+    );
+    let policies = "[[policy]]\nname = \"globbing\"\nsource = \"hidden\"\ntargets = [\"good\"]\nrepositories = [\"app-*\"]\n\
+                    [[policy]]\nname = \"exact\"\nsource = \"open\"\ntargets = [\"bad\", \"gone\"]\nrepositories = [\"app-000\"]\n";
+    let mut f = Ferry::new(&regs, "1MiB", &[("p.toml", policies)]);
+    f.env.push(("GOOD_PW".into(), "right-pa55word".into()));
+    f.env.push(("BAD_PW".into(), "wrong-pa55word".into()));
+    let started = std::time::Instant::now();
+    let run = f.run(&["validate", "--online"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("registry "))
+        .collect();
+    assert_eq!(lines.len(), 5, "{}", run.stdout);
+    for (name, want) in [
+        ("open", ": ok: reachable, anonymous access, catalog lists 1 repositories"),
+        ("good", ": ok: reachable, credentials accepted"),
+        ("bad", ": problem: bad: ping: authentication failed (credentials rejected)"),
+        ("hidden", ": problem: reachable, anonymous access, but policy `globbing` lists repositories by glob"),
+        ("gone", ": problem: gone: ping: not reachable"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("registry {name} (")))
+            .unwrap_or_else(|| panic!("{name} not in:\n{}", run.stdout));
+        assert!(line.contains(want), "{name}: `{want}` not in `{line}`");
+    }
+    assert!(!run.all().contains("wrong-pa55word") && !run.all().contains("right-pa55word"));
+}
