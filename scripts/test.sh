@@ -14,6 +14,8 @@ command -v skopeo >/dev/null || need+=(skopeo)       # reads the OCI layouts fer
 command -v etcd >/dev/null || need+=(etcd-server)    # cluster mode runs against a real etcd
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)  # etcd-client's build compiles etcd's API
+command -v python3 >/dev/null || need+=(python3)           # kubernetes-validate (below) checks deploy/kubernetes
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -22,6 +24,12 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: missing ${need[*]}: sudo apt-get install -y ${need[*]}" >&2
     exit 1
   fi
+fi
+
+# The Kubernetes schemas, offline, from PyPI's kubernetes-validate, in a venv of our own.
+if ! command -v kubernetes-validate >/dev/null && [ ! -x target/tools/venv/bin/kubernetes-validate ]; then
+  python3 -m venv target/tools/venv
+  target/tools/venv/bin/pip install -q kubernetes-validate
 fi
 
 exec cargo test --locked "$@"
