@@ -537,6 +537,9 @@ impl Memory for StateMemory<'_> {
         self.0
             .remember_written(target, repo, tag, source, target_digest);
     }
+    fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Option<RepoName> {
+        self.0.blob_home(target, digest, except)
+    }
     fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &HashSet<Tag>) {
         self.0.forget_written_except(target, repo, &|t| {
             t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))
@@ -549,26 +552,33 @@ fn unknown() -> RepoName {
     "unknown".parse().expect("valid repository name")
 }
 
-/// A registry found not reachable fails every repository with the same words: the first
-/// line that says them keeps them, later ones say so briefly (logs, plan, sync summary).
+/// A registry found not reachable, or refusing the credentials, fails every repository with
+/// the same words: the first line that says them keeps them, later ones say so briefly
+/// (logs, plan, sync summary).
 #[derive(Default)]
 pub struct Told(std::collections::HashSet<String>);
 
 impl Told {
     pub fn brief(&mut self, text: &str) -> String {
-        const MARK: &str = ": not reachable: ";
+        const MARKS: [(&str, &str); 2] = [
+            (": not reachable: ", ": not reachable (as above)"),
+            (": authentication failed (", ": authentication failed (as above)"),
+        ];
         let mut out = String::with_capacity(text.len());
         for line in text.split_inclusive('\n') {
-            let Some(at) = line.find(MARK) else {
+            let Some((at, mark, short)) = MARKS
+                .iter()
+                .find_map(|(m, s)| line.find(m).map(|at| (at, m, s)))
+            else {
                 out.push_str(line);
                 continue;
             };
-            let detail = line[at + MARK.len()..].trim_end();
-            if self.0.insert(detail.to_owned()) {
+            let said = format!("{mark}{}", line[at + mark.len()..].trim_end());
+            if self.0.insert(said) {
                 out.push_str(line);
             } else {
                 out.push_str(&line[..at]);
-                out.push_str(": not reachable (as above)");
+                out.push_str(short);
                 if line.ends_with('\n') {
                     out.push('\n');
                 }
@@ -590,5 +600,11 @@ mod tests {
             "b: src: list tags: not reachable (as above)\n"
         );
         assert_eq!(told.brief("c: fine\n"), "c: fine\n");
+        let refused = "dst: list tags: authentication failed (credentials rejected); check the username and password for this registry";
+        assert_eq!(told.brief(&format!("a: {refused}")), format!("a: {refused}"));
+        assert_eq!(
+            told.brief(&format!("b: {refused}")),
+            "b: dst: list tags: authentication failed (as above)"
+        );
     }
 }

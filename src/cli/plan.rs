@@ -38,9 +38,9 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
             print!("  {}", told.brief(&p.to_string()));
         }
         let count = |a| plans.iter().map(|p| p.count(a)).sum::<usize>();
-        let bytes: u64 = plans.iter().map(|p| p.bytes_to_send()).sum();
+        let (bytes, mounts) = crate::plan::sending(&plans);
         println!(
-            "plan: {} tags to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} to send; {} could not be read",
+            "plan: {} tags to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} to send{}; {} could not be read",
             count(TagAction::Create),
             count(TagAction::Move),
             count(TagAction::InSync),
@@ -48,6 +48,10 @@ pub async fn run(config: &Path, args: &PlanArgs) -> ExitCode {
             count(TagAction::Held),
             count(TagAction::Delete),
             ByteSize(bytes),
+            match mounts {
+                0 => String::new(),
+                n => format!(", {} to mount", super::counted(n, "blob", "blobs")),
+            },
             super::counted(failed, "repository", "repositories")
         );
     }

@@ -314,6 +314,11 @@ async fn fill(plan: &mut RepoPlan, ctx: &Ctx<'_>) -> Result<(), PlanError> {
             plan.blobs.get_mut(&d).expect("planned").on_target = Some(present);
         }
     }
+    for (d, b) in plan.blobs.iter_mut() {
+        if b.on_target != Some(true) {
+            b.mount_from = ctx.memory.blob_home(ctx.target_key, d, &dest);
+        }
+    }
     Ok(())
 }
 
@@ -545,6 +550,7 @@ async fn add_tree(
             plan.blobs.entry(blob.clone()).or_insert(BlobPlan {
                 size: *size,
                 on_target: None,
+                mount_from: None,
             });
         }
         plan.manifests.insert(

@@ -118,6 +118,8 @@ pub trait Memory: Sync {
         repo: &RepoName,
         keep: &std::collections::HashSet<Tag>,
     );
+    /// Another repository of `target` known to hold `digest`, to mount it from.
+    fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Option<RepoName>;
 }
 
 /// No memory (the state store is held by a running daemon): every tag counts as first seen
@@ -141,6 +143,9 @@ impl Memory for NoMemory {
     }
     fn remember_written(&self, _: &str, _: &RepoName, _: &Tag, _: &Digest, _: &Digest) {}
     fn forget_written_except(&self, _: &str, _: &RepoName, _: &std::collections::HashSet<Tag>) {}
+    fn blob_home(&self, _: &str, _: &Digest, _: &RepoName) -> Option<RepoName> {
+        None
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -162,6 +167,10 @@ pub struct BlobPlan {
     /// `Some(true)` after a HEAD found it; `None` when the target repository has no tags and
     /// nothing was asked (the copy checks what it knows before sending).
     pub on_target: Option<bool>,
+    /// Another repository of the target the state store knows holds it: a missing blob
+    /// the copy will try to mount from there rather than send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_from: Option<RepoName>,
 }
 
 #[derive(Debug, Serialize)]
@@ -230,9 +239,36 @@ impl RepoPlan {
         self.blobs.iter().filter(|(_, b)| b.on_target != Some(true))
     }
 
-    pub fn bytes_to_send(&self) -> u64 {
-        self.missing_blobs().map(|(_, b)| b.size).sum()
+    /// Missing blobs another repository of the target holds: mounted, not sent.
+    pub fn blobs_to_mount(&self) -> usize {
+        self.missing_blobs()
+            .filter(|(_, b)| b.mount_from.is_some())
+            .count()
     }
+
+    pub fn bytes_to_send(&self) -> u64 {
+        self.missing_blobs()
+            .filter(|(_, b)| b.mount_from.is_none())
+            .map(|(_, b)| b.size)
+            .sum()
+    }
+}
+
+/// What `plans` together would send, and how many blobs they would mount instead: a blob
+/// that several repositories of one target lack is uploaded once and mounted into the rest.
+pub fn sending(plans: &[RepoPlan]) -> (u64, usize) {
+    let mut sent = std::collections::HashSet::new();
+    let (mut bytes, mut mounts) = (0, 0);
+    for p in plans {
+        for (d, b) in p.missing_blobs() {
+            if b.mount_from.is_some() || !sent.insert((p.target.as_str(), d)) {
+                mounts += 1;
+            } else {
+                bytes += b.size;
+            }
+        }
+    }
+    (bytes, mounts)
 }
 
 impl fmt::Display for RepoPlan {
@@ -252,7 +288,7 @@ impl fmt::Display for RepoPlan {
         let missing_blobs = self.missing_blobs().count();
         writeln!(
             f,
-            " {} to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} manifests and {} blobs missing ({})",
+            " {} to create, {} to move, {} in sync, {} conflicts, {} held, {} to delete; {} manifests and {} blobs missing ({} to send{})",
             self.count(TagAction::Create),
             self.count(TagAction::Move),
             self.count(TagAction::InSync),
@@ -261,7 +297,11 @@ impl fmt::Display for RepoPlan {
             self.count(TagAction::Delete),
             self.missing_manifests(),
             missing_blobs,
-            ByteSize(self.bytes_to_send())
+            ByteSize(self.bytes_to_send()),
+            match self.blobs_to_mount() {
+                0 => String::new(),
+                n => format!(", {n} to mount"),
+            }
         )?;
         for t in self.tags.iter().filter(|t| t.action != TagAction::InSync) {
             let what = match t.action {

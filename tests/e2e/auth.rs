@@ -90,6 +90,23 @@ async fn wrong_password_fails_clearly_without_printing_it() {
         "names the registry: {}",
         run.all()
     );
+    // Both repositories fail on the same refusal: the summary explains it once.
+    let failed: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .collect();
+    assert_eq!(failed.len(), 2, "{}", run.all());
+    let explained = failed
+        .iter()
+        .filter(|l| l.contains("check the username and password"))
+        .count();
+    assert_eq!(explained, 1, "{}", run.all());
+    assert!(
+        failed.iter().any(|l| l.ends_with("authentication failed (as above)")),
+        "{}",
+        run.all()
+    );
     assert_no_secret(&run, wrong);
     assert_no_secret(&run, PASSWORD);
     // The Basic header is base64 of user:password; that must not leak either.

@@ -626,3 +626,72 @@ async fn status_shows_the_last_change_behind_a_no_op_run() {
     assert_eq!(doc["runs"][0]["counts"]["tags_copied"], 0);
     assert_eq!(doc["last_changes"][0]["counts"]["tags_copied"], copied);
 }
+
+/// What plan says it will send is what sync sends: a layer several repositories lack is
+/// counted once and the rest as mounts, and a layer the state store knows in another
+/// repository of the target is a mount, not bytes to send.
+#[tokio::test]
+async fn plan_counts_shared_and_known_layers_as_mounts() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec {
+        repos: 3,
+        tags: 1,
+        index_every: 0,
+        sign: false,
+        ..CorpusSpec::default()
+    };
+    push_corpus(&src.url, &spec).await;
+    let first = "[[policy]]\nname = \"mirror\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"app-001\"]\n";
+    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", first)]);
+    let plan = ferry.run(&["plan"]);
+    plan.assert_code(0);
+    let total = plan
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("plan: "))
+        .unwrap_or_else(|| panic!("{}", plan.all()))
+        .to_owned();
+    // The base layer: uploaded to app-000, mounted into app-001.
+    assert!(total.contains(", 1 blob to mount;"), "{}", plan.all());
+    let sync = ferry.run(&["sync"]);
+    sync.assert_code(0);
+    let sent = sync
+        .stdout
+        .split("; ")
+        .find(|p| p.ends_with(" sent"))
+        .unwrap_or_else(|| panic!("{}", sync.all()))
+        .trim_end_matches(" sent")
+        .to_owned();
+    assert!(
+        total.contains(&format!("; {sent} to send,")),
+        "plan: {total}\nsync sent {sent}"
+    );
+    assert_eq!(sync.summary("mounted"), 1, "{}", sync.all());
+
+    // app-002 shares the base layer with what is on the target now.
+    std::fs::write(ferry.path().join("policies/mirror.toml"), MIRROR_ALL).unwrap();
+    let plan = ferry.run(&["plan", "--json"]);
+    plan.assert_code(0);
+    let plans: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let third = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target_repository"] == "app-002")
+        .unwrap_or_else(|| panic!("{}", plan.stdout));
+    let base = images::layer(spec.seed * 1000, spec.base_size).blob.digest;
+    let from = &third["blobs"][&base]["mount_from"];
+    assert!(
+        from == "app-000" || from == "app-001",
+        "{}",
+        third["blobs"]
+    );
+    let text = ferry.run(&["plan"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.contains("app-002") && l.contains(", 1 to mount)")),
+        "{}",
+        text.all()
+    );
+}
