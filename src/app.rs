@@ -33,12 +33,24 @@ impl App {
     /// # Errors
     /// When the folder cannot be created or another ferry process holds the store.
     pub fn open_state(config: &Config) -> Result<StateStore, AppError> {
+        Ok(StateStore::open(Self::state_dir(config)?)?)
+    }
+
+    /// As [`App::open_state`], without waiting for a store another process holds.
+    ///
+    /// # Errors
+    /// As [`App::open_state`].
+    pub fn try_open_state(config: &Config) -> Result<StateStore, AppError> {
+        Ok(StateStore::try_open(Self::state_dir(config)?)?)
+    }
+
+    fn state_dir(config: &Config) -> Result<&std::path::Path, StateError> {
         let dir = &config.daemon.state_dir;
         std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
             path: dir.display().to_string(),
             source: e.into(),
         })?;
-        Ok(StateStore::open(dir)?)
+        Ok(dir)
     }
 
     /// Build one registry client per endpoint. `state` is needed to run policies, not to plan.

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 use ferry::cli::{self, Cli};
 
 /// Return freed heap to the system every 30 s, for the daemon: glibc keeps what a busy run
@@ -34,7 +34,7 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     if matches!(cli.command, cli::Command::Daemon) {
         give_back_memory_periodically();
     }

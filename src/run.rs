@@ -562,7 +562,10 @@ impl Told {
     pub fn brief(&mut self, text: &str) -> String {
         const MARKS: [(&str, &str); 2] = [
             (": not reachable: ", ": not reachable (as above)"),
-            (": authentication failed (", ": authentication failed (as above)"),
+            (
+                ": authentication failed (",
+                ": authentication failed (as above)",
+            ),
         ];
         let mut out = String::with_capacity(text.len());
         for line in text.split_inclusive('\n') {
@@ -601,7 +604,10 @@ mod tests {
         );
         assert_eq!(told.brief("c: fine\n"), "c: fine\n");
         let refused = "dst: list tags: authentication failed (credentials rejected); check the username and password for this registry";
-        assert_eq!(told.brief(&format!("a: {refused}")), format!("a: {refused}"));
+        assert_eq!(
+            told.brief(&format!("a: {refused}")),
+            format!("a: {refused}")
+        );
         assert_eq!(
             told.brief(&format!("b: {refused}")),
             "b: dst: list tags: authentication failed (as above)"

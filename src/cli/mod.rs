@@ -4,6 +4,7 @@
 mod daemon;
 mod docs;
 mod init;
+mod man;
 mod plan;
 mod probe;
 mod remote;
@@ -30,46 +31,83 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+pub use docs::command;
+
 #[derive(Parser)]
-#[command(version = VERSION, about = "Policy-driven OCI image replication")]
+#[command(
+    version = VERSION,
+    about = "Policy-driven OCI image replication",
+    after_help = "Examples:
+  ferry init site                          a commented first config in site/
+  ferry --config site/ferry.toml validate  every problem as FILE:LINE:COL
+  ferry plan --policy prod                 what a sync of one policy would copy
+  ferry sync                               copy what differs, once
+  ferry status                             the last run of each policy
+
+`ferry help COMMAND` for one command, `ferry man` for the whole manual."
+)]
 pub struct Cli {
     /// Main config file.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "FERRY_CONFIG",
         default_value = "/etc/ferry/ferry.toml"
     )]
     pub config: PathBuf,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Less log output (repeat for less).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
 
+const GLOBAL: &str = "Global options";
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Write a commented first config (ferry.toml and policies/) that validates.
+    #[command(after_help = "Examples:
+  ferry init                       ./ferry.toml and ./policies/mirror.toml
+  ferry init site --example edge   one central registry to two edge sites, in site/")]
     Init(InitArgs),
     /// Check the config and every policy; print FILE:LINE:COL: message per problem.
+    #[command(after_help = "Examples:
+  ferry validate            the files only: exit 2 on a problem
+  ferry validate --online   and ask every registry once: reachable, credentials, catalog")]
     Validate(ValidateArgs),
     /// Show what a sync would copy, touching nothing.
+    #[command(after_help = "Examples:
+  ferry plan                     every policy
+  ferry plan --policy prod       one policy (repeat --policy for more)
+  ferry plan --json | jq '.[] | select(.error)'")]
     Plan(PlanArgs),
     /// Run policies once, now (through the daemon's API when a daemon holds the state store).
+    #[command(after_help = "Examples:
+  ferry sync                          every policy, once
+  ferry sync --policy prod --verify   one policy, asking the target about every tag
+  ferry sync --dry-run                what it would copy (as ferry plan)")]
     Sync(SyncArgs),
     /// Run every policy on its trigger until stopped; serve /metrics, /healthz, /readyz, /status.
     Daemon,
-    /// Last run of each policy and uploads in flight, from the state store.
+    /// The last runs of each policy, what is held or in conflict, and uploads in flight: from
+    /// the state store, or from the daemon that holds it.
+    #[command(after_help = "Examples:
+  ferry status          a table, with failures, conflicts and holds under each policy
+  ferry status --json   the document the daemon serves at /status")]
     Status(StatusArgs),
     /// What a configured registry does: catalog, referrers API, upload strategy, mounts,
     /// deletes, tokens. Read-only unless --write is given.
+    #[command(after_help = "Examples:
+  ferry probe dst                    what ferry learnt of registry dst, and its catalog
+  ferry probe dst --write ferry-probe   push, mount and delete a small test image")]
     Probe(ProbeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -80,6 +118,9 @@ pub enum Command {
     Man,
     /// Print the version, the commit and the build date.
     Version,
+    /// The policy names of the config, one per line, for the completion scripts.
+    #[command(hide = true)]
+    CompletePolicies,
 }
 
 #[derive(Args)]
@@ -200,6 +241,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Probe(a) => probe::run(&cli.config, a).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
+        Command::CompletePolicies => docs::policy_names(&cli.config),
         Command::Version => {
             println!("ferry {VERSION}");
             ExitCode::SUCCESS
@@ -237,7 +279,8 @@ fn open(path: &std::path::Path, state: StateUse) -> Result<crate::app::App, Exit
     let cfg = load(path)?;
     let state = match state {
         StateUse::Existing if !cfg.daemon.state_dir.exists() => None,
-        StateUse::Existing | StateUse::Created => crate::app::App::open_state(&cfg).ok(),
+        // Held by a daemon: do without it rather than wait for it.
+        StateUse::Existing | StateUse::Created => crate::app::App::try_open_state(&cfg).ok(),
     };
     crate::app::App::new(cfg, state).map_err(|e| fail(e, 1))
 }

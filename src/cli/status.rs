@@ -22,7 +22,7 @@ enum StatusError {
 /// The status document: from the state store, or, while a daemon holds the store, from the
 /// daemon's `/status` endpoint (the same document, plus its schedule).
 async fn document(cfg: &crate::config::Config) -> Result<StatusDoc, StatusError> {
-    match StateStore::open(&cfg.daemon.state_dir) {
+    match StateStore::try_open(&cfg.daemon.state_dir) {
         Ok(store) => {
             let mut doc = StatusDoc::read(&store, None).map_err(StatusError::Store)?;
             // No daemon here, but the cluster it belongs to can still be read from etcd.

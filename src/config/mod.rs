@@ -145,6 +145,26 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// The policy names the config's policy folder defines, for shell completion: read without
+/// checking anything else (the shell completing them may lack the credentials), and empty
+/// when the config cannot be read.
+pub fn policy_names(path: &Path) -> Vec<String> {
+    let Ok(src) = read_bounded(path) else {
+        return Vec::new();
+    };
+    let Ok(raw) = toml::from_str::<RawConfig>(&src) else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut sink = Sink {
+        file: path,
+        src: &src,
+        out: &mut Vec::new(),
+        warned: &mut Vec::new(),
+    };
+    policies::names(&daemon::daemon_settings(&raw, base, &mut sink).policies_dir)
+}
+
 /// Credentials configured for a plain-http endpoint off this machine cross the network in
 /// clear: allowed (a lab, a sidecar), said by `validate`.
 fn cleartext(

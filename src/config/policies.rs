@@ -38,6 +38,29 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// The `name` of every `[[policy]]` in `dir`'s files that parse, in file order.
+pub(super) fn names(dir: &Path) -> Vec<String> {
+    let files = policy_files(dir).unwrap_or_default();
+    let tables = files.iter().filter_map(|f| {
+        let text = read_bounded(f).ok()?;
+        toml::from_str::<toml::Table>(&text).ok()
+    });
+    let mut out = Vec::new();
+    for t in tables {
+        for p in t
+            .get("policy")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = p.get("name").and_then(|n| n.as_str()) {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// Why a tag pattern is probably a glob written where a regular expression goes, if it is:
 /// a `*` right after a letter, digit, `-` or `_` (`v*` as a regex is "zero or more v",
 /// which every tag matches) in a pattern with no other regex syntax but `.`. The hint is

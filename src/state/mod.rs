@@ -135,6 +135,20 @@ impl StateStore {
     /// # Errors
     /// When the directory cannot be created, or another ferry holds the store.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_waiting(dir, 10)
+    }
+
+    /// Open the store, or fail at once when another process holds it: for commands that
+    /// then ask that process (the daemon) instead, where a second of waiting buys nothing.
+    ///
+    /// # Errors
+    /// As [`StateStore::open`].
+    pub fn try_open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_waiting(dir, 0)
+    }
+
+    /// `tries`: how many more times a held lock is tried, 100 ms apart.
+    fn open_waiting(dir: &Path, tries: u32) -> Result<Self, StateError> {
         damage::check_format(dir)?;
         let path = dir.join("state.sled");
         let open = || {
@@ -155,7 +169,7 @@ impl StateStore {
                         source: e.into(),
                     })?;
                 }
-                Err(sled::Error::Io(e)) if locked(&e) && attempt < 10 => {
+                Err(sled::Error::Io(e)) if locked(&e) && attempt < tries => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -415,6 +429,34 @@ impl UploadRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_store_is_waited_for_by_open_but_not_by_try_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = StateStore::open(dir.path()).unwrap();
+        let at = std::time::Instant::now();
+        let got = StateStore::try_open(dir.path());
+        assert!(
+            matches!(got, Err(StateError::Locked { .. })),
+            "{:?}",
+            got.err()
+        );
+        assert!(
+            at.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            at.elapsed()
+        );
+        let at = std::time::Instant::now();
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::Locked { .. })
+        ));
+        assert!(
+            at.elapsed() >= Duration::from_millis(1000),
+            "{:?}",
+            at.elapsed()
+        );
+    }
 
     #[tokio::test]
     async fn records_survive_reopen() {

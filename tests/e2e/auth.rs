@@ -103,7 +103,9 @@ async fn wrong_password_fails_clearly_without_printing_it() {
         .count();
     assert_eq!(explained, 1, "{}", run.all());
     assert!(
-        failed.iter().any(|l| l.ends_with("authentication failed (as above)")),
+        failed
+            .iter()
+            .any(|l| l.ends_with("authentication failed (as above)")),
         "{}",
         run.all()
     );

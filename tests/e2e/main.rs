@@ -24,6 +24,7 @@ mod layout;
 mod layout_links;
 mod limits;
 mod listener_tls;
+mod manual;
 mod newcomer;
 mod notify;
 mod origins;

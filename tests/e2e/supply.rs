@@ -43,7 +43,10 @@ fn license_ok(expr: &str) -> bool {
 fn every_dependency_is_from_crates_io_under_an_allowed_license_and_none_is_banned() {
     // This machine's platform only: a fresh checkout has downloaded just its crates, and
     // --offline would fail on the lock file's crates for other targets.
-    let rustc = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
     let host = String::from_utf8_lossy(&rustc.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))

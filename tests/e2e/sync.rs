@@ -642,7 +642,11 @@ async fn plan_counts_shared_and_known_layers_as_mounts() {
     };
     push_corpus(&src.url, &spec).await;
     let first = "[[policy]]\nname = \"mirror\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-000\", \"app-001\"]\n";
-    let ferry = Ferry::new(&two_registries(&src, &dst), "64KiB", &[("mirror.toml", first)]);
+    let ferry = Ferry::new(
+        &two_registries(&src, &dst),
+        "64KiB",
+        &[("mirror.toml", first)],
+    );
     let plan = ferry.run(&["plan"]);
     plan.assert_code(0);
     let total = plan
@@ -681,11 +685,7 @@ async fn plan_counts_shared_and_known_layers_as_mounts() {
         .unwrap_or_else(|| panic!("{}", plan.stdout));
     let base = images::layer(spec.seed * 1000, spec.base_size).blob.digest;
     let from = &third["blobs"][&base]["mount_from"];
-    assert!(
-        from == "app-000" || from == "app-001",
-        "{}",
-        third["blobs"]
-    );
+    assert!(from == "app-000" || from == "app-001", "{}", third["blobs"]);
     let text = ferry.run(&["plan"]);
     assert!(
         text.stdout

@@ -347,55 +347,6 @@ fn schedules_take_an_iana_time_zone() {
 }
 
 #[test]
-fn completions_load_in_bash_and_the_man_page_covers_every_command() {
-    let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
-    let bash = f.run(&["completions", "bash"]);
-    bash.assert_code(0);
-    let script = f.path().join("ferry.bash");
-    std::fs::write(&script, &bash.stdout).unwrap();
-    let loaded = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("source {}; complete -p ferry", script.display()))
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&loaded.stdout).contains("-F _ferry"),
-        "{}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
-    for (shell, marker) in [("zsh", "#compdef ferry"), ("fish", "complete -c ferry")] {
-        let out = f.run(&["completions", shell]);
-        out.assert_code(0);
-        assert!(
-            out.stdout.contains(marker),
-            "{shell}: {}",
-            &out.stdout[..out.stdout.len().min(300)]
-        );
-    }
-    let man = f.run(&["man"]);
-    man.assert_code(0);
-    assert!(
-        man.stdout.starts_with(".ie") || man.stdout.contains(".TH ferry"),
-        "{}",
-        &man.stdout[..300]
-    );
-    for section in [
-        "FERRY VALIDATE",
-        "FERRY PLAN",
-        "FERRY SYNC",
-        "FERRY DAEMON",
-        "FERRY STATUS",
-        "force\\-delete",
-    ] {
-        assert!(
-            man.stdout.contains(section),
-            "`{section}` missing from the man page"
-        );
-    }
-    f.run(&["completions", "tcsh"]).assert_code(2);
-}
-
-#[test]
 fn cluster_settings_are_checked_field_by_field() {
     let f = Ferry::new(REGS, "1MiB", &[("p.toml", GOOD)]);
     let path = f.config();
