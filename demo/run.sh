@@ -28,8 +28,9 @@ fi
 
 echo "== building ferry (a first build takes a few minutes; cargo shows its progress)"
 cargo build --bin ferry --example corpus
-FERRY="$PWD/target/debug/ferry"
-CORPUS="$PWD/target/debug/examples/corpus"
+TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")
+FERRY="$TARGET/debug/ferry"
+CORPUS="$TARGET/debug/examples/corpus"
 
 WORK=$(mktemp -d /tmp/ferry-demo.XXXXXX)
 # Registries start inside $(...), a subshell, so their PIDs are kept in files, not a variable.
