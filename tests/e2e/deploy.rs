@@ -37,20 +37,15 @@ fn validate_k8s(files: &[PathBuf]) -> (bool, String) {
 
 /// Every document of a YAML file, as JSON (PyYAML comes with kubernetes-validate).
 fn documents(file: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(tool("python3"))
-        .args([
-            "-c",
-            "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::support::succeeded(
+        Command::new(tool("python3"))
+            .args([
+                "-c",
+                "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            ])
+            .arg(file),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]
@@ -123,18 +118,12 @@ fn the_manifests_pass_the_kubernetes_schemas_and_their_config_passes_ferry_valid
             etc.path().join("policies/mirror.toml"),
         )
         .unwrap();
-        let out = Command::new(crate::support::ferry_bin())
-            .arg("--config")
-            .arg(etc.path().join("ferry.toml"))
-            .arg("validate")
-            .env("PRIVATE_PASSWORD", "from-the-secret")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            config.display(),
-            String::from_utf8_lossy(&out.stderr)
+        crate::support::succeeded(
+            Command::new(crate::support::ferry_bin())
+                .arg("--config")
+                .arg(etc.path().join("ferry.toml"))
+                .arg("validate")
+                .env("PRIVATE_PASSWORD", "from-the-secret"),
         );
     }
 }

@@ -6,22 +6,17 @@
 use std::process::Command;
 
 use crate::support::registry::TestRegistry;
-use crate::support::{ferry_bin, Ferry, Reader};
+use crate::support::{ferry_bin, succeeded, Ferry, Reader};
 
 #[tokio::test]
 async fn the_image_is_built_without_an_engine_pushed_by_ferry_and_runs_as_non_root() {
     let out = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/image.sh"))
-        .arg("--binary")
-        .arg(ferry_bin())
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    succeeded(
+        Command::new(root.join("scripts/image.sh"))
+            .arg("--binary")
+            .arg(ferry_bin())
+            .arg(out.path()),
     );
 
     let dst = TestRegistry::start();
@@ -81,17 +76,12 @@ async fn the_image_is_built_without_an_engine_pushed_by_ferry_and_runs_as_non_ro
     }
 
     // skopeo, which nobody here wrote, reads the same config from the registry.
-    let inspected = Command::new("skopeo")
-        .args(["inspect", "--config", "--tls-verify=false"])
-        .arg(format!("docker://{}/ferry:latest", dst.host()))
-        .output()
-        .unwrap();
-    assert!(
-        inspected.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspected.stderr)
+    let inspected = succeeded(
+        Command::new("skopeo")
+            .args(["inspect", "--config", "--tls-verify=false"])
+            .arg(format!("docker://{}/ferry:latest", dst.host())),
     );
-    let seen: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(seen["config"]["User"], "10001:10001");
 
     // Unpacked in layer order, it runs: the libraries, CA certificates and zone data are there.
@@ -118,21 +108,15 @@ async fn the_image_is_built_without_an_engine_pushed_by_ferry_and_runs_as_non_ro
         assert!(rootfs.path().join(needed).exists(), "{needed} missing");
     }
     if is_root() {
-        let ran = Command::new("chroot")
-            .arg("--userspec=10001:10001")
-            .arg(rootfs.path())
-            .args(["/usr/local/bin/ferry", "version"])
-            .output()
-            .unwrap();
-        assert!(
-            ran.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ran.stderr)
+        let ran = succeeded(
+            Command::new("chroot")
+                .arg("--userspec=10001:10001")
+                .arg(rootfs.path())
+                .args(["/usr/local/bin/ferry", "version"]),
         );
         assert!(
-            String::from_utf8_lossy(&ran.stdout).starts_with(&format!("ferry {version} (commit ")),
-            "{}",
-            String::from_utf8_lossy(&ran.stdout)
+            ran.starts_with(&format!("ferry {version} (commit ")),
+            "{ran}"
         );
     } else {
         eprintln!("not root: the chroot run of the image is skipped");

@@ -16,28 +16,20 @@ fn bash_completes(script: &std::path::Path, words: &[&str]) -> Vec<String> {
         words[words.len() - 1],
         words[words.len() - 2],
     );
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(program)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/bin:/bin",
-                crate::support::ferry_bin().parent().unwrap().display()
-            ),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let path = format!(
+        "{}:/usr/bin:/bin",
+        crate::support::ferry_bin().parent().unwrap().display()
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+    crate::support::succeeded(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .env("PATH", path),
+    )
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_owned)
+    .collect()
 }
 
 #[test]

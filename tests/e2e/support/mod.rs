@@ -37,6 +37,22 @@ pub fn ferry_bin() -> PathBuf {
 }
 
 /// Every file below `dir`, depth first.
+/// Run `cmd` to its end, failing the test with its stderr unless it succeeded; its stdout.
+pub fn succeeded(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
+    assert!(
+        out.status.success(),
+        "{:?} {:?}: {}{}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
