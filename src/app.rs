@@ -4,9 +4,11 @@
 //! runs nothing itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::{Config, Policy};
 use crate::copy::{CopyOptions, CopyShared};
+use crate::ledger::{Ledger, Retention};
 use crate::notify::Notifier;
 use crate::registry::{Endpoint, Registry, RegistryError, RetryPolicy};
 use crate::run::Runner;
@@ -70,8 +72,28 @@ impl App {
             bandwidth_limit: d.bandwidth_limit.map(|b| b.0),
         });
         let notifier = Notifier::new(config.notify.clone());
-        let runner = Runner::new(registries, state, shared, notifier, d.run_history);
+        let ledger = state.as_ref().map(|s| {
+            Arc::new(Ledger::new(
+                s.clone(),
+                Retention {
+                    max_age: d.audit_retention,
+                    max_entries: d.audit_max_entries,
+                    archive: d.audit_archive.clone(),
+                },
+            ))
+        });
+        let member = match &config.cluster {
+            Some(c) => c.member.clone(),
+            None => host_name(),
+        };
+        let runner = Runner::new(registries, state, shared, notifier, d.run_history)
+            .recording(ledger, member);
         Ok(App { config, runner })
+    }
+
+    /// The audit ledger (none without a state store).
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.runner.ledger()
     }
 
     /// The config after a reload, keeping what `older` learnt that is still true (see
@@ -131,4 +153,13 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         trusted_origins: spec.trusted_origins.clone(),
         layout_shared: spec.layout_shared,
     }
+}
+
+/// This machine's name, for the ledger's `member` outside a cluster.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod copy;
 pub mod daemon;
 pub mod events;
+pub mod ledger;
 pub mod model;
 pub mod notify;
 pub mod plan;

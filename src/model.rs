@@ -117,6 +117,8 @@ pub enum ErrorKind {
     /// The policy cannot be applied to what the source holds (a template, a missing
     /// repository, an image too deep or too large).
     Policy,
+    /// The audit ledger could not announce the write, so it was not made.
+    Ledger,
 }
 
 impl ErrorKind {
@@ -134,6 +136,7 @@ impl ErrorKind {
             Self::Missing => "missing",
             Self::Conflict => "conflict",
             Self::Policy => "policy",
+            Self::Ledger => "ledger",
         }
     }
 }

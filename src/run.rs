@@ -12,7 +12,8 @@ use futures_util::{stream, StreamExt};
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::Policy;
-use crate::copy::{Copier, CopyShared, Failure, Guards, KeyedLocks, Progress, RepoReport};
+use crate::copy::{Copier, CopyShared, Failure, Guards, KeyedLocks, Progress, Record, RepoReport};
+use crate::ledger::Ledger;
 use crate::model::{Digest, ErrorKind, RepoName, Tag};
 use crate::notify::Notifier;
 use crate::plan::{
@@ -21,6 +22,31 @@ use crate::plan::{
 };
 use crate::registry::Registry;
 use crate::state::{now_ms, Counts, Findings, Outcome, RunRecord, StateStore};
+
+/// What started a run, as the audit ledger tells it.
+#[derive(Clone, Debug)]
+pub enum Cause {
+    /// `ferry sync`.
+    Sync,
+    /// The daemon: its schedule for a full run, an event for a targeted one.
+    Daemon,
+    /// Run requests through the API, by id.
+    Requests(Vec<u64>),
+}
+
+impl Cause {
+    fn describe(&self, reach: &Reach) -> String {
+        match (self, reach.describe()) {
+            (Cause::Sync, _) => "ferry sync".into(),
+            (Cause::Daemon, None) => "schedule".into(),
+            (Cause::Daemon, Some(scope)) => format!("event: {scope}"),
+            (Cause::Requests(ids), _) => {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                format!("request {}", ids.join(", "))
+            }
+        }
+    }
+}
 
 /// What a run covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +158,9 @@ pub struct Runner {
     notifier: Notifier,
     /// Runs kept per policy in the state store.
     history: usize,
+    /// Where every write is accounted for, and the name it is made under.
+    ledger: Option<Arc<Ledger>>,
+    member: String,
 }
 
 impl Runner {
@@ -149,7 +178,22 @@ impl Runner {
             repo_locks: Arc::default(),
             notifier,
             history,
+            ledger: None,
+            member: String::new(),
         }
+    }
+
+    /// Account for every write of this runner's runs in `ledger`, made by `member`.
+    pub fn recording(self, ledger: Option<Arc<Ledger>>, member: String) -> Self {
+        Runner {
+            ledger,
+            member,
+            ..self
+        }
+    }
+
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
     }
 
     /// Keep what `older` learnt and holds that is still true: its repository locks (runs of
@@ -158,6 +202,10 @@ impl Runner {
     /// notifier when `same_notify` (its counters and deliveries in flight).
     pub fn carry_over(&mut self, older: &Runner, same_notify: bool) {
         self.repo_locks = older.repo_locks.clone();
+        // One appender per process: runs of the old config may still be writing.
+        if older.ledger.is_some() {
+            self.ledger = older.ledger.clone();
+        }
         if same_notify {
             self.notifier = older.notifier.clone();
         }
@@ -286,6 +334,7 @@ impl Runner {
         reach: &Reach,
         opts: RunOptions,
         guards: Guards,
+        cause: Cause,
     ) -> PolicyRun {
         let state = self
             .state
@@ -293,7 +342,23 @@ impl Runner {
             .expect("running a policy needs the state store");
         let (started, clock) = (now_ms(), std::time::Instant::now());
         let cancel = guards.cancel.clone();
-        let copier = Copier::new(self.shared.clone(), state.clone(), guards);
+        let mut copier = Copier::new(self.shared.clone(), state.clone(), guards);
+        if let Some(ledger) = &self.ledger {
+            copier = copier.recording(Record {
+                ledger: ledger.clone(),
+                member: self.member.clone(),
+                policy: policy.name.clone(),
+                run: format!("{}@{started}", policy.name),
+                trigger: cause.describe(reach),
+                source: policy.source.clone(),
+            });
+            let targets: Vec<(&str, &Registry)> = policy
+                .targets
+                .iter()
+                .map(|t| (t.as_str(), self.registry(t)))
+                .collect();
+            copier.settle_announced(&targets).await;
+        }
         let memory = StateMemory(&state);
 
         let mut failures = Vec::new();

@@ -69,9 +69,17 @@ fn with_policy_names(shell: clap_complete::Shell, script: &str) -> String {
             "--policy)\n                    COMPREPLY=($(compgen -f \"${cur}\"))",
             "--policy)\n                    COMPREPLY=($(compgen -W \"$(_ferry_policy_names)\" -- \"${cur}\"))",
         ) + BASH_NAMES,
-        Shell::Zsh => script
-            .replace(":NAME:_default'", ":NAME:_ferry_policy_names'")
-            .replacen("#compdef ferry\n", &format!("#compdef ferry\n{ZSH_NAMES}"), 1),
+        Shell::Zsh => {
+            let mut out = String::new();
+            for line in script.lines() {
+                match line.contains("--policy=[") {
+                    true => out.push_str(&line.replace(":NAME:_default'", ":NAME:_ferry_policy_names'")),
+                    false => out.push_str(line),
+                }
+                out.push('\n');
+            }
+            out.replacen("#compdef ferry\n", &format!("#compdef ferry\n{ZSH_NAMES}"), 1)
+        }
         Shell::Fish => {
             let mut out = String::from(FISH_NAMES);
             for line in script.lines() {

@@ -1,6 +1,7 @@
 //! Command line: one file per command; each returns its exit code: 0 success, 1 something
 //! failed (the rest still ran), 2 bad config or usage (the README's table).
 
+mod audit;
 mod daemon;
 mod docs;
 mod init;
@@ -109,6 +110,12 @@ pub enum Command {
   ferry probe dst                    what ferry learnt of registry dst, and its catalog
   ferry probe dst --write ferry-probe   push, mount and delete a small test image")]
     Probe(ProbeArgs),
+    /// Every manifest ferry wrote and every tag it deleted, from the audit ledger.
+    #[command(after_help = "Examples:
+  ferry audit --since 24h                      the last day's writes and deletes
+  ferry audit --digest sha256:… --json         what wrote or came from one digest
+  ferry audit --verify                         check the hash chain; exit 1 at a break")]
+    Audit(AuditArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -197,6 +204,39 @@ pub struct ProbeArgs {
 }
 
 #[derive(Args)]
+pub struct AuditArgs {
+    /// From this time on: 2026-12-01T00:00:00Z, or an age such as 24h or 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time (same forms).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// The target registry's name in the config.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    #[arg(long, value_name = "REPO")]
+    pub repository: Option<String>,
+    /// The digest written or deleted, or the source digest it came from.
+    #[arg(long, value_name = "DIGEST", value_parser = digest_arg)]
+    pub digest: Option<String>,
+    /// Check the hash chain instead: the entries and the head hash, or the first break.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print JSON on stdout (one array of entries).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A digest as clap checks it: a bad one is a usage error (exit 2) with the reason.
+fn digest_arg(s: &str) -> Result<String, String> {
+    s.parse::<crate::model::Digest>()
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
 pub struct StatusArgs {
     /// Print JSON on stdout.
     #[arg(long)]
@@ -239,6 +279,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Daemon => daemon::run(&cli.config).await,
         Command::Status(a) => status::run(&cli.config, a).await,
         Command::Probe(a) => probe::run(&cli.config, a).await,
+        Command::Audit(a) => audit::run(&cli.config, a).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
         Command::CompletePolicies => docs::policy_names(&cli.config),

@@ -121,6 +121,19 @@ impl DaemonClient {
         })
     }
 
+    /// One page of the audit ledger; `query` is already URL-encoded.
+    pub async fn audit(&self, query: &str) -> Result<crate::ledger::Page, RemoteError> {
+        let url = format!("{}/v1/audit?{query}", self.base);
+        self.call(self.http.get(url), "GET /v1/audit", "audit page")
+            .await
+    }
+
+    pub async fn audit_verify(&self) -> Result<crate::ledger::Verified, RemoteError> {
+        let url = format!("{}/v1/audit/verify", self.base);
+        self.call(self.http.get(url), "GET /v1/audit/verify", "chain check")
+            .await
+    }
+
     pub async fn status(&self) -> Result<StatusDoc, RemoteError> {
         let url = format!("{}/status", self.base);
         self.call(self.http.get(url), "GET /status", "status document")

@@ -138,8 +138,13 @@ pub async fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         verify: args.verify,
     };
     let runs = futures_util::future::join_all(policies.iter().map(|p| {
-        app.runner()
-            .run(p, &Reach::Full, opts, Guards::cancel(cancel.clone()))
+        app.runner().run(
+            p,
+            &Reach::Full,
+            opts,
+            Guards::cancel(cancel.clone()),
+            crate::run::Cause::Sync,
+        )
     }));
     let runs = if std::io::stderr().is_terminal() {
         with_progress(&app, runs).await

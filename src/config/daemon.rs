@@ -39,6 +39,12 @@ pub struct DaemonSettings {
     pub max_pending_events: usize,
     /// Runs kept per policy in the state store; older ones are pruned as new ones are recorded.
     pub run_history: usize,
+    /// How long audit ledger entries are kept (`audit_retention`).
+    pub audit_retention: Duration,
+    /// Most audit ledger entries kept; the oldest go first.
+    pub audit_max_entries: u64,
+    /// Where entries past either limit are appended (JSON lines) before they go.
+    pub audit_archive: Option<PathBuf>,
     /// `sigstore_trusted_root`: the Fulcio CAs and Rekor keys keyless signatures and
     /// `require_tlog` are checked against, offline.
     pub trusted_root: Option<Arc<TrustedRoot>>,
@@ -65,6 +71,9 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
         public_host: None,
         max_pending_events: 10_000,
         run_history: 50,
+        audit_retention: Duration::from_secs(90 * 86400),
+        audit_max_entries: 1_000_000,
+        audit_archive: None,
         trusted_root: None,
     };
     out.api_token = token(
@@ -111,6 +120,22 @@ pub(super) fn daemon_settings(raw: &RawConfig, base: &Path, sink: &mut Sink) -> 
             _ => sink.err(n.span(), "daemon.run_history: must be between 1 and 10000"),
         }
     }
+    if let Some(t) = &d.audit_retention {
+        match schedule::parse_interval(t.get_ref()) {
+            Ok(v) => out.audit_retention = v,
+            Err(e) => sink.err(t.span(), format!("daemon.audit_retention: {e}")),
+        }
+    }
+    if let Some(n) = &d.audit_max_entries {
+        match u64::try_from(*n.get_ref()) {
+            Ok(v) if (1000..=100_000_000).contains(&v) => out.audit_max_entries = v,
+            _ => sink.err(
+                n.span(),
+                "daemon.audit_max_entries: must be between 1000 and 100000000",
+            ),
+        }
+    }
+    out.audit_archive = d.audit_archive.as_ref().map(|p| base.join(p.get_ref()));
     if let Some(t) = &d.stop_timeout {
         match schedule::parse_interval(t.get_ref()) {
             Ok(v) => out.stop_timeout = v,

@@ -75,6 +75,9 @@ pub(super) struct RawDaemon {
     pub public_url: Option<S<String>>,
     pub max_pending_events: Option<S<i64>>,
     pub run_history: Option<S<i64>>,
+    pub audit_retention: Option<S<String>>,
+    pub audit_max_entries: Option<S<i64>>,
+    pub audit_archive: Option<S<String>>,
     pub sigstore_trusted_root: Option<S<String>>,
 }
 

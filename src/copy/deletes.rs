@@ -11,7 +11,10 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
+use super::recorded::Write;
 use super::{add, Copier, CopyError, Failure, RepoReport, Stats};
+use crate::ledger::Action;
+use crate::model::Tag;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{Registry, RegistryError, TagDelete};
 
@@ -117,15 +120,32 @@ impl Copier {
                     .map(|m| (k, m)),
                 _ => None,
             };
-            match target.delete_tag(repo, &t.tag, self.gate()).await? {
+            let delete = target.delete_tag(repo, &t.tag, self.gate());
+            let made = |d: &TagDelete| matches!(d, TagDelete::Deleted);
+            match self
+                .recorded_if(deleted(plan, t, Some(&t.tag)), None, delete, made)
+                .await?
+            {
                 TagDelete::NotByTag => self.deletes.set(key, |w| w.by_tag = Some(false)),
                 TagDelete::Deleted => {
                     if let Some((kept, m)) = keep {
                         let still = target.head_target_manifest(repo, kept.as_str()).await?;
                         if still.is_none_or(|h| h.digest != t.source_digest) {
-                            target
-                                .put_manifest(repo, kept.as_str(), &m, self.gate())
-                                .await?;
+                            let write = Write {
+                                action: Action::Written,
+                                target: key,
+                                repository: repo,
+                                tag: Some(kept),
+                                digest: &m.digest,
+                                source: None,
+                                verified: None,
+                                reason: Some(format!(
+                                    "put back: deleting tag {} deleted its manifest",
+                                    t.tag
+                                )),
+                            };
+                            let put = target.put_manifest(repo, kept.as_str(), &m, self.gate());
+                            self.recorded(write, None, put).await?;
                             self.deletes.set(key, |w| w.by_tag = Some(false));
                             return Err(CopyError::Protocol(format!(
                                 "{key}: deleting tag {} deleted its manifest, and kept tag {kept} with it; {kept} was put back, and this run deletes only by digest on {key}",
@@ -141,17 +161,33 @@ impl Copier {
         if t.shared_with.is_some() {
             return Ok(Done::Kept);
         }
-        match target
-            .delete_manifest(repo, &t.source_digest, self.gate())
-            .await
-        {
+        let delete = target.delete_manifest(repo, &t.source_digest, self.gate());
+        match self.recorded(deleted(plan, t, None), None, delete).await {
             Ok(()) => Ok(Done::Deleted),
-            Err(e @ RegistryError::NoDeletes { .. }) => {
+            Err(e @ CopyError::Registry(RegistryError::NoDeletes { .. })) => {
                 // Once per target and run, not once per tag.
                 self.deletes.set(key, |w| w.none = true);
-                Err(e.into())
+                Err(e)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
+    }
+}
+
+/// The ledger's account of deleting `t` (by tag, or its manifest by digest).
+fn deleted<'a>(plan: &'a RepoPlan, t: &'a TagPlan, tag: Option<&'a Tag>) -> Write<'a> {
+    Write {
+        action: Action::Deleted,
+        target: &plan.target,
+        repository: &plan.target_repository,
+        tag,
+        digest: &t.source_digest,
+        source: None,
+        verified: None,
+        reason: Some(
+            t.reason
+                .clone()
+                .unwrap_or_else(|| format!("tag {} gone from the source", t.tag)),
+        ),
     }
 }

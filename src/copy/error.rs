@@ -36,6 +36,9 @@ pub enum CopyError {
     /// A failure shared by several tags (a child manifest they all need).
     #[error(transparent)]
     Shared(Shared),
+    /// The write could not be announced in the audit ledger, so it was not sent.
+    #[error("{0}; the write was not made, as it could not be accounted for")]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 /// One copy's error, handed to every tag waiting on the same blob or manifest.
@@ -69,6 +72,7 @@ impl CopyError {
             Self::Fence(_) => ErrorKind::Fence,
             Self::DeletesRefused(_) => ErrorKind::Guard,
             Self::Blob { source, .. } | Self::Shared(source) => source.kind(),
+            Self::Ledger(_) => ErrorKind::Ledger,
         }
     }
 }

@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::CopyError;
-use crate::model::{Digest, RepoName, MAX_MANIFEST_BYTES, OCI_INDEX};
+use super::recorded::Write;
+use super::{Copier, CopyError};
+use crate::ledger::Action;
+use crate::model::{Digest, RepoName, Tag, MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::plan::{fallback_tag, RepoPlan};
-use crate::registry::{PulledManifest, Registry, WriteGate};
+use crate::registry::{PulledManifest, Registry};
 
 /// Most entries one fallback index may grow to: past it the registry's 4 MiB manifest
 /// limit is near, and something is wrong with the source.
@@ -24,9 +26,9 @@ const MAX_ENTRIES: usize = 10_000;
 /// # Errors
 /// Reads and writes the target refused; an index that is not one.
 pub(super) async fn maintain(
+    copier: &Copier,
     target: &Registry,
     plan: &RepoPlan,
-    gate: Option<&dyn WriteGate>,
 ) -> Result<u64, CopyError> {
     let repo = &plan.target_repository;
     let mut by_subject: BTreeMap<&Digest, Vec<&Digest>> = BTreeMap::new();
@@ -88,7 +90,22 @@ pub(super) async fn maintain(
             media_type: OCI_INDEX.to_owned(),
             bytes,
         };
-        target.put_manifest(repo, &tag, &m, gate).await?;
+        let tag: Tag = tag
+            .parse()
+            .map_err(|e| CopyError::Protocol(format!("{tag}: {e}")))?;
+        let write = Write {
+            action: Action::Written,
+            target: &plan.target,
+            repository: repo,
+            tag: Some(&tag),
+            digest: &m.digest,
+            // Made here, from the referrers: no source manifest has these bytes.
+            source: None,
+            verified: None,
+            reason: Some("referrers fallback index".into()),
+        };
+        let put = target.put_manifest(repo, tag.as_str(), &m, copier.gate());
+        copier.recorded(write, None, put).await?;
         written += 1;
     }
     Ok(written)

@@ -10,11 +10,13 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::blob::{BlobJob, BlobOutcome};
+use super::recorded::Write;
 use super::{add, Copier, CopyError, Failure, Fanout, Shared, Stats, TagOutcome};
+use crate::ledger::Action;
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{PulledManifest, Registry, RegistryError};
-use crate::state::{Conflict, Findings};
+use crate::state::{Conflict, Findings, WrittenTag};
 
 /// How one repository copy ended.
 #[derive(Debug, Default)]
@@ -186,7 +188,7 @@ impl Copier {
             }
         }
         if !report.interrupted {
-            match super::fallback::maintain(target, plan, self.gate()).await {
+            match super::fallback::maintain(self, target, plan).await {
                 Ok(n) => add(&stats.manifests_written, n),
                 Err(e) => {
                     stats.fail(e.kind());
@@ -210,22 +212,21 @@ impl RepoCopy<'_> {
             return (t, TagOutcome::Interrupted);
         }
         let span = info_span!("tag", repo = %plan.target_repository, tag = %t.tag);
-        match self
-            .copy_tag(&t.source_digest, t.tag.as_str())
-            .instrument(span)
-            .await
-        {
-            Ok(()) => {
+        match self.copy_tag(t).instrument(span).await {
+            Ok(wrote) => {
                 add(&stats.tags_copied, 1);
                 add(&c.shared.progress.tags, 1);
-                // The next runs trust this write instead of asking the target.
-                c.state.remember_written(
-                    &plan.target,
-                    &plan.target_repository,
-                    &t.tag,
-                    &t.original,
-                    &t.source_digest,
-                );
+                // The next runs trust this tag instead of asking the target (a write keeps
+                // its record with its ledger entry).
+                if !wrote {
+                    c.state.remember_written(
+                        &plan.target,
+                        &plan.target_repository,
+                        &t.tag,
+                        &t.original,
+                        &t.source_digest,
+                    );
+                }
                 info!(repo = %plan.target_repository, tag = %t.tag, digest = %t.source_digest, target = %plan.target, "tag copied");
                 (t, TagOutcome::Copied)
             }
@@ -259,24 +260,48 @@ impl RepoCopy<'_> {
             .ok_or_else(|| CopyError::Protocol(format!("{digest}: not in the plan")))
     }
 
-    async fn copy_tag(&self, root: &Digest, tag: &str) -> Result<(), CopyError> {
+    /// Copy one tag's image and write the tag; whether a write was needed.
+    async fn copy_tag(&self, t: &TagPlan) -> Result<bool, CopyError> {
+        let root = &t.source_digest;
         self.ensure_contents(root.clone())
             .await
             .map_err(CopyError::Shared)?;
         let m = self.manifest(root)?;
-        let repo = &self.plan.target_repository;
+        let (plan, repo) = (self.plan, &self.plan.target_repository);
         // Asked right before the write, not at planning: an equal digest writes nothing, which
         // is what a registry with immutable tags needs even for a byte-identical re-push.
-        if let Some(h) = self.target.head_target_manifest(repo, tag).await? {
+        if let Some(h) = self
+            .target
+            .head_target_manifest(repo, t.tag.as_str())
+            .await?
+        {
             if h.digest == m.digest {
-                return Ok(());
+                return Ok(false);
             }
         }
-        self.target
-            .put_manifest(repo, tag, &m, self.copier.gate())
-            .await?;
+        let write = Write {
+            action: Action::Written,
+            target: &plan.target,
+            repository: repo,
+            tag: Some(&t.tag),
+            digest: &m.digest,
+            source: Some((&plan.source_repository, &t.original)),
+            verified: t.verified.as_ref().map(ToString::to_string),
+            reason: None,
+        };
+        let record = WrittenTag {
+            target: &plan.target,
+            repository: repo,
+            tag: &t.tag,
+            source: &t.original,
+            target_digest: &t.source_digest,
+        };
+        let put = self
+            .target
+            .put_manifest(repo, t.tag.as_str(), &m, self.copier.gate());
+        self.copier.recorded(write, Some(record), put).await?;
         add(&self.stats.manifests_written, 1);
-        Ok(())
+        Ok(true)
     }
 
     /// Everything `digest` references is on the target: its blobs and child manifests.
@@ -308,10 +333,22 @@ impl RepoCopy<'_> {
             .get_or_init(|| async {
                 self.ensure_contents(digest.clone()).await?;
                 let m = self.manifest(digest).map_err(Arc::new)?;
-                self.target
-                    .put_manifest(&self.plan.target_repository, digest.as_str(), &m, None)
+                let repo = &self.plan.target_repository;
+                let write = Write {
+                    action: Action::Written,
+                    target: &self.plan.target,
+                    repository: repo,
+                    tag: None,
+                    digest,
+                    source: Some((&self.plan.source_repository, digest)),
+                    verified: None,
+                    reason: None,
+                };
+                let put = self.target.put_manifest(repo, digest.as_str(), &m, None);
+                self.copier
+                    .recorded(write, None, put)
                     .await
-                    .map_err(|e| Arc::new(e.into()))?;
+                    .map_err(Arc::new)?;
                 add(&self.stats.manifests_written, 1);
                 Ok(())
             })

@@ -9,6 +9,7 @@ mod fallback;
 mod fanout;
 mod habits;
 mod manifest;
+mod recorded;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ pub use blob::{push_blob, BlobOutcome};
 pub use error::{CopyError, Failure, FenceError, Shared, TagOutcome};
 pub use fanout::Fanout;
 pub use manifest::RepoReport;
+pub use recorded::Record;
 
 /// Most a fan-out member may have buffered, whatever the chunk size: enough to ride out a
 /// chunk's round trip on a slow link without holding the faster targets back.
@@ -228,6 +230,8 @@ pub struct Copier {
     cancel: CancellationToken,
     fence: Option<Arc<dyn Fence>>,
     deletes: deletes::DeleteWays,
+    /// The audit ledger and who writes; none for copies outside a run.
+    record: Option<Record>,
 }
 
 /// Every attempt of a tag write or delete asks the fence first, and the run's stop ends a
@@ -287,6 +291,15 @@ impl Copier {
             cancel: guards.cancel,
             fence: guards.fence,
             deletes: deletes::DeleteWays::default(),
+            record: None,
+        }
+    }
+
+    /// Record every write in the audit ledger, as `record` says who makes it.
+    pub fn recording(self, record: Record) -> Self {
+        Copier {
+            record: Some(record),
+            ..self
         }
     }
 

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::cluster::{Claim, Cluster};
 use crate::config::{Config, Policy, Trigger};
 use crate::plan::RunOptions;
-use crate::run::{PolicyRun, Reach};
+use crate::run::{Cause, PolicyRun, Reach};
 use crate::state::StateStore;
 
 pub struct Shared {
@@ -131,7 +131,11 @@ impl Shared {
         };
         starting();
         self.runs.running(ids);
-        let run = app.runner().run(policy, reach, opts, guards).await;
+        let cause = match ids {
+            [] => Cause::Daemon,
+            ids => Cause::Requests(ids.to_vec()),
+        };
+        let run = app.runner().run(policy, reach, opts, guards, cause).await;
         // Only a full run has asked about every tag; a targeted one verified just its own.
         if let Some(c) = claim
             .as_ref()

@@ -9,7 +9,7 @@
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
 //!   journal, event_ids: see `journal.rs`; runs: see `runs.rs`; written: see `written.rs`;
-//!   habits: see `habits.rs`
+//!   habits: see `habits.rs`; ledger, intents, ledger_meta: see `ledger.rs`
 //! Values are JSON with a `v` field; a record that does not decode is dropped and counted
 //! (`damage.rs`). The format of the whole store is in `state.format`, beside sled's files.
 
@@ -19,6 +19,7 @@ use std::time::Duration;
 mod damage;
 mod habits;
 mod journal;
+mod ledger;
 mod runs;
 mod written;
 
@@ -28,6 +29,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use habits::Habits;
 pub use journal::{JournalAction, JournalEntry, JournalKey};
+pub use ledger::WrittenTag;
 pub use runs::{Conflict, Counts, Findings, Outcome, RunRecord};
 pub use written::WrittenRecord;
 
@@ -118,6 +120,9 @@ pub struct StateStore {
     event_ids: sled::Tree,
     written: sled::Tree,
     habits: sled::Tree,
+    ledger: sled::Tree,
+    intents: sled::Tree,
+    ledger_meta: sled::Tree,
     commit: Arc<journal::Commit>,
     damage: Arc<damage::Damage>,
 }
@@ -207,6 +212,9 @@ impl StateStore {
             event_ids: db.open_tree("event_ids")?,
             written: db.open_tree("written")?,
             habits: db.open_tree("habits")?,
+            ledger: db.open_tree("ledger")?,
+            intents: db.open_tree("intents")?,
+            ledger_meta: db.open_tree("ledger_meta")?,
             commit: Arc::default(),
             damage: Arc::default(),
             db,

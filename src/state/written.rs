@@ -32,7 +32,7 @@ impl Versioned for WrittenRecord {
     }
 }
 
-fn written_key(target: &str, repo: &RepoName, tag: &Tag) -> Vec<u8> {
+pub(super) fn written_key(target: &str, repo: &RepoName, tag: &Tag) -> Vec<u8> {
     key(&[
         target.as_bytes(),
         repo.as_str().as_bytes(),

@@ -1,6 +1,7 @@
 //! End-to-end tests against real `docker-registry` processes started by the tests.
 
 mod architecture;
+mod audit;
 mod auth;
 mod bounded;
 mod cluster;

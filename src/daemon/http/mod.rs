@@ -6,6 +6,7 @@
 //! a header read timeout (slow-loris clients are cut after `HEADER_TIMEOUT`), every request a
 //! deadline, and the number of open connections a ceiling.
 
+mod audit;
 mod deadline;
 mod events;
 mod page;
@@ -69,6 +70,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events/harbor/{registry}", post(events::harbor))
         .route("/v1/runs", post(runs::create))
         .route("/v1/runs/{id}", get(runs::show))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
     let reads = Router::new()
         .route("/metrics", get(metrics))

@@ -1,0 +1,231 @@
+//! The audit ledger: one entry for every manifest ferry writes and every tag or manifest it
+//! deletes, on any target, chained by hash so that an edited or removed entry shows.
+//!
+//! A write is announced before it is sent ([`Ledger::intend`], on disk before the request
+//! goes) and becomes an entry once the registry has taken it ([`Ledger::commit`], in one
+//! store transaction with the `written` record). An announced write whose outcome is not
+//! known (a timeout, a crash) is settled later by asking the target ([`Ledger::settle`] with
+//! what the target holds now): recorded if it happened, forgotten if not. A ledger that
+//! cannot announce a write stops it: a replicator that cannot account for a write must not
+//! make it.
+
+mod chain;
+mod query;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, RepoName, Tag};
+use crate::state::{StateError, StateStore, WrittenTag};
+
+pub use chain::Broken;
+pub use query::{parse_time, Asked, Filter, Page, Verified, MAX_PAGE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("audit ledger: {0}")]
+    Store(#[from] StateError),
+    #[error("audit ledger entry {seq}: {detail}")]
+    Entry { seq: u64, detail: String },
+    #[error("audit ledger archive {path}: {source}")]
+    Archive {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Written,
+    Deleted,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Written => "written",
+            Action::Deleted => "deleted",
+        })
+    }
+}
+
+/// Where a written manifest came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub registry: String,
+    pub repository: RepoName,
+    pub digest: Digest,
+}
+
+/// What an entry says of one write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draft {
+    pub at_ms: u64,
+    /// The cluster member, or the host, that made the write.
+    pub member: String,
+    pub policy: String,
+    /// `policy@start` (Unix ms): the run in the run history.
+    pub run: String,
+    /// `schedule`, `ferry sync`, `request 12`, `event: push team/app:v1`.
+    pub trigger: String,
+    pub action: Action,
+    pub target: String,
+    pub repository: RepoName,
+    /// None for a manifest written or deleted by digest (an index child, a referrer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+    /// What the target holds now (written) or held (deleted).
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Origin>,
+    /// What verified the image (key fingerprint or identity, and the signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Why a delete was made: gone from the source, pruned, quarantined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A ledger entry: a draft with its place in the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub draft: Draft,
+    /// Settled after the fact: the write's answer was lost (a crash, a timeout) and the target
+    /// was found holding what it wrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
+    /// The previous entry's hash (hex SHA-256); the genesis value for the first.
+    pub prev: String,
+    pub hash: String,
+}
+
+/// How long entries are kept and how many.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_entries: u64,
+    /// Entries past either limit are appended here (JSON lines) before they go.
+    pub archive: Option<PathBuf>,
+}
+
+/// A write announced and not yet an entry.
+#[derive(Debug)]
+pub struct Intent {
+    id: u64,
+    draft: Draft,
+}
+
+impl Intent {
+    pub fn draft(&self) -> &Draft {
+        &self.draft
+    }
+}
+
+pub struct Ledger {
+    state: StateStore,
+    retention: Retention,
+    /// One appender at a time: each entry names the one before it.
+    chain: Mutex<()>,
+}
+
+impl Ledger {
+    pub fn new(state: StateStore, retention: Retention) -> Self {
+        Ledger {
+            state,
+            retention,
+            chain: Mutex::new(()),
+        }
+    }
+
+    /// Announce a write; it may be sent once this returns.
+    ///
+    /// # Errors
+    /// When the announcement cannot be made durable: the write must not be sent.
+    pub async fn intend(&self, draft: Draft) -> Result<Intent, LedgerError> {
+        let bytes = serde_json::to_vec(&draft).expect("drafts serialize");
+        let id = self.state.ledger_intend(&bytes).await?;
+        Ok(Intent { id, draft })
+    }
+
+    /// The registry took the write: it becomes an entry (with the tag's `written` record).
+    ///
+    /// # Errors
+    /// When the store cannot be written; the intent then stays, to be settled later.
+    pub fn commit(
+        &self,
+        intent: Intent,
+        written: Option<WrittenTag<'_>>,
+    ) -> Result<Entry, LedgerError> {
+        self.append(intent, false, written)
+    }
+
+    /// The write certainly did not happen (the registry refused it).
+    pub fn abandon(&self, intent: Intent) {
+        if let Err(e) = self.state.ledger_drop_intent(intent.id) {
+            tracing::warn!(error = %e, "audit ledger: a refused write's announcement stays; the next run settles it");
+        }
+    }
+
+    /// Writes announced and not settled, oldest first: a crashed run's, or ones whose answer
+    /// was lost.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn pending(&self) -> Result<Vec<Intent>, LedgerError> {
+        let mut out = Vec::new();
+        for (id, bytes) in self.state.ledger_intents()? {
+            match serde_json::from_slice(&bytes) {
+                Ok(draft) => out.push(Intent { id, draft }),
+                Err(e) => {
+                    return Err(LedgerError::Entry {
+                        seq: id,
+                        detail: format!("an announced write does not decode: {e}"),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settle an announced write by what the target holds now: `happened` records it (as
+    /// recovered), otherwise it is forgotten.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn settle(&self, intent: Intent, happened: bool) -> Result<Option<Entry>, LedgerError> {
+        if !happened {
+            self.state.ledger_drop_intent(intent.id)?;
+            return Ok(None);
+        }
+        self.append(intent, true, None).map(Some)
+    }
+
+    fn append(
+        &self,
+        intent: Intent,
+        recovered: bool,
+        written: Option<WrittenTag<'_>>,
+    ) -> Result<Entry, LedgerError> {
+        let _one = self.chain.lock().expect("lock poisoned");
+        let (seq, prev) = match self.state.ledger_last()? {
+            Some((seq, bytes)) => (seq + 1, chain::stored_hash(seq, &bytes)?),
+            None => match self.state.ledger_anchor()? {
+                Some(a) => chain::anchor(&a)?,
+                None => (1, chain::GENESIS.to_owned()),
+            },
+        };
+        let entry = chain::seal(seq, intent.draft, recovered, prev);
+        let bytes = serde_json::to_vec(&entry).expect("entries serialize");
+        self.state.ledger_commit(intent.id, seq, &bytes, written)?;
+        if let Err(e) = self.retain(seq, entry.draft.at_ms) {
+            tracing::warn!(error = %e, "audit ledger: old entries not pruned");
+        }
+        Ok(entry)
+    }
+}
