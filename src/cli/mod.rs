@@ -4,6 +4,7 @@
 mod audit;
 mod daemon;
 mod docs;
+mod exposure;
 mod init;
 mod man;
 mod plan;
@@ -116,6 +117,12 @@ pub enum Command {
   ferry audit --digest sha256:… --json         what wrote or came from one digest
   ferry audit --verify                         check the hash chain; exit 1 at a break")]
     Audit(AuditArgs),
+    /// The target tags ferry wrote whose image is DIGEST or contains it (a child, a config,
+    /// a layer), from the state store: no registry is asked unless --check.
+    #[command(after_help = "Examples:
+  ferry where sha256:…             every site holding an image with this layer
+  ferry where sha256:… --check     and ask each target whether it still holds it")]
+    Where(WhereArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -237,6 +244,19 @@ fn digest_arg(s: &str) -> Result<String, String> {
 }
 
 #[derive(Args)]
+pub struct WhereArgs {
+    /// A manifest, index, config or layer digest.
+    #[arg(value_parser = digest_arg)]
+    pub digest: String,
+    /// Ask every target now whether it still holds each image under its tag.
+    #[arg(long)]
+    pub check: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct StatusArgs {
     /// Print JSON on stdout.
     #[arg(long)]
@@ -280,6 +300,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(a) => status::run(&cli.config, a).await,
         Command::Probe(a) => probe::run(&cli.config, a).await,
         Command::Audit(a) => audit::run(&cli.config, a).await,
+        Command::Where(a) => exposure::run(&cli.config, a).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
         Command::CompletePolicies => docs::policy_names(&cli.config),

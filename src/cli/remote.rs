@@ -128,6 +128,15 @@ impl DaemonClient {
             .await
     }
 
+    pub async fn exposure(
+        &self,
+        digest: &str,
+    ) -> Result<Vec<crate::ledger::Exposure>, RemoteError> {
+        let url = format!("{}/v1/where/{digest}", self.base);
+        self.call(self.http.get(url), "GET /v1/where", "exposure list")
+            .await
+    }
+
     pub async fn audit_verify(&self) -> Result<crate::ledger::Verified, RemoteError> {
         let url = format!("{}/v1/audit/verify", self.base);
         self.call(self.http.get(url), "GET /v1/audit/verify", "chain check")

@@ -17,6 +17,7 @@ use crate::ledger::Action;
 use crate::model::Tag;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{Registry, RegistryError, TagDelete};
+use crate::state::TagChange;
 
 /// What a run learnt about each target's deletes, so each is found out once per run.
 #[derive(Default)]
@@ -123,7 +124,7 @@ impl Copier {
             let delete = target.delete_tag(repo, &t.tag, self.gate());
             let made = |d: &TagDelete| matches!(d, TagDelete::Deleted);
             match self
-                .recorded_if(deleted(plan, t, Some(&t.tag)), None, delete, made)
+                .recorded_if(deleted(plan, t, Some(&t.tag)), gone(plan, t), delete, made)
                 .await?
             {
                 TagDelete::NotByTag => self.deletes.set(key, |w| w.by_tag = Some(false)),
@@ -162,7 +163,10 @@ impl Copier {
             return Ok(Done::Kept);
         }
         let delete = target.delete_manifest(repo, &t.source_digest, self.gate());
-        match self.recorded(deleted(plan, t, None), None, delete).await {
+        match self
+            .recorded(deleted(plan, t, None), gone(plan, t), delete)
+            .await
+        {
             Ok(()) => Ok(Done::Deleted),
             Err(e @ CopyError::Registry(RegistryError::NoDeletes { .. })) => {
                 // Once per target and run, not once per tag.
@@ -172,6 +176,15 @@ impl Copier {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What deleting `t` changes in the store: its `written` record and exposure go.
+fn gone<'a>(plan: &'a RepoPlan, t: &'a TagPlan) -> Option<TagChange<'a>> {
+    Some(TagChange::Deleted {
+        target: &plan.target,
+        repository: &plan.target_repository,
+        tag: &t.tag,
+    })
 }
 
 /// The ledger's account of deleting `t` (by tag, or its manifest by digest).

@@ -16,7 +16,7 @@ use crate::ledger::Action;
 use crate::model::Digest;
 use crate::plan::{RepoPlan, TagAction, TagPlan};
 use crate::registry::{PulledManifest, Registry, RegistryError};
-use crate::state::{Conflict, Findings, WrittenTag};
+use crate::state::{Conflict, Findings, TagChange, WrittenTag};
 
 /// How one repository copy ended.
 #[derive(Debug, Default)]
@@ -289,17 +289,21 @@ impl RepoCopy<'_> {
             verified: t.verified.as_ref().map(ToString::to_string),
             reason: None,
         };
+        let parts = components(plan, root);
         let record = WrittenTag {
             target: &plan.target,
             repository: repo,
             tag: &t.tag,
             source: &t.original,
             target_digest: &t.source_digest,
+            components: &parts,
         };
         let put = self
             .target
             .put_manifest(repo, t.tag.as_str(), &m, self.copier.gate());
-        self.copier.recorded(write, Some(record), put).await?;
+        self.copier
+            .recorded(write, Some(TagChange::Written(record)), put)
+            .await?;
         add(&self.stats.manifests_written, 1);
         Ok(true)
     }
@@ -476,4 +480,25 @@ fn conflict(plan: &RepoPlan, t: &TagPlan) -> Conflict {
         source_digest: t.source_digest.to_string(),
         target_digest: t.target_digest.as_ref().map(ToString::to_string),
     }
+}
+
+/// Every digest of the image at `root`: its manifests, configs and layers, read from the
+/// manifests' own bytes (a manifest already on the target carries no lists in the plan).
+/// Children the plan did not fetch (an index already on the target) add only themselves.
+fn components(plan: &RepoPlan, root: &Digest) -> Vec<Digest> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        if !out.insert(d.clone()) {
+            continue;
+        }
+        let Some(m) = plan.manifests.get(&d).filter(|m| !m.bytes.is_empty()) else {
+            continue;
+        };
+        if let Ok(refs) = crate::model::manifest_references(&m.media_type, &m.bytes) {
+            out.extend(refs.blobs.into_iter().map(|(b, _)| b));
+            stack.extend(refs.manifests.into_iter().map(|(c, _)| c));
+        }
+    }
+    out.into_iter().collect()
 }

@@ -11,7 +11,7 @@ use super::{Copier, CopyError};
 use crate::ledger::{Action, Draft, Intent, Ledger, Origin};
 use crate::model::{now_ms, Digest, RepoName, Tag};
 use crate::registry::{Registry, RegistryError};
-use crate::state::WrittenTag;
+use crate::state::TagChange;
 
 /// Who writes, for the entries of one run.
 pub struct Record {
@@ -77,15 +77,16 @@ impl Record {
 }
 
 impl Copier {
-    /// Make the write `op` under the ledger. A tag write's `written` record is kept in the
-    /// same step as its entry; without a ledger (a copy outside a run) it is kept alone.
+    /// Make the write `op` under the ledger. What it changes about a tag (its `written`
+    /// record, the exposure index) is kept in the same step as its entry; without a ledger (a
+    /// copy outside a run) only the `written` record is kept.
     pub(super) async fn recorded<T>(
         &self,
         w: Write<'_>,
-        written: Option<WrittenTag<'_>>,
+        change: Option<TagChange<'_>>,
         op: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, CopyError> {
-        self.recorded_if(w, written, op, |_| true).await
+        self.recorded_if(w, change, op, |_| true).await
     }
 
     /// As [`Copier::recorded`], for an operation whose success may still have done nothing
@@ -93,13 +94,13 @@ impl Copier {
     pub(super) async fn recorded_if<T>(
         &self,
         w: Write<'_>,
-        written: Option<WrittenTag<'_>>,
+        change: Option<TagChange<'_>>,
         op: impl Future<Output = Result<T, RegistryError>>,
         made: impl FnOnce(&T) -> bool,
     ) -> Result<T, CopyError> {
         let Some(rec) = &self.record else {
             let out = op.await?;
-            if let Some(t) = written {
+            if let Some(TagChange::Written(t)) = change {
                 self.state.remember_written(
                     t.target,
                     t.repository,
@@ -117,7 +118,7 @@ impl Copier {
                 Ok(out)
             }
             Ok(out) => {
-                if let Err(e) = rec.ledger.commit(intent, written) {
+                if let Err(e) = rec.ledger.commit(intent, change) {
                     // The announcement is on disk: the next run settles it from the target.
                     error!(error = %e, "audit ledger: a write was made and its entry could not be appended yet");
                 }

@@ -10,6 +10,7 @@
 //! make it.
 
 mod chain;
+mod exposure;
 mod query;
 
 use std::path::PathBuf;
@@ -19,9 +20,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, RepoName, Tag};
-use crate::state::{StateError, StateStore, WrittenTag};
+use crate::state::{StateError, StateStore, TagChange};
 
 pub use chain::Broken;
+pub use exposure::{exposure, Exposure};
 pub use query::{parse_time, Asked, Filter, Page, Verified, MAX_PAGE};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +162,9 @@ impl Ledger {
     pub fn commit(
         &self,
         intent: Intent,
-        written: Option<WrittenTag<'_>>,
+        change: Option<TagChange<'_>>,
     ) -> Result<Entry, LedgerError> {
-        self.append(intent, false, written)
+        self.append(intent, false, change)
     }
 
     /// The write certainly did not happen (the registry refused it).
@@ -210,7 +212,7 @@ impl Ledger {
         &self,
         intent: Intent,
         recovered: bool,
-        written: Option<WrittenTag<'_>>,
+        change: Option<TagChange<'_>>,
     ) -> Result<Entry, LedgerError> {
         let _one = self.chain.lock().expect("lock poisoned");
         let (seq, prev) = match self.state.ledger_last()? {
@@ -222,7 +224,7 @@ impl Ledger {
         };
         let entry = chain::seal(seq, intent.draft, recovered, prev);
         let bytes = serde_json::to_vec(&entry).expect("entries serialize");
-        self.state.ledger_commit(intent.id, seq, &bytes, written)?;
+        self.state.ledger_commit(intent.id, seq, &bytes, change)?;
         if let Err(e) = self.retain(seq, entry.draft.at_ms) {
             tracing::warn!(error = %e, "audit ledger: old entries not pruned");
         }

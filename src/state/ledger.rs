@@ -14,6 +14,7 @@
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::exposure::{set_tree, tree_key};
 use super::written::{written_key, WrittenRecord};
 use super::{StateError, StateStore, VERSION};
 use crate::model::{Digest, RepoName, Tag};
@@ -27,6 +28,18 @@ pub struct WrittenTag<'a> {
     pub tag: &'a Tag,
     pub source: &'a Digest,
     pub target_digest: &'a Digest,
+    /// Every manifest, config and layer of the image written, for `ferry where`.
+    pub components: &'a [Digest],
+}
+
+/// What a ledger entry changes about one target tag, in the same step.
+pub enum TagChange<'a> {
+    Written(WrittenTag<'a>),
+    Deleted {
+        target: &'a str,
+        repository: &'a RepoName,
+        tag: &'a Tag,
+    },
 }
 
 fn tx_error(e: TransactionError<sled::Error>) -> StateError {
@@ -78,8 +91,8 @@ impl StateStore {
         Ok(self.ledger.last()?.map(|(k, v)| (be(&k), v.to_vec())))
     }
 
-    /// Append entry `seq`, settle intent `id` and, for a tag write, record what the tag holds:
-    /// one step.
+    /// Append entry `seq`, settle intent `id` and apply what it changes about a tag (its
+    /// `written` record and its place in the exposure index): one step.
     ///
     /// # Errors
     /// When the store cannot be written.
@@ -88,26 +101,52 @@ impl StateStore {
         id: u64,
         seq: u64,
         entry: &[u8],
-        written: Option<WrittenTag<'_>>,
+        change: Option<TagChange<'_>>,
     ) -> Result<(), StateError> {
-        let record = written.map(|w| {
-            let rec = WrittenRecord {
-                v: VERSION,
-                source: w.source.clone(),
-                target: w.target_digest.clone(),
-                at_ms: super::now_ms(),
-            };
-            (
-                written_key(w.target, w.repository, w.tag),
-                serde_json::to_vec(&rec).expect("records serialize"),
-            )
+        // (written key, its new record or none, the tree's key, the image and its parts)
+        let applied = change.map(|c| match c {
+            TagChange::Written(w) => {
+                let rec = WrittenRecord {
+                    v: VERSION,
+                    source: w.source.clone(),
+                    target: w.target_digest.clone(),
+                    at_ms: super::now_ms(),
+                };
+                (
+                    written_key(w.target, w.repository, w.tag),
+                    Some(serde_json::to_vec(&rec).expect("records serialize")),
+                    tree_key(w.target, w.repository, w.tag),
+                    Some((w.target_digest.clone(), w.components.to_vec())),
+                )
+            }
+            TagChange::Deleted {
+                target,
+                repository,
+                tag,
+            } => (
+                written_key(target, repository, tag),
+                None,
+                tree_key(target, repository, tag),
+                None,
+            ),
         });
-        (&self.ledger, &self.intents, &self.written)
-            .transaction(|(ledger, intents, written)| {
+        (
+            &self.ledger,
+            &self.intents,
+            &self.written,
+            &self.exposure,
+            &self.trees,
+        )
+            .transaction(|(ledger, intents, written, exposure, trees)| {
                 ledger.insert(&seq.to_be_bytes(), entry)?;
                 intents.remove(&id.to_be_bytes())?;
-                if let Some((k, v)) = &record {
-                    written.insert(k.as_slice(), v.as_slice())?;
+                if let Some((wk, rec, tk, image)) = &applied {
+                    match rec {
+                        Some(v) => written.insert(wk.as_slice(), v.as_slice())?,
+                        None => written.remove(wk.as_slice())?,
+                    };
+                    let now = image.as_ref().map(|(root, parts)| (root, parts.as_slice()));
+                    set_tree(exposure, trees, tk, now)?;
                 }
                 Ok::<(), ConflictableTransactionError<sled::Error>>(())
             })

@@ -9,7 +9,7 @@
 //!   memo    : "seen:" key | "filtered:" key -> bytes      first-seen times (u64 BE ms) for
 //!             require.min_age, and the filtered index digest made from a source index
 //!   journal, event_ids: see `journal.rs`; runs: see `runs.rs`; written: see `written.rs`;
-//!   habits: see `habits.rs`; ledger, intents, ledger_meta: see `ledger.rs`
+//!   habits: see `habits.rs`; ledger, intents, ledger_meta: see `ledger.rs`; exposure, trees: see `exposure.rs`
 //! Values are JSON with a `v` field; a record that does not decode is dropped and counted
 //! (`damage.rs`). The format of the whole store is in `state.format`, beside sled's files.
 
@@ -17,19 +17,22 @@ use std::path::Path;
 use std::time::Duration;
 
 mod damage;
+mod exposure;
 mod habits;
 mod journal;
 mod ledger;
 mod runs;
 mod written;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use exposure::Exposed;
 pub use habits::Habits;
 pub use journal::{JournalAction, JournalEntry, JournalKey};
-pub use ledger::WrittenTag;
+pub use ledger::{TagChange, WrittenTag};
 pub use runs::{Conflict, Counts, Findings, Outcome, RunRecord};
 pub use written::WrittenRecord;
 
@@ -123,8 +126,18 @@ pub struct StateStore {
     ledger: sled::Tree,
     intents: sled::Tree,
     ledger_meta: sled::Tree,
+    exposure: sled::Tree,
+    trees: sled::Tree,
     commit: Arc<journal::Commit>,
     damage: Arc<damage::Damage>,
+    flushes: Arc<Flushes>,
+}
+
+/// Flush requests and the last one a finished flush covered (see [`StateStore::flush`]).
+#[derive(Default)]
+struct Flushes {
+    requested: std::sync::atomic::AtomicU64,
+    done: tokio::sync::Mutex<u64>,
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -215,8 +228,11 @@ impl StateStore {
             ledger: db.open_tree("ledger")?,
             intents: db.open_tree("intents")?,
             ledger_meta: db.open_tree("ledger_meta")?,
+            exposure: db.open_tree("exposure")?,
+            trees: db.open_tree("trees")?,
             commit: Arc::default(),
             damage: Arc::default(),
+            flushes: Arc::default(),
             db,
         })
     }
@@ -226,12 +242,23 @@ impl StateStore {
     /// # Errors
     /// When sled cannot write or fsync.
     pub async fn flush(&self) -> Result<(), StateError> {
+        // Callers that come while a flush runs share the next one: each flush costs sled a
+        // partly filled write buffer on disk, so one per tag write (the ledger's
+        // announcements) grew a 10,000-tag store tenfold. A ticket is taken after the
+        // caller's writes; a flush that began after it covers them.
+        let ticket = self.flushes.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.flushes.done.lock().await;
+        if *done >= ticket {
+            return Ok(());
+        }
+        let upto = self.flushes.requested.load(Ordering::SeqCst);
         // Not sled's `flush_async`: futures of several flushes polled at about the same time
         // are never woken (sled#1241, sled#1308); three targets checkpointing at once hung a run.
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
+        *done = upto;
         Ok(())
     }
 

@@ -85,7 +85,9 @@ impl StateStore {
             for kv in self.written.scan_prefix(&prefix) {
                 let (k, _) = kv?;
                 if !keep(&String::from_utf8_lossy(&k[prefix.len()..])) {
-                    self.written.remove(k)?;
+                    self.written.remove(&k)?;
+                    // The same key names the tag's tree in the exposure index.
+                    self.drop_tree(&k)?;
                     gone += 1;
                 }
             }

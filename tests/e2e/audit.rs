@@ -164,6 +164,16 @@ async fn deletes_are_entries_with_their_reason() {
         &[("p.toml", &policy(""))],
     );
     f.run(&["sync"]).assert_code(0);
+    // The layer only 1.0.0 has: exposed there until the prune deletes it.
+    let only = images::layer(40, 20_000).blob.digest;
+    let exposed = |f: &Ferry| {
+        let run = f.run(&["where", "--json", &only]);
+        run.assert_code(0);
+        serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout).unwrap()
+    };
+    let before = exposed(&f);
+    assert_eq!(before.len(), 1, "{before:#?}");
+    assert_eq!(before[0]["tag"], "1.0.0");
     std::fs::write(
         f.path().join("policies/p.toml"),
         policy("prune = true\nmax_delete = 2\n[policy.tags]\nlatest = 1\n"),
@@ -184,6 +194,7 @@ async fn deletes_are_entries_with_their_reason() {
         );
         assert!(e["source"].is_null());
     }
+    assert!(exposed(&f).is_empty(), "exposure goes with the deleted tag");
 }
 
 /// kill -9 while tags are being written, then a second run: still exactly one entry per

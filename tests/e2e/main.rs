@@ -15,6 +15,7 @@ mod compat_source;
 mod daemon;
 mod deploy;
 mod events;
+mod exposure;
 mod fallback;
 mod fanout;
 mod hostile;

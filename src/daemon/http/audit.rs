@@ -1,9 +1,10 @@
 //! `GET /v1/audit`: the audit ledger, filtered and paged, and `GET /v1/audit/verify`: its
-//! chain checked. Behind the read or the admin token, like every `/v1` read.
+//! chain checked; `GET /v1/where/{digest}`: the target tags holding an image with it. Behind
+//! the read or the admin token, like every `/v1` read.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 
@@ -61,4 +62,19 @@ pub async fn verify(State(s): State<Arc<Shared>>) -> Response {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "no audit ledger");
     };
     json(StatusCode::OK, &ledger.check())
+}
+
+pub async fn exposure(State(s): State<Arc<Shared>>, Path(digest): Path<String>) -> Response {
+    let digest: crate::model::Digest = match digest.parse() {
+        Ok(d) => d,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("digest: {e}")),
+    };
+    let app = s.app();
+    let Some(state) = app.runner().state() else {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "no state store");
+    };
+    match crate::ledger::exposure(state, &digest) {
+        Ok(found) => json(StatusCode::OK, &found),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

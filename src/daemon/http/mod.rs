@@ -72,6 +72,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/where/{digest}", get(audit::exposure))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
     let reads = Router::new()
         .route("/metrics", get(metrics))
