@@ -26,12 +26,7 @@ bench_build
 rm -rf "$OUT"; mkdir -p "$OUT"
 names=(this) bins=("$FERRY")
 if [ -n "$REF" ]; then
-  ref="$PWD/target/bench-reference"
-  git worktree remove --force "$ref/src" 2>/dev/null || true
-  git worktree add --quiet --detach "$ref/src" "$REF"
-  (cd "$ref/src" && CARGO_TARGET_DIR="$ref/target" cargo build --quiet --release --bin ferry)
-  cp "$ref/target/release/ferry" "$OUT/ferry-reference"
-  git worktree remove --force "$ref/src"
+  bench_reference "$REF" "$OUT/ferry-reference"
   names+=(reference) bins+=("$OUT/ferry-reference")
 fi
 

@@ -21,12 +21,7 @@ source bench/lib.sh
 bench_needs docker-registry curl python3 bc
 bench_build
 rm -rf "$OUT"; mkdir -p "$OUT"
-ref="$PWD/target/bench-reference"
-git worktree remove --force "$ref/src" 2>/dev/null || true
-git worktree add --quiet --detach "$ref/src" "$REF"
-(cd "$ref/src" && CARGO_TARGET_DIR="$ref/target" cargo build --quiet --release --bin ferry)
-cp "$ref/target/release/ferry" "$OUT/ferry-reference"
-git worktree remove --force "$ref/src"
+bench_reference "$REF" "$OUT/ferry-reference"
 
 SRC=$(start_registry src)
 echo "== corpus: $REPOS repos x $((TAGS + 1)) tags"

@@ -20,6 +20,17 @@ bench_build() {
   FERRY="$PWD/target/release/ferry" CORPUS="$PWD/target/release/examples/corpus"
 }
 
+# bench_reference REV BIN: build git revision REV (release, in a worktree under target/) and
+# copy its ferry to BIN, to run beside this build.
+bench_reference() {
+  local ref="$PWD/target/bench-reference"
+  git worktree remove --force "$ref/src" 2>/dev/null || true
+  git worktree add --quiet --detach "$ref/src" "$1"
+  (cd "$ref/src" && CARGO_TARGET_DIR="$ref/target" cargo build --quiet --release --bin ferry)
+  cp "$ref/target/release/ferry" "$2"
+  git worktree remove --force "$ref/src"
+}
+
 # Registries run in the background; their PIDs live in files because start_registry runs in
 # a $(...) subshell.
 # Helpers started in the background leave their pid in $OUT/NAME.pid to be stopped here too.
