@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::{NotifyOn, NotifySpec};
+use crate::ledger::{Action, Entry};
 use crate::state::{Outcome, RunRecord};
 
 /// Attempts per notification, and the wait before each retry (doubling).
@@ -85,6 +86,46 @@ impl Notifier {
         }
     }
 
+    /// Stream a run's ledger entries to every `[[notify]]` with `on = ["written"]` or
+    /// `["deleted"]`: batched, at most [`ENTRIES_PER_EVENT`] per CloudEvent, delivered in
+    /// the background like every notification (a slow sink never holds a run).
+    pub fn entries(&self, entries: &[Entry]) {
+        for (i, spec) in self.inner.specs.iter().enumerate() {
+            for (kind, action) in [
+                (NotifyOn::Written, Action::Written),
+                (NotifyOn::Deleted, Action::Deleted),
+            ] {
+                if !spec.on.contains(&kind) {
+                    continue;
+                }
+                let mine: Vec<&Entry> = entries
+                    .iter()
+                    .filter(|e| e.draft.action == action)
+                    .collect();
+                for batch in mine.chunks(ENTRIES_PER_EVENT) {
+                    let doc = entries_document(batch, kind, &self.inner.source);
+                    let inner = self.inner.clone();
+                    self.inner.tasks.spawn(async move {
+                        let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
+                            &inner.delivered
+                        } else {
+                            &inner.given_up
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether any `[[notify]]` streams ledger entries.
+    pub fn wants_entries(&self) -> bool {
+        self.inner
+            .specs
+            .iter()
+            .any(|s| s.on.contains(&NotifyOn::Written) || s.on.contains(&NotifyOn::Deleted))
+    }
+
     /// Notifications delivered and given up since start.
     pub fn counts(&self) -> (u64, u64) {
         (
@@ -104,6 +145,28 @@ impl Notifier {
         }
         self.inner.tasks.reopen();
     }
+}
+
+/// Most ledger entries one CloudEvent carries (a SIEM's request size limits).
+pub const ENTRIES_PER_EVENT: usize = 500;
+
+/// A batch of ledger entries as one CloudEvent: `data.entries`, in order.
+fn entries_document(batch: &[&Entry], kind: NotifyOn, source: &str) -> serde_json::Value {
+    let (first, last) = (batch[0], batch[batch.len() - 1]);
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(last.draft.at_ms as i64)
+        .unwrap_or_default();
+    json!({
+        "specversion": "1.0",
+        "id": format!("{}-{}-{}-{}", first.draft.member, kind.as_str(), first.seq, last.seq),
+        "source": source,
+        "type": format!("dev.ferry.audit.{}", kind.as_str()),
+        "subject": first.draft.policy,
+        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "datacontenttype": "application/json",
+        "data": { "entries": batch },
+        "text": format!("ferry: policy `{}` {} {} manifest(s) (audit entries {}–{})",
+            first.draft.policy, kind.as_str(), batch.len(), first.seq, last.seq),
+    })
 }
 
 /// What a run is worth a notification for.
@@ -153,7 +216,7 @@ fn document(run: &RunRecord, kind: NotifyOn, source: &str) -> serde_json::Value 
                 .map(|x| format!("; first: {x}"))
                 .unwrap_or_default()
         ),
-        NotifyOn::Succeeded => format!(
+        NotifyOn::Succeeded | NotifyOn::Written | NotifyOn::Deleted => format!(
             "succeeded: {} tag(s) copied, {} in sync",
             c.tags_copied, c.tags_in_sync
         ),

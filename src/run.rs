@@ -343,6 +343,7 @@ impl Runner {
         let (started, clock) = (now_ms(), std::time::Instant::now());
         let cancel = guards.cancel.clone();
         let mut copier = Copier::new(self.shared.clone(), state.clone(), guards);
+        let ledger_from = self.ledger.as_ref().map(|l| l.last_seq());
         if let Some(ledger) = &self.ledger {
             copier = copier.recording(Record {
                 ledger: ledger.clone(),
@@ -413,6 +414,9 @@ impl Runner {
             run.findings.extend(r.findings);
         }
         self.record_and_notify(&run, &state);
+        if let Some(from) = ledger_from {
+            self.stream_entries(&format!("{}@{started}", policy.name), from);
+        }
         run
     }
 
@@ -532,6 +536,37 @@ impl Runner {
     /// Phases 6 and 7: the run history and `[[notify]]`. A targeted run that found its tag in
     /// sync (a coalesced or repeated event) is not worth a place in the history; one that did
     /// something or failed is.
+    /// The run's ledger entries to the `[[notify]]` that stream them, read back from the
+    /// ledger (what was committed, nothing else), a page at a time.
+    fn stream_entries(&self, run: &str, mut after: u64) {
+        let Some(ledger) = self
+            .ledger
+            .as_ref()
+            .filter(|_| self.notifier.wants_entries())
+        else {
+            return;
+        };
+        let filter = crate::ledger::Filter {
+            run: Some(run.to_owned()),
+            ..Default::default()
+        };
+        loop {
+            match ledger.read(&filter, after, crate::ledger::MAX_PAGE) {
+                Ok(page) => {
+                    self.notifier.entries(&page.entries);
+                    match page.next {
+                        Some(n) => after = n,
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "audit ledger entries not streamed to [[notify]]");
+                    break;
+                }
+            }
+        }
+    }
+
     fn record_and_notify(&self, run: &PolicyRun, state: &StateStore) {
         let mut told = Told::default();
         for f in &run.failures {

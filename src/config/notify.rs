@@ -14,10 +14,21 @@ pub enum NotifyOn {
     Held,
     Conflict,
     Succeeded,
+    /// Audit ledger entries of a run's manifest writes (`dev.ferry.audit.written`).
+    Written,
+    /// Audit ledger entries of a run's deletes (`dev.ferry.audit.deleted`).
+    Deleted,
 }
 
 impl NotifyOn {
-    pub const ALL: [NotifyOn; 4] = [Self::Failed, Self::Held, Self::Conflict, Self::Succeeded];
+    pub const ALL: [NotifyOn; 6] = [
+        Self::Failed,
+        Self::Held,
+        Self::Conflict,
+        Self::Succeeded,
+        Self::Written,
+        Self::Deleted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +36,8 @@ impl NotifyOn {
             Self::Held => "held",
             Self::Conflict => "conflict",
             Self::Succeeded => "succeeded",
+            Self::Written => "written",
+            Self::Deleted => "deleted",
         }
     }
 

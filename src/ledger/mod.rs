@@ -174,6 +174,15 @@ impl Ledger {
         }
     }
 
+    /// The newest entry's seq (0 when there is none): where a run's own entries start after.
+    pub fn last_seq(&self) -> u64 {
+        self.state
+            .ledger_last()
+            .ok()
+            .flatten()
+            .map_or(0, |(s, _)| s)
+    }
+
     /// Writes announced and not settled, oldest first: a crashed run's, or ones whose answer
     /// was lost.
     ///

@@ -20,6 +20,8 @@ pub struct Filter {
     pub repository: Option<RepoName>,
     /// The digest written or deleted, or the source digest it came from.
     pub digest: Option<Digest>,
+    /// One run's entries (`policy@start`).
+    pub run: Option<String>,
 }
 
 impl Filter {
@@ -28,6 +30,7 @@ impl Filter {
         self.since_ms.is_none_or(|t| d.at_ms >= t)
             && self.until_ms.is_none_or(|t| d.at_ms < t)
             && self.policy.as_ref().is_none_or(|p| &d.policy == p)
+            && self.run.as_ref().is_none_or(|r| &d.run == r)
             && self.target.as_ref().is_none_or(|t| &d.target == t)
             && self.repository.as_ref().is_none_or(|r| &d.repository == r)
             && self
@@ -213,6 +216,7 @@ impl Asked {
                 .as_deref()
                 .map(|d| d.parse().map_err(|e| format!("digest `{d}`: {e}")))
                 .transpose()?,
+            run: None,
         })
     }
 }

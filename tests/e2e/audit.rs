@@ -296,3 +296,55 @@ async fn beside_a_daemon_the_ledger_is_read_through_its_api() {
     assert!(bad.text().await.unwrap().contains("digest `nope`"));
     d.stop();
 }
+
+/// `[[notify]] on = ["written", "deleted"]`: a run's ledger entries reach the sink as
+/// CloudEvents, each entry once (the first delivery refused and retried), in batches.
+#[tokio::test]
+async fn ledger_entries_stream_to_a_sink_as_cloudevents() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let spec = CorpusSpec {
+        repos: 3,
+        tags: 2,
+        index_every: 3,
+        sign: false,
+        ..CorpusSpec::default()
+    };
+    push_corpus(&src.url, &spec).await;
+    let sink = crate::support::receiver::Receiver::start(1);
+    let cfg = format!(
+        "{}\n[[notify]]\nurl = \"{}\"\non = [\"written\", \"deleted\"]\n",
+        regs(&src.url, &dst.url),
+        sink.url("/siem")
+    );
+    let policy = "[[policy]]\nname = \"mirror\"\nsource = \"src\"\ntargets = [\"dst\"]\nrepositories = [\"app-*\"]\n";
+    let f = Ferry::new(&cfg, "1MiB", &[("p.toml", policy)]);
+    f.run(&["sync"]).assert_code(0);
+    let ledger = entries(&f, &[]);
+    let got = sink.received();
+    let taken: Vec<_> = got.iter().filter(|r| !r.refused).collect();
+    assert!(
+        got.iter().any(|r| r.refused),
+        "the first delivery was refused and retried"
+    );
+    assert!(taken
+        .iter()
+        .all(|r| r.body["type"] == "dev.ferry.audit.written"));
+    let streamed: Vec<&serde_json::Value> = taken
+        .iter()
+        .flat_map(|r| r.body["data"]["entries"].as_array().unwrap())
+        .collect();
+    let mut seqs: Vec<u64> = streamed
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    let want: Vec<u64> = ledger.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, want, "every entry once");
+    for e in streamed {
+        assert_eq!(*e, ledger[e["seq"].as_u64().unwrap() as usize - 1]);
+    }
+    // A no-op run has nothing to stream.
+    let before = sink.received().len();
+    f.run(&["sync"]).assert_code(0);
+    assert_eq!(sink.received().len(), before);
+}
