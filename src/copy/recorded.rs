@@ -129,7 +129,10 @@ impl Copier {
                 Err(e.into())
             }
             // Perhaps made (a timeout after the request went): the next run asks the target.
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                rec.ledger.left_open(intent);
+                Err(e.into())
+            }
         }
     }
 

@@ -134,6 +134,9 @@ pub struct Ledger {
     retention: Retention,
     /// One appender at a time: each entry names the one before it.
     chain: Mutex<()>,
+    /// Announcements whose write this process is still making: not for `pending` to settle
+    /// (a run of the same policy starting meanwhile would record or drop them under it).
+    in_flight: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Ledger {
@@ -142,6 +145,7 @@ impl Ledger {
             state,
             retention,
             chain: Mutex::new(()),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -152,7 +156,20 @@ impl Ledger {
     pub async fn intend(&self, draft: Draft) -> Result<Intent, LedgerError> {
         let bytes = serde_json::to_vec(&draft).expect("drafts serialize");
         let id = self.state.ledger_intend(&bytes).await?;
+        self.in_flight.lock().expect("lock poisoned").insert(id);
         Ok(Intent { id, draft })
+    }
+
+    /// The write's outcome is not known (its answer was lost): the next run settles it.
+    pub fn left_open(&self, intent: Intent) {
+        self.done(&intent);
+    }
+
+    fn done(&self, intent: &Intent) {
+        self.in_flight
+            .lock()
+            .expect("lock poisoned")
+            .remove(&intent.id);
     }
 
     /// The registry took the write: it becomes an entry (with the tag's `written` record).
@@ -169,6 +186,7 @@ impl Ledger {
 
     /// The write certainly did not happen (the registry refused it).
     pub fn abandon(&self, intent: Intent) {
+        self.done(&intent);
         if let Err(e) = self.state.ledger_drop_intent(intent.id) {
             tracing::warn!(error = %e, "audit ledger: a refused write's announcement stays; the next run settles it");
         }
@@ -190,7 +208,11 @@ impl Ledger {
     /// When the store cannot be read.
     pub fn pending(&self) -> Result<Vec<Intent>, LedgerError> {
         let mut out = Vec::new();
+        let in_flight = self.in_flight.lock().expect("lock poisoned").clone();
         for (id, bytes) in self.state.ledger_intents()? {
+            if in_flight.contains(&id) {
+                continue;
+            }
             match serde_json::from_slice(&bytes) {
                 Ok(draft) => out.push(Intent { id, draft }),
                 Err(e) => {
@@ -223,6 +245,7 @@ impl Ledger {
         recovered: bool,
         change: Option<TagChange<'_>>,
     ) -> Result<Entry, LedgerError> {
+        self.done(&intent);
         let _one = self.chain.lock().expect("lock poisoned");
         let (seq, prev) = match self.state.ledger_last()? {
             Some((seq, bytes)) => (seq + 1, chain::stored_hash(seq, &bytes)?),
@@ -238,5 +261,55 @@ impl Ledger {
             tracing::warn!(error = %e, "audit ledger: old entries not pruned");
         }
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Draft {
+        Draft {
+            at_ms: 1,
+            member: "m".into(),
+            policy: "p".into(),
+            run: "p@1".into(),
+            trigger: "ferry sync".into(),
+            action: Action::Written,
+            target: "dst".into(),
+            repository: "app".parse().unwrap(),
+            tag: Some("v1".parse().unwrap()),
+            digest: Digest::of(b"x"),
+            source: None,
+            verified: None,
+            reason: None,
+        }
+    }
+
+    /// A run starting while another still makes a write must not settle that write under
+    /// it; once its answer is lost, the write is the next run's to settle.
+    #[tokio::test]
+    async fn writes_in_flight_are_not_pending_until_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(
+            StateStore::open(dir.path()).unwrap(),
+            Retention {
+                max_age: Duration::from_secs(3600),
+                max_entries: 1000,
+                archive: None,
+            },
+        );
+        let a = ledger.intend(draft()).await.unwrap();
+        assert!(ledger.pending().unwrap().is_empty());
+        ledger.left_open(a);
+        let open = ledger.pending().unwrap();
+        assert_eq!(open.len(), 1);
+        let e = ledger
+            .settle(open.into_iter().next().unwrap(), true)
+            .unwrap()
+            .unwrap();
+        assert!(e.recovered && e.seq == 1);
+        assert!(ledger.pending().unwrap().is_empty());
+        assert_eq!(ledger.verify().unwrap().0, 1);
     }
 }
