@@ -73,15 +73,7 @@ impl Notifier {
         let kinds = outcomes(run);
         for (i, spec) in self.inner.specs.iter().enumerate() {
             for kind in kinds.iter().filter(|k| spec.on.contains(k)) {
-                let (inner, doc) = (self.inner.clone(), document(run, *kind, &self.inner.source));
-                self.inner.tasks.spawn(async move {
-                    let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
-                        &inner.delivered
-                    } else {
-                        &inner.given_up
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                });
+                self.send(i, document(run, *kind, &self.inner.source));
             }
         }
     }
@@ -103,19 +95,23 @@ impl Notifier {
                     .filter(|e| e.draft.action == action)
                     .collect();
                 for batch in mine.chunks(ENTRIES_PER_EVENT) {
-                    let doc = entries_document(batch, kind, &self.inner.source);
-                    let inner = self.inner.clone();
-                    self.inner.tasks.spawn(async move {
-                        let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
-                            &inner.delivered
-                        } else {
-                            &inner.given_up
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    });
+                    self.send(i, entries_document(batch, kind, &self.inner.source));
                 }
             }
         }
+    }
+
+    /// Deliver `doc` to the `i`th `[[notify]]` in the background, and count how it ended.
+    fn send(&self, i: usize, doc: serde_json::Value) {
+        let inner = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            let counter = if deliver(&inner.http, &inner.specs[i], &doc).await {
+                &inner.delivered
+            } else {
+                &inner.given_up
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Whether any `[[notify]]` streams ledger entries.
