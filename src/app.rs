@@ -84,7 +84,7 @@ impl App {
         });
         let member = match &config.cluster {
             Some(c) => c.member.clone(),
-            None => host_name(),
+            None => crate::model::hostname(),
         };
         let runner = Runner::new(registries, state, shared, notifier, d.run_history)
             .recording(ledger, member);
@@ -153,13 +153,4 @@ fn endpoint(spec: &crate::config::RegistrySpec) -> Endpoint {
         trusted_origins: spec.trusted_origins.clone(),
         layout_shared: spec.layout_shared,
     }
-}
-
-/// This machine's name, for the ledger's `member` outside a cluster.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

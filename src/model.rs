@@ -150,7 +150,10 @@ pub fn now_ms() -> u64 {
 /// This machine's host name (`localhost` when the kernel will not say).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned())
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Streaming sha256 with a byte count, so size and digest are checked together.

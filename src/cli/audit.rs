@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::ledger::{Asked, Entry, Ledger, Page, Retention, Verified};
+use crate::ledger::{Asked, Entry, Ledger, Retention, Verified};
 use crate::model::now_ms;
 use crate::state::{StateError, StateStore};
 
@@ -45,20 +45,10 @@ pub async fn run(config: &Path, args: &AuditArgs) -> ExitCode {
                 return verified(args, &ledger.check());
             }
             let mut entries = Vec::new();
-            let mut after = 0;
-            loop {
-                match ledger.read(&filter, after, crate::ledger::MAX_PAGE) {
-                    Ok(Page { entries: e, next }) => {
-                        entries.extend(e);
-                        match next {
-                            Some(n) => after = n,
-                            None => break,
-                        }
-                    }
-                    Err(e) => return super::fail(e, 1),
-                }
+            match ledger.each_page(&filter, 0, |page| entries.extend(page)) {
+                Ok(()) => report(args, entries, None),
+                Err(e) => super::fail(e, 1),
             }
-            report(args, entries, None)
         }
         Err(StateError::Locked { .. }) => through_daemon(&cfg, args, &asked).await,
         Err(e) => super::fail(e, 1),

@@ -24,7 +24,7 @@ use crate::state::{StateError, StateStore, TagChange};
 
 pub use chain::Broken;
 pub use exposure::{exposure, Exposure};
-pub use query::{parse_time, Asked, Filter, Page, Verified, MAX_PAGE};
+pub use query::{Asked, Filter, Page, Verified, MAX_PAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -239,6 +239,15 @@ impl Ledger {
         self.append(intent, true, None).map(Some)
     }
 
+    /// The seq the oldest kept entry has and the hash it names: after the pruned front's
+    /// anchor, or from the genesis.
+    fn start(&self) -> Result<(u64, String), LedgerError> {
+        match self.state.ledger_anchor()? {
+            Some(a) => chain::anchor(&a),
+            None => Ok((1, chain::GENESIS.to_owned())),
+        }
+    }
+
     fn append(
         &self,
         intent: Intent,
@@ -249,10 +258,7 @@ impl Ledger {
         let _one = self.chain.lock().expect("lock poisoned");
         let (seq, prev) = match self.state.ledger_last()? {
             Some((seq, bytes)) => (seq + 1, chain::stored_hash(seq, &bytes)?),
-            None => match self.state.ledger_anchor()? {
-                Some(a) => chain::anchor(&a)?,
-                None => (1, chain::GENESIS.to_owned()),
-            },
+            None => self.start()?,
         };
         let entry = chain::seal(seq, intent.draft, recovered, prev);
         let bytes = serde_json::to_vec(&entry).expect("entries serialize");

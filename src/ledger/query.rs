@@ -90,24 +90,35 @@ impl Ledger {
         })
     }
 
+    /// Every entry after `after` that `filter` admits, a page at a time, oldest first.
+    ///
+    /// # Errors
+    /// As [`Ledger::read`]; the pages before the failing one have been handed over.
+    pub fn each_page(
+        &self,
+        filter: &Filter,
+        mut after: u64,
+        mut f: impl FnMut(Vec<Entry>),
+    ) -> Result<(), LedgerError> {
+        loop {
+            let page = self.read(filter, after, MAX_PAGE)?;
+            f(page.entries);
+            match page.next {
+                Some(n) => after = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Check the whole chain: how many entries and the head hash, or the first break.
     ///
     /// # Errors
     /// The first entry that was edited, removed or inserted.
     pub fn verify(&self) -> Result<(u64, String), Broken> {
-        let start = match self.state.ledger_anchor() {
-            Ok(Some(a)) => chain::anchor(&a).map_err(|e| Broken {
-                seq: 0,
-                why: e.to_string(),
-            })?,
-            Ok(None) => (1, chain::GENESIS.to_owned()),
-            Err(e) => {
-                return Err(Broken {
-                    seq: 0,
-                    why: e.to_string(),
-                })
-            }
-        };
+        let start = self.start().map_err(|e| Broken {
+            seq: 0,
+            why: e.to_string(),
+        })?;
         let from = start.0;
         chain::check(
             start,
@@ -225,7 +236,7 @@ impl Asked {
 ///
 /// # Errors
 /// Neither form.
-pub fn parse_time(s: &str, now: u64) -> Result<u64, String> {
+fn parse_time(s: &str, now: u64) -> Result<u64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return u64::try_from(t.timestamp_millis()).map_err(|_| format!("`{s}` is before 1970"));
     }

@@ -76,10 +76,7 @@ impl StateStore {
                 set_tree(exposure, trees, tree, None)?;
                 Ok::<(), ConflictableTransactionError<sled::Error>>(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(e)
-                | sled::transaction::TransactionError::Storage(e) => StateError::Sled(e),
-            })
+            .map_err(super::tx_error)
     }
 
     /// The target tags ferry wrote with an image containing `digest`, as indexed.

@@ -12,11 +12,11 @@
 //! intent (settled later by asking the target whether the write happened) or the entry,
 //! never a write with neither, and never an entry for a write that did not happen.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional};
 
 use super::exposure::{set_tree, tree_key};
 use super::written::{written_key, WrittenRecord};
-use super::{StateError, StateStore, VERSION};
+use super::{tx_error, StateError, StateStore, VERSION};
 use crate::model::{Digest, RepoName, Tag};
 
 const ANCHOR: &[u8] = b"anchor";
@@ -40,12 +40,6 @@ pub enum TagChange<'a> {
         repository: &'a RepoName,
         tag: &'a Tag,
     },
-}
-
-fn tx_error(e: TransactionError<sled::Error>) -> StateError {
-    match e {
-        TransactionError::Abort(e) | TransactionError::Storage(e) => StateError::Sled(e),
-    }
 }
 
 impl StateStore {
@@ -162,11 +156,6 @@ impl StateStore {
             r.map(|(k, v)| (be(&k), v.to_vec()))
                 .map_err(StateError::from)
         })
-    }
-
-    /// How many entries there are.
-    pub fn ledger_len(&self) -> usize {
-        self.ledger.len()
     }
 
     /// What the chain starts from once its front is pruned.

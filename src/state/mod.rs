@@ -140,6 +140,14 @@ struct Flushes {
     done: tokio::sync::Mutex<u64>,
 }
 
+/// A failed sled transaction as the store's error (nothing here aborts one on purpose).
+fn tx_error(e: sled::transaction::TransactionError<sled::Error>) -> StateError {
+    match e {
+        sled::transaction::TransactionError::Abort(e)
+        | sled::transaction::TransactionError::Storage(e) => StateError::Sled(e),
+    }
+}
+
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.join(&b'\0')
 }

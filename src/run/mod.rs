@@ -3,7 +3,10 @@
 //! gather the fan-out and copy; then record the run and notify. `ferry sync`, the scheduler
 //! and the event queue all start runs here.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod memory;
+mod told;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +17,17 @@ use tracing::{error, info, info_span, Instrument};
 use crate::config::Policy;
 use crate::copy::{Copier, CopyShared, Failure, Guards, KeyedLocks, Progress, Record, RepoReport};
 use crate::ledger::Ledger;
-use crate::model::{Digest, ErrorKind, RepoName, Tag};
+use crate::model::{ErrorKind, RepoName};
 use crate::notify::Notifier;
 use crate::plan::{
-    plan_repo, select_repositories, Evidence, Memory, NoMemory, PlanError, RepoPlan, RunOptions,
-    Scope, SourceReads,
+    plan_repo, select_repositories, Memory, NoMemory, PlanError, RepoPlan, RunOptions, Scope,
+    SourceReads,
 };
 use crate::registry::Registry;
 use crate::state::{now_ms, Counts, Findings, Outcome, RunRecord, StateStore};
+
+use memory::StateMemory;
+pub use told::Told;
 
 /// What started a run, as the audit ledger tells it.
 #[derive(Clone, Debug)]
@@ -343,13 +349,15 @@ impl Runner {
         let (started, clock) = (now_ms(), std::time::Instant::now());
         let cancel = guards.cancel.clone();
         let mut copier = Copier::new(self.shared.clone(), state.clone(), guards);
+        // The run history's key, and each of its ledger entries' `run`.
+        let run_id = format!("{}@{started}", policy.name);
         let ledger_from = self.ledger.as_ref().map(|l| l.last_seq());
         if let Some(ledger) = &self.ledger {
             copier = copier.recording(Record {
                 ledger: ledger.clone(),
                 member: self.member.clone(),
                 policy: policy.name.clone(),
-                run: format!("{}@{started}", policy.name),
+                run: run_id.clone(),
                 trigger: cause.describe(reach),
                 source: policy.source.clone(),
             });
@@ -415,7 +423,7 @@ impl Runner {
         }
         self.record_and_notify(&run, &state);
         if let Some(from) = ledger_from {
-            self.stream_entries(&format!("{}@{started}", policy.name), from);
+            self.stream_entries(&run_id, from);
         }
         run
     }
@@ -533,12 +541,9 @@ impl Runner {
         join_all(plans).await
     }
 
-    /// Phases 6 and 7: the run history and `[[notify]]`. A targeted run that found its tag in
-    /// sync (a coalesced or repeated event) is not worth a place in the history; one that did
-    /// something or failed is.
     /// The run's ledger entries to the `[[notify]]` that stream them, read back from the
     /// ledger (what was committed, nothing else), a page at a time.
-    fn stream_entries(&self, run: &str, mut after: u64) {
+    fn stream_entries(&self, run: &str, after: u64) {
         let Some(ledger) = self
             .ledger
             .as_ref()
@@ -550,23 +555,15 @@ impl Runner {
             run: Some(run.to_owned()),
             ..Default::default()
         };
-        loop {
-            match ledger.read(&filter, after, crate::ledger::MAX_PAGE) {
-                Ok(page) => {
-                    self.notifier.entries(&page.entries);
-                    match page.next {
-                        Some(n) => after = n,
-                        None => break,
-                    }
-                }
-                Err(e) => {
-                    error!(error = %e, "audit ledger entries not streamed to [[notify]]");
-                    break;
-                }
-            }
+        let sent = ledger.each_page(&filter, after, |page| self.notifier.entries(&page));
+        if let Err(e) = sent {
+            error!(error = %e, "audit ledger entries not streamed to [[notify]]");
         }
     }
 
+    /// Phases 6 and 7: the run history and `[[notify]]`. A targeted run that found its tag in
+    /// sync (a coalesced or repeated event) is not worth a place in the history; one that did
+    /// something or failed is.
     fn record_and_notify(&self, run: &PolicyRun, state: &StateStore) {
         let mut told = Told::default();
         for f in &run.failures {
@@ -600,117 +597,7 @@ impl Runner {
     }
 }
 
-/// What planning remembers between runs, kept in the state store.
-struct StateMemory<'a>(&'a StateStore);
-
-impl Memory for StateMemory<'_> {
-    fn first_seen(&self, key: &str) -> u64 {
-        self.0.first_seen(key, now_ms())
-    }
-    fn filtered(&self, key: &str) -> Option<Digest> {
-        self.0.filtered_index(key)
-    }
-    fn remember_filtered(&self, key: &str, digest: &Digest) {
-        self.0.remember_filtered_index(key, digest);
-    }
-    fn verified(&self, key: &str) -> Option<(Evidence, u64)> {
-        let (at, bytes) = self.0.verification(key)?;
-        Some((serde_json::from_slice(&bytes).ok()?, at))
-    }
-    fn remember_verified(&self, key: &str, evidence: &Evidence) {
-        let bytes = serde_json::to_vec(evidence).expect("evidence serializes");
-        self.0.remember_verification(key, now_ms(), &bytes);
-    }
-    fn written(&self, target: &str, repo: &RepoName, tag: &Tag) -> Option<(Digest, Digest, u64)> {
-        self.0
-            .written(target, repo, tag)
-            .map(|r| (r.source, r.target, r.at_ms))
-    }
-    fn remember_written(
-        &self,
-        target: &str,
-        repo: &RepoName,
-        tag: &Tag,
-        source: &Digest,
-        target_digest: &Digest,
-    ) {
-        self.0
-            .remember_written(target, repo, tag, source, target_digest);
-    }
-    fn blob_home(&self, target: &str, digest: &Digest, except: &RepoName) -> Option<RepoName> {
-        self.0.blob_home(target, digest, except)
-    }
-    fn forget_written_except(&self, target: &str, repo: &RepoName, keep: &HashSet<Tag>) {
-        self.0.forget_written_except(target, repo, &|t| {
-            t.parse::<Tag>().is_ok_and(|t| keep.contains(&t))
-        });
-    }
-}
-
 /// The repository a plan names when the source could not even be listed.
 fn unknown() -> RepoName {
     "unknown".parse().expect("valid repository name")
-}
-
-/// A registry found not reachable, or refusing the credentials, fails every repository with
-/// the same words: the first line that says them keeps them, later ones say so briefly
-/// (logs, plan, sync summary).
-#[derive(Default)]
-pub struct Told(std::collections::HashSet<String>);
-
-impl Told {
-    pub fn brief(&mut self, text: &str) -> String {
-        const MARKS: [(&str, &str); 2] = [
-            (": not reachable: ", ": not reachable (as above)"),
-            (
-                ": authentication failed (",
-                ": authentication failed (as above)",
-            ),
-        ];
-        let mut out = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let Some((at, mark, short)) = MARKS
-                .iter()
-                .find_map(|(m, s)| line.find(m).map(|at| (at, m, s)))
-            else {
-                out.push_str(line);
-                continue;
-            };
-            let said = format!("{mark}{}", line[at + mark.len()..].trim_end());
-            if self.0.insert(said) {
-                out.push_str(line);
-            } else {
-                out.push_str(&line[..at]);
-                out.push_str(short);
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_unreachable_registry_is_explained_once() {
-        let mut told = super::Told::default();
-        let why = "src: list tags: not reachable: connection refused (nothing answered)";
-        assert_eq!(told.brief(&format!("a: {why}\n")), format!("a: {why}\n"));
-        assert_eq!(
-            told.brief(&format!("b: {why}\n")),
-            "b: src: list tags: not reachable (as above)\n"
-        );
-        assert_eq!(told.brief("c: fine\n"), "c: fine\n");
-        let refused = "dst: list tags: authentication failed (credentials rejected); check the username and password for this registry";
-        assert_eq!(
-            told.brief(&format!("a: {refused}")),
-            format!("a: {refused}")
-        );
-        assert_eq!(
-            told.brief(&format!("b: {refused}")),
-            "b: dst: list tags: authentication failed (as above)"
-        );
-    }
 }
